@@ -1,0 +1,539 @@
+"""One bot: signaling, a send transport publishing pre-encoded media, a receive transport subscribing to the
+room's other producers (renegotiated as producers come and go), and its report.
+
+A bot never raises out of run(): what goes wrong is recorded in `error` (join failed) or `errors` (later).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import random
+import time
+from dataclasses import dataclass
+
+from sfuctl.client.offer import RECEIVE_CODECS, SEND_CODECS, OfferSection, build_offer, parse_answer
+from sfuctl.client.signaling import SignalingClient, SignalingError
+from sfuctl.encoded import EncodedTrack
+from sfuctl.rtc.connection import Connection
+from sfuctl.rtc.dtls import DtlsCertificate
+
+from .config import BotPlan
+from .impairment import ImpairmentConfig
+from .pacer import Pacer
+from .publisher import Publisher, StreamSender
+from .stats import RoomCounters
+from .subscriber import ConsumerInfo, ConsumerStream, Subscriber
+from .udp import BotSocket, open_bot_connection
+
+log = logging.getLogger(__name__)
+
+LEAVE_TIMEOUT = 2.0
+RESUBSCRIBE_DELAY = 0.2
+MAX_RESUBSCRIBE_RETRIES = 5
+
+
+@dataclass
+class BotEnv:
+    """What the bots of one process share."""
+
+    url: str
+    tracks: dict[str, EncodedTrack]
+    certificate: DtlsCertificate
+    pacer: Pacer
+    impairment: ImpairmentConfig
+    seed: int
+    connect_timeout: float
+    join_timeout: float
+    rtcp_interval: float
+    started_at: float  # time.monotonic() when the run started
+
+
+class JoinError(Exception):
+    """A bot could not join; the message says at which step and why."""
+
+
+def _ignore(data: bytes) -> None:
+    """RTP arriving on the send transport (there should be none)."""
+
+
+class Bot:
+    """States: waiting -> joining -> joined -> left, or joining -> failed; joined -> disconnected if the server
+    or the network drops it. Times are time.monotonic() seconds (the loop's clock has 1 ms grain with uvloop)."""
+
+    def __init__(self, plan: BotPlan, env: BotEnv) -> None:
+        self.plan = plan
+        self.env = env
+        self.loop = asyncio.get_running_loop()
+        self.rng = random.Random(f"{env.seed}:{plan.index}")
+        self.cname = f"{plan.name}-{self.rng.getrandbits(32):08x}"
+        self.status = "waiting"
+        self.error: str | None = None
+        self.errors: list[str] = []
+        self.peer_id: str | None = None
+        self.join_started_at: float | None = None
+        self.joined_at: float | None = None
+        self.left_at: float | None = None
+        self.send_started_at: float | None = None
+        self.signaling: SignalingClient | None = None
+        self.publisher: Publisher | None = None
+        self.subscriber: Subscriber | None = None
+        self.next_report_at = float("inf")
+        self._stage = "waiting"
+        self._send: tuple[Connection, BotSocket] | None = None
+        self._recv: tuple[Connection, BotSocket] | None = None
+        self._send_ready: asyncio.Future[None] | None = None
+        self._recv_ready: asyncio.Future[None] | None = None
+        self._wanted: dict[str, dict] = {}  # producer id -> producerAdded info, for open subscriptions
+        self._announced: dict[str, float] = {}  # producer id -> when this bot learnt of it
+        self._closed_producers: set[str] = set()
+        self._mid_of: dict[str, str] = {}
+        self._sections: dict[str, OfferSection] = {}
+        self._consumer_ids: set[str] = set()
+        self._mids = itertools.count()
+        self._session_id = self.rng.getrandbits(62)
+        self._recv_version = 0
+        self._dirty = asyncio.Event()
+        self._lost = asyncio.Event()
+        self.join_done = asyncio.Event()
+        self._leaving = False
+        self._tasks: list[asyncio.Task] = []
+        self._sent_prev: dict[int, int] = {}
+
+    @property
+    def joined(self) -> bool:
+        return self.joined_at is not None
+
+    @property
+    def join_ms(self) -> float | None:
+        if self.joined_at is None or self.join_started_at is None:
+            return None
+        return (self.joined_at - self.join_started_at) * 1000.0
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        """Join, stay until `stop` is set (or the bot is dropped), leave. Never raises but CancelledError."""
+        try:
+            try:
+                await asyncio.wait_for(self._join(), self.env.join_timeout)
+            except asyncio.TimeoutError:
+                raise JoinError(f"{self._stage}: no answer within {self.env.join_timeout:g} s") from None
+        except Exception as exc:  # failures are data: the report says what went wrong
+            self.status = "failed"
+            self.error = _describe(exc, self._stage)
+            self.join_done.set()
+        else:
+            self.status = "joined"
+            self.join_done.set()
+            waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._lost.wait())]
+            try:
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
+            if self._lost.is_set() and not stop.is_set():
+                self.status = "disconnected"
+        finally:
+            await self._leave()
+
+    async def _join(self) -> None:
+        self.status = "joining"
+        self.join_started_at = time.monotonic()
+        self._stage = "connecting signaling"
+        self.signaling = await SignalingClient.connect(self.env.url, timeout=self.env.connect_timeout)
+        self._stage = "joining"
+        joined = await self.signaling.request("join", room=self.plan.room, name=self.plan.name)
+        self.peer_id = joined["peerId"]
+        self._tasks.append(asyncio.create_task(self._notifications(), name=f"{self.plan.name}-notifications"))
+        self._tasks.append(asyncio.create_task(self._watch_signaling(), name=f"{self.plan.name}-signaling"))
+        if self.plan.publish and self.env.tracks:
+            self._stage = "publishing"
+            await self._publish()
+        if self.plan.subscribe:
+            for producer in joined.get("producers", []):
+                self._want(producer, self.join_started_at)
+            if self._wanted:
+                self._stage = "subscribing"
+                await self._subscribe_once()
+            self._tasks.append(asyncio.create_task(self._subscriptions(), name=f"{self.plan.name}-subscriptions"))
+        if self._send_ready is not None:
+            self._stage = "connecting the send transport (ICE/DTLS)"
+            await self._send_ready
+        if self._recv_ready is not None:
+            self._stage = "connecting the receive transport (ICE/DTLS)"
+            await self._recv_ready
+        self._stage = "joined"
+        self.joined_at = time.monotonic()
+        self.next_report_at = self.joined_at + self.env.rtcp_interval * self.rng.uniform(0.5, 1.5)
+
+    async def _leave(self) -> None:
+        self._leaving = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.publisher is not None:
+            self.publisher.stop()
+            if self._send is not None and self._send[0].state == "connected":
+                self.publisher.send_bye()
+        signaling = self.signaling
+        if signaling is not None and self.peer_id is not None and not signaling.closed.is_set():
+            try:
+                await signaling.request("leave", timeout=LEAVE_TIMEOUT)
+            except (SignalingError, asyncio.TimeoutError, OSError):
+                pass
+        for pair in (self._send, self._recv):
+            if pair is not None:
+                pair[0].close()
+                pair[1].close()
+        if signaling is not None:
+            try:
+                await asyncio.wait_for(signaling.close(), LEAVE_TIMEOUT)
+            except (asyncio.TimeoutError, OSError):
+                pass
+        self.left_at = time.monotonic()
+        if self.status == "joined":
+            self.status = "left"
+
+    def _mark_lost(self, reason: str) -> None:
+        if self._leaving or self._lost.is_set():
+            return
+        self.errors.append(reason)
+        self._lost.set()
+
+    # -- publishing -----------------------------------------------------------------------------------
+    async def _publish(self) -> None:
+        conn, sock = await open_bot_connection(
+            certificate=self.env.certificate,
+            impairment=self.env.impairment if self.plan.impaired else ImpairmentConfig(),
+            seed=f"{self.env.seed}:{self.plan.index}:send",
+            on_rtp=_ignore,
+            on_rtcp=self._on_send_rtcp,
+            on_state=self._on_send_state,
+            connect_timeout=self.env.connect_timeout,
+        )
+        self._send = (conn, sock)
+        self._send_ready = self.loop.create_future()
+        sections = []
+        used: set[int] = set()
+        for number, kind in enumerate(k for k in ("video", "audio") if k in self.env.tracks):
+            track = self.env.tracks[kind]
+            ssrc = self.rng.randint(1, 0xFFFFFFFF)
+            while ssrc in used:
+                ssrc = self.rng.randint(1, 0xFFFFFFFF)
+            used.add(ssrc)
+            sections.append(
+                OfferSection(
+                    mid=str(number),
+                    kind=kind,
+                    direction="sendonly",
+                    codecs=(SEND_CODECS[track.codec],),
+                    ssrc=ssrc,
+                    cname=self.cname,
+                    msid=(self.cname, f"{self.cname}-{kind}"),
+                )
+            )
+        assert conn.local_candidate is not None
+        offer = build_offer(
+            session_id=self.rng.getrandbits(62),
+            version=1,
+            ice=conn.local_ice,
+            fingerprint=conn.local_fingerprint,
+            candidate=conn.local_candidate,
+            sections=sections,
+        )
+        assert self.signaling is not None
+        result = await self.signaling.request("publish", sdp=offer)
+        answer = parse_answer(result["sdp"])
+        senders = []
+        for section in sections:
+            media = answer.media.get(section.mid)
+            if media is None or media.codec is None:
+                raise JoinError(f"the server rejected the {section.kind} track (mid {section.mid})")
+            assert section.ssrc is not None
+            senders.append(
+                StreamSender(
+                    self.env.tracks[section.kind],
+                    ssrc=section.ssrc,
+                    payload_type=media.codec.payload_type,
+                    send_rtp=conn.send_rtp,
+                    rng=self.rng,
+                    nack=media.codec.has_feedback("nack"),
+                )
+            )
+        self.publisher = Publisher(senders, conn.send_rtcp, self.cname)
+        conn.set_remote(answer.ice, answer.fingerprints, answer.dtls_role, answer.candidates)  # type: ignore[arg-type]
+
+    def _on_send_rtcp(self, data: bytes) -> None:
+        if self.publisher is not None:
+            self.publisher.on_rtcp(data)
+
+    def _on_send_state(self, state: str) -> None:
+        ready = self._send_ready
+        if state == "connected":
+            if ready is not None and not ready.done():
+                ready.set_result(None)
+            if self.publisher is not None and not self._leaving:
+                self.send_started_at = time.monotonic()
+                for sender in self.publisher.senders:
+                    self.env.pacer.add(sender)
+        elif state in ("failed", "closed"):
+            if self.publisher is not None:
+                self.publisher.stop()
+            if ready is not None and not ready.done():
+                ready.set_exception(JoinError(f"send transport {state} (ICE/DTLS did not complete)"))
+            else:
+                self._mark_lost(f"send transport {state}")
+
+    # -- subscribing ----------------------------------------------------------------------------------
+    def _want(self, producer: dict, announced_at: float) -> None:
+        producer_id = producer.get("id")
+        if (
+            not isinstance(producer_id, str)
+            or producer.get("peerId") == self.peer_id
+            or producer.get("kind") not in RECEIVE_CODECS
+            or producer_id in self._wanted
+            or producer_id in self._closed_producers
+        ):
+            return
+        self._wanted[producer_id] = producer
+        self._announced[producer_id] = announced_at
+
+    def _drop(self, producer_id: str) -> None:
+        self._closed_producers.add(producer_id)
+        self._wanted.pop(producer_id, None)
+        mid = self._mid_of.get(producer_id)
+        if mid is not None:
+            section = self._sections[mid]
+            self._sections[mid] = OfferSection(mid, section.kind, "inactive", section.codecs)
+
+    async def _notifications(self) -> None:
+        assert self.signaling is not None
+        queue = self.signaling.notifications
+        while True:
+            method, params = await queue.get()
+            if method == "producerAdded" and self.plan.subscribe:
+                producer = params.get("producer", {})
+                before = len(self._wanted)
+                self._want(producer, time.monotonic())
+                if len(self._wanted) != before:
+                    self._dirty.set()
+            elif method == "producerClosed":
+                self._drop(params.get("producerId", ""))
+            elif method == "consumerClosed" and self.subscriber is not None:
+                self.subscriber.close(params.get("consumerId", ""), time.monotonic())
+
+    async def _watch_signaling(self) -> None:
+        assert self.signaling is not None
+        await self.signaling.closed.wait()
+        self._mark_lost("signaling connection closed by the server")
+
+    async def _subscriptions(self) -> None:
+        retries = 0
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            try:
+                await self._subscribe_once()
+                retries = 0
+            except SignalingError as exc:
+                if exc.code == "closed":
+                    return
+                if exc.code == "not_found" and retries < MAX_RESUBSCRIBE_RETRIES:
+                    # A producer closed while the offer was on its way: its producerClosed drops it.
+                    retries += 1
+                    await asyncio.sleep(RESUBSCRIBE_DELAY)
+                    self._dirty.set()
+                else:
+                    self.errors.append(f"subscribe failed: {exc}")
+            except (ValueError, asyncio.TimeoutError, OSError) as exc:
+                self.errors.append(f"subscribe failed: {_describe(exc, 'subscribing')}")
+
+    async def _subscribe_once(self) -> None:
+        """Send the full receive offer with a recvonly m-line per wanted producer; start the new consumers."""
+        if self._recv is None:
+            subscriber = self.subscriber = Subscriber(
+                self._send_recv_rtcp, self.cname, self.rng.randint(1, 0xFFFFFFFF), time.monotonic
+            )
+            self._recv = await open_bot_connection(
+                certificate=self.env.certificate,
+                impairment=self.env.impairment if self.plan.impaired else ImpairmentConfig(),
+                seed=f"{self.env.seed}:{self.plan.index}:recv",
+                on_rtp=subscriber.on_rtp,
+                on_rtcp=subscriber.on_rtcp,
+                on_state=self._on_recv_state,
+                connect_timeout=self.env.connect_timeout,
+            )
+            self._recv_ready = self.loop.create_future()
+        conn = self._recv[0]
+        for producer_id, producer in self._wanted.items():
+            if producer_id not in self._mid_of:
+                mid = str(next(self._mids))
+                self._mid_of[producer_id] = mid
+                kind = producer["kind"]
+                self._sections[mid] = OfferSection(mid, kind, "recvonly", RECEIVE_CODECS[kind])
+        subscriptions = {self._mid_of[producer_id]: producer_id for producer_id in self._wanted}
+        if not subscriptions:
+            return
+        self._recv_version += 1
+        assert conn.local_candidate is not None and self.signaling is not None
+        offer = build_offer(
+            session_id=self._session_id,
+            version=self._recv_version,
+            ice=conn.local_ice,
+            fingerprint=conn.local_fingerprint,
+            candidate=conn.local_candidate,
+            sections=list(self._sections.values()),
+        )
+        result = await self.signaling.request("subscribe", sdp=offer, subscriptions=subscriptions)
+        answer = parse_answer(result["sdp"])
+        if conn.state == "new":
+            conn.set_remote(answer.ice, answer.fingerprints, answer.dtls_role, answer.candidates)  # type: ignore[arg-type]
+        now = time.monotonic()
+        assert self.subscriber is not None
+        for consumer in result.get("consumers", []):
+            if consumer["id"] in self._consumer_ids:
+                continue
+            media = answer.media.get(consumer["mid"])
+            if media is None or media.codec is None:
+                continue
+            producer = self._wanted.get(consumer["producerId"], {})
+            info = ConsumerInfo(
+                consumer_id=consumer["id"],
+                producer_id=consumer["producerId"],
+                producer_peer=consumer["peerId"],
+                producer_name=producer.get("peerName", ""),
+                kind=consumer["kind"],
+                codec=consumer["codec"],
+                mid=consumer["mid"],
+                ssrc=consumer["ssrc"],
+                clock_rate=media.codec.clock_rate,
+                nack=media.codec.has_feedback("nack"),
+            )
+            self._consumer_ids.add(info.consumer_id)
+            self.subscriber.add(ConsumerStream(info, self._announced.get(info.producer_id, now)))
+        for rejected in result.get("rejected", []):
+            self.errors.append(f"subscription to producer {rejected.get('producerId')} rejected: {rejected.get('reason')}")
+
+    def _send_recv_rtcp(self, data: bytes) -> None:
+        if self._recv is not None:
+            self._recv[0].send_rtcp(data)
+
+    def _on_recv_state(self, state: str) -> None:
+        ready = self._recv_ready
+        if state == "connected":
+            if ready is not None and not ready.done():
+                ready.set_result(None)
+        elif state in ("failed", "closed"):
+            if ready is not None and not ready.done():
+                ready.set_exception(JoinError(f"receive transport {state} (ICE/DTLS did not complete)"))
+            else:
+                self._mark_lost(f"receive transport {state}")
+
+    # -- periodic work (driven by the process's BotGroup) ----------------------------------------------
+    def tick(self, now: float) -> None:
+        """NACK/PLI every tick; SR/RR/SDES at randomized RTCP intervals (RFC 3550 6.3.1: 0.5-1.5 x)."""
+        subscriber = self.subscriber
+        if subscriber is not None:
+            subscriber.tick(now)
+        if now >= self.next_report_at:
+            self.next_report_at = now + self.env.rtcp_interval * self.rng.uniform(0.5, 1.5)
+            if self.publisher is not None:
+                self.publisher.send_reports(now)
+            if subscriber is not None and subscriber.by_ssrc:
+                subscriber.send_report(now)
+
+    @property
+    def send_rtt_ms(self) -> float | None:
+        return self._send[1].rtt.rtt_ms if self._send is not None else None
+
+    @property
+    def recv_rtt_ms(self) -> float | None:
+        return self._recv[1].rtt.rtt_ms if self._recv is not None else None
+
+    def collect(self, counters: RoomCounters, interval: float) -> None:
+        """Add this bot to its room's counters for the interval that just ended."""
+        counters.bots += 1
+        if self.status == "failed":
+            counters.failed += 1
+        elif self.joined:
+            counters.joined += 1
+            if self.status == "joined":
+                counters.active += 1
+        if self.publisher is not None:
+            for sender in self.publisher.senders:
+                previous = self._sent_prev.get(sender.ssrc, 0)
+                self._sent_prev[sender.ssrc] = sender.octets
+                if sender.active:
+                    counters.streams_sent += 1
+                    counters.sent_bps += (sender.octets - previous) * 8 / interval
+        subscriber = self.subscriber
+        if subscriber is None:
+            return
+        rtt = self.recv_rtt_ms
+        for stream in subscriber.by_ssrc.values():
+            received, expected, lost, lost_first, _, _ = stream.interval()
+            counters.streams_received += 1
+            counters.received_bps += received * 8 / interval
+            counters.expected += expected
+            counters.lost += lost
+            counters.lost_first += lost_first
+            if stream.packets:
+                jitter = stream.reception.jitter_ms
+                counters.jitter_sum += jitter
+                counters.jitter_count += 1
+                counters.jitter_max = max(counters.jitter_max, jitter)
+                if rtt is not None:
+                    counters.rtt_sum += rtt
+                    counters.rtt_count += 1
+        for stream in subscriber.streams:
+            counters.freezes += stream.frames.freezes
+            counters.freeze_ms += stream.frames.freeze_seconds * 1000.0
+
+    def report(self, now: float) -> dict:
+        """This bot in the JSON report (docs/bots.md)."""
+        started = self.env.started_at
+        end = self.left_at if self.left_at is not None else now
+        sent = []
+        if self.publisher is not None:
+            elapsed = end - self.send_started_at if self.send_started_at is not None else 0.0
+            sent = [s.stats(elapsed) for s in self.publisher.senders]
+            for item in sent:
+                item["transport_rtt_ms"] = self.send_rtt_ms
+        consumers = []
+        if self.subscriber is not None:
+            rtt = self.recv_rtt_ms
+            consumers = [s.stats(end, rtt) for s in self.subscriber.streams]
+        return {
+            "index": self.plan.index,
+            "name": self.plan.name,
+            "room": self.plan.room,
+            "peer_id": self.peer_id,
+            "publisher": self.plan.publish,
+            "subscriber": self.plan.subscribe,
+            "impaired": self.plan.impaired,
+            "status": self.status,
+            "joined": self.joined,
+            "error": self.error,
+            "errors": self.errors,
+            "join_ms": self.join_ms,
+            "joined_at_s": self.joined_at - started if self.joined_at is not None else None,
+            "left_at_s": self.left_at - started if self.left_at is not None else None,
+            "send_rtt_ms": self.send_rtt_ms,
+            "recv_rtt_ms": self.recv_rtt_ms,
+            "sent": sent,
+            "consumers": consumers,
+        }
+
+
+def _describe(exc: BaseException, stage: str) -> str:
+    """One line saying what failed: the step and the reason."""
+    if isinstance(exc, JoinError):
+        return str(exc)
+    if isinstance(exc, ConnectionError):
+        return str(exc)
+    if isinstance(exc, SignalingError):
+        return f"{stage}: server said {exc.code}: {exc.message}"
+    if isinstance(exc, asyncio.TimeoutError):
+        return f"{stage}: timed out"
+    return f"{stage}: {type(exc).__name__}: {exc}"

@@ -1,0 +1,160 @@
+"""What a bots run does (BotsConfig) and who does what (BotPlan per bot: name, room, role, start time)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from sfuctl.encoded import EncodedTrack, load_track
+
+from .impairment import ImpairmentConfig
+
+MAX_BOTS = 10_000
+MAX_ROOM_NAME = 64
+
+
+@dataclass(frozen=True)
+class BotsConfig:
+    """Settings of one run. `media` lists files (VP8/H.264 video, Opus audio); empty means the default media.
+
+    `impaired` lists the bot indexes (0-based) that get `impairment`; None means every bot.
+    `duration` None runs until stopped.
+    """
+
+    url: str
+    count: int = 1
+    rooms: int = 1
+    room: str | None = None
+    publishers: int | None = None
+    audio: bool = True
+    video: bool = True
+    subscribe: bool = True
+    media: tuple[str, ...] = ()
+    ramp: float = 5.0
+    duration: float | None = None
+    processes: int = 1
+    seed: int = 0
+    impairment: ImpairmentConfig = field(default_factory=ImpairmentConfig)
+    impaired: tuple[int, ...] | None = None
+    connect_timeout: float = 10.0
+    join_timeout: float = 20.0
+    rtcp_interval: float = 1.0
+    sample_interval: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.url.startswith(("ws://", "wss://")):
+            raise ValueError(f"url must start with ws:// or wss://, not {self.url!r}")
+        if not 1 <= self.count <= MAX_BOTS:
+            raise ValueError(f"count must be between 1 and {MAX_BOTS}, not {self.count}")
+        if not 1 <= self.rooms <= self.count:
+            raise ValueError(f"rooms must be between 1 and the bot count ({self.count}), not {self.rooms}")
+        if self.room is not None and not 1 <= len(self.room) <= MAX_ROOM_NAME:
+            raise ValueError(f"room name must be 1 to {MAX_ROOM_NAME} characters")
+        if self.publishers is not None and self.publishers < 0:
+            raise ValueError(f"publishers must be 0 or more, not {self.publishers}")
+        if not 0 < self.ramp <= 1000:
+            raise ValueError(f"ramp must be more than 0 and at most 1000 joins per second, not {self.ramp}")
+        if self.duration is not None and not self.duration > 0:
+            raise ValueError(f"duration must be more than 0 seconds, not {self.duration}")
+        if not 1 <= self.processes <= 256:
+            raise ValueError(f"processes must be between 1 and 256, not {self.processes}")
+        if not (self.audio or self.video):
+            raise ValueError("bots need audio or video (both --no-audio and --no-video were given)")
+        for name in ("connect_timeout", "join_timeout", "rtcp_interval", "sample_interval"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be more than 0, not {getattr(self, name)}")
+
+    @property
+    def room_count(self) -> int:
+        return 1 if self.room is not None else self.rooms
+
+    def is_impaired(self, index: int) -> bool:
+        return self.impairment.active and (self.impaired is None or index in self.impaired)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["media"] = list(self.media)
+        data["impaired"] = list(self.impaired) if self.impaired is not None else None
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> BotsConfig:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["impairment"] = ImpairmentConfig(**values.get("impairment", {}))
+        values["media"] = tuple(values.get("media", ()))
+        if values.get("impaired") is not None:
+            values["impaired"] = tuple(values["impaired"])
+        return cls(**values)
+
+
+def default_processes() -> int:
+    """One bot process per core."""
+    return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class BotPlan:
+    """One bot: its 0-based index, name, room, whether it publishes / subscribes, and its start offset (s)."""
+
+    index: int
+    name: str
+    room: str
+    publish: bool
+    subscribe: bool
+    start_offset: float
+    impaired: bool
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> BotPlan:
+        return cls(**data)
+
+
+def plan_bots(config: BotsConfig) -> list[BotPlan]:
+    """Bots join in index order at `ramp` per second; bot i goes to room (i mod rooms) + 1, so the rooms fill
+    evenly during the ramp; the first `publishers` bots of each room publish."""
+    plans = []
+    per_room: dict[str, int] = {}
+    for index in range(config.count):
+        room = config.room if config.room is not None else f"room-{index % config.rooms + 1}"
+        position = per_room[room] = per_room.get(room, 0) + 1
+        publish = config.publishers is None or position <= config.publishers
+        plans.append(
+            BotPlan(
+                index=index,
+                name=f"bot-{index + 1}",
+                room=room,
+                publish=publish,
+                subscribe=config.subscribe,
+                start_offset=index / config.ramp,
+                impaired=config.is_impaired(index),
+            )
+        )
+    return plans
+
+
+def load_tracks(paths: list[str] | tuple[str, ...], audio: bool, video: bool) -> dict[str, EncodedTrack]:
+    """The first video and the first audio track found in `paths`, for the kinds wanted.
+
+    Raises ValueError when a wanted kind is in none of the files.
+    """
+    tracks: dict[str, EncodedTrack] = {}
+    wanted = [kind for kind, on in (("video", video), ("audio", audio)) if on]
+    for kind in wanted:
+        errors = []
+        for path in paths:
+            try:
+                tracks[kind] = load_track(Path(path), kind)
+                break
+            except ValueError as error:
+                errors.append(str(error))
+            except OSError as error:
+                errors.append(f"{path}: {error.strerror or error}")
+        if kind not in tracks:
+            detail = "; ".join(errors) if errors else "no media files given"
+            raise ValueError(f"no usable {kind} track in the media ({detail}); use --no-{kind} to run without")
+    return tracks

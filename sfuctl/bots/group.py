@@ -1,0 +1,148 @@
+"""The bots of one process: started on the ramp, driven by one tick timer and one pacer, sampled per interval."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sfuctl.encoded import EncodedTrack
+from sfuctl.rtc.dtls import DtlsCertificate
+
+from .bot import Bot, BotEnv
+from .config import BotPlan, BotsConfig
+from .pacer import Pacer
+from .stats import RoomCounters
+
+log = logging.getLogger(__name__)
+
+TICK_INTERVAL = 0.02  # NACK / PLI work and RTCP report checks
+LEAVE_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class JoinEvent:
+    """A bot finished joining, successfully or not (error set)."""
+
+    index: int
+    name: str
+    room: str
+    joined: bool
+    join_ms: float | None
+    error: str | None
+
+    def to_dict(self) -> dict:
+        return {
+            "index": self.index, "name": self.name, "room": self.room, "joined": self.joined,
+            "join_ms": self.join_ms, "error": self.error,
+        }
+
+
+class BotGroup:
+    """Runs `plans` in this process from loop time `start_at` until `stop` is set; returns the bot reports."""
+
+    def __init__(
+        self,
+        config: BotsConfig,
+        plans: list[BotPlan],
+        tracks: dict[str, EncodedTrack],
+        *,
+        on_join: Callable[[JoinEvent], None] | None = None,
+        on_counters: Callable[[dict[str, RoomCounters]], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.plans = plans
+        self.tracks = tracks
+        self.on_join = on_join
+        self.on_counters = on_counters
+        self.bots: list[Bot] = []
+        self._loop = asyncio.get_running_loop()
+        self._pacer = Pacer(self._loop)
+        self._tick_timer: asyncio.TimerHandle | None = None
+        self._sample_timer: asyncio.TimerHandle | None = None
+        self._last_sample_at = 0.0
+
+    async def run(self, stop: asyncio.Event, start_at: float | None = None) -> list[dict]:
+        loop = self._loop
+        start = loop.time() if start_at is None else start_at
+        env = BotEnv(
+            url=self.config.url,
+            tracks=self.tracks,
+            certificate=DtlsCertificate.default(),
+            pacer=self._pacer,
+            impairment=self.config.impairment,
+            seed=self.config.seed,
+            connect_timeout=self.config.connect_timeout,
+            join_timeout=self.config.join_timeout,
+            rtcp_interval=self.config.rtcp_interval,
+            started_at=time.monotonic() + (start - loop.time()),
+        )
+        self.bots = [Bot(plan, env) for plan in self.plans]
+        tasks = [asyncio.create_task(self._run_bot(bot, stop, start + bot.plan.start_offset)) for bot in self.bots]
+        self._tick_timer = loop.call_at(start, self._tick)
+        self._last_sample_at = start
+        self._sample_timer = loop.call_at(start + self.config.sample_interval, self._sample)
+        try:
+            await stop.wait()
+            done, pending = await asyncio.wait(tasks, timeout=LEAVE_TIMEOUT)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self._sample(final=True)
+            for timer in (self._tick_timer, self._sample_timer):
+                if timer is not None:
+                    timer.cancel()
+            self._pacer.close()
+        now = time.monotonic()
+        return [bot.report(now) for bot in self.bots]
+
+    async def _run_bot(self, bot: Bot, stop: asyncio.Event, at: float) -> None:
+        delay = at - self._loop.time()
+        if delay > 0:
+            try:
+                await asyncio.wait_for(stop.wait(), delay)
+                return  # stopped before this bot's turn: it never joins
+            except asyncio.TimeoutError:
+                pass
+        elif stop.is_set():
+            return
+        run = asyncio.create_task(bot.run(stop), name=bot.plan.name)
+        joined = asyncio.create_task(bot.join_done.wait())
+        try:
+            await asyncio.wait([run, joined], return_when=asyncio.FIRST_COMPLETED)
+            if self.on_join is not None and bot.join_done.is_set():
+                self.on_join(JoinEvent(bot.plan.index, bot.plan.name, bot.plan.room, bot.joined, bot.join_ms, bot.error))
+            await asyncio.shield(run)
+        finally:
+            joined.cancel()
+            if not run.done():  # cancelled from outside: the bot still leaves
+                run.cancel()
+                await asyncio.gather(run, return_exceptions=True)
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        for bot in self.bots:
+            if bot.status == "joined":
+                try:
+                    bot.tick(now)
+                except Exception:  # periodic work of one bot must not stop the others
+                    log.exception("periodic work of %s failed", bot.plan.name)
+        self._tick_timer = self._loop.call_later(TICK_INTERVAL, self._tick)
+
+    def _sample(self, final: bool = False) -> None:
+        now = self._loop.time()
+        interval = max(1e-3, now - self._last_sample_at)
+        self._last_sample_at = now
+        counters: dict[str, RoomCounters] = {}
+        for bot in self.bots:
+            bot.collect(counters.setdefault(bot.plan.room, RoomCounters()), interval)
+        if self.on_counters is not None:
+            self.on_counters(counters)
+        if not final:
+            self._sample_timer = self._loop.call_at(now + self.config.sample_interval, self._sample)

@@ -1,0 +1,237 @@
+"""The sending side of a bot: pre-encoded frames out as RTP without encoding, answering NACK, PLI and FIR.
+
+Per packet: one struct.pack_into on the stream's header template, a join with the payload, protect, send.
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+import time
+from collections.abc import Callable
+
+from sfuctl.encoded import EncodedTrack, FrameCursor
+from sfuctl.rtc import rtcp
+from sfuctl.rtc.nack import RetransmissionBuffer
+
+_pack_header = struct.Struct("!BBHII").pack_into
+_pack_vp8_header = struct.Struct("!BBHIIBBH").pack_into  # RTP header + the 4-byte VP8 descriptor
+VP8_HEADER_SIZE = 16
+RTP_HEADER_SIZE = 12
+
+
+class StreamSender:
+    """One outgoing stream: paces a FrameCursor, keeps recent packets for NACK, reports itself in SRs."""
+
+    __slots__ = (
+        "active", "kind", "codec", "ssrc", "payload_type", "clock_rate", "cursor", "packets", "octets", "frames",
+        "keyframes", "retransmitted", "nacks", "plis", "firs", "fraction_lost", "packets_lost", "jitter_ms",
+        "rtt_ms", "_send", "_header", "_vp8", "_seq", "_picture_id", "_rtx", "_last_ts", "_last_time",
+        "_first_packet",
+    )
+
+    def __init__(
+        self,
+        track: EncodedTrack,
+        *,
+        ssrc: int,
+        payload_type: int,
+        send_rtp: Callable[[bytes], None],
+        rng: random.Random,
+        nack: bool,
+    ) -> None:
+        self.active = True
+        self.kind = track.kind
+        self.codec = track.codec
+        self.ssrc = ssrc
+        self.payload_type = payload_type
+        self.clock_rate = track.clock_rate
+        self.cursor = FrameCursor(track, start_timestamp=rng.getrandbits(32))
+        self.packets = 0
+        self.octets = 0
+        self.frames = 0
+        self.keyframes = 0
+        self.retransmitted = 0
+        self.nacks = 0
+        self.plis = 0
+        self.firs = 0
+        # From the server's receiver reports about this stream.
+        self.fraction_lost = 0.0
+        self.packets_lost = 0
+        self.jitter_ms: float | None = None
+        self.rtt_ms: float | None = None
+        self._send = send_rtp
+        self._vp8 = track.codec == "VP8"
+        self._header = bytearray(VP8_HEADER_SIZE if self._vp8 else 12)
+        self._seq = rng.getrandbits(16)
+        self._picture_id = rng.getrandbits(15)
+        self._rtx = RetransmissionBuffer(1024) if nack else None
+        self._last_ts = 0
+        self._last_time: float | None = None
+        self._first_packet = True
+
+    def __repr__(self) -> str:
+        return f"<StreamSender {self.kind} ssrc={self.ssrc}>"
+
+    def send_frame(self, now: float) -> float:
+        """Send the next frame (marker on its last packet; audio marks only its first packet, RFC 3551)."""
+        timestamp, frame, seconds = self.cursor.next()
+        payloads = frame.payloads
+        header = self._header
+        pt = self.payload_type
+        ssrc = self.ssrc
+        send = self._send
+        rtx = self._rtx
+        join = b"".join
+        seq = self._seq
+        octets = 0
+        if self._vp8:
+            picture_id = self._picture_id = (self._picture_id + 1) & 0x7FFF
+            picture_word = 0x8000 | picture_id
+            last = len(payloads) - 1
+            for index, payload in enumerate(payloads):
+                seq = (seq + 1) & 0xFFFF
+                second = pt | 0x80 if index == last else pt
+                _pack_vp8_header(header, 0, 0x80, second, seq, timestamp, ssrc, payload[0], payload[1], picture_word)
+                packet = join((header, memoryview(payload)[4:]))
+                if rtx is not None:
+                    rtx.store(seq, packet)
+                send(packet)
+                octets += len(payload)
+        else:
+            last = len(payloads) - 1 if self.kind == "video" else -1
+            for index, payload in enumerate(payloads):
+                seq = (seq + 1) & 0xFFFF
+                second = pt | 0x80 if index == last or self._first_packet else pt
+                self._first_packet = False
+                _pack_header(header, 0, 0x80, second, seq, timestamp, ssrc)
+                packet = join((header, payload))
+                if rtx is not None:
+                    rtx.store(seq, packet)
+                send(packet)
+                octets += len(payload)
+        self._seq = seq
+        self.packets += len(payloads)
+        self.octets += octets
+        self.frames += 1
+        if frame.keyframe and self.kind == "video":
+            self.keyframes += 1
+        self._last_ts = timestamp
+        self._last_time = now
+        return seconds
+
+    def retransmit(self, lost: list[int]) -> None:
+        """Answer a NACK with the packets still in the buffer."""
+        self.nacks += 1
+        rtx = self._rtx
+        if rtx is None:
+            return
+        for sequence in lost:
+            packet = rtx.get(sequence)
+            if packet is not None:
+                self.retransmitted += 1
+                self._send(packet)
+
+    def request_keyframe(self, fir: bool = False) -> None:
+        if fir:
+            self.firs += 1
+        else:
+            self.plis += 1
+        self.cursor.request_keyframe()
+
+    def on_report_block(self, block: rtcp.ReportBlock, arrival_ntp_middle: int) -> None:
+        self.fraction_lost = block.fraction_lost / 256
+        self.packets_lost = block.packets_lost
+        self.jitter_ms = block.jitter * 1000 / self.clock_rate
+        rtt = rtcp.rtt_ms(block.lsr, block.dlsr, arrival_ntp_middle)
+        if rtt is not None:
+            self.rtt_ms = rtt
+
+    def sender_report(self, now: float, ntp: int) -> rtcp.SenderReport | None:
+        """An SR mapping `ntp` (wall clock) to this stream's RTP time at loop time `now`."""
+        if self._last_time is None:
+            return None
+        rtp_ts = (self._last_ts + int((now - self._last_time) * self.clock_rate)) & 0xFFFFFFFF
+        return rtcp.SenderReport(self.ssrc, ntp, rtp_ts, self.packets & 0xFFFFFFFF, self.octets & 0xFFFFFFFF)
+
+    def stats(self, elapsed: float) -> dict:
+        """Figures for the report; bytes and bitrate count whole RTP packets (header + payload)."""
+        packet_bytes = self.octets + RTP_HEADER_SIZE * self.packets
+        return {
+            "kind": self.kind,
+            "codec": self.codec,
+            "ssrc": self.ssrc,
+            "packets": self.packets,
+            "bytes": packet_bytes,
+            "payload_bytes": self.octets,
+            "bitrate_bps": round(packet_bytes * 8 / elapsed) if elapsed > 0 else 0,
+            "frames": self.frames,
+            "keyframes": self.keyframes,
+            "retransmitted": self.retransmitted,
+            "nacks_received": self.nacks,
+            "plis_received": self.plis,
+            "firs_received": self.firs,
+            "reported_fraction_lost": self.fraction_lost,
+            "reported_packets_lost": self.packets_lost,
+            "reported_jitter_ms": self.jitter_ms,
+            "rtt_ms": self.rtt_ms,
+        }
+
+
+class Publisher:
+    """A bot's send transport: its streams, the feedback the server sends about them, and their SRs."""
+
+    def __init__(self, senders: list[StreamSender], send_rtcp: Callable[[bytes], None], cname: str) -> None:
+        self.senders = senders
+        self.by_ssrc = {s.ssrc: s for s in senders}
+        self.invalid_rtcp = 0
+        self._send_rtcp = send_rtcp
+        self._cname = cname
+
+    def on_rtcp(self, data: bytes) -> None:
+        """Feedback from the server: NACK -> retransmit, PLI/FIR -> next keyframe, RR -> loss, jitter, RTT."""
+        try:
+            packets = rtcp.parse_compound(data)
+        except ValueError:
+            self.invalid_rtcp += 1
+            return
+        by_ssrc = self.by_ssrc
+        for packet in packets:
+            if isinstance(packet, rtcp.Nack):
+                sender = by_ssrc.get(packet.media_ssrc)
+                if sender is not None:
+                    sender.retransmit(packet.lost)
+            elif isinstance(packet, rtcp.Pli):
+                sender = by_ssrc.get(packet.media_ssrc)
+                if sender is not None:
+                    sender.request_keyframe()
+            elif isinstance(packet, rtcp.Fir):
+                for ssrc, _ in packet.entries:
+                    sender = by_ssrc.get(ssrc)
+                    if sender is not None:
+                        sender.request_keyframe(fir=True)
+            elif isinstance(packet, (rtcp.ReceiverReport, rtcp.SenderReport)) and packet.reports:
+                arrival = rtcp.ntp_middle(rtcp.ntp_now())
+                for block in packet.reports:
+                    sender = by_ssrc.get(block.ssrc)
+                    if sender is not None:
+                        sender.on_report_block(block, arrival)
+
+    def send_reports(self, now: float) -> None:
+        """One compound packet: an SR per stream that has sent, then SDES with the CNAME of each."""
+        ntp = rtcp.ntp_from_unix(time.time())
+        reports = [r for r in (s.sender_report(now, ntp) for s in self.senders) if r is not None]
+        if not reports:
+            return
+        sdes = rtcp.Sdes(reports[0].ssrc, self._cname, [(r.ssrc, self._cname) for r in reports])
+        self._send_rtcp(b"".join(bytes(r) for r in reports) + bytes(sdes))
+
+    def send_bye(self) -> None:
+        """RR + BYE for every stream (a compound packet must start with a report)."""
+        ssrcs = [s.ssrc for s in self.senders]
+        if ssrcs:
+            self._send_rtcp(bytes(rtcp.ReceiverReport(ssrcs[0])) + bytes(rtcp.Bye(ssrcs)))
+
+    def stop(self) -> None:
+        for sender in self.senders:
+            sender.active = False

@@ -1,0 +1,184 @@
+"""The end of a run: BotsReport (the JSON report, schema in docs/bots.md) and its summary table."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich import box
+from rich.table import Table
+
+from .config import BotPlan, BotsConfig
+from .group import JoinEvent
+from .stats import room_sort_key
+
+SCHEMA = "sfuctl.bots.report/1"
+
+
+@dataclass
+class BotsReport:
+    """Everything a run measured: per room and total summaries, and every bot with its consumers."""
+
+    started_at: str
+    duration_s: float
+    stopped_by: str
+    config: dict
+    media: list[str]
+    rooms: list[dict]
+    total: dict
+    bots: list[dict]
+
+    @property
+    def failed(self) -> int:
+        """Bots that tried to join and could not."""
+        return sum(1 for bot in self.bots if bot["status"] == "failed")
+
+    def to_dict(self) -> dict:
+        return {
+            "schema": SCHEMA,
+            "started_at": self.started_at,
+            "duration_s": self.duration_s,
+            "stopped_by": self.stopped_by,
+            "config": self.config,
+            "media": self.media,
+            "summary": {"rooms": self.rooms, "total": self.total},
+            "bots": self.bots,
+        }
+
+    def write_json(self, path: Path) -> None:
+        """Write the report atomically (a temporary file renamed into place)."""
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n")
+        tmp.replace(path)
+
+
+def build_report(
+    config: BotsConfig, bots: list[dict], *, media: list[str], started_at: float, duration: float, stopped_by: str
+) -> BotsReport:
+    rooms: dict[str, list[dict]] = {}
+    for bot in bots:
+        rooms.setdefault(bot["room"], []).append(bot)
+    return BotsReport(
+        started_at=datetime.datetime.fromtimestamp(started_at, datetime.timezone.utc).isoformat(timespec="seconds"),
+        duration_s=round(duration, 3),
+        stopped_by=stopped_by,
+        config=config.to_dict(),
+        media=media,
+        rooms=[summarize(name, rooms[name]) for name in sorted(rooms, key=room_sort_key)],
+        total=summarize("total", bots),
+        bots=bots,
+    )
+
+
+def percentile(values: list[float], fraction: float) -> float | None:
+    """Nearest-rank percentile (fraction 0..1) of the values; None when there are none."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(fraction * len(ordered)))
+    return ordered[rank - 1]
+
+
+def summarize(name: str, bots: list[dict]) -> dict:
+    """One summary row: joins, streams, bitrate, pooled loss, jitter/RTT/join percentiles, freezes."""
+    consumers = [c for bot in bots for c in bot["consumers"]]
+    received = [c for c in consumers if c["packets"]]
+    expected = sum(c["expected"] for c in consumers)
+    lost = sum(max(0, c["packets_lost"]) for c in consumers)
+    lost_first = sum(c["lost_before_recovery"] for c in consumers)
+    joins = [bot["join_ms"] for bot in bots if bot["join_ms"] is not None]
+    jitters = [c["jitter_ms"] for c in received]
+    rtts = [bot["recv_rtt_ms"] for bot in bots if bot["recv_rtt_ms"] is not None]
+    first_frames = [c["first_frame_ms"] for c in consumers if c["kind"] == "video" and c["first_frame_ms"] is not None]
+    return {
+        "room": name,
+        "bots": len(bots),
+        "joined": sum(1 for bot in bots if bot["joined"]),
+        "failed": sum(1 for bot in bots if bot["status"] == "failed"),
+        "streams_sent": sum(len(bot["sent"]) for bot in bots),
+        "streams_received": len(consumers),
+        "sent_bitrate_bps": sum(s["bitrate_bps"] for bot in bots for s in bot["sent"]),
+        "received_bitrate_bps": sum(c["bitrate_bps"] for c in consumers),
+        "packets_sent": sum(s["packets"] for bot in bots for s in bot["sent"]),
+        "packets_received": sum(c["packets"] for c in consumers),
+        "fraction_lost": lost / expected if expected else 0.0,
+        "fraction_lost_before_recovery": lost_first / expected if expected else 0.0,
+        "jitter_p50_ms": percentile(jitters, 0.5),
+        "jitter_p95_ms": percentile(jitters, 0.95),
+        "rtt_p50_ms": percentile(rtts, 0.5),
+        "rtt_p95_ms": percentile(rtts, 0.95),
+        "freezes": sum(c["freezes"] for c in consumers),
+        "freeze_ms": sum(c["freeze_ms"] for c in consumers),
+        "first_frame_p50_ms": percentile(first_frames, 0.5),
+        "first_frame_p95_ms": percentile(first_frames, 0.95),
+        "join_p50_ms": percentile(joins, 0.5),
+        "join_p95_ms": percentile(joins, 0.95),
+    }
+
+
+def placeholder_bot(plan: BotPlan, join: JoinEvent | None, error: str) -> dict:
+    """The report entry of a bot whose process died before reporting."""
+    joined = join is not None and join.joined
+    return {
+        "index": plan.index,
+        "name": plan.name,
+        "room": plan.room,
+        "peer_id": None,
+        "publisher": plan.publish,
+        "subscriber": plan.subscribe,
+        "impaired": plan.impaired,
+        "status": "disconnected" if joined else "failed",
+        "joined": joined,
+        "error": None if joined else error,
+        "errors": [error] if joined else [],
+        "join_ms": join.join_ms if join is not None else None,
+        "joined_at_s": None,
+        "left_at_s": None,
+        "send_rtt_ms": None,
+        "recv_rtt_ms": None,
+        "sent": [],
+        "consumers": [],
+    }
+
+
+def summary_table(report: BotsReport) -> Table:
+    """Per room and total: bots joined/failed, streams, bitrate, loss, jitter and join percentiles, RTT, freezes."""
+    table = Table(
+        title=f"sfuctl bots · {report.duration_s:.0f} s · stopped by {report.stopped_by}",
+        title_justify="left",
+        caption="bots: joined/planned · loss: after NACK recovery / before it · RTT: ICE consent checks",
+        caption_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+        show_edge=False,
+    )
+    headers = ("room", "bots", "streams\ntx/rx", "rx\nMbps", "loss %\nafter/pre",
+               "jitter ms\np50/p95", "RTT\nms", "freezes", "join ms\np50/p95")
+    for header in headers:
+        table.add_column(header, justify="left" if header == "room" else "right", no_wrap=True)
+    rows = report.rooms + [report.total]
+    for index, row in enumerate(rows):
+        bots = f"{row['joined']}/{row['bots']}"
+        table.add_row(
+            row["room"],
+            f"[red]{bots}[/]" if row["failed"] else bots,
+            f"{row['streams_sent']}/{row['streams_received']}",
+            f"{row['received_bitrate_bps'] / 1e6:.1f}",
+            f"{row['fraction_lost'] * 100:.2f}/{row['fraction_lost_before_recovery'] * 100:.2f}",
+            f"{_ms(row['jitter_p50_ms'])}/{_ms(row['jitter_p95_ms'])}",
+            _ms(row["rtt_p50_ms"]),
+            str(row["freezes"]),
+            f"{_ms(row['join_p50_ms'], 0)}/{_ms(row['join_p95_ms'], 0)}",
+            end_section=index == len(rows) - 2,
+            style="bold" if index == len(rows) - 1 else None,
+        )
+    return table
+
+
+def _ms(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+

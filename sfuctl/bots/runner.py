@@ -1,0 +1,275 @@
+"""run_bots: the library entry point. Runs the bots in this process, or spread over child processes
+(`python -m sfuctl.bots.child`, one JSON object per line each way), and returns the BotsReport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+
+from sfuctl.client.signaling import SignalingClient
+from sfuctl.media import ensure_default_media
+
+from .config import BotPlan, BotsConfig, load_tracks, plan_bots
+from .group import BotGroup, JoinEvent
+from .report import BotsReport, build_report, placeholder_bot
+from .stats import RoomCounters, Sample, merge_counters
+
+log = logging.getLogger(__name__)
+
+CHILD_MODULE = "sfuctl.bots.child"
+# Children load their media before the common start time; this is how long the parent waits for them.
+CHILD_READY_TIMEOUT = 60.0
+# After stop, how long bots get to leave and report before their process is terminated.
+CHILD_LEAVE_TIMEOUT = 20.0
+START_MARGIN = 0.2
+LINE_LIMIT = 64 * 1024 * 1024  # a child's report is one line
+
+
+class BotsError(Exception):
+    """A run cannot start (unusable media or config); the message is one line for the user."""
+
+
+class ServerUnreachable(BotsError):
+    """The signaling URL does not answer."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"cannot reach {url} ({reason})")
+        self.url = url
+        self.reason = reason
+
+
+async def check_server(url: str, timeout: float = 5.0) -> None:
+    """Open and close one websocket; raise ServerUnreachable when that fails."""
+    try:
+        client = await SignalingClient.connect(url, timeout=timeout)
+    except ConnectionError as exc:
+        reason = str(exc).split(": ", 1)[-1] if ": " in str(exc) else str(exc)
+        raise ServerUnreachable(url, reason) from None
+    await client.close()
+
+
+def media_paths(config: BotsConfig) -> list[str]:
+    """The media files of a run: the configured ones, else the default media (made on first use)."""
+    if config.media:
+        return list(config.media)
+    files = ensure_default_media()
+    return [str(path) for path in (files.video, files.audio) if path is not None]
+
+
+async def run_bots(
+    config: BotsConfig,
+    on_sample: Callable[[Sample], None] | None = None,
+    *,
+    on_join: Callable[[JoinEvent], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> BotsReport:
+    """Run `config` until its duration ends or `stop` is set; every bot leaves cleanly, then the report.
+
+    on_sample gets a Sample every `config.sample_interval` seconds, on_join a JoinEvent per bot that
+    finished joining (or failed to). Raises ServerUnreachable or BotsError before any bot starts.
+    """
+    stop = stop if stop is not None else asyncio.Event()
+    await check_server(config.url, config.connect_timeout)
+    paths = media_paths(config) if config.media else await asyncio.to_thread(media_paths, config)
+    try:
+        tracks = load_tracks(paths, audio=config.audio, video=config.video)
+    except ValueError as exc:
+        raise BotsError(str(exc)) from None
+    plans = plan_bots(config)
+    loop = asyncio.get_running_loop()
+    started_wall = time.time()
+    started = time.monotonic()
+    stopped_by = {"reason": "stop"}
+
+    def on_counters(counters: dict[str, RoomCounters]) -> None:
+        if on_sample is not None:
+            on_sample(Sample.from_counters(time.monotonic() - started, counters))
+
+    def finish(reason: str) -> None:
+        if not stop.is_set():
+            stopped_by["reason"] = reason
+            stop.set()
+
+    timer = loop.call_later(config.duration, finish, "duration") if config.duration else None
+    try:
+        if config.processes == 1:
+            group = BotGroup(config, plans, tracks, on_join=on_join, on_counters=on_counters)
+            bots = await group.run(stop)
+        else:
+            bots = await _run_processes(config, plans, paths, stop, on_join, on_counters)
+    finally:
+        if timer is not None:
+            timer.cancel()
+    return build_report(
+        config,
+        bots,
+        media=paths,
+        started_at=started_wall,
+        duration=time.monotonic() - started,
+        stopped_by=stopped_by["reason"],
+    )
+
+
+class _Child:
+    """One bot process and what it said."""
+
+    def __init__(self, number: int, process: asyncio.subprocess.Process, plans: list[BotPlan]) -> None:
+        self.number = number
+        self.process = process
+        self.plans = plans
+        self.ready = asyncio.Event()
+        self.error: str | None = None
+        self.report: list[dict] | None = None
+        self.joins: dict[int, JoinEvent] = {}
+        self.stderr: deque[str] = deque(maxlen=20)
+
+    def send(self, message: dict | str) -> None:
+        stdin = self.process.stdin
+        if stdin is None or stdin.is_closing():
+            return
+        stdin.write(((json.dumps(message) if isinstance(message, dict) else message) + "\n").encode())
+
+    def failure(self) -> str:
+        last = self.stderr[-1] if self.stderr else "no output"
+        return f"bot process {self.number} exited with code {self.process.returncode} before reporting: {last}"
+
+
+async def _run_processes(
+    config: BotsConfig,
+    plans: list[BotPlan],
+    paths: list[str],
+    stop: asyncio.Event,
+    on_join: Callable[[JoinEvent], None] | None,
+    on_counters: Callable[[dict[str, RoomCounters]], None],
+) -> list[dict]:
+    count = min(config.processes, len(plans))
+    children: list[_Child] = []
+    rounds: dict[int, list[dict[str, RoomCounters]]] = {}
+    live = {"count": count}
+
+    def on_round(number: int, counters: dict[str, RoomCounters]) -> None:
+        parts = rounds.setdefault(number, [])
+        parts.append(counters)
+        if len(parts) >= live["count"]:
+            del rounds[number]
+            on_counters(merge_counters(parts))
+
+    for number in range(count):
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", CHILD_MODULE,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,  # Ctrl-C reaches the parent only; it tells the children to stop
+            limit=LINE_LIMIT,
+        )
+        child = _Child(number, process, plans[number::count])
+        children.append(child)
+        child.send({"config": config.to_dict(), "plans": [p.to_dict() for p in child.plans], "media": paths})
+    readers = [asyncio.create_task(_read_child(c, on_join, on_round)) for c in children]
+    stderr_readers = [asyncio.create_task(_read_stderr(c)) for c in children]
+
+    def on_reader_done(task: asyncio.Task) -> None:
+        live["count"] -= 1
+
+    for task in readers:
+        task.add_done_callback(on_reader_done)
+    try:
+        ready = asyncio.gather(*(c.ready.wait() for c in children))
+        stopped = asyncio.ensure_future(stop.wait())
+        await asyncio.wait([ready, stopped], timeout=CHILD_READY_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
+        ready.cancel()
+        stopped.cancel()
+        failed = [c.error for c in children if c.error]
+        if failed:
+            raise BotsError(failed[0])
+        if not stop.is_set():
+            if not all(c.ready.is_set() for c in children):
+                raise BotsError(f"bot processes did not load their media within {CHILD_READY_TIMEOUT:g} s")
+            start_at = time.time() + START_MARGIN
+            for child in children:
+                child.send({"start": start_at})
+            await stop.wait()
+    finally:
+        for child in children:
+            child.send("stop")
+        done, pending = await asyncio.wait(readers, timeout=CHILD_LEAVE_TIMEOUT)
+        for child in children:
+            if child.process.returncode is None and child.report is None:
+                child.process.terminate()
+        if pending:
+            await asyncio.wait(pending, timeout=5.0)
+        for child in children:
+            if child.process.returncode is None:
+                try:
+                    await asyncio.wait_for(child.process.wait(), 5.0)
+                except asyncio.TimeoutError:
+                    child.process.kill()
+                    await child.process.wait()
+        for task in [*readers, *stderr_readers]:
+            task.cancel()
+        await asyncio.gather(*readers, *stderr_readers, return_exceptions=True)
+    bots: list[dict] = []
+    for child in children:
+        if child.report is not None:
+            bots.extend(child.report)
+        else:
+            bots.extend(placeholder_bot(plan, child.joins.get(plan.index), child.failure()) for plan in child.plans)
+    return sorted(bots, key=lambda bot: bot["index"])
+
+
+async def _read_child(
+    child: _Child,
+    on_join: Callable[[JoinEvent], None] | None,
+    on_round: Callable[[int, dict[str, RoomCounters]], None],
+) -> None:
+    stdout = child.process.stdout
+    assert stdout is not None
+    while True:
+        line = await stdout.readline()
+        if not line:
+            break
+        try:
+            message = json.loads(line)
+        except ValueError:
+            child.stderr.append(line.decode(errors="replace").rstrip())
+            continue
+        kind = message.get("type")
+        if kind == "ready":
+            child.ready.set()
+        elif kind == "error":
+            child.error = message.get("message", "bot process failed")
+            child.ready.set()
+        elif kind == "join":
+            event = JoinEvent(**message["event"])
+            child.joins[event.index] = event
+            if on_join is not None:
+                on_join(event)
+        elif kind == "counters":
+            rooms = {room: RoomCounters.from_dict(data) for room, data in message["rooms"].items()}
+            on_round(message["n"], rooms)
+        elif kind == "report":
+            child.report = message["bots"]
+    await child.process.wait()
+    child.ready.set()
+    if child.report is None and child.error is None:
+        child.error = child.failure()
+
+
+async def _read_stderr(child: _Child) -> None:
+    stderr = child.process.stderr
+    assert stderr is not None
+    while True:
+        line = await stderr.readline()
+        if not line:
+            return
+        text = line.decode(errors="replace").rstrip()
+        if text:
+            child.stderr.append(text)
+            log.debug("bot process %d: %s", child.number, text)

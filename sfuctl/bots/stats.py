@@ -1,0 +1,132 @@
+"""Live aggregates of a run: RoomCounters (mergeable across processes) and the Sample handed to on_sample."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+
+@dataclass
+class RoomCounters:
+    """Sums over the bots of one room in one process for one sample interval.
+
+    Gauges (bots, joined, ...), rates (bps) and interval deltas (expected, lost, lost_first) add up across
+    processes; jitter and RTT carry sums and counts so their means merge exactly.
+    """
+
+    bots: int = 0
+    joined: int = 0
+    failed: int = 0
+    active: int = 0
+    streams_sent: int = 0
+    streams_received: int = 0
+    sent_bps: float = 0.0
+    received_bps: float = 0.0
+    expected: int = 0
+    lost: int = 0
+    lost_first: int = 0
+    jitter_sum: float = 0.0
+    jitter_count: int = 0
+    jitter_max: float = 0.0
+    rtt_sum: float = 0.0
+    rtt_count: int = 0
+    freezes: int = 0
+    freeze_ms: float = 0.0
+
+    def merge(self, other: RoomCounters) -> None:
+        for f in fields(self):
+            if f.name == "jitter_max":
+                self.jitter_max = max(self.jitter_max, other.jitter_max)
+            else:
+                setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> RoomCounters:
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+
+    def sample(self, room: str) -> RoomSample:
+        return RoomSample(
+            room=room,
+            bots=self.bots,
+            joined=self.joined,
+            failed=self.failed,
+            active=self.active,
+            streams_sent=self.streams_sent,
+            streams_received=self.streams_received,
+            sent_bitrate_bps=self.sent_bps,
+            received_bitrate_bps=self.received_bps,
+            loss=max(0, self.lost) / self.expected if self.expected > 0 else 0.0,
+            loss_before_recovery=max(0, self.lost_first) / self.expected if self.expected > 0 else 0.0,
+            jitter_ms=self.jitter_sum / self.jitter_count if self.jitter_count else None,
+            jitter_max_ms=self.jitter_max if self.jitter_count else None,
+            rtt_ms=self.rtt_sum / self.rtt_count if self.rtt_count else None,
+            freezes=self.freezes,
+            freeze_ms=self.freeze_ms,
+        )
+
+
+@dataclass(frozen=True)
+class RoomSample:
+    """One room (or the total) over the last sample interval.
+
+    loss is RFC 3550 loss after NACK recovery over the interval, loss_before_recovery counts first
+    transmissions that were missing; jitter and RTT are means over the room's consumers; freezes and
+    freeze_ms are totals since the start.
+    """
+
+    room: str
+    bots: int
+    joined: int
+    failed: int
+    active: int
+    streams_sent: int
+    streams_received: int
+    sent_bitrate_bps: float
+    received_bitrate_bps: float
+    loss: float
+    loss_before_recovery: float
+    jitter_ms: float | None
+    jitter_max_ms: float | None
+    rtt_ms: float | None
+    freezes: int
+    freeze_ms: float
+
+
+@dataclass(frozen=True)
+class Sample:
+    """The periodic aggregate given to on_sample: per room and in total; `elapsed` seconds since the start."""
+
+    elapsed: float
+    rooms: dict[str, RoomSample]
+    total: RoomSample
+
+    @classmethod
+    def from_counters(cls, elapsed: float, counters: dict[str, RoomCounters]) -> Sample:
+        total = RoomCounters()
+        for room in counters.values():
+            total.merge(room)
+        rooms = {name: c.sample(name) for name, c in sorted(counters.items(), key=lambda item: room_sort_key(item[0]))}
+        return cls(elapsed=elapsed, rooms=rooms, total=total.sample("total"))
+
+    def worst_loss(self) -> tuple[str, float] | None:
+        """The room with the highest loss in this interval."""
+        if not self.rooms:
+            return None
+        room = max(self.rooms.values(), key=lambda r: r.loss)
+        return room.room, room.loss
+
+
+def merge_counters(parts: list[dict[str, RoomCounters]]) -> dict[str, RoomCounters]:
+    merged: dict[str, RoomCounters] = {}
+    for part in parts:
+        for room, counters in part.items():
+            merged.setdefault(room, RoomCounters()).merge(counters)
+    return merged
+
+
+def room_sort_key(name: str) -> tuple[str, int, str]:
+    """Sort key putting room-2 before room-10."""
+    prefix, _, number = name.rpartition("-")
+    return (prefix, int(number), name) if number.isdigit() else (name, 0, name)

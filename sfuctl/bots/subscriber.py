@@ -1,0 +1,244 @@
+"""The receiving side of a bot: per-consumer statistics from RTP headers and RTCP, no decoding.
+
+Per packet: read_header, ReceptionStats.update (RFC 3550 A.1/A.3/A.8), NackGenerator.on_packet and the
+FrameTracker. Once per tick (tens of ms): NACK and PLI; once per report interval: RR + SDES.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sfuctl.rtc import rtcp
+from sfuctl.rtc.nack import NackGenerator
+from sfuctl.rtc.reception import ReceptionStats
+from sfuctl.rtc.rtp import is_keyframe, read_header
+
+from .frames import FrameTracker
+
+NACK_BATCH = 64
+PLI_INTERVAL = 1.0
+# A video consumer that has packets but no keyframe after this long asks for one.
+KEYFRAME_WAIT = 1.0
+REPORT_BLOCKS_MAX = 31
+NACK_GIVE_UP = 1.5  # NackGenerator stops after 1 s; a late retransmission still completes its frame
+REORDER_ALLOWANCE = 0.1
+
+_unpack_ssrc = struct.Struct("!I").unpack_from
+
+
+@dataclass(frozen=True)
+class ConsumerInfo:
+    """A consumer as the server described it (subscribe result + answer)."""
+
+    consumer_id: str
+    producer_id: str
+    producer_peer: str
+    producer_name: str
+    kind: str
+    codec: str
+    mid: str
+    ssrc: int
+    clock_rate: int
+    nack: bool
+
+
+class ConsumerStream:
+    """Receive statistics of one consumer. `announced_at` is when the bot learnt of the producer (loop time)."""
+
+    __slots__ = (
+        "info", "announced_at", "video", "packets", "bytes", "keyframes", "first_packet_at", "first_frame_at",
+        "closed_at", "nacks_sent", "nacked_packets", "plis_sent", "reception", "nack", "frames", "_last_ts",
+        "_last_pli_at", "_prev",
+    )
+
+    def __init__(self, info: ConsumerInfo, announced_at: float) -> None:
+        self.info = info
+        self.announced_at = announced_at
+        self.video = info.kind == "video"
+        self.packets = 0
+        self.bytes = 0
+        self.keyframes = 0
+        self.first_packet_at: float | None = None
+        self.first_frame_at: float | None = None
+        self.closed_at: float | None = None
+        self.nacks_sent = 0
+        self.nacked_packets = 0
+        self.plis_sent = 0
+        self.reception = ReceptionStats(info.clock_rate)
+        self.nack = NackGenerator() if info.nack else None
+        # Without NACK a missing packet never comes: give it up after a reordering allowance.
+        self.frames = FrameTracker(
+            info.clock_rate, detect_freezes=self.video, max_age=NACK_GIVE_UP if info.nack else REORDER_ALLOWANCE
+        )
+        self._last_ts: int | None = None
+        self._last_pli_at = float("-inf")
+        self._prev = (0, 0, 0, 0, 0, 0.0)
+
+    def receive(self, data: bytes, now: float) -> None:
+        """Hot path; raises ValueError for a malformed header."""
+        marker, _, sequence, timestamp, _, offset = read_header(data)
+        self.packets += 1
+        self.bytes += len(data)
+        self.reception.update(sequence, timestamp, now)
+        nack = self.nack
+        if nack is not None:
+            nack.on_packet(sequence, now)
+        video = self.video
+        if not self.frames.on_packet(sequence, timestamp, marker or not video, now):
+            return
+        if timestamp != self._last_ts:
+            self._last_ts = timestamp
+            if video and is_keyframe(self.info.codec, data[offset:]):
+                self.keyframes += 1
+                if self.first_frame_at is None:
+                    self.first_frame_at = now
+        if self.first_packet_at is None:
+            self.first_packet_at = now
+            if not video:
+                self.first_frame_at = now
+
+    def feedback(self, now: float, sender_ssrc: int) -> list[bytes]:
+        """RTCP feedback due now: NACKs for missing packets, a PLI when a frame was given up or no keyframe came."""
+        out: list[bytes] = []
+        nack = self.nack
+        if nack is not None and nack.missing:
+            lost = nack.due(now)
+            for start in range(0, len(lost), NACK_BATCH):
+                batch = lost[start : start + NACK_BATCH]
+                self.nacks_sent += 1
+                self.nacked_packets += len(batch)
+                out.append(bytes(rtcp.Nack(sender_ssrc, self.info.ssrc, batch)))
+        if self.video:
+            given_up = self.frames.expire(now) if self.frames.missing else 0
+            starving = (
+                self.first_frame_at is None
+                and self.first_packet_at is not None
+                and now - self.first_packet_at > KEYFRAME_WAIT
+            )
+            if (given_up or starving) and now - self._last_pli_at >= PLI_INTERVAL:
+                self._last_pli_at = now
+                self.plis_sent += 1
+                out.append(bytes(rtcp.Pli(sender_ssrc, self.info.ssrc)))
+        elif self.frames.missing:
+            self.frames.expire(now)
+        return out
+
+    def interval(self) -> tuple[int, int, int, int, int, float]:
+        """(bytes, expected, lost, lost before recovery, freezes, frozen seconds) since the previous call."""
+        reception = self.reception
+        frames = self.frames
+        now = (self.bytes, reception.expected, reception.packets_lost, frames.lost_first, frames.freezes,
+               frames.freeze_seconds)
+        prev = self._prev
+        self._prev = now
+        return (now[0] - prev[0], now[1] - prev[1], now[2] - prev[2], now[3] - prev[3], now[4] - prev[4],
+                now[5] - prev[5])
+
+    def stats(self, now: float, rtt_ms: float | None) -> dict:
+        info = self.info
+        reception = self.reception
+        frames = self.frames
+        expected = reception.expected
+        end = self.closed_at if self.closed_at is not None else now
+        active = end - self.first_packet_at if self.first_packet_at is not None else 0.0
+        return {
+            "consumer_id": info.consumer_id,
+            "producer_id": info.producer_id,
+            "producer_peer": info.producer_peer,
+            "producer_name": info.producer_name,
+            "kind": info.kind,
+            "codec": info.codec,
+            "mid": info.mid,
+            "ssrc": info.ssrc,
+            "packets": self.packets,
+            "bytes": self.bytes,
+            "bitrate_bps": round(self.bytes * 8 / active) if active > 0 else 0,
+            "expected": expected,
+            "packets_lost": reception.packets_lost,
+            "fraction_lost": max(0, reception.packets_lost) / expected if expected else 0.0,
+            "lost_before_recovery": frames.lost_first,
+            "fraction_lost_before_recovery": frames.lost_first / expected if expected else 0.0,
+            "jitter_ms": reception.jitter_ms,
+            "rtt_ms": rtt_ms,
+            "frames": frames.frames,
+            "complete_frames": frames.complete_frames,
+            "lost_frames": frames.lost_frames,
+            "keyframes": self.keyframes,
+            "freezes": frames.freezes,
+            "freeze_ms": frames.freeze_seconds * 1000.0,
+            "first_frame_ms": (self.first_frame_at - self.announced_at) * 1000.0
+            if self.first_frame_at is not None
+            else None,
+            "nacks_sent": self.nacks_sent,
+            "nacked_packets": self.nacked_packets,
+            "plis_sent": self.plis_sent,
+            "duplicates": frames.duplicates,
+            "closed": self.closed_at is not None,
+        }
+
+
+class Subscriber:
+    """A bot's receive transport: its consumers by SSRC, SRs in, RR/NACK/PLI out."""
+
+    def __init__(self, send_rtcp: Callable[[bytes], None], cname: str, rtcp_ssrc: int, clock: Callable[[], float]) -> None:
+        self.streams: list[ConsumerStream] = []
+        self.by_ssrc: dict[int, ConsumerStream] = {}
+        self.rtcp_ssrc = rtcp_ssrc
+        self.unknown_packets = 0
+        self.invalid_packets = 0
+        self.invalid_rtcp = 0
+        self._send_rtcp = send_rtcp
+        self._cname = cname
+        self._clock = clock
+
+    def add(self, stream: ConsumerStream) -> None:
+        self.streams.append(stream)
+        self.by_ssrc[stream.info.ssrc] = stream
+
+    def close(self, consumer_id: str, now: float) -> None:
+        """The consumer is gone (its producer closed): keep its figures, stop routing its SSRC."""
+        for ssrc, stream in list(self.by_ssrc.items()):
+            if stream.info.consumer_id == consumer_id:
+                stream.closed_at = now
+                del self.by_ssrc[ssrc]
+
+    def on_rtp(self, data: bytes) -> None:
+        try:
+            stream = self.by_ssrc.get(_unpack_ssrc(data, 8)[0])
+            if stream is None:
+                self.unknown_packets += 1
+                return
+            stream.receive(data, self._clock())
+        except (ValueError, struct.error):
+            self.invalid_packets += 1
+
+    def on_rtcp(self, data: bytes) -> None:
+        try:
+            packets = rtcp.parse_compound(data)
+        except ValueError:
+            self.invalid_rtcp += 1
+            return
+        now = self._clock()
+        for packet in packets:
+            if isinstance(packet, rtcp.SenderReport):
+                stream = self.by_ssrc.get(packet.ssrc)
+                if stream is not None:
+                    stream.reception.on_sender_report(packet.ntp_timestamp, now)
+
+    def tick(self, now: float) -> None:
+        for stream in self.by_ssrc.values():
+            for packet in stream.feedback(now, self.rtcp_ssrc):
+                self._send_rtcp(packet)
+
+    def send_report(self, now: float) -> None:
+        """RR blocks for every open consumer that has received something, then SDES."""
+        blocks = [s.reception.report_block(s.info.ssrc, now) for s in self.by_ssrc.values() if s.packets]
+        sdes = bytes(rtcp.Sdes(self.rtcp_ssrc, self._cname))
+        if not blocks:
+            self._send_rtcp(bytes(rtcp.ReceiverReport(self.rtcp_ssrc)) + sdes)
+            return
+        for start in range(0, len(blocks), REPORT_BLOCKS_MAX):
+            rr = rtcp.ReceiverReport(self.rtcp_ssrc, blocks[start : start + REPORT_BLOCKS_MAX])
+            self._send_rtcp(bytes(rr) + sdes)

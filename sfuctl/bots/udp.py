@@ -1,0 +1,106 @@
+"""A bot transport's UDP socket: optional impairment in both directions and an RTT probe around one Connection."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sfuctl.rtc.connection import Connection
+from sfuctl.rtc.dtls import DtlsCertificate
+
+from .impairment import Address, ImpairmentConfig, Link, LinkModel
+from .stun_rtt import StunRtt
+
+
+class BotSocket(asyncio.DatagramProtocol):
+    """Sits between the UDP socket and the Connection: uplink and downlink Links when impaired, STUN RTT always."""
+
+    def __init__(self, impairment: ImpairmentConfig, seed: str) -> None:
+        self.connection: Connection | None = None
+        self.rtt = StunRtt()
+        self.impairment = impairment
+        self._seed = seed
+        self._udp: asyncio.DatagramTransport | None = None
+        self._loop = asyncio.get_running_loop()
+        self.uplink: Link | None = None
+        self.downlink: Link | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._udp = transport  # type: ignore[assignment]
+        if self.impairment.active:
+            self.uplink = Link(LinkModel(self.impairment, f"{self._seed}:up"), self._sendto, self._loop)
+            self.downlink = Link(LinkModel(self.impairment, f"{self._seed}:down"), self._deliver, self._loop)
+
+    @property
+    def local_address(self) -> tuple[str, int]:
+        assert self._udp is not None
+        host, port = self._udp.get_extra_info("sockname")[:2]
+        return host, port
+
+    def send(self, data: bytes, addr: Address) -> None:
+        """The Connection's send function."""
+        if data[0] < 2:
+            self.rtt.on_send(data, time.monotonic())
+        if self.uplink is not None:
+            self.uplink.push(data, addr)
+        else:
+            self._sendto(data, addr)
+
+    def datagram_received(self, data: bytes, addr: Address) -> None:
+        if self.downlink is not None:
+            self.downlink.push(data, addr)
+        else:
+            self._deliver(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        """ICMP errors (e.g. the server went away) are not fatal; consent freshness decides."""
+
+    def close(self) -> None:
+        for link in (self.uplink, self.downlink):
+            if link is not None:
+                link.close()
+        if self._udp is not None:
+            self._udp.close()
+
+    def _sendto(self, data: bytes, addr: Address) -> None:
+        udp = self._udp
+        if udp is not None and not udp.is_closing():
+            udp.sendto(data, addr)
+
+    def _deliver(self, data: bytes, addr: Address) -> None:
+        connection = self.connection
+        if connection is None or not data:
+            return
+        if data[0] < 2:
+            self.rtt.on_receive(data, time.monotonic())
+        connection.datagram_received(data, addr)
+
+
+async def open_bot_connection(
+    *,
+    certificate: DtlsCertificate,
+    impairment: ImpairmentConfig,
+    seed: str,
+    on_rtp: Callable[[bytes], None],
+    on_rtcp: Callable[[bytes], None],
+    on_state: Callable[[str], None],
+    connect_timeout: float = 10.0,
+    local_host: str = "127.0.0.1",
+) -> tuple[Connection, BotSocket]:
+    """A controlling Connection on its own UDP socket bound to `local_host`:0, impaired as configured."""
+    loop = asyncio.get_running_loop()
+    _, socket = await loop.create_datagram_endpoint(lambda: BotSocket(impairment, seed), local_addr=(local_host, 0))
+    connection = Connection(
+        role="controlling",
+        certificate=certificate,
+        send=socket.send,
+        on_rtp=on_rtp,
+        on_rtcp=on_rtcp,
+        on_state=on_state,
+        connect_timeout=connect_timeout,
+    )
+    connection.local_candidate = socket.local_address
+    socket.connection = connection
+    return connection, socket

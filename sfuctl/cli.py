@@ -1,0 +1,26 @@
+"""The `sfuctl` command line: a thin click layer over the library."""
+
+from __future__ import annotations
+
+import click
+
+from . import __version__
+from .commands.media import media
+from .commands.serve import serve
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="sfuctl")
+def main() -> None:
+    """sfuctl: a WebRTC SFU and the tools to prove it holds under load.
+
+    \b
+    Example:
+      sfuctl serve &                                   # the SFU on 127.0.0.1:8080
+      sfuctl bots --url ws://127.0.0.1:8080 --count 10 # load it
+      sfuctl stats --url ws://127.0.0.1:8080           # watch it
+    """
+
+
+main.add_command(serve)
+main.add_command(media)

@@ -1,0 +1,242 @@
+"""SDP for a lean client: write the offers of its send and receive transports, read the server's answers.
+
+The client always offers (docs/protocol.md): sendonly m-lines with a=ssrc/cname/msid to publish, recvonly
+m-lines to subscribe, a=setup:actpass, one host candidate, BUNDLE and rtcp-mux. Answers are read with
+aiortc's SDP parser into the few facts a client needs per mid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from aiortc import sdp as aiortc_sdp
+
+from sfuctl.rtc.ice import IceParameters
+from sfuctl.rtc.sdp import MID_URI, VIDEO_FEEDBACK, Codec
+
+MID_EXTENSION_ID = 1
+DIRECTIONS = ("sendonly", "recvonly", "sendrecv", "inactive")
+
+OPUS = Codec("opus", 48000, 111, 2, (("minptime", "10"), ("useinbandfec", "1")))
+VP8 = Codec("VP8", 90000, 96, feedback=VIDEO_FEEDBACK)
+H264 = Codec(
+    "H264",
+    90000,
+    102,
+    parameters=(("level-asymmetry-allowed", "1"), ("packetization-mode", "1"), ("profile-level-id", "42e01f")),
+    feedback=VIDEO_FEEDBACK,
+)
+# What a receive transport offers per kind: the server answers with the producer's codec.
+RECEIVE_CODECS: dict[str, tuple[Codec, ...]] = {"audio": (OPUS,), "video": (VP8, H264)}
+SEND_CODECS: dict[str, Codec] = {"opus": OPUS, "VP8": VP8, "H264": H264}
+
+
+@dataclass(frozen=True)
+class OfferSection:
+    """One m-line of a client offer. A sending section carries its SSRC, CNAME and msid (stream, track)."""
+
+    mid: str
+    kind: str
+    direction: str
+    codecs: tuple[Codec, ...]
+    ssrc: int | None = None
+    cname: str | None = None
+    msid: tuple[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("audio", "video"):
+            raise ValueError(f"m-line kind must be 'audio' or 'video', not {self.kind!r}")
+        if self.direction not in DIRECTIONS:
+            raise ValueError(f"m-line direction must be one of {', '.join(DIRECTIONS)}, not {self.direction!r}")
+        if not self.mid or any(c.isspace() for c in self.mid):
+            raise ValueError(f"mid must be a non-empty token, not {self.mid!r}")
+        if not self.codecs:
+            raise ValueError(f"m-line {self.mid} needs at least one codec")
+        if self.ssrc is not None and not 0 < self.ssrc <= 0xFFFFFFFF:
+            raise ValueError(f"SSRC {self.ssrc} outside 1..2^32-1")
+
+
+def build_offer(
+    *,
+    session_id: int,
+    version: int,
+    ice: IceParameters,
+    fingerprint: str,
+    candidate: tuple[str, int],
+    sections: Sequence[OfferSection],
+) -> str:
+    """The SDP offer of one transport; `fingerprint` is "sha-256 AB:CD:..." and `candidate` its UDP host address.
+
+    Inactive sections are written with port 0 (the server closes what they carried); the others share one
+    BUNDLE group, one ICE ufrag/pwd and one DTLS fingerprint.
+    """
+    if not sections:
+        raise ValueError("an offer needs at least one m-line")
+    mids = [s.mid for s in sections]
+    if len(set(mids)) != len(mids):
+        raise ValueError("offer repeats a mid")
+    if " " not in fingerprint:
+        raise ValueError("fingerprint must be '<algorithm> <hex>'")
+    host, port = candidate
+    lines = [
+        "v=0",
+        f"o=- {session_id} {version} IN IP4 {host}",
+        "s=-",
+        "t=0 0",
+    ]
+    bundle = [s.mid for s in sections if s.direction != "inactive"]
+    if bundle:
+        lines.append("a=group:BUNDLE " + " ".join(bundle))
+    lines.append("a=msid-semantic: WMS *")
+    for s in sections:
+        lines += _section_lines(s, ice, fingerprint, host, port)
+    return "\r\n".join(lines) + "\r\n"
+
+
+def _section_lines(s: OfferSection, ice: IceParameters, fingerprint: str, host: str, port: int) -> list[str]:
+    formats = " ".join(str(c.payload_type) for c in s.codecs)
+    if s.direction == "inactive":
+        return [f"m={s.kind} 0 UDP/TLS/RTP/SAVPF {formats}", f"c=IN IP4 {host}", f"a=mid:{s.mid}", "a=inactive"]
+    lines = [
+        f"m={s.kind} {port} UDP/TLS/RTP/SAVPF {formats}",
+        f"c=IN IP4 {host}",
+        f"a=rtcp:{port} IN IP4 {host}",
+        f"a=mid:{s.mid}",
+        f"a=extmap:{MID_EXTENSION_ID} {MID_URI}",
+        f"a={s.direction}",
+        "a=rtcp-mux",
+        "a=rtcp-rsize",
+    ]
+    for codec in s.codecs:
+        channels = f"/{codec.channels}" if codec.channels else ""
+        lines.append(f"a=rtpmap:{codec.payload_type} {codec.name}/{codec.clock_rate}{channels}")
+        for kind, parameter in codec.feedback:
+            lines.append(f"a=rtcp-fb:{codec.payload_type} {kind}" + (f" {parameter}" if parameter else ""))
+        if codec.parameters:
+            lines.append(f"a=fmtp:{codec.payload_type} {codec.fmtp()}")
+    if s.ssrc is not None:
+        if s.msid is not None:
+            lines.append(f"a=msid:{s.msid[0]} {s.msid[1]}")
+        lines.append(f"a=ssrc:{s.ssrc} cname:{s.cname or 'sfuctl-bot'}")
+    lines += [
+        f"a=ice-ufrag:{ice.ufrag}",
+        f"a=ice-pwd:{ice.pwd}",
+        f"a=fingerprint:{fingerprint}",
+        "a=setup:actpass",
+        f"a=candidate:1 1 udp 2130706431 {host} {port} typ host",
+        "a=end-of-candidates",
+    ]
+    return lines
+
+
+@dataclass(frozen=True)
+class AnswerMedia:
+    """The server's side of one m-line: codec None when it rejected the m-line (port 0 or inactive)."""
+
+    mid: str
+    kind: str
+    direction: str
+    codec: Codec | None
+    ssrc: int | None = None
+    cname: str | None = None
+    msid: tuple[str, str] | None = None
+    extensions: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a client needs from the server's answer."""
+
+    ice: IceParameters
+    fingerprints: list[tuple[str, str]]
+    setup: str
+    candidates: list[tuple[str, int]]
+    ice_lite: bool
+    media: dict[str, AnswerMedia]
+
+    @property
+    def dtls_role(self) -> str:
+        """Our DTLS role: the client when the answer says passive (RFC 5763), the server when it says active."""
+        return "client" if self.setup == "passive" else "server"
+
+
+def parse_answer(text: str) -> Answer:
+    """Read the server's SDP answer; ValueError names what is missing or malformed."""
+    if not isinstance(text, str) or not text.startswith("v=0"):
+        raise ValueError("SDP answer must be a string starting with 'v=0'")
+    try:
+        session = aiortc_sdp.SessionDescription.parse(text)
+    except Exception as exc:  # aiortc raises assorted errors (assert, KeyError, ValueError)
+        raise ValueError(f"malformed SDP answer: {type(exc).__name__} {exc}".strip()) from None
+    accepted = [m for m in session.media if m.port != 0 and m.kind in ("audio", "video")]
+    if not accepted:
+        raise ValueError("SDP answer accepts no m-line")
+    first = accepted[0]
+    if first.ice is None or not first.ice.usernameFragment or not first.ice.password:
+        raise ValueError("SDP answer lacks a=ice-ufrag / a=ice-pwd")
+    if first.dtls is None or not first.dtls.fingerprints:
+        raise ValueError("SDP answer lacks a=fingerprint / a=setup")
+    setup = aiortc_sdp.DTLS_ROLE_SETUP[first.dtls.role]
+    if setup not in ("active", "passive"):
+        raise ValueError(f"SDP answer has a=setup:{setup}; an answer must say active or passive")
+    candidates: list[tuple[str, int]] = []
+    for m in accepted:
+        for c in m.ice_candidates:
+            if c.protocol.lower() == "udp" and (c.ip, c.port) not in candidates:
+                candidates.append((c.ip, c.port))
+    if not candidates:
+        raise ValueError("SDP answer has no UDP candidate")
+    media: dict[str, AnswerMedia] = {}
+    for index, m in enumerate(session.media):
+        mid = m.rtp.muxId
+        if not mid:
+            raise ValueError(f"SDP answer m-line {index} has no a=mid")
+        media[mid] = _answer_media(m, mid)
+    return Answer(
+        ice=IceParameters(first.ice.usernameFragment, first.ice.password),
+        fingerprints=[(f.algorithm, f.value) for f in first.dtls.fingerprints],
+        setup=setup,
+        candidates=candidates,
+        ice_lite=bool(first.ice.iceLite),
+        media=media,
+    )
+
+
+def _answer_media(m: object, mid: str) -> AnswerMedia:
+    direction = m.direction or "sendrecv"
+    if m.port == 0 or direction == "inactive" or not m.rtp.codecs:
+        return AnswerMedia(mid, m.kind, "inactive", None)
+    c = m.rtp.codecs[0]
+    codec = Codec(
+        name=_canonical_name(c.mimeType.split("/", 1)[1]),
+        clock_rate=c.clockRate,
+        payload_type=c.payloadType,
+        channels=c.channels,
+        parameters=tuple((str(k), str(v)) for k, v in (c.parameters or {}).items()),
+        feedback=tuple((f.type, f.parameter) for f in c.rtcpFeedback),
+    )
+    ssrc = cname = None
+    if m.ssrc:
+        ssrc, cname = m.ssrc[0].ssrc, m.ssrc[0].cname
+    msid = None
+    if m.msid and len(m.msid.split()) == 2:
+        stream, track = m.msid.split()
+        msid = (stream, track)
+    return AnswerMedia(
+        mid=mid,
+        kind=m.kind,
+        direction=direction,
+        codec=codec,
+        ssrc=ssrc,
+        cname=cname,
+        msid=msid,
+        extensions={e.uri: e.id for e in m.rtp.headerExtensions},
+    )
+
+
+def _canonical_name(name: str) -> str:
+    for known in ("opus", "VP8", "H264"):
+        if name.lower() == known.lower():
+            return known
+    return name

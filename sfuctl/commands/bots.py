@@ -1,0 +1,210 @@
+"""`sfuctl bots`: headless load-test peers publishing pre-encoded media and measuring what they receive."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ..bots.config import BotsConfig, default_processes
+from ..bots.group import JoinEvent
+from ..bots.impairment import ImpairmentConfig
+from ..bots.report import BotsReport, summary_table
+from ..bots.runner import BotsError, ServerUnreachable, check_server, run_bots
+from ..bots.stats import Sample
+from ..media import MediaSpec, default_cache_dir, ensure_default_media, media_paths
+from ..runtime import run
+
+EXIT_OK = 0
+EXIT_BOTS_FAILED = 1
+EXIT_ERROR = 2
+
+
+class BotsUsageError(click.ClickException):
+    """A one-line error (bad option value, unusable media), exit code 2."""
+
+    exit_code = EXIT_ERROR
+
+
+@click.command(
+    short_help="Load the SFU with headless bots.",
+    epilog=(
+        "Example: sfuctl bots --count 50 --rooms 10 --duration 60 --json report.json\n\n"
+        "Impairment is approximate and applies per bot, both directions: --delay is added round-trip time."
+    ),
+)
+@click.option("--url", envvar="SFUCTL_URL", default="ws://127.0.0.1:8080", show_default=True, help="Signaling URL of the SFU.")
+@click.option("--count", type=click.IntRange(1, 10_000), default=10, show_default=True, help="Number of bots.")
+@click.option("--rooms", type=click.IntRange(1), default=1, show_default=True, help="Spread bots over room-1..N.")
+@click.option("--room", default=None, help="Put every bot in this room (instead of --rooms).")
+@click.option("--publishers", type=click.IntRange(0), default=None, help="Publishers per room; the others only subscribe [default: all].")
+@click.option("--audio/--no-audio", default=True, show_default=True, help="Publish audio.")
+@click.option("--video/--no-video", default=True, show_default=True, help="Publish video.")
+@click.option("--subscribe/--no-subscribe", default=True, show_default=True, help="Subscribe to the room's other producers.")
+@click.option("--media", "media", multiple=True, type=click.Path(exists=True, dir_okay=False), help="Media file (VP8/H.264 IVF/WebM/MPEG-TS, Opus OGG/WebM); repeat for audio + video [default: generated test media].")
+@click.option("--ramp", type=click.FloatRange(0.01, 1000), default=5.0, show_default=True, help="Joins per second.")
+@click.option("--duration", type=click.FloatRange(0.1), default=None, help="Seconds to run, then leave [default: until Ctrl-C].")
+@click.option("--processes", type=click.IntRange(1, 256), default=None, help="OS processes to spread bots over [default: one per core].")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the JSON report here (docs/bots.md).")
+@click.option("--seed", type=int, default=None, help="Seed for SSRCs, timing and loss, for reproducible runs [default: random].")
+@click.option("--loss", type=click.FloatRange(0, 1), default=0.0, show_default=True, help="Datagram loss per direction, 0-1.")
+@click.option("--delay", type=click.FloatRange(0, 10_000), default=0.0, show_default=True, help="Added round-trip time in ms (half each way).")
+@click.option("--jitter", type=click.FloatRange(0, 10_000), default=0.0, show_default=True, help="Extra random delay per datagram, 0..MS each way (order kept).")
+@click.option("--bandwidth", type=click.FloatRange(8, 10_000_000), default=None, help="Token-bucket limit per direction in kbps.")
+def bots(
+    url: str,
+    count: int,
+    rooms: int,
+    room: str | None,
+    publishers: int | None,
+    audio: bool,
+    video: bool,
+    subscribe: bool,
+    media: tuple[str, ...],
+    ramp: float,
+    duration: float | None,
+    processes: int | None,
+    json_path: Path | None,
+    seed: int | None,
+    loss: float,
+    delay: float,
+    jitter: float,
+    bandwidth: float | None,
+) -> None:
+    """Headless bots join rooms, publish pre-encoded audio/video (no encoding), subscribe to each other
+    (no decoding) and report per-consumer loss, jitter, RTT, freezes and join times (RFC 3550)."""
+    errors = Console(stderr=True)
+    try:
+        config = BotsConfig(
+            url=url,
+            count=count,
+            rooms=min(rooms, count),
+            room=room,
+            publishers=publishers,
+            audio=audio,
+            video=video,
+            subscribe=subscribe,
+            media=tuple(media),
+            ramp=ramp,
+            duration=duration,
+            processes=min(processes or default_processes(), count),
+            seed=seed if seed is not None else int.from_bytes(os.urandom(4), "big"),
+            impairment=ImpairmentConfig(loss=loss, delay_ms=delay, jitter_ms=jitter, bandwidth_kbps=bandwidth),
+        )
+    except ValueError as exc:
+        raise BotsUsageError(str(exc)) from None
+    try:
+        run(check_server(config.url, timeout=5.0))
+    except ServerUnreachable as exc:
+        errors.print(f"error: cannot reach {exc.url} (is `sfuctl serve` running?)", highlight=False, markup=False)
+        sys.exit(EXIT_ERROR)
+    if not config.media:
+        config = replace(config, media=_default_media(errors))
+    sys.exit(run(_run(config, json_path, errors)))
+
+
+def _default_media(console: Console) -> tuple[str, ...]:
+    """The default test media, generated on first use behind a progress bar."""
+    files = media_paths(MediaSpec(), default_cache_dir())
+    if not (files.video and files.video.exists() and files.audio and files.audio.exists()):
+        progress = Progress(
+            TextColumn("making test media (once)"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=console, transient=True,
+        )
+        task = progress.add_task("media", total=None)
+        try:
+            with progress:
+                files = ensure_default_media(lambda done, total: progress.update(task, completed=done, total=total))
+        except OSError as exc:
+            raise BotsUsageError(
+                f"cannot write test media to {default_cache_dir()}: {exc.strerror or exc}; set SFUCTL_CACHE_DIR or pass --media"
+            ) from None
+    return tuple(str(path) for path in (files.video, files.audio) if path is not None)
+
+
+async def _run(config: BotsConfig, json_path: Path | None, console: Console) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if not stop.is_set():
+            console.print("stopping: every bot leaves, then the report…", highlight=False)
+            stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    progress = Progress(
+        TextColumn("[bold]bots[/]"),
+        BarColumn(bar_width=24),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[line]}"),
+        console=console,
+        transient=True,
+    )
+    task = progress.add_task("bots", total=config.count, line="joining…")
+    settled = {"joined": 0, "failed": 0}
+
+    def on_join(event: JoinEvent) -> None:
+        settled["joined" if event.joined else "failed"] += 1
+        progress.update(task, completed=settled["joined"] + settled["failed"])
+
+    def on_sample(sample: Sample) -> None:
+        progress.update(task, line=live_line(sample))
+
+    try:
+        with progress:
+            report = await run_bots(config, on_sample, on_join=on_join, stop=stop)
+    except ServerUnreachable as exc:
+        console.print(f"error: cannot reach {exc.url} (is `sfuctl serve` running?)", highlight=False, markup=False)
+        return EXIT_ERROR
+    except BotsError as exc:
+        console.print(f"error: {exc}", highlight=False, markup=False)
+        return EXIT_ERROR
+    Console().print(summary_table(report))
+    _print_failures(report, console)
+    if json_path is not None:
+        try:
+            report.write_json(json_path)
+        except OSError as exc:
+            console.print(f"error: cannot write {json_path}: {exc.strerror or exc}", highlight=False, markup=False)
+            return EXIT_ERROR
+        console.print(f"report: {json_path}", highlight=False)
+    return EXIT_BOTS_FAILED if report.failed else EXIT_OK
+
+
+def live_line(sample: Sample) -> str:
+    """bots up, streams, aggregate bitrate, worst loss: one compact line."""
+    total = sample.total
+    worst = sample.worst_loss()
+    parts = [
+        f"{total.active} up" + (f", [red]{total.failed} failed[/]" if total.failed else ""),
+        f"tx {total.streams_sent} streams {_mbps(total.sent_bitrate_bps)}",
+        f"rx {total.streams_received} streams {_mbps(total.received_bitrate_bps)}",
+    ]
+    if worst is not None:
+        parts.append(f"worst loss {worst[1]:.1%} ({worst[0]})")
+    if total.rtt_ms is not None:
+        parts.append(f"rtt {total.rtt_ms:.1f} ms")
+    if total.freezes:
+        parts.append(f"freezes {total.freezes}")
+    return " · ".join(parts)
+
+
+def _mbps(bps: float) -> str:
+    return f"{bps / 1e6:.1f} Mbps"
+
+
+def _print_failures(report: BotsReport, console: Console, limit: int = 5) -> None:
+    failed = [bot for bot in report.bots if bot["status"] == "failed"]
+    for bot in failed[:limit]:
+        console.print(f"{bot['name']} ({bot['room']}) failed: {bot['error']}", style="red", highlight=False, markup=False)
+    if len(failed) > limit:
+        console.print(f"… and {len(failed) - limit} more failed bots (see the JSON report)", style="red", highlight=False)

@@ -1,0 +1,59 @@
+"""`sfuctl serve`: run the SFU."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import click
+from rich.console import Console
+
+from ..runtime import run, setup_logging
+from ..server.app import start_server
+from ..server.config import ServerConfig, parse_port_range
+
+
+def _port_range(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, int]:
+    try:
+        return parse_port_range(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@click.command()
+@click.option("--host", envvar="SFUCTL_HOST", default="127.0.0.1", show_default=True, help="Address to listen on (signaling and media).")
+@click.option("--port", envvar="SFUCTL_PORT", default=8080, show_default=True, type=click.IntRange(0, 65535), help="Signaling/HTTP port (0 picks a free one).")
+@click.option("--announced-ip", envvar="SFUCTL_ANNOUNCED_IP", default=None, help="Address put in ICE candidates [default: --host].")
+@click.option("--rtc-port-range", envvar="SFUCTL_RTC_PORT_RANGE", default="40000-40099", show_default=True, callback=_port_range, help="UDP ports for media; the worker takes the first free one and every transport shares it.")
+@click.option("--consent-timeout", envvar="SFUCTL_CONSENT_TIMEOUT", default=30.0, show_default=True, type=click.FloatRange(1, 300), help="Seconds without ICE consent before a peer is dropped.")
+@click.option("--log-level", envvar="SFUCTL_LOG_LEVEL", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
+def serve(host: str, port: int, announced_ip: str | None, rtc_port_range: tuple[int, int], consent_timeout: float, log_level: str) -> None:
+    """Run the SFU: websocket signaling, rooms, forwarding, RTCP and stats.
+
+    \b
+    Example:
+      sfuctl serve --port 8080 --rtc-port-range 40000-40099
+    Every option can also be set as SFUCTL_<OPTION>, e.g. SFUCTL_ANNOUNCED_IP=10.0.0.5.
+    """
+    setup_logging(log_level)
+    config = ServerConfig(host=host, port=port, announced_ip=announced_ip, rtc_ports=rtc_port_range, consent_timeout=consent_timeout)
+    run(_serve(config, Console(stderr=True)))
+
+
+async def _serve(config: ServerConfig, console: Console) -> None:
+    try:
+        server = await start_server(config)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}. Pick another --port or --host.") from None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    console.print(
+        f"[bold green]sfuctl serve[/] signaling [cyan]{server.url}[/] · media [cyan]udp {config.candidate_ip}:{server.worker.rtc_port}[/] · Ctrl-C to stop"
+    )
+    try:
+        await stop.wait()
+    finally:
+        console.print("closing transports…")
+        await server.close()

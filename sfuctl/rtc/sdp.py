@@ -1,0 +1,250 @@
+"""SDP offers in, SDP answers out: the server always answers, the client always offers.
+
+Parsing reuses aiortc's SDP parser; the answer is written here because it carries what an ICE-lite SFU
+says and aiortc does not (a=ice-lite, one host candidate, per-consumer SSRC and msid).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from aiortc import sdp as aiortc_sdp
+
+from .ice import IceParameters
+
+MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
+SUPPORTED_EXTENSIONS = (MID_URI,)
+VIDEO_FEEDBACK = (("nack", None), ("nack", "pli"), ("ccm", "fir"))
+CODEC_PREFERENCE = {"audio": ("opus",), "video": ("VP8", "H264")}
+CLOCK_RATES = {"opus": 48000, "VP8": 90000, "H264": 90000}
+
+
+@dataclass(frozen=True)
+class Codec:
+    """One RTP payload format as negotiated in SDP."""
+
+    name: str
+    clock_rate: int
+    payload_type: int
+    channels: int | None = None
+    parameters: tuple[tuple[str, str], ...] = ()
+    feedback: tuple[tuple[str, str | None], ...] = ()
+
+    @property
+    def mime_type(self) -> str:
+        kind = "audio" if self.name == "opus" else "video"
+        return f"{kind}/{self.name}"
+
+    def fmtp(self) -> str:
+        return ";".join(f"{k}={v}" for k, v in self.parameters)
+
+    def has_feedback(self, kind: str, parameter: str | None = None) -> bool:
+        return (kind, parameter) in self.feedback
+
+
+@dataclass
+class MediaOffer:
+    """One m-line of a client's offer."""
+
+    index: int
+    mid: str
+    kind: str
+    direction: str
+    codecs: list[Codec]
+    extensions: dict[str, int]
+    ssrc: int | None
+    cname: str | None
+    rejected: bool
+
+
+@dataclass
+class Offer:
+    """What the server needs from a client's offer."""
+
+    ice: IceParameters
+    fingerprints: list[tuple[str, str]]
+    setup: str
+    candidates: list[tuple[str, int]]
+    media: list[MediaOffer]
+
+
+@dataclass
+class MediaAnswer:
+    """The server's side of one m-line; codec None rejects it."""
+
+    offer: MediaOffer
+    codec: Codec | None
+    direction: str
+    ssrc: int | None = None
+    cname: str | None = None
+    msid: tuple[str, str] | None = None
+    extensions: dict[str, int] = field(default_factory=dict)
+
+
+def parse_offer(text: str) -> Offer:
+    """Parse a client's SDP offer; ValueError names what is missing or malformed."""
+    if not isinstance(text, str) or not text.startswith("v=0"):
+        raise ValueError("SDP must be a string starting with 'v=0'")
+    try:
+        session = aiortc_sdp.SessionDescription.parse(text)
+    except Exception as exc:  # aiortc raises assorted errors (assert, KeyError, ValueError)
+        raise ValueError(f"malformed SDP: {type(exc).__name__} {exc}".strip()) from None
+    if not session.media:
+        raise ValueError("SDP has no m= section")
+    first = session.media[0]
+    if first.ice is None or not first.ice.usernameFragment or not first.ice.password:
+        raise ValueError("SDP lacks a=ice-ufrag / a=ice-pwd")
+    if first.dtls is None or not first.dtls.fingerprints:
+        raise ValueError("SDP lacks a=fingerprint and a=setup")
+    media: list[MediaOffer] = []
+    candidates: list[tuple[str, int]] = []
+    for index, m in enumerate(session.media):
+        for c in m.ice_candidates:
+            if c.protocol.lower() == "udp" and (c.ip, c.port) not in candidates:
+                candidates.append((c.ip, c.port))
+        if m.kind not in ("audio", "video"):
+            media.append(MediaOffer(index, m.rtp.muxId or str(index), m.kind, "inactive", [], {}, None, None, True))
+            continue
+        if not m.rtp.muxId:
+            raise ValueError(f"m-line {index} ({m.kind}) has no a=mid")
+        primary_ssrc, cname = _primary_ssrc(m)
+        media.append(
+            MediaOffer(
+                index=index,
+                mid=m.rtp.muxId,
+                kind=m.kind,
+                direction=m.direction or "sendrecv",
+                codecs=[_codec(c) for c in m.rtp.codecs],
+                extensions={e.uri: e.id for e in m.rtp.headerExtensions},
+                ssrc=primary_ssrc,
+                cname=cname,
+                rejected=m.port == 0,
+            )
+        )
+    mids = [m.mid for m in media]
+    if len(set(mids)) != len(mids):
+        raise ValueError("SDP repeats an a=mid value")
+    return Offer(
+        ice=IceParameters(first.ice.usernameFragment, first.ice.password),
+        fingerprints=[(f.algorithm, f.value) for f in first.dtls.fingerprints],
+        setup=aiortc_sdp.DTLS_ROLE_SETUP[first.dtls.role],
+        candidates=candidates,
+        media=media,
+    )
+
+
+def choose_codec(offer: MediaOffer, name: str | None = None) -> Codec | None:
+    """The codec the server accepts on an m-line: `name` when given (a consumer must match its producer)."""
+    names = (name,) if name else CODEC_PREFERENCE.get(offer.kind, ())
+    for wanted in names:
+        candidates = [c for c in offer.codecs if c.name.lower() == wanted.lower()]
+        if wanted.upper() == "H264":
+            candidates = [c for c in candidates if dict(c.parameters).get("packetization-mode") == "1"]
+            candidates.sort(key=lambda c: dict(c.parameters).get("profile-level-id", "")[:2] != "42")
+        if candidates:
+            chosen = candidates[0]
+            feedback = tuple(f for f in chosen.feedback if f in VIDEO_FEEDBACK) if offer.kind == "video" else ()
+            return Codec(chosen.name, chosen.clock_rate, chosen.payload_type, chosen.channels, chosen.parameters, feedback)
+    return None
+
+
+def answer_direction(offered: str, server_sends: bool) -> str:
+    """The answer's direction for an offered one, from the server's point of view."""
+    if server_sends:
+        return "sendonly" if offered in ("recvonly", "sendrecv") else "inactive"
+    return "recvonly" if offered in ("sendonly", "sendrecv") else "inactive"
+
+
+def dtls_role_for(setup: str) -> str:
+    """The server's DTLS role given the offer's a=setup (RFC 5763: answer passive to actpass)."""
+    return "client" if setup == "passive" else "server"
+
+
+def build_answer(
+    *,
+    session_id: int,
+    ice: IceParameters,
+    fingerprint: str,
+    candidate: tuple[str, int],
+    setup: str,
+    media: list[MediaAnswer],
+) -> str:
+    """Write the answer SDP for a list of answered m-lines, in the offer's order."""
+    host, port = candidate
+    bundle = [m.offer.mid for m in media if m.codec is not None]
+    lines = [
+        "v=0",
+        f"o=sfuctl {session_id} 2 IN IP4 {host}",
+        "s=sfuctl",
+        "t=0 0",
+        "a=ice-lite",
+        "a=msid-semantic: WMS *",
+    ]
+    if bundle:
+        lines.append("a=group:BUNDLE " + " ".join(bundle))
+    algorithm, value = fingerprint.split(" ", 1)
+    for m in media:
+        offer = m.offer
+        if m.codec is None:
+            formats = " ".join(str(c.payload_type) for c in offer.codecs) or "0"
+            proto = "UDP/TLS/RTP/SAVPF" if offer.kind in ("audio", "video") else "UDP/DTLS/SCTP"
+            lines += [f"m={offer.kind} 0 {proto} {formats}", f"c=IN IP4 {host}", f"a=mid:{offer.mid}", "a=inactive"]
+            continue
+        codec = m.codec
+        lines += [
+            f"m={offer.kind} {port} UDP/TLS/RTP/SAVPF {codec.payload_type}",
+            f"c=IN IP4 {host}",
+            f"a=rtcp:{port} IN IP4 {host}",
+            f"a=mid:{offer.mid}",
+            f"a={m.direction}",
+            "a=rtcp-mux",
+            "a=rtcp-rsize",
+            f"a=ice-ufrag:{ice.ufrag}",
+            f"a=ice-pwd:{ice.pwd}",
+            f"a=fingerprint:{algorithm} {value}",
+            f"a=setup:{setup}",
+            f"a=candidate:1 1 udp 2130706431 {host} {port} typ host",
+            "a=end-of-candidates",
+        ]
+        for uri, ext_id in m.extensions.items():
+            lines.append(f"a=extmap:{ext_id} {uri}")
+        channels = f"/{codec.channels}" if codec.channels and codec.channels > 1 else ""
+        lines.append(f"a=rtpmap:{codec.payload_type} {codec.name}/{codec.clock_rate}{channels}")
+        if codec.parameters:
+            lines.append(f"a=fmtp:{codec.payload_type} {codec.fmtp()}")
+        for kind, parameter in codec.feedback:
+            lines.append(f"a=rtcp-fb:{codec.payload_type} {kind}" + (f" {parameter}" if parameter else ""))
+        if m.ssrc is not None:
+            if m.msid:
+                lines.append(f"a=msid:{m.msid[0]} {m.msid[1]}")
+            lines.append(f"a=ssrc:{m.ssrc} cname:{m.cname or 'sfuctl'}")
+    return "\r\n".join(lines) + "\r\n"
+
+
+def accepted_extensions(offer: MediaOffer) -> dict[str, int]:
+    """The header extensions the server uses on an m-line (their ids come from the offer)."""
+    return {uri: ext_id for uri, ext_id in offer.extensions.items() if uri in SUPPORTED_EXTENSIONS}
+
+
+def _codec(c: object) -> Codec:
+    name = c.mimeType.split("/", 1)[1]
+    for known in CLOCK_RATES:
+        if name.lower() == known.lower():
+            name = known
+    return Codec(
+        name=name,
+        clock_rate=c.clockRate,
+        payload_type=c.payloadType,
+        channels=c.channels,
+        parameters=tuple((str(k), str(v)) for k, v in (c.parameters or {}).items()),
+        feedback=tuple((f.type, f.parameter) for f in c.rtcpFeedback),
+    )
+
+
+def _primary_ssrc(m: object) -> tuple[int | None, str | None]:
+    """The media SSRC of an m-line: the first one that is not a retransmission (FID) or FEC SSRC."""
+    secondary = {g.items[1] for g in m.ssrc_group if g.semantic in ("FID", "FEC-FR") and len(g.items) > 1}
+    for s in m.ssrc:
+        if s.ssrc not in secondary:
+            return s.ssrc, s.cname
+    return None, None

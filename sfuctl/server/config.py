@@ -1,0 +1,34 @@
+"""Settings of one `sfuctl serve` process."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Where the server listens and what it announces; every default stays on loopback."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    announced_ip: str | None = None
+    rtc_ports: tuple[int, int] = (40000, 40099)
+    consent_timeout: float = 30.0
+    max_message_bytes: int = 256 * 1024
+
+    @property
+    def candidate_ip(self) -> str:
+        """The address put in ICE candidates."""
+        return self.announced_ip or self.host
+
+
+def parse_port_range(text: str) -> tuple[int, int]:
+    """'40000-40099' or '40000' -> (first, last); ValueError names the problem."""
+    parts = text.split("-")
+    try:
+        first, last = (int(parts[0]), int(parts[-1])) if len(parts) <= 2 else (None, None)
+    except ValueError:
+        first = last = None
+    if first is None or last is None or not 0 <= first <= last <= 65535:
+        raise ValueError(f"bad port range {text!r}: expected FIRST-LAST, e.g. 40000-40099")
+    return first, last

@@ -1,0 +1,224 @@
+"""Consumer: one outgoing copy of a producer to one peer, with its own SSRC, payload type and numbering."""
+
+from __future__ import annotations
+
+import random
+import struct
+from typing import TYPE_CHECKING
+
+from ..rtc import rtcp
+from ..rtc.meter import Meter
+from ..rtc.rtp import build_extension_block, read_header, seq_distance
+from ..rtc.sdp import MID_URI, Codec
+
+if TYPE_CHECKING:
+    from .peer import Peer
+    from .producer import Producer
+    from .transport import Transport
+
+_pack_header = struct.Struct("!BBHI").pack_into
+
+
+class Consumer:
+    """Rewrites SSRC, payload type, sequence number, timestamp and MID of a producer's packets for one peer.
+
+    Sequence numbers and timestamps stay continuous across pause/resume and producer changes: each (re)start
+    takes new offsets so the peer sees no gap; video restarts only on a keyframe.
+    """
+
+    def __init__(
+        self,
+        *,
+        id: str,
+        peer: Peer,
+        producer: Producer,
+        transport: Transport,
+        codec: Codec,
+        mid: str,
+        extensions: dict[str, int],
+        ssrc: int | None = None,
+    ) -> None:
+        self.id = id
+        self.peer = peer
+        self.producer = producer
+        self.transport = transport
+        self.kind = producer.kind
+        self.codec = codec
+        self.mid = mid
+        self.ssrc = ssrc if ssrc is not None else random.randint(1, 0xFFFFFFFF)
+        self.paused = False
+        self.closed = False
+        self.meter = Meter()
+        self.retransmitted = 0
+        self.nacks_received = 0
+        self.plis_received = 0
+        self.firs_received = 0
+        # From the peer's receiver reports (RFC 3550 6.4.2).
+        self.fraction_lost = 0.0
+        self.packets_lost = 0
+        self.jitter_ms = 0.0
+        self.rtt_ms: float | None = None
+        self.reports_received = 0
+
+        ext_items = [(extensions[MID_URI], mid.encode())] if MID_URI in extensions else []
+        ext_block = build_extension_block(ext_items)
+        self._header = bytearray(12) + ext_block
+        struct.pack_into("!I", self._header, 8, self.ssrc)
+        self._first_byte = 0x90 if ext_block else 0x80
+        self._second_byte = (codec.payload_type, 0x80 | codec.payload_type)
+        self._clock_rate = codec.clock_rate
+        self._seq = random.randint(0, 0xFFFF)
+        self._ts = random.randint(0, 0xFFFFFFFF)
+        self._last_time: float | None = None
+        self._seq_offset = 0
+        self._ts_offset = 0
+        self._sync_seq = 0
+        self._synced = False
+        self._waiting_keyframe = False
+        self._start_waiting()
+
+    # -- media path -----------------------------------------------------------------------------------
+    def forward(
+        self, first_byte: int, marker: int, sequence: int, timestamp: int, payload: bytes, keyframe: bool, now: float
+    ) -> None:
+        """Hot path: rewrite the header for this peer, then protect and send."""
+        if self.paused:
+            return
+        if not self._synced:
+            if not self.transport.connected or (self._waiting_keyframe and not keyframe):
+                return
+            self._sync(sequence, timestamp, now)
+        seq = (sequence + self._seq_offset) & 0xFFFF
+        ts = (timestamp + self._ts_offset) & 0xFFFFFFFF
+        if (seq - self._seq) & 0xFFFF < 0x8000:
+            self._seq = seq
+            self._ts = ts
+            self._last_time = now
+        header = self._header
+        _pack_header(header, 0, self._first_byte | (first_byte & 0x20), self._second_byte[marker], seq, ts)
+        packet = b"".join((header, payload))
+        self.meter.add(len(packet))
+        self.transport.connection.send_rtp(packet)
+
+    def retransmit(self, lost: list[int]) -> None:
+        """Answer a NACK from the producer's retransmission buffer."""
+        self.nacks_received += 1
+        buffer = self.producer.rtx_buffer
+        if buffer is None or not self._synced or self.paused:
+            return
+        header = self._header
+        for out_seq in lost:
+            sequence = (out_seq - self._seq_offset) & 0xFFFF
+            if seq_distance(sequence, self._sync_seq) < 0:
+                continue
+            data = buffer.get(sequence)
+            if data is None:
+                continue
+            marker, _, _, timestamp, _, offset = read_header(data)
+            ts = (timestamp + self._ts_offset) & 0xFFFFFFFF
+            _pack_header(header, 0, self._first_byte | (data[0] & 0x20), self._second_byte[marker], out_seq, ts)
+            packet = b"".join((header, data[offset:]))
+            self.retransmitted += 1
+            self.meter.add(len(packet))
+            self.transport.connection.send_rtp(packet)
+
+    # -- feedback and control -------------------------------------------------------------------------
+    def on_keyframe_request(self, now: float, fir: bool = False) -> None:
+        if fir:
+            self.firs_received += 1
+        else:
+            self.plis_received += 1
+        self.producer.request_keyframe(now)
+
+    def on_report_block(self, block: rtcp.ReportBlock, arrival_ntp_middle: int) -> None:
+        """Take loss, jitter and RTT from the peer's receiver report about this stream."""
+        self.reports_received += 1
+        self.fraction_lost = block.fraction_lost / 256
+        self.packets_lost = block.packets_lost
+        self.jitter_ms = block.jitter * 1000 / self._clock_rate
+        rtt = rtcp.rtt_ms(block.lsr, block.dlsr, arrival_ntp_middle)
+        if rtt is not None:
+            self.rtt_ms = rtt
+
+    def sender_report(self, now: float) -> rtcp.SenderReport | None:
+        """An SR for this stream, mapping the producer's NTP time line to this consumer's timestamps."""
+        if self._last_time is None:
+            return None
+        clock = self._clock_rate
+        source = self.producer.last_sender_report
+        if source is not None:  # follow the publisher's RTP/NTP mapping, so the peer's tracks stay in sync
+            _, rtp_ts, arrival = source
+            rtp_ts = (rtp_ts + self._ts_offset + int((now - arrival) * clock)) & 0xFFFFFFFF
+        else:
+            rtp_ts = (self._ts + int((now - self._last_time) * clock)) & 0xFFFFFFFF
+        packets = self.meter.packets & 0xFFFFFFFF
+        return rtcp.SenderReport(self.ssrc, rtcp.ntp_now(), rtp_ts, packets, self.meter.bytes & 0xFFFFFFFF, [])
+
+    def on_transport_connected(self, now: float) -> None:
+        if self._waiting_keyframe:
+            self.producer.request_keyframe(now)
+
+    def set_paused(self, paused: bool, now: float) -> None:
+        if paused == self.paused:
+            return
+        self.paused = paused
+        if not paused:
+            self.resync()
+            self.producer.request_keyframe(now)
+
+    def resync(self) -> None:
+        """Take new offsets at the next forwardable packet (after a keyframe for video)."""
+        self._synced = False
+        self._start_waiting()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self._waiting_keyframe:
+            self._waiting_keyframe = False
+            self.producer.waiting_consumers -= 1
+        self.producer.remove_consumer(self)
+
+    def stats(self) -> dict:
+        return {
+            "id": self.id,
+            "peer": self.peer.id,
+            "peer_name": self.peer.name,
+            "producer_id": self.producer.id,
+            "producer_peer": self.producer.peer.id,
+            "producer_peer_name": self.producer.peer.name,
+            "kind": self.kind,
+            "codec": self.codec.name,
+            "ssrc": self.ssrc,
+            "paused": self.paused,
+            "packets": self.meter.packets,
+            "bytes": self.meter.bytes,
+            "bitrate_bps": self.meter.bitrate_bps,
+            "packets_lost": self.packets_lost,
+            "fraction_lost": self.fraction_lost,
+            "jitter_ms": self.jitter_ms,
+            "rtt_ms": self.rtt_ms,
+            "nack_count": self.nacks_received,
+            "pli_count": self.plis_received,
+            "fir_count": self.firs_received,
+            "retransmitted": self.retransmitted,
+        }
+
+    def _start_waiting(self) -> None:
+        if self.kind == "video" and not self._waiting_keyframe:
+            self._waiting_keyframe = True
+            self.producer.waiting_consumers += 1
+
+    def _sync(self, sequence: int, timestamp: int, now: float) -> None:
+        self._seq_offset = (self._seq + 1 - sequence) & 0xFFFF
+        if self._last_time is None:
+            self._ts_offset = (self._ts - timestamp) & 0xFFFFFFFF
+        else:
+            advance = max(1, int((now - self._last_time) * self._clock_rate))
+            self._ts_offset = (self._ts + advance - timestamp) & 0xFFFFFFFF
+        self._sync_seq = sequence
+        self._synced = True
+        if self._waiting_keyframe:
+            self._waiting_keyframe = False
+            self.producer.waiting_consumers -= 1

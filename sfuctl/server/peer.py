@@ -1,0 +1,249 @@
+"""Peer: one participant of a room, with a send transport (its producers) and a receive transport (its consumers)."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from typing import TYPE_CHECKING, Callable
+
+from ..rtc.sdp import MID_URI, MediaAnswer, Offer, accepted_extensions, answer_direction, choose_codec, parse_offer
+from .consumer import Consumer
+from .errors import bad_request, not_found, wrong_state
+from .producer import Producer
+from .transport import Transport
+
+if TYPE_CHECKING:
+    from .router import Router
+    from .worker import Worker
+
+log = logging.getLogger(__name__)
+
+Notify = Callable[[str, dict], None]
+
+
+def new_id(prefix: str) -> str:
+    """A short unique id such as 'p-3f9a1c2e' (the prefix says what it names)."""
+    return f"{prefix}-{secrets.token_hex(4)}"
+
+
+class Peer:
+    """A participant; everything it owns closes with it."""
+
+    def __init__(self, *, name: str, router: Router, worker: Worker, notify: Notify, on_closed: Callable[[], None]) -> None:
+        self.id = new_id("peer")
+        self.name = name
+        self.cname = self.id
+        self.router = router
+        self.worker = worker
+        self.notify = notify
+        self.joined_at = time.time()
+        self.closed = False
+        self.send_transport: Transport | None = None
+        self.recv_transport: Transport | None = None
+        self.producers: dict[str, Producer] = {}
+        self.consumers: dict[str, Consumer] = {}
+        self._on_closed = on_closed
+
+    def info(self) -> dict:
+        return {"id": self.id, "name": self.name}
+
+    # -- publish --------------------------------------------------------------------------------------
+    def publish(self, sdp: str) -> dict:
+        """Answer the peer's offer for its send transport: each sending m-line becomes a producer."""
+        offer = self._parse(sdp)
+        transport = self.send_transport
+        if transport is not None:
+            transport.check_offer(offer)
+        plan: list[tuple[MediaAnswer, Producer | None]] = []
+        for m in offer.media:
+            existing = transport.producers_by_mid.get(m.mid) if transport else None
+            codec = existing.codec if existing else choose_codec(m)
+            if m.rejected or codec is None:
+                plan.append((MediaAnswer(m, None, "inactive"), existing))
+                continue
+            direction = answer_direction(m.direction, server_sends=False)
+            plan.append((MediaAnswer(m, codec, direction, extensions=accepted_extensions(m)), existing))
+
+        if transport is None:
+            transport = self.send_transport = self._create_transport()
+        transport.apply_offer(offer)
+        offered_mids = {m.mid for m in offer.media}
+        for producer in [p for p in transport.producers_by_mid.values() if p.mid not in offered_mids]:
+            self.router.close_producer(producer)
+        for answer, existing in plan:
+            receiving = answer.direction == "recvonly"
+            if existing is not None and not receiving:
+                self.router.close_producer(existing)
+            elif existing is None and receiving:
+                m = answer.offer
+                producer = Producer(
+                    id=new_id("p"), peer=self, transport=transport, kind=m.kind, codec=answer.codec, ssrc=m.ssrc, mid=m.mid
+                )
+                transport.add_producer(producer, answer.extensions.get(MID_URI))
+                self.producers[producer.id] = producer
+                self.router.add_producer(producer)
+        return {
+            "sdp": transport.answer([a for a, _ in plan]),
+            "producers": [producer_info(p) for p in transport.producers_by_mid.values()],
+        }
+
+    # -- subscribe ------------------------------------------------------------------------------------
+    def subscribe(self, sdp: str, subscriptions: dict) -> dict:
+        """Answer the peer's offer for its receive transport; `subscriptions` maps m-line mids to producer ids."""
+        offer = self._parse(sdp)
+        if not isinstance(subscriptions, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in subscriptions.items()
+        ):
+            raise bad_request("'subscriptions' must be an object mapping mid -> producerId")
+        by_mid = {m.mid: m for m in offer.media}
+        for mid, producer_id in subscriptions.items():
+            m = by_mid.get(mid)
+            if m is None:
+                raise bad_request(f"subscription names mid {mid!r}, which the offer has no m-line for")
+            producer = self.router.producers.get(producer_id)
+            if producer is None:
+                raise not_found("producer", producer_id)
+            if producer.kind != m.kind:
+                raise bad_request(f"mid {mid!r} is {m.kind} but producer {producer_id} is {producer.kind}")
+        transport = self.recv_transport
+        if transport is not None:
+            transport.check_offer(offer)
+        else:
+            transport = self.recv_transport = self._create_transport()
+        transport.apply_offer(offer)
+
+        answers: list[MediaAnswer] = []
+        rejected: list[dict] = []
+        for m in offer.media:
+            consumer = transport.consumers_by_mid.get(m.mid)
+            producer = self.router.producers.get(subscriptions.get(m.mid, ""))
+            receiving = answer_direction(m.direction, server_sends=True) == "sendonly"
+            if consumer is not None and (producer is not consumer.producer or not receiving or m.rejected):
+                self._close_consumer(consumer, notify=False)
+                consumer = None
+            codec = choose_codec(m, producer.codec.name) if producer else choose_codec(m)
+            if producer is None or not receiving or m.rejected or codec is None:
+                if producer is not None and codec is None:
+                    rejected.append({"mid": m.mid, "producerId": producer.id, "reason": f"no {producer.codec.name} codec offered"})
+                answers.append(MediaAnswer(m, None if m.rejected else codec, "inactive"))
+                continue
+            if consumer is None:
+                consumer = Consumer(
+                    id=new_id("c"),
+                    peer=self,
+                    producer=producer,
+                    transport=transport,
+                    codec=codec,
+                    mid=m.mid,
+                    extensions=accepted_extensions(m),
+                )
+                self.consumers[consumer.id] = consumer
+                producer.add_consumer(consumer)
+                transport.add_consumer(consumer)
+            answers.append(
+                MediaAnswer(
+                    m,
+                    consumer.codec,
+                    "sendonly",
+                    ssrc=consumer.ssrc,
+                    cname=producer.peer.cname,
+                    msid=(producer.peer.id, producer.id),
+                    extensions=accepted_extensions(m),
+                )
+            )
+        return {
+            "sdp": transport.answer(answers),
+            "consumers": [consumer_info(c) for c in transport.consumers_by_mid.values()],
+            "rejected": rejected,
+        }
+
+    # -- control --------------------------------------------------------------------------------------
+    def consumer(self, consumer_id: object) -> Consumer:
+        consumer = self.consumers.get(consumer_id) if isinstance(consumer_id, str) else None
+        if consumer is None:
+            raise not_found("consumer", consumer_id)
+        return consumer
+
+    def producer(self, producer_id: object) -> Producer:
+        producer = self.producers.get(producer_id) if isinstance(producer_id, str) else None
+        if producer is None:
+            raise not_found("producer", producer_id)
+        return producer
+
+    def unsubscribe(self, consumer_id: object) -> None:
+        self._close_consumer(self.consumer(consumer_id), notify=False)
+
+    def on_producer_closed(self, consumer: Consumer) -> None:
+        """The router closes consumers whose producer went away; the peer hears of it."""
+        self._close_consumer(consumer, notify=True)
+
+    def forget_producer(self, producer: Producer) -> None:
+        self.producers.pop(producer.id, None)
+        if self.send_transport is not None:
+            self.send_transport.remove_producer(producer)
+
+    def close(self, reason: str = "left") -> None:
+        """Idempotent: close producers (the room hears), consumers and transports, then leave the router."""
+        if self.closed:
+            return
+        self.closed = True
+        log.info("peer %s (%s) closed: %s", self.id, self.name, reason)
+        for consumer in list(self.consumers.values()):
+            self._close_consumer(consumer, notify=False)
+        for producer in list(self.producers.values()):
+            self.router.close_producer(producer)
+        for transport in (self.send_transport, self.recv_transport):
+            if transport is not None:
+                transport.close()
+        self.router.remove_peer(self)
+        self._on_closed()
+
+    def stats(self) -> dict:
+        return {
+            **self.info(),
+            "transports": [t.stats() for t in (self.send_transport, self.recv_transport) if t is not None],
+        }
+
+    def _close_consumer(self, consumer: Consumer, notify: bool) -> None:
+        if consumer.closed:
+            return
+        consumer.close()
+        consumer.transport.remove_consumer(consumer)
+        self.consumers.pop(consumer.id, None)
+        if notify and not self.closed:
+            self.notify("consumerClosed", {"consumerId": consumer.id, "producerId": consumer.producer.id, "mid": consumer.mid})
+
+    def _parse(self, sdp: object) -> Offer:
+        if self.closed:
+            raise wrong_state("the peer has left the room")
+        if not isinstance(sdp, str):
+            raise bad_request("'sdp' must be the SDP offer as a string")
+        try:
+            return parse_offer(sdp)
+        except ValueError as exc:
+            raise bad_request(f"invalid SDP offer: {exc}") from None
+
+    def _create_transport(self) -> Transport:
+        return Transport(id=new_id("t"), worker=self.worker, cname=self.cname, on_closed=self._on_transport_closed)
+
+    def _on_transport_closed(self, transport: Transport, state: str) -> None:
+        reason = "connection lost (ICE consent expired)" if state == "failed" else "connection closed by the peer"
+        self.close(reason)
+
+
+def producer_info(p: Producer) -> dict:
+    return {"id": p.id, "peerId": p.peer.id, "peerName": p.peer.name, "kind": p.kind, "codec": p.codec.name, "mid": p.mid, "paused": p.paused}
+
+
+def consumer_info(c: Consumer) -> dict:
+    return {
+        "id": c.id,
+        "producerId": c.producer.id,
+        "peerId": c.producer.peer.id,
+        "kind": c.kind,
+        "codec": c.codec.name,
+        "mid": c.mid,
+        "ssrc": c.ssrc,
+        "paused": c.paused,
+    }

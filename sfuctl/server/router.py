@@ -1,0 +1,71 @@
+"""Router: one room. It owns the room's producers and tells its peers what comes and goes."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Callable
+
+from .peer import producer_info
+
+if TYPE_CHECKING:
+    from .peer import Peer
+    from .producer import Producer
+
+
+class Router:
+    """A room, created on the first join and removed when its last peer leaves."""
+
+    def __init__(self, name: str, on_empty: Callable[[Router], None]) -> None:
+        self.name = name
+        self.created_at = time.time()
+        self.peers: dict[str, Peer] = {}
+        self.producers: dict[str, Producer] = {}
+        self._on_empty = on_empty
+
+    def add_peer(self, peer: Peer) -> None:
+        self.broadcast("peerJoined", {"peer": peer.info()})
+        self.peers[peer.id] = peer
+
+    def remove_peer(self, peer: Peer) -> None:
+        if self.peers.pop(peer.id, None) is None:
+            return
+        self.broadcast("peerLeft", {"peerId": peer.id})
+        if not self.peers:
+            self._on_empty(self)
+
+    def add_producer(self, producer: Producer) -> None:
+        self.producers[producer.id] = producer
+        self.broadcast("producerAdded", {"producer": producer_info(producer)}, exclude=producer.peer)
+
+    def close_producer(self, producer: Producer) -> None:
+        """Close a producer and every consumer of it; the consumers' peers and the room are told."""
+        if self.producers.pop(producer.id, None) is None:
+            return
+        for consumer in list(producer.consumers):
+            consumer.peer.on_producer_closed(consumer)
+        producer.close()
+        producer.peer.forget_producer(producer)
+        self.broadcast("producerClosed", {"producerId": producer.id, "peerId": producer.peer.id}, exclude=producer.peer)
+
+    def set_producer_paused(self, producer: Producer, paused: bool) -> None:
+        producer.set_paused(paused, time.monotonic())
+        self.broadcast("producerPaused" if paused else "producerResumed", {"producerId": producer.id}, exclude=producer.peer)
+
+    def broadcast(self, method: str, params: dict, exclude: Peer | None = None) -> None:
+        for peer in self.peers.values():
+            if peer is not exclude:
+                peer.notify(method, params)
+
+    def close(self) -> None:
+        for peer in list(self.peers.values()):
+            peer.close("server shutting down")
+
+    def stats(self) -> dict:
+        producers = [p.stats() for p in self.producers.values()]
+        consumers = [c.stats() for peer in self.peers.values() for c in peer.consumers.values()]
+        return {
+            "name": self.name,
+            "peers": [peer.stats() for peer in self.peers.values()],
+            "producers": producers,
+            "consumers": consumers,
+        }

@@ -1,0 +1,174 @@
+"""Signaling: JSON requests, responses and notifications over one websocket per peer (docs/protocol.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any, Awaitable, Callable
+
+from .errors import SignalingError, bad_request, wrong_state
+from .peer import Peer, producer_info
+from .worker import Worker
+
+log = logging.getLogger(__name__)
+
+PROTOCOL_VERSION = 1
+MAX_NAME_LENGTH = 64
+
+
+class SignalingSession:
+    """One websocket client. A bad message gets an error reply and changes nothing else."""
+
+    def __init__(self, worker: Worker, send: Callable[[str], Awaitable[None]], close: Callable[[], Awaitable[None]]) -> None:
+        self.worker = worker
+        self.peer: Peer | None = None
+        self._send = send
+        self._close = close
+        self._outbox: asyncio.Queue[str | None] = asyncio.Queue()
+        self._writer = asyncio.create_task(self._write(), name="signaling-writer")
+        self._handlers: dict[str, Callable[[dict], Any]] = {
+            "join": self._join,
+            "leave": self._leave,
+            "publish": self._publish,
+            "subscribe": self._subscribe,
+            "unsubscribe": self._unsubscribe,
+            "pauseConsumer": lambda p: self._consumer_paused(p, True),
+            "resumeConsumer": lambda p: self._consumer_paused(p, False),
+            "pauseProducer": lambda p: self._producer_paused(p, True),
+            "resumeProducer": lambda p: self._producer_paused(p, False),
+            "closeProducer": self._close_producer,
+            "getStats": self._get_stats,
+            "ping": lambda p: {"pong": True},
+        }
+
+    # -- entry points --------------------------------------------------------------------------------
+    def handle(self, text: str) -> None:
+        """Handle one text frame: reply to it (errors included) through the ordered outbox."""
+        if len(text) > self.worker.config.max_message_bytes:
+            self._reply(None, error=SignalingError("too_large", f"message of {len(text)} bytes exceeds the limit of {self.worker.config.max_message_bytes}"))
+            return
+        try:
+            message = json.loads(text)
+        except ValueError as exc:
+            self._reply(None, error=SignalingError("bad_json", f"message is not JSON: {exc}"))
+            return
+        request_id = message.get("id") if isinstance(message, dict) else None
+        try:
+            if not isinstance(message, dict) or not isinstance(message.get("method"), str):
+                raise bad_request('a request is an object {"id": ..., "method": "...", "params": {...}}')
+            if request_id is None or not isinstance(request_id, (int, str)):
+                raise bad_request("a request needs an 'id' (number or string) to match its response")
+            params = message.get("params", {})
+            if not isinstance(params, dict):
+                raise bad_request("'params' must be an object")
+            handler = self._handlers.get(message["method"])
+            if handler is None:
+                raise SignalingError("unknown_method", f"unknown method {message['method']!r}; see docs/protocol.md")
+            result = handler(params)
+        except SignalingError as exc:
+            self._reply(request_id, error=exc)
+        except Exception as exc:  # a bug must not take the session down
+            log.exception("request %r failed", message.get("method"))
+            self._reply(request_id, error=SignalingError("internal", f"internal error: {type(exc).__name__}"))
+        else:
+            self._reply(request_id, result=result)
+
+    def notify(self, method: str, params: dict) -> None:
+        self._outbox.put_nowait(json.dumps({"method": method, "params": params}))
+
+    async def finish(self) -> None:
+        """The websocket is gone: the peer leaves, the writer stops."""
+        if self.peer is not None:
+            self.peer.close("signaling connection closed")
+        self._outbox.put_nowait(None)
+        await asyncio.gather(self._writer, return_exceptions=True)
+
+    # -- methods -------------------------------------------------------------------------------------
+    def _join(self, params: dict) -> dict:
+        if self.peer is not None:
+            raise wrong_state(f"already joined room {self.peer.router.name!r}; send 'leave' first")
+        room = params.get("room")
+        name = params.get("name", "")
+        if not isinstance(room, str) or not room or len(room) > MAX_NAME_LENGTH:
+            raise bad_request(f"'room' must be a non-empty string of at most {MAX_NAME_LENGTH} characters")
+        if not isinstance(name, str) or len(name) > MAX_NAME_LENGTH:
+            raise bad_request(f"'name' must be a string of at most {MAX_NAME_LENGTH} characters")
+        router = self.worker.router(room)
+        peer = Peer(name=name or "anonymous", router=router, worker=self.worker, notify=self.notify, on_closed=self._on_peer_closed)
+        others = [p.info() for p in router.peers.values()]
+        router.add_peer(peer)
+        self.peer = peer
+        return {
+            "protocol": PROTOCOL_VERSION,
+            "peerId": peer.id,
+            "room": room,
+            "peers": others,
+            "producers": [producer_info(p) for p in router.producers.values()],
+        }
+
+    def _leave(self, params: dict) -> dict:
+        peer = self._require_peer()
+        self.peer = None
+        peer.close("left")
+        return {}
+
+    def _publish(self, params: dict) -> dict:
+        return self._require_peer().publish(params.get("sdp"))
+
+    def _subscribe(self, params: dict) -> dict:
+        return self._require_peer().subscribe(params.get("sdp"), params.get("subscriptions", {}))
+
+    def _unsubscribe(self, params: dict) -> dict:
+        self._require_peer().unsubscribe(params.get("consumerId"))
+        return {}
+
+    def _consumer_paused(self, params: dict, paused: bool) -> dict:
+        consumer = self._require_peer().consumer(params.get("consumerId"))
+        consumer.set_paused(paused, time.monotonic())
+        return {"paused": consumer.paused}
+
+    def _producer_paused(self, params: dict, paused: bool) -> dict:
+        peer = self._require_peer()
+        producer = peer.producer(params.get("producerId"))
+        peer.router.set_producer_paused(producer, paused)
+        return {"paused": producer.paused}
+
+    def _close_producer(self, params: dict) -> dict:
+        peer = self._require_peer()
+        peer.router.close_producer(peer.producer(params.get("producerId")))
+        return {}
+
+    def _get_stats(self, params: dict) -> dict:
+        return {"worker": self.worker.stats(), "rooms": [r.stats() for r in self.worker.routers.values()]}
+
+    # -- plumbing ------------------------------------------------------------------------------------
+    def _require_peer(self) -> Peer:
+        if self.peer is None:
+            raise wrong_state("join a room first ('join' with a room name)")
+        return self.peer
+
+    def _on_peer_closed(self) -> None:
+        """The peer closed from the media side (consent lost): end the signaling session too."""
+        if self.peer is not None and self.peer.closed:
+            self.peer = None
+            self._outbox.put_nowait(None)
+
+    def _reply(self, request_id: object, *, result: object = None, error: SignalingError | None = None) -> None:
+        if error is not None:
+            body = {"id": request_id, "ok": False, "error": {"code": error.code, "message": error.message}}
+        else:
+            body = {"id": request_id, "ok": True, "result": result}
+        self._outbox.put_nowait(json.dumps(body))
+
+    async def _write(self) -> None:
+        while True:
+            text = await self._outbox.get()
+            if text is None:
+                break
+            try:
+                await self._send(text)
+            except Exception:
+                break
+        await self._close()

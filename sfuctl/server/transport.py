@@ -1,0 +1,228 @@
+"""Transport: the server end of one peer's ICE + DTLS + SRTP connection.
+
+It owns the Connection (the media plane) and routes what comes out of it: RTP to producers by SSRC, RTCP
+feedback to the producers and consumers it names. Replacing the media plane means replacing Connection.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from typing import TYPE_CHECKING, Callable
+
+from ..rtc import rtcp
+from ..rtc.connection import Connection
+from ..rtc.ice import IceParameters
+from ..rtc.rtp import read_extensions
+from ..rtc.sdp import MID_URI, MediaAnswer, Offer, build_answer, dtls_role_for
+from .errors import bad_request
+
+if TYPE_CHECKING:
+    from .consumer import Consumer
+    from .producer import Producer
+    from .worker import Worker
+
+log = logging.getLogger(__name__)
+
+
+class Transport:
+    """One ICE/DTLS/SRTP association; holds the producers it receives and the consumers it sends."""
+
+    def __init__(self, *, id: str, worker: Worker, cname: str, on_closed: Callable[[Transport, str], None]) -> None:
+        self.id = id
+        self.worker = worker
+        self.cname = cname
+        self.rtcp_ssrc = random.randint(1, 0xFFFFFFFF)
+        self.connected = False
+        self.closed = False
+        self.invalid_rtcp = 0
+        self.producers: dict[int, Producer] = {}
+        self.producers_by_mid: dict[str, Producer] = {}
+        self.consumers: dict[int, Consumer] = {}
+        self.consumers_by_mid: dict[str, Consumer] = {}
+        self._remote_ice: IceParameters | None = None
+        self._setup = "passive"
+        self._mid_extension_id: int | None = None
+        self._session_id = random.randint(1, 2**62)
+        self._on_closed = on_closed
+        self.connection = Connection(
+            role="lite",
+            certificate=worker.certificate,
+            send=worker.send,
+            on_rtp=self._on_rtp,
+            on_rtcp=self._on_rtcp,
+            on_state=self._on_state,
+            consent_timeout=worker.config.consent_timeout,
+        )
+        worker.register(self)
+
+    @property
+    def state(self) -> str:
+        return self.connection.state
+
+    # -- negotiation ----------------------------------------------------------------------------------
+    def apply_offer(self, offer: Offer) -> None:
+        """Start ICE/DTLS on the first offer; later offers must keep the same ICE credentials."""
+        self.check_offer(offer)
+        if self._remote_ice is None:
+            self._remote_ice = offer.ice
+            role = dtls_role_for(offer.setup)
+            self._setup = "active" if role == "client" else "passive"
+            self.connection.set_remote(offer.ice, offer.fingerprints, role)
+
+    def check_offer(self, offer: Offer) -> None:
+        """Raise before anything changes if the offer cannot apply to this transport."""
+        if self._remote_ice is not None and offer.ice != self._remote_ice:
+            raise bad_request("ICE restart is not supported: keep the ICE credentials when renegotiating")
+
+    def answer(self, media: list[MediaAnswer]) -> str:
+        ip = self.worker.config.candidate_ip
+        return build_answer(
+            session_id=self._session_id,
+            ice=self.connection.local_ice,
+            fingerprint=self.connection.local_fingerprint,
+            candidate=(ip, self.worker.rtc_port),
+            setup=self._setup,
+            media=media,
+        )
+
+    def add_producer(self, producer: Producer, mid_extension_id: int | None) -> None:
+        self.producers_by_mid[producer.mid] = producer
+        if producer.ssrc is not None:
+            self.producers[producer.ssrc] = producer
+        if mid_extension_id is not None:
+            self._mid_extension_id = mid_extension_id
+
+    def remove_producer(self, producer: Producer) -> None:
+        self.producers_by_mid.pop(producer.mid, None)
+        if producer.ssrc is not None and self.producers.get(producer.ssrc) is producer:
+            del self.producers[producer.ssrc]
+
+    def add_consumer(self, consumer: Consumer) -> None:
+        self.consumers[consumer.ssrc] = consumer
+        self.consumers_by_mid[consumer.mid] = consumer
+        if self.connected:
+            consumer.on_transport_connected(time.monotonic())
+
+    def remove_consumer(self, consumer: Consumer) -> None:
+        self.consumers.pop(consumer.ssrc, None)
+        if self.consumers_by_mid.get(consumer.mid) is consumer:
+            del self.consumers_by_mid[consumer.mid]
+
+    # -- media plane callbacks --------------------------------------------------------------------------
+    def _on_rtp(self, data: bytes) -> None:
+        producer = self.producers.get(int.from_bytes(data[8:12], "big"))
+        if producer is None:
+            producer = self._learn_ssrc(data)
+            if producer is None:
+                return
+        producer.receive(data, time.monotonic())
+
+    def _learn_ssrc(self, data: bytes) -> Producer | None:
+        """Bind an unsignaled SSRC to its producer through the MID header extension (slow path)."""
+        if self._mid_extension_id is None or all(p.ssrc is not None for p in self.producers_by_mid.values()):
+            return None
+        try:
+            mid = read_extensions(data).get(self._mid_extension_id)
+        except ValueError:
+            return None
+        producer = self.producers_by_mid.get(mid.decode(errors="replace")) if mid else None
+        if producer is None or producer.ssrc is not None:
+            return None
+        producer.ssrc = int.from_bytes(data[8:12], "big")
+        self.producers[producer.ssrc] = producer
+        return producer
+
+    def _on_rtcp(self, data: bytes) -> None:
+        try:
+            packets = rtcp.parse_compound(data)
+        except ValueError:
+            self.invalid_rtcp += 1
+            return
+        now = time.monotonic()
+        for packet in packets:
+            if isinstance(packet, (rtcp.SenderReport, rtcp.ReceiverReport)):
+                if isinstance(packet, rtcp.SenderReport):
+                    producer = self.producers.get(packet.ssrc)
+                    if producer is not None:
+                        producer.on_sender_report(packet, now)
+                if packet.reports:
+                    arrival = rtcp.ntp_middle(rtcp.ntp_now())
+                    for block in packet.reports:
+                        consumer = self.consumers.get(block.ssrc)
+                        if consumer is not None:
+                            consumer.on_report_block(block, arrival)
+            elif isinstance(packet, rtcp.Nack):
+                consumer = self.consumers.get(packet.media_ssrc)
+                if consumer is not None:
+                    consumer.retransmit(packet.lost)
+            elif isinstance(packet, rtcp.Pli):
+                consumer = self.consumers.get(packet.media_ssrc)
+                if consumer is not None:
+                    consumer.on_keyframe_request(now)
+            elif isinstance(packet, rtcp.Fir):
+                for ssrc, _ in packet.entries:
+                    consumer = self.consumers.get(ssrc)
+                    if consumer is not None:
+                        consumer.on_keyframe_request(now, fir=True)
+
+    def _on_state(self, state: str) -> None:
+        log.debug("transport %s: %s", self.id, state)
+        if state == "connected":
+            self.connected = True
+            now = time.monotonic()
+            for consumer in list(self.consumers.values()):
+                consumer.on_transport_connected(now)
+        elif state in ("failed", "closed") and not self.closed:
+            self._on_closed(self, state)
+
+    # -- periodic work --------------------------------------------------------------------------------
+    def send_rtcp(self, packet: bytes) -> None:
+        self.connection.send_rtcp(packet)
+
+    def tick(self, now: float) -> None:
+        for producer in self.producers_by_mid.values():
+            producer.tick(now)
+
+    def report(self, now: float) -> None:
+        """Once per interval: RR for the producers, SR for each consumer, and the bitrate samples."""
+        if not self.connected:
+            return
+        sdes = bytes(rtcp.Sdes(self.rtcp_ssrc, self.cname))
+        blocks = []
+        for producer in self.producers_by_mid.values():
+            producer.meter.sample(now)
+            block = producer.report_block(now)
+            if block is not None:
+                blocks.append(block)
+        for start in range(0, len(blocks), 31):
+            self.send_rtcp(bytes(rtcp.ReceiverReport(self.rtcp_ssrc, blocks[start : start + 31])) + sdes)
+        for consumer in self.consumers.values():
+            consumer.meter.sample(now)
+            report = consumer.sender_report(now)
+            if report is not None:
+                self.send_rtcp(bytes(report) + bytes(rtcp.Sdes(consumer.ssrc, consumer.producer.peer.cname)))
+
+    def close(self) -> None:
+        """Idempotent: stop the connection and forget the routes (producers/consumers are closed by the peer)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.connected = False
+        self.worker.unregister(self)
+        self.connection.close()
+
+    def stats(self) -> dict:
+        c = self.connection
+        return {
+            "id": self.id,
+            "state": c.state,
+            "remote_address": f"{c.remote_addr[0]}:{c.remote_addr[1]}" if c.remote_addr else None,
+            "bytes_received": c.bytes_received,
+            "bytes_sent": c.bytes_sent,
+            "packets_received": c.packets_received,
+            "packets_sent": c.packets_sent,
+            "srtp_errors": c.srtp_errors,
+            "invalid_rtcp": self.invalid_rtcp,
+        }

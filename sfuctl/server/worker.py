@@ -1,0 +1,139 @@
+"""Worker: one UDP port for every transport of the process, the rooms, and the periodic RTCP work."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from ..rtc.dtls import DtlsCertificate
+from ..rtc.ice import stun_username
+from .config import ServerConfig
+from .router import Router
+from .transport import Transport
+
+log = logging.getLogger(__name__)
+
+TICK_INTERVAL = 0.02  # NACK and keyframe-request work
+REPORT_INTERVAL = 1.0  # RTCP reports and bitrate samples
+
+
+class Worker(asyncio.DatagramProtocol):
+    """Demultiplexes the shared UDP socket: known remote addresses first, then STUN by ICE username."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.certificate = DtlsCertificate.generate()
+        self.routers: dict[str, Router] = {}
+        self.transports: set[Transport] = set()
+        self.rtc_port = 0
+        self.unknown_datagrams = 0
+        self.started_at = time.time()
+        self._by_ufrag: dict[str, Transport] = {}
+        self._by_addr: dict[tuple, Transport] = {}
+        self._udp: asyncio.DatagramTransport | None = None
+        self._ticker: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        """Bind the first free port of the configured range and start the periodic work."""
+        loop = asyncio.get_running_loop()
+        first, last = self.config.rtc_ports
+        error: OSError | None = None
+        for port in range(first, last + 1):
+            try:
+                await loop.create_datagram_endpoint(lambda: self, local_addr=(self.config.host, port))
+                break
+            except OSError as exc:
+                error = exc
+        else:
+            raise OSError(f"no free UDP port in {first}-{last} on {self.config.host}: {error}")
+        self._ticker = asyncio.create_task(self._run_ticks(), name="worker-ticks")
+
+    async def close(self) -> None:
+        for router in list(self.routers.values()):
+            router.close()
+        if self._ticker is not None:
+            self._ticker.cancel()
+            await asyncio.gather(self._ticker, return_exceptions=True)
+        if self._udp is not None:
+            self._udp.close()
+
+    # -- rooms ---------------------------------------------------------------------------------------
+    def router(self, name: str) -> Router:
+        """The room's router, created on first use."""
+        router = self.routers.get(name)
+        if router is None:
+            router = self.routers[name] = Router(name, self._remove_router)
+            log.info("room %s created", name)
+        return router
+
+    def _remove_router(self, router: Router) -> None:
+        if self.routers.get(router.name) is router:
+            del self.routers[router.name]
+            log.info("room %s closed (empty)", router.name)
+
+    # -- transports ----------------------------------------------------------------------------------
+    def register(self, transport: Transport) -> None:
+        self.transports.add(transport)
+        self._by_ufrag[transport.connection.local_ice.ufrag] = transport
+
+    def unregister(self, transport: Transport) -> None:
+        self.transports.discard(transport)
+        self._by_ufrag.pop(transport.connection.local_ice.ufrag, None)
+        for addr in [a for a, t in self._by_addr.items() if t is transport]:
+            del self._by_addr[addr]
+
+    def send(self, data: bytes, addr: tuple) -> None:
+        if self._udp is not None:
+            self._udp.sendto(data, addr)
+
+    # -- asyncio.DatagramProtocol -----------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._udp = transport  # type: ignore[assignment]
+        self.rtc_port = transport.get_extra_info("sockname")[1]
+
+    def datagram_received(self, data: bytes, addr: tuple) -> None:
+        transport = self._by_addr.get(addr)
+        try:
+            if transport is not None:
+                transport.connection.datagram_received(data, addr)
+                return
+            # An unknown address may only introduce itself with a STUN binding request naming a transport.
+            username = stun_username(data) if data and data[0] < 4 else None
+            transport = self._by_ufrag.get(username.split(":", 1)[0]) if username else None
+            if transport is None:
+                self.unknown_datagrams += 1
+                return
+            transport.connection.datagram_received(data, addr)
+            if transport.connection.remote_addr == addr and not transport.closed:
+                self._by_addr[addr] = transport
+        except Exception:  # one bad datagram must never stop the socket
+            log.exception("datagram from %s dropped", addr)
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("UDP error: %s", exc)
+
+    # -- periodic work -------------------------------------------------------------------------------
+    async def _run_ticks(self) -> None:
+        next_report = time.monotonic() + REPORT_INTERVAL
+        while True:
+            await asyncio.sleep(TICK_INTERVAL)
+            now = time.monotonic()
+            report = now >= next_report
+            if report:
+                next_report = now + REPORT_INTERVAL
+            for transport in list(self.transports):
+                try:
+                    transport.tick(now)
+                    if report:
+                        transport.report(now)
+                except Exception:
+                    log.exception("periodic work for transport %s failed", transport.id)
+
+    def stats(self) -> dict:
+        return {
+            "rtc_port": self.rtc_port,
+            "rooms": len(self.routers),
+            "transports": len(self.transports),
+            "unknown_datagrams": self.unknown_datagrams,
+        }
