@@ -24,3 +24,7 @@ def main() -> None:
 
 main.add_command(serve)
 main.add_command(media)
+
+
+if __name__ == "__main__":
+    main()

@@ -264,9 +264,10 @@ def _write_audio(spec: MediaSpec, path: Path, done: Callable[[int], None]) -> No
     graph = Graph()
     expression = _AUDIO_EXPRESSIONS[spec.audio]
     source = graph.add(
-        "aevalsrc", f"exprs='{expression}':s={AUDIO_SAMPLE_RATE}:c=mono:n={AUDIO_FRAME_SAMPLES}"
+        "aevalsrc", f"exprs='{expression}|{expression}':s={AUDIO_SAMPLE_RATE}:c=stereo:n={AUDIO_FRAME_SAMPLES}"
     )
-    sample_format = graph.add("aformat", "sample_fmts=s16:channel_layouts=mono")
+    # Stereo, as WebRTC's opus/48000/2 says (FFmpeg's WHIP muxer refuses mono input); both channels are equal.
+    sample_format = graph.add("aformat", "sample_fmts=s16:channel_layouts=stereo")
     sink = graph.add("abuffersink")
     source.link_to(sample_format)
     sample_format.link_to(sink)
@@ -275,7 +276,7 @@ def _write_audio(spec: MediaSpec, path: Path, done: Callable[[int], None]) -> No
     with av.open(str(path), "w", format="ogg") as container:
         stream = container.add_stream("libopus", rate=AUDIO_SAMPLE_RATE)
         assert isinstance(stream, AudioStream)
-        stream.layout = "mono"
+        stream.layout = "stereo"
         stream.format = "s16"
         stream.codec_context.bit_rate = spec.audio_bitrate
         stream.codec_context.options = {"application": "voip", "vbr": "constrained"}

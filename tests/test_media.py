@@ -115,12 +115,12 @@ def decoded_audio(path: Path) -> tuple[av.audio.stream.AudioStream, list[int]]:
     ("audio", "pause_to_voice"),
     [("tone", (0.9, 1.1)), ("speech", (0.0, 0.05))],
 )
-def test_audio_is_mono_opus_48k_and_speech_pauses(tmp_path: Path, audio: str, pause_to_voice: tuple[float, float]) -> None:
+def test_audio_is_stereo_opus_48k_and_speech_pauses(tmp_path: Path, audio: str, pause_to_voice: tuple[float, float]) -> None:
     files = make_media(MediaSpec(**SMALL, audio=audio), tmp_path)
 
     assert files.audio is not None and files.audio.suffix == ".ogg"
     stream, samples = decoded_audio(files.audio)
-    assert (stream.codec_context.codec.canonical_name, stream.sample_rate, stream.channels) == ("opus", 48000, 1)
+    assert (stream.codec_context.codec.canonical_name, stream.sample_rate, stream.channels) == ("opus", 48000, 2)
     assert abs(len(samples) / 48000 - 3.0) < 0.05
     # speech pauses for 0.7 s every 2.9 s, from t=0; the tone never does.
     pause, voice = rms(samples[4800:28800]), rms(samples[48000:96000])

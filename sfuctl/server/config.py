@@ -15,6 +15,7 @@ class ServerConfig:
     rtc_ports: tuple[int, int] = (40000, 40099)
     consent_timeout: float = 30.0
     max_message_bytes: int = 256 * 1024
+    whip_token: str | None = None
 
     @property
     def candidate_ip(self) -> str:

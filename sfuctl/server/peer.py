@@ -51,7 +51,7 @@ class Peer:
     # -- publish --------------------------------------------------------------------------------------
     def publish(self, sdp: str) -> dict:
         """Answer the peer's offer for its send transport: each sending m-line becomes a producer."""
-        offer = self._parse(sdp)
+        offer = self.parse(sdp)
         transport = self.send_transport
         if transport is not None:
             transport.check_offer(offer)
@@ -91,7 +91,7 @@ class Peer:
     # -- subscribe ------------------------------------------------------------------------------------
     def subscribe(self, sdp: str, subscriptions: dict) -> dict:
         """Answer the peer's offer for its receive transport; `subscriptions` maps m-line mids to producer ids."""
-        offer = self._parse(sdp)
+        offer = self.parse(sdp)
         if not isinstance(subscriptions, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in subscriptions.items()
         ):
@@ -214,7 +214,8 @@ class Peer:
         if notify and not self.closed:
             self.notify("consumerClosed", {"consumerId": consumer.id, "producerId": consumer.producer.id, "mid": consumer.mid})
 
-    def _parse(self, sdp: object) -> Offer:
+    def parse(self, sdp: object) -> Offer:
+        """Parse an offer from this peer; SignalingError (bad_request) says what is wrong."""
         if self.closed:
             raise wrong_state("the peer has left the room")
         if not isinstance(sdp, str):

@@ -1,0 +1,111 @@
+"""WHIP and WHEP against clients written by others: FFmpeg's WHIP muxer and aiortc."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+
+import aiohttp
+import pytest
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+from sfuctl.media import MediaSpec, make_media
+from sfuctl.server.app import start_server
+from sfuctl.server.config import ServerConfig
+
+from . import whip_client
+from .peers import AiortcPeer
+from .test_forwarding import next_notification, wait_for
+
+
+@pytest.fixture(scope="module")
+def h264_media(tmp_path_factory: pytest.TempPathFactory):
+    spec = MediaSpec(width=320, height=180, fps=25, video_bitrate=300_000, duration=6.0, video_codec="h264")
+    return make_media(spec, tmp_path_factory.mktemp("h264"))
+
+
+async def test_ffmpeg_publishes_h264_and_opus_over_whip_and_a_websocket_peer_decodes_it(server, h264_media, tmp_path):
+    watcher = AiortcPeer(server.url, "whip", "watcher")
+    process = multiprocessing.get_context("spawn").Process(
+        target=whip_client.publish,
+        args=(f"http://127.0.0.1:{server.port}/whip/whip", str(h264_media.video), str(h264_media.audio), str(tmp_path), 5.0),
+    )
+    try:
+        await watcher.join()
+        process.start()
+        added = [await next_notification(watcher.signaling, "producerAdded", timeout=15) for _ in range(2)]
+        producers = [a["producer"] for a in added]
+        assert sorted((p["kind"], p["codec"]) for p in producers) == [("audio", "opus"), ("video", "H264")]
+        await watcher.subscribe(producers)
+        assert await wait_for(lambda: watcher.video() and watcher.video()[0].frames >= 25 and watcher.audio()[0].frames >= 25, 10)
+        assert watcher.video()[0].sizes == {(320, 180)}
+        # FFmpeg deletes its WHIP resource when it closes: its producers leave the room.
+        left = await next_notification(watcher.signaling, "peerLeft", timeout=15)
+        assert left["peerId"] == producers[0]["peerId"]
+        assert not server.worker.routers["whip"].producers
+    finally:
+        process.join(10)
+        if process.is_alive():
+            process.kill()
+        await watcher.close()
+
+
+async def test_whep_player_decodes_the_rooms_video_and_delete_ends_it(server, h264_media):
+    publisher = AiortcPeer(server.url, "whep", "alice")
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    decoded = {"video": 0}
+    tasks: list[asyncio.Task] = []
+
+    async def count(track) -> None:
+        while True:
+            await track.recv()
+            decoded["video"] += 1
+
+    pc.on("track", lambda track: tasks.append(asyncio.ensure_future(count(track))) if track.kind == "video" else None)
+    try:
+        await publisher.join()
+        await publisher.publish(str(h264_media.video))
+        pc.addTransceiver("video", direction="recvonly")
+        pc.addTransceiver("audio", direction="recvonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        async with aiohttp.ClientSession() as http:
+            url = f"http://127.0.0.1:{server.port}/whep/whep"
+            async with http.post(url, data=pc.localDescription.sdp, headers={"Content-Type": "application/sdp"}) as response:
+                assert response.status == 201, await response.text()
+                assert response.content_type == "application/sdp"
+                location = response.headers["Location"]
+                answer = await response.text()
+            await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+            assert await wait_for(lambda: decoded["video"] >= 20, 10)
+            async with http.delete(f"http://127.0.0.1:{server.port}{location}") as response:
+                assert response.status == 200
+            async with http.delete(f"http://127.0.0.1:{server.port}{location}") as response:
+                assert response.status == 404
+        assert [p.name for p in server.worker.routers["whep"].peers.values()] == ["alice"]
+    finally:
+        for task in tasks:
+            task.cancel()
+        await pc.close()
+        await publisher.close()
+
+
+async def test_whip_refuses_bad_requests_with_a_reason_and_keeps_no_state():
+    server = await start_server(ServerConfig(port=0, rtc_ports=(0, 0), whip_token="s3cret"))
+    base = f"http://127.0.0.1:{server.port}"
+    auth = {"Authorization": "Bearer s3cret"}
+    try:
+        async with aiohttp.ClientSession() as http:
+            cases = [
+                ("post", "/whip/r", {"Content-Type": "application/sdp"}, "v=0", 401, "Bearer"),
+                ("post", "/whip/r", {**auth, "Content-Type": "text/plain"}, "v=0", 415, "application/sdp"),
+                ("post", "/whip/r", {**auth, "Content-Type": "application/sdp"}, "v=0\r\nbroken", 400, "invalid SDP offer"),
+                ("delete", "/whip/r/nothing", auth, None, 404, "no such"),
+                ("patch", "/whip/r/nothing", auth, None, 404, "no such"),
+            ]
+            for method, path, headers, body, status, text in cases:
+                async with http.request(method, base + path, headers=headers, data=body) as response:
+                    assert response.status == status, (path, await response.text())
+                    assert text in await response.text() + response.headers.get("WWW-Authenticate", "")
+        assert not server.worker.routers and not server.worker.transports
+    finally:
+        await server.close()
