@@ -7,6 +7,7 @@ import click
 from . import __version__
 from .commands.media import media
 from .commands.serve import serve
+from .commands.stats import stats
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -24,6 +25,7 @@ def main() -> None:
 
 main.add_command(serve)
 main.add_command(media)
+main.add_command(stats)
 
 
 if __name__ == "__main__":

@@ -111,15 +111,37 @@ class AiortcPeer:
             self.relay.close()
 
 
-class UdpRelay(asyncio.DatagramProtocol):
-    """Sits between a client and the server's media port on 127.0.0.1; drops or delays server-to-client RTP."""
+@dataclass
+class SsrcCounts:
+    """What the relay saw of one server-to-client RTP stream (sizes as on the wire, SRTP tag included)."""
 
-    def __init__(self, loss: float = 0.0, delay: float = 0.0, seed: int = 1) -> None:
+    forwarded: int = 0
+    forwarded_bytes: int = 0
+    dropped: int = 0
+
+
+class UdpRelay(asyncio.DatagramProtocol):
+    """Sits between a client and the server's media port on 127.0.0.1; drops or delays server-to-client RTP.
+
+    `delay` holds every datagram in both directions (so it adds 2 x delay to a round trip). `jitter` adds a
+    further uniform 0..jitter delay to each server-to-client RTP packet, which may reorder them. With
+    `periodic_loss`, each RTP stream loses exactly one packet in every round(1 / loss), at a seeded random place
+    in each block, so the realised loss equals `loss` over any whole number of blocks.
+    """
+
+    def __init__(
+        self, loss: float = 0.0, delay: float = 0.0, seed: int = 1, jitter: float = 0.0, periodic_loss: bool = False
+    ) -> None:
         self.loss = loss
         self.delay = delay
+        self.jitter = jitter
+        self.periodic_loss = periodic_loss
         self.random = random.Random(seed)
+        self._jitter_random = random.Random(seed + 1)
+        self._blocks: dict[int, list[int]] = {}  # ssrc -> [position in block, position to drop]
         self.dropped = 0
         self.forwarded = 0
+        self.streams: dict[int, SsrcCounts] = {}
         self._server: tuple[str, int] | None = None
         self._client: tuple[str, int] | None = None
         self._udp: asyncio.DatagramTransport | None = None
@@ -134,22 +156,48 @@ class UdpRelay(asyncio.DatagramProtocol):
         return sdp.replace(f"{self._server[0]} {self._server[1]} typ host", f"127.0.0.1 {port} typ host")
 
     def datagram_received(self, data: bytes, addr: tuple) -> None:
+        delay = self.delay
         if addr == self._server:
-            is_rtp = 128 <= data[0] <= 191 and not 192 <= data[1] <= 223
-            if is_rtp and self.random.random() < self.loss:
-                self.dropped += 1
-                return
+            is_rtp = len(data) >= 12 and 128 <= data[0] <= 191 and not 192 <= data[1] <= 223
+            counts = None
+            if is_rtp:
+                ssrc = int.from_bytes(data[8:12], "big")
+                counts = self.streams.setdefault(ssrc, SsrcCounts())
+                if self._drop(ssrc):
+                    self.dropped += 1
+                    counts.dropped += 1
+                    return
             self.forwarded += 1
+            if counts is not None:
+                counts.forwarded += 1
+                counts.forwarded_bytes += len(data)
+                if self.jitter:
+                    delay += self._jitter_random.uniform(0.0, self.jitter)
             target = self._client
         else:
             self._client = addr
             target = self._server
         if target is None:
             return
-        if self.delay:
-            asyncio.get_running_loop().call_later(self.delay, self._udp.sendto, data, target)
+        if delay:
+            asyncio.get_running_loop().call_later(delay, self._send, data, target)
         else:
             self._udp.sendto(data, target)
+
+    def _send(self, data: bytes, target: tuple) -> None:
+        if not self._udp.is_closing():  # a held datagram may outlive the relay
+            self._udp.sendto(data, target)
+
+    def _drop(self, ssrc: int) -> bool:
+        if not self.periodic_loss:
+            return self.random.random() < self.loss
+        size = round(1 / self.loss)
+        block = self._blocks.setdefault(ssrc, [0, self.random.randrange(size)])
+        drop = block[0] == block[1]
+        block[0] += 1
+        if block[0] == size:
+            block[:] = [0, self.random.randrange(size)]
+        return drop
 
     def close(self) -> None:
         if self._udp is not None:

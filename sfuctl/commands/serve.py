@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 
 import click
@@ -11,6 +12,8 @@ from rich.console import Console
 from ..runtime import run, setup_logging
 from ..server.app import start_server
 from ..server.config import ServerConfig, parse_port_range
+from ..server.front import start_front
+from ..server.supervisor import split_port_range
 
 
 def _port_range(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, int]:
@@ -26,23 +29,50 @@ def _port_range(ctx: click.Context, param: click.Parameter, value: str) -> tuple
 @click.option("--announced-ip", envvar="SFUCTL_ANNOUNCED_IP", default=None, help="Address put in ICE candidates [default: --host].")
 @click.option("--rtc-port-range", envvar="SFUCTL_RTC_PORT_RANGE", default="40000-40099", show_default=True, callback=_port_range, help="UDP ports for media; the worker takes the first free one and every transport shares it.")
 @click.option("--consent-timeout", envvar="SFUCTL_CONSENT_TIMEOUT", default=30.0, show_default=True, type=click.FloatRange(1, 300), help="Seconds without ICE consent before a peer is dropped.")
+@click.option("--workers", envvar="SFUCTL_WORKERS", default=os.cpu_count() or 1, show_default="number of cores", type=click.IntRange(1, 64), help="Worker processes; each room lives on one worker (one core).")
+@click.option("--whip-token", envvar="SFUCTL_WHIP_TOKEN", default=None, help="Require 'Authorization: Bearer TOKEN' on WHIP/WHEP requests.")
 @click.option("--log-level", envvar="SFUCTL_LOG_LEVEL", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
-def serve(host: str, port: int, announced_ip: str | None, rtc_port_range: tuple[int, int], consent_timeout: float, log_level: str) -> None:
+def serve(
+    host: str,
+    port: int,
+    announced_ip: str | None,
+    rtc_port_range: tuple[int, int],
+    consent_timeout: float,
+    workers: int,
+    whip_token: str | None,
+    log_level: str,
+) -> None:
     """Run the SFU: websocket signaling, rooms, forwarding, RTCP and stats.
 
     \b
     Example:
-      sfuctl serve --port 8080 --rtc-port-range 40000-40099
+      sfuctl serve --port 8080 --rtc-port-range 40000-40099 --workers 2
     Every option can also be set as SFUCTL_<OPTION>, e.g. SFUCTL_ANNOUNCED_IP=10.0.0.5.
     """
     setup_logging(log_level)
-    config = ServerConfig(host=host, port=port, announced_ip=announced_ip, rtc_ports=rtc_port_range, consent_timeout=consent_timeout)
-    run(_serve(config, Console(stderr=True)))
-
-
-async def _serve(config: ServerConfig, console: Console) -> None:
+    config = ServerConfig(
+        host=host,
+        port=port,
+        announced_ip=announced_ip,
+        rtc_ports=rtc_port_range,
+        consent_timeout=consent_timeout,
+        whip_token=whip_token,
+    )
     try:
-        server = await start_server(config)
+        split_port_range(rtc_port_range, workers)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--rtc-port-range") from None
+    run(_serve(config, workers, log_level, Console(stderr=True)))
+
+
+async def _serve(config: ServerConfig, workers: int, log_level: str, console: Console) -> None:
+    try:
+        if workers == 1:
+            server = await start_server(config)
+            media_ports = [server.worker.rtc_port]
+        else:
+            server = await start_front(config, workers, log_level)
+            media_ports = server.rtc_ports
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}. Pick another --port or --host.") from None
     stop = asyncio.Event()
@@ -50,7 +80,8 @@ async def _serve(config: ServerConfig, console: Console) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     console.print(
-        f"[bold green]sfuctl serve[/] signaling [cyan]{server.url}[/] · media [cyan]udp {config.candidate_ip}:{server.worker.rtc_port}[/] · Ctrl-C to stop"
+        f"[bold green]sfuctl serve[/] signaling [cyan]{server.url}[/] · media [cyan]udp {config.candidate_ip}:"
+        f"{','.join(map(str, media_ports))}[/] · {workers} worker(s) · Ctrl-C to stop"
     )
     try:
         await stop.wait()

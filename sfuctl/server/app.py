@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from .config import ServerConfig
+from .metrics import metrics_handler
 from .signaling import SignalingSession
+from .whip import HttpSessions, add_routes
 from .worker import Worker
 
 log = logging.getLogger(__name__)
 
 WORKER_KEY = web.AppKey("worker", Worker)
+HTTP_SESSIONS_KEY = web.AppKey("http_sessions", HttpSessions)
+OPEN_SOCKETS_KEY = web.AppKey("open_sockets", set)
+WEB_DIR = Path(__file__).resolve().parent.parent / "web"  # the page served at / (docs/browser.md)
 
 
 async def websocket_handler(request: web.Request) -> web.StreamResponse:
@@ -24,6 +31,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(max_msg_size=4 * worker.config.max_message_bytes, heartbeat=20)
     await ws.prepare(request)
     session = SignalingSession(worker, ws.send_str, ws.close)
+    request.app[OPEN_SOCKETS_KEY].add(ws)
     try:
         async for message in ws:
             if message.type == WSMsgType.TEXT:
@@ -31,21 +39,43 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
             elif message.type == WSMsgType.BINARY:
                 session.handle(message.data.decode("utf-8", errors="replace"))
     finally:
+        request.app[OPEN_SOCKETS_KEY].discard(ws)
         await session.finish()
     return ws
 
 
-async def index_handler(request: web.Request) -> web.StreamResponse:
-    if request.headers.get("Upgrade", "").lower() == "websocket":
-        return await websocket_handler(request)
-    return web.Response(text="sfuctl SFU: connect a websocket here (docs/protocol.md)\n")
+def close_websockets_on_shutdown(app: web.Application) -> None:
+    """Shutdown closes open websockets (handlers add theirs to app[OPEN_SOCKETS_KEY]) instead of waiting for them."""
+    app[OPEN_SOCKETS_KEY] = set()
+
+    async def close_all(app: web.Application) -> None:
+        sockets = list(app[OPEN_SOCKETS_KEY])
+        await asyncio.gather(*(ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown") for ws in sockets))
+
+    app.on_shutdown.append(close_all)
+
+
+def add_page_routes(app: web.Application, websocket: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> None:
+    """GET / serves the web page (docs/browser.md), or `websocket` on an upgrade; /static/ the page's files."""
+
+    async def index(request: web.Request) -> web.StreamResponse:
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            return await websocket(request)
+        return web.FileResponse(WEB_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    app.router.add_get("/", index)
+    app.router.add_static("/static/", WEB_DIR)
 
 
 def build_app(worker: Worker) -> web.Application:
     app = web.Application()
     app[WORKER_KEY] = worker
-    app.router.add_get("/", index_handler)
+    close_websockets_on_shutdown(app)
+    add_page_routes(app, websocket_handler)
     app.router.add_get("/ws", websocket_handler)
+    app.router.add_get("/metrics", metrics_handler(worker))
+    sessions = app[HTTP_SESSIONS_KEY] = HttpSessions(worker, worker.config.whip_token)
+    add_routes(app, sessions)
     return app
 
 
@@ -67,13 +97,16 @@ class RunningServer:
         await self.runner.cleanup()
 
 
-async def start_server(config: ServerConfig) -> RunningServer:
-    """Start the worker and the HTTP/websocket listener; port 0 picks a free port."""
+async def start_server(config: ServerConfig, http_host: str | None = None) -> RunningServer:
+    """Start the worker and the HTTP/websocket listener; port 0 picks a free port.
+
+    `http_host` binds signaling elsewhere than media (worker processes listen for the front on 127.0.0.1).
+    """
     worker = Worker(config)
     await worker.start()
     runner = web.AppRunner(build_app(worker), handle_signals=False, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port)
+    site = web.TCPSite(runner, http_host or config.host, config.port)
     try:
         await site.start()
     except OSError:
@@ -81,7 +114,7 @@ async def start_server(config: ServerConfig) -> RunningServer:
         await runner.cleanup()
         raise
     port = runner.addresses[0][1]
-    return RunningServer(worker, runner, config.host, port)
+    return RunningServer(worker, runner, http_host or config.host, port)
 
 
 async def serve(config: ServerConfig, stop: asyncio.Event) -> None:

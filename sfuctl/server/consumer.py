@@ -10,6 +10,7 @@ from ..rtc import rtcp
 from ..rtc.meter import Meter
 from ..rtc.rtp import build_extension_block, read_header, seq_distance
 from ..rtc.sdp import MID_URI, Codec
+from .stats import QualityMonitor
 
 if TYPE_CHECKING:
     from .peer import Peer
@@ -59,6 +60,7 @@ class Consumer:
         self.jitter_ms = 0.0
         self.rtt_ms: float | None = None
         self.reports_received = 0
+        self.quality = QualityMonitor(idle_score=10)
 
         ext_items = [(extensions[MID_URI], mid.encode())] if MID_URI in extensions else []
         ext_block = build_extension_block(ext_items)
@@ -131,9 +133,16 @@ class Consumer:
         self.producer.request_keyframe(now)
 
     def on_report_block(self, block: rtcp.ReportBlock, arrival_ntp_middle: int) -> None:
-        """Take loss, jitter and RTT from the peer's receiver report about this stream."""
+        """Take loss, jitter and RTT from the peer's receiver report about this stream; update the score."""
         self.reports_received += 1
-        self.fraction_lost = block.fraction_lost / 256
+        self.quality.update(
+            packets=self.meter.packets - self.retransmitted,
+            expected=block.highest_sequence,
+            lost=block.packets_lost,
+            repaired=self.retransmitted,
+            reported_fraction=block.fraction_lost / 256,
+        )
+        self.fraction_lost = self.quality.fraction_lost
         self.packets_lost = block.packets_lost
         self.jitter_ms = block.jitter * 1000 / self._clock_rate
         rtt = rtcp.rtt_ms(block.lsr, block.dlsr, arrival_ntp_middle)
@@ -194,15 +203,18 @@ class Consumer:
             "paused": self.paused,
             "packets": self.meter.packets,
             "bytes": self.meter.bytes,
-            "bitrate_bps": self.meter.bitrate_bps,
+            "bitrate_bps": round(self.meter.bitrate_bps),
             "packets_lost": self.packets_lost,
-            "fraction_lost": self.fraction_lost,
-            "jitter_ms": self.jitter_ms,
-            "rtt_ms": self.rtt_ms,
+            "fraction_lost": round(self.fraction_lost, 4),
+            "jitter_ms": round(self.jitter_ms, 2),
+            "rtt_ms": None if self.rtt_ms is None else round(self.rtt_ms, 2),
             "nack_count": self.nacks_received,
             "pli_count": self.plis_received,
             "fir_count": self.firs_received,
             "retransmitted": self.retransmitted,
+            "reports_received": self.reports_received,
+            "score": self.quality.score,
+            "producer_score": self.producer.quality.score,
         }
 
     def _start_waiting(self) -> None:

@@ -10,6 +10,7 @@ from ..rtc.reception import ReceptionStats
 from ..rtc.rtp import is_keyframe, read_header
 from ..rtc.sdp import Codec
 from ..rtc.meter import Meter
+from .stats import QualityMonitor
 
 if TYPE_CHECKING:
     from .consumer import Consumer
@@ -41,6 +42,7 @@ class Producer:
         self.consumers: list[Consumer] = []
         self.reception = ReceptionStats(codec.clock_rate)
         self.meter = Meter()
+        self.quality = QualityMonitor(idle_score=0)
         self.nack = NackGenerator() if codec.has_feedback("nack") else None
         self.rtx_buffer = RetransmissionBuffer() if kind == "video" else None
         self.waiting_consumers = 0
@@ -109,6 +111,11 @@ class Producer:
         ):
             self._send_keyframe_request(now)
 
+    def update_quality(self) -> None:
+        """Once per report interval: loss over the last intervals and the score, as the server receives them."""
+        r = self.reception
+        self.quality.update(packets=r.packets_received, expected=r.expected, lost=r.packets_lost)
+
     def report_block(self, now: float) -> rtcp.ReportBlock | None:
         if self.ssrc is None or not self.reception.packets_received:
             return None
@@ -147,15 +154,17 @@ class Producer:
             "paused": self.paused,
             "packets": self.meter.packets,
             "bytes": self.meter.bytes,
-            "bitrate_bps": self.meter.bitrate_bps,
+            "bitrate_bps": round(self.meter.bitrate_bps),
             "packets_lost": r.packets_lost,
-            "fraction_lost": r.fraction_lost,
-            "jitter_ms": r.jitter_ms,
+            "fraction_lost": round(self.quality.fraction_lost, 4),
+            "jitter_ms": round(r.jitter_ms, 2),
+            "rtt_ms": None,  # a publisher's RTCP carries no report about the server (that needs XR DLRR)
             "nack_count": self.nacks_sent,
             "pli_count": self.plis_sent,
             "fir_count": self.firs_sent,
             "keyframes": self.keyframes,
             "consumers": len(self.consumers),
+            "score": self.quality.score,
         }
 
     def _send_keyframe_request(self, now: float) -> None:

@@ -10,12 +10,24 @@ from typing import Any, Awaitable, Callable
 
 from .errors import SignalingError, bad_request, wrong_state
 from .peer import Peer, producer_info
+from .stats import build_snapshot, process_cpu_percent
 from .worker import Worker
 
 log = logging.getLogger(__name__)
 
 PROTOCOL_VERSION = 1
 MAX_NAME_LENGTH = 64
+STATS_INTERVAL_RANGE = (0.1, 60.0)
+# A stats push is skipped while this many frames wait for a slow client, so its backlog stays bounded.
+STATS_MAX_BACKLOG = 8
+
+
+def stats_room(params: dict) -> str | None:
+    """The optional `room` of getStats/subscribeStats; bad_request unless a string or absent."""
+    room = params.get("room")
+    if room is not None and not isinstance(room, str):
+        raise bad_request("'room' must be a room name (string) or absent for every room")
+    return room
 
 
 class SignalingSession:
@@ -28,6 +40,7 @@ class SignalingSession:
         self._close = close
         self._outbox: asyncio.Queue[str | None] = asyncio.Queue()
         self._writer = asyncio.create_task(self._write(), name="signaling-writer")
+        self._stats_task: asyncio.Task | None = None
         self._handlers: dict[str, Callable[[dict], Any]] = {
             "join": self._join,
             "leave": self._leave,
@@ -40,6 +53,8 @@ class SignalingSession:
             "resumeProducer": lambda p: self._producer_paused(p, False),
             "closeProducer": self._close_producer,
             "getStats": self._get_stats,
+            "subscribeStats": self._subscribe_stats,
+            "unsubscribeStats": self._unsubscribe_stats,
             "ping": lambda p: {"pong": True},
         }
 
@@ -79,7 +94,8 @@ class SignalingSession:
         self._outbox.put_nowait(json.dumps({"method": method, "params": params}))
 
     async def finish(self) -> None:
-        """The websocket is gone: the peer leaves, the writer stops."""
+        """The websocket is gone: the peer leaves, the stats stream and the writer stop."""
+        self._unsubscribe_stats({})
         if self.peer is not None:
             self.peer.close("signaling connection closed")
         self._outbox.put_nowait(None)
@@ -141,7 +157,33 @@ class SignalingSession:
         return {}
 
     def _get_stats(self, params: dict) -> dict:
-        return {"worker": self.worker.stats(), "rooms": [r.stats() for r in self.worker.routers.values()]}
+        return build_snapshot(self.worker, time.time(), process_cpu_percent(), stats_room(params))
+
+    def _subscribe_stats(self, params: dict) -> dict:
+        """Push a 'stats' notification now and every `interval` seconds; a second call replaces the first."""
+        interval = params.get("interval", 1.0)
+        low, high = STATS_INTERVAL_RANGE
+        if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not low <= interval <= high:
+            raise bad_request(f"'interval' must be a number of seconds from {low} to {high}")
+        room = stats_room(params)
+        self._unsubscribe_stats({})
+        self._stats_task = asyncio.create_task(self._push_stats(float(interval), room), name="signaling-stats")
+        return {"interval": interval}
+
+    def _unsubscribe_stats(self, params: dict) -> dict:
+        if self._stats_task is not None:
+            self._stats_task.cancel()
+            self._stats_task = None
+        return {}
+
+    async def _push_stats(self, interval: float, room: str | None) -> None:
+        while True:
+            if self._outbox.qsize() < STATS_MAX_BACKLOG:
+                try:
+                    self.notify("stats", build_snapshot(self.worker, time.time(), process_cpu_percent(), room))
+                except Exception:  # a bug must not end the stream
+                    log.exception("stats snapshot failed")
+            await asyncio.sleep(interval)
 
     # -- plumbing ------------------------------------------------------------------------------------
     def _require_peer(self) -> Peer:

@@ -17,6 +17,7 @@ from ..rtc.ice import IceParameters
 from ..rtc.rtp import read_extensions
 from ..rtc.sdp import MID_URI, MediaAnswer, Offer, build_answer, dtls_role_for
 from .errors import bad_request
+from .stats import ice_dtls_states
 
 if TYPE_CHECKING:
     from .consumer import Consumer
@@ -186,13 +187,14 @@ class Transport:
             producer.tick(now)
 
     def report(self, now: float) -> None:
-        """Once per interval: RR for the producers, SR for each consumer, and the bitrate samples."""
+        """Once per interval: RR for the producers, SR for each consumer, bitrate samples and producer scores."""
         if not self.connected:
             return
         sdes = bytes(rtcp.Sdes(self.rtcp_ssrc, self.cname))
         blocks = []
         for producer in self.producers_by_mid.values():
             producer.meter.sample(now)
+            producer.update_quality()
             block = producer.report_block(now)
             if block is not None:
                 blocks.append(block)
@@ -215,10 +217,16 @@ class Transport:
 
     def stats(self) -> dict:
         c = self.connection
+        ice_state, dtls_state = ice_dtls_states(c.state, c.remote_addr is not None, c.srtp_profile is not None)
         return {
             "id": self.id,
             "state": c.state,
+            "ice_state": ice_state,
+            "dtls_state": dtls_state,
+            "srtp_profile": c.srtp_profile,
             "remote_address": f"{c.remote_addr[0]}:{c.remote_addr[1]}" if c.remote_addr else None,
+            "producers": len(self.producers_by_mid),
+            "consumers": len(self.consumers_by_mid),
             "bytes_received": c.bytes_received,
             "bytes_sent": c.bytes_sent,
             "packets_received": c.packets_received,

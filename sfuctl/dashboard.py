@@ -1,0 +1,210 @@
+"""The `sfuctl stats` view: a stats snapshot (docs/stats.md) rendered as rich renderables.
+
+Dashboard keeps what only the client can keep (a short bitrate history per consumer, for the sparklines);
+`view()` builds a renderable that picks its columns from the width it is given, 80 columns and up.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Callable
+
+from rich import box
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
+from rich.table import Table
+from rich.text import Text
+
+SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
+HISTORY = 12
+WIDE = 120  # from this width on, the codec and the bitrate sparkline get their own columns
+
+# Row colouring: (warn, bad) thresholds of fields where higher is worse; the score is lower-is-worse.
+THRESHOLDS: dict[str, tuple[float, float]] = {
+    "fraction_lost": (0.005, 0.02),
+    "jitter_ms": (20.0, 50.0),
+    "rtt_ms": (150.0, 300.0),
+}
+SCORE_THRESHOLDS = (8, 5)  # below 8 warns, below 5 is bad
+SEVERITY_STYLES = ("", "yellow", "bold red")
+
+# --sort keys: each orders worst (or biggest) first; ties fall back to the peer names.
+SORTS: dict[str, Callable[[dict], tuple]] = {
+    "worst": lambda c: (-severity(c), c["score"], -c["fraction_lost"], _peers(c)),
+    "score": lambda c: (c["score"], -c["fraction_lost"], _peers(c)),
+    "loss": lambda c: (-c["fraction_lost"], c["score"], _peers(c)),
+    "rtt": lambda c: (-(c["rtt_ms"] if c["rtt_ms"] is not None else -1.0), _peers(c)),
+    "jitter": lambda c: (-c["jitter_ms"], _peers(c)),
+    "bitrate": lambda c: (-c["bitrate_bps"], _peers(c)),
+    "peer": lambda c: _peers(c),
+}
+
+
+def _peers(consumer: dict) -> tuple[str, str, str]:
+    return (consumer["peer_name"], consumer["producer_peer_name"], consumer["kind"])
+
+
+def severity(consumer: dict) -> int:
+    """0 fine, 1 warn, 2 bad: the worst of the consumer's loss, jitter, RTT and score."""
+    level = 0
+    for field, (warn, bad) in THRESHOLDS.items():
+        value = consumer.get(field)
+        if value is not None:
+            level = max(level, 2 if value > bad else 1 if value > warn else 0)
+    warn, bad = SCORE_THRESHOLDS
+    score = consumer["score"]
+    return max(level, 2 if score < bad else 1 if score < warn else 0)
+
+
+def peer_pair(peer: str, source: str, width: int) -> str:
+    """'bob ← alice' in at most `width` characters, shortening the longer name first."""
+    if width < 5:
+        raise ValueError(f"a peer pair needs a width of at least 5, got {width}")
+    room = width - 3
+    while len(peer) + len(source) > room:
+        if len(peer) >= len(source):
+            peer = peer[: len(peer) - 2] + "…"
+        else:
+            source = source[: len(source) - 2] + "…"
+    return f"{peer} ← {source}"
+
+
+def format_bitrate(bps: float) -> str:
+    """1234567 -> '1.23 Mb/s' (SI prefixes, three significant digits)."""
+    for factor, unit in ((1e9, "Gb/s"), (1e6, "Mb/s"), (1e3, "kb/s")):
+        if bps >= factor:
+            value = bps / factor
+            return f"{value:.3g} {unit}" if value < 100 else f"{value:.0f} {unit}"
+    return f"{bps:.0f} b/s"
+
+
+def sparkline(values: list[float]) -> str:
+    """Unicode blocks scaled to the largest value; all-zero history draws the lowest block."""
+    top = max(values, default=0.0)
+    if top <= 0:
+        return SPARK_BLOCKS[0] * len(values)
+    last = len(SPARK_BLOCKS) - 1
+    return "".join(SPARK_BLOCKS[min(last, int(v / top * last + 0.5))] for v in values)
+
+
+class Dashboard:
+    """Client-side state of the live view: each consumer's recent bitrates, keyed by consumer id."""
+
+    def __init__(self, history: int = HISTORY) -> None:
+        self.history = history
+        self.bitrates: dict[str, deque[float]] = {}
+
+    def update(self, snapshot: dict) -> None:
+        """Record one snapshot's bitrates; consumers that are gone are forgotten."""
+        seen: set[str] = set()
+        for room in snapshot["rooms"]:
+            for consumer in room["consumers"]:
+                seen.add(consumer["id"])
+                self.bitrates.setdefault(consumer["id"], deque(maxlen=self.history)).append(consumer["bitrate_bps"])
+        for ident in [i for i in self.bitrates if i not in seen]:
+            del self.bitrates[ident]
+
+    def view(
+        self, snapshot: dict | None, *, url: str, room: str | None = None, sort: str = "worst", banner: str | None = None
+    ) -> DashboardView:
+        """A frame for `snapshot` (None: nothing received yet); `banner` is shown above it, e.g. 'reconnecting'."""
+        if sort not in SORTS:
+            raise ValueError(f"unknown sort {sort!r}; expected one of {', '.join(SORTS)}")
+        return DashboardView(self, snapshot, url=url, room=room, sort=sort, banner=banner)
+
+
+class DashboardView:
+    """One frame of the dashboard; lays itself out for the width rich gives it."""
+
+    def __init__(
+        self, dashboard: Dashboard, snapshot: dict | None, *, url: str, room: str | None, sort: str, banner: str | None
+    ) -> None:
+        self.dashboard = dashboard
+        self.snapshot = snapshot
+        self.url = url
+        self.room = room
+        self.sort = sort
+        self.banner = banner
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        wide = options.max_width >= WIDE
+        parts: list[RenderableType] = []
+        if self.banner:
+            parts.append(Text(self.banner, style="bold white on red"))
+        if self.snapshot is None:
+            parts.append(Text(f"waiting for the first snapshot from {self.url}", style="dim"))
+            yield Group(*parts)
+            return
+        parts.extend(self._header(wide))
+        rooms = [r for r in self.snapshot["rooms"] if self.room is None or r["name"] == self.room]
+        if not rooms:
+            parts.append(Text(f"no room named {self.room!r}" if self.room else "no rooms", style="dim"))
+        for room in rooms:
+            parts.extend(self._room(room, wide))
+        yield Group(*parts)
+
+    def _header(self, wide: bool) -> list[RenderableType]:
+        server = self.snapshot["server"]
+        stamp = time.strftime("%H:%M:%S", time.localtime(self.snapshot["time"]))
+        title = Text.assemble(("sfuctl stats ", "bold"), (self.url, "cyan"), f"  {stamp}")
+        if wide:
+            title.append(f"  up {_duration(server['uptime_s'])}", style="dim")
+        totals = Text.assemble(
+            ("rooms ", "dim"), str(server["rooms"]),
+            ("  peers ", "dim"), str(server["peers"]),
+            ("  prod ", "dim"), str(server["producers"]),
+            ("  cons ", "dim"), str(server["consumers"]),
+            ("  in ", "dim"), format_bitrate(server["bitrate_in_bps"]),
+            ("  out ", "dim"), format_bitrate(server["bitrate_out_bps"]),
+            ("  CPU ", "dim"), f"{server['cpu_percent']:.0f}%",
+        )  # fmt: skip
+        return [title, totals]
+
+    def _room(self, room: dict, wide: bool) -> list[RenderableType]:
+        """The room's title line and its consumer table."""
+        producers = room["producers"]
+        consumers = sorted(room["consumers"], key=SORTS[self.sort])
+        title = Text.assemble(
+            "\nroom ", (room["name"], "bold"),
+            f" · {len(room['peers'])} peers · {len(producers)} producers ",
+            f"{format_bitrate(sum(p['bitrate_bps'] for p in producers))} in · {len(consumers)} consumers ",
+            f"{format_bitrate(sum(c['bitrate_bps'] for c in consumers))} out",
+        )  # fmt: skip
+        table = Table(box=box.SIMPLE_HEAD, show_edge=False, collapse_padding=True)
+        pair_width = 34 if wide else 20
+        table.add_column("peer ← from", no_wrap=True, overflow="ellipsis", max_width=pair_width)
+        table.add_column("kind", no_wrap=True)
+        if wide:
+            table.add_column("codec", no_wrap=True)
+        table.add_column("bitrate", justify="right", no_wrap=True)
+        table.add_column("loss", justify="right", no_wrap=True)
+        table.add_column("jit ms", justify="right", no_wrap=True)
+        table.add_column("rtt ms", justify="right", no_wrap=True)
+        table.add_column("nack/pli", justify="right", no_wrap=True)
+        table.add_column("score", justify="right", no_wrap=True)
+        if wide:
+            table.add_column("trend", no_wrap=True)
+        if not consumers:
+            table.caption = "no consumers"
+        for c in consumers:
+            cells = [
+                peer_pair(c["peer_name"], c["producer_peer_name"], pair_width),
+                c["kind"],
+                *([c["codec"]] if wide else []),
+                format_bitrate(c["bitrate_bps"]),
+                f"{c['fraction_lost'] * 100:.1f}%",
+                f"{c['jitter_ms']:.1f}",
+                "–" if c["rtt_ms"] is None else f"{c['rtt_ms']:.0f}",
+                f"{c['nack_count']}/{c['pli_count']}",
+                str(c["score"]),
+            ]
+            if wide:
+                cells.append(sparkline(list(self.dashboard.bitrates.get(c["id"], ()))))
+            table.add_row(*cells, style=SEVERITY_STYLES[severity(c)])
+        return [title, table]
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"

@@ -1,0 +1,331 @@
+"""The front of a multi-worker server: the public port, relaying each participant to its room's worker.
+
+Each room lives on one worker (one core). A websocket is relayed frame by frame to the worker that owns the
+room it joins; WHIP/WHEP requests go to the room's worker too. Stats and /metrics gather every worker's.
+Rooms go to the worker with the fewest peers when first seen and stay there while they exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+
+import aiohttp
+from aiohttp import WSMsgType, web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+
+from .app import OPEN_SOCKETS_KEY, add_page_routes, close_websockets_on_shutdown
+from .config import ServerConfig
+from .signaling import STATS_INTERVAL_RANGE, stats_room
+from .stats import SCHEMA_VERSION, process_cpu_percent
+from .supervisor import WorkerProcess, start_workers
+
+log = logging.getLogger(__name__)
+
+POLL_INTERVAL = 2.0  # how often the front learns each worker's rooms and load
+ROOM_GRACE = 10.0  # a room assigned this recently is kept even if no worker reports it yet
+STATS_METHODS = ("getStats", "subscribeStats", "unsubscribeStats")
+
+
+class Front:
+    """Room placement and the view over all workers."""
+
+    def __init__(self, config: ServerConfig, workers: list[WorkerProcess]) -> None:
+        self.config = config
+        self.workers = workers
+        self.owner: dict[str, tuple[WorkerProcess, float]] = {}
+        self.load = {w.index: 0 for w in workers}
+        self.http: aiohttp.ClientSession | None = None
+        self._poller: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        self.http = aiohttp.ClientSession()
+        self._poller = asyncio.create_task(self._poll(), name="front-poll")
+
+    async def close(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            await asyncio.gather(self._poller, return_exceptions=True)
+        if self.http is not None:
+            await self.http.close()
+
+    def least_loaded(self) -> WorkerProcess:
+        return min(self.workers, key=lambda w: (self.load[w.index], w.index))
+
+    def place(self, room: str) -> WorkerProcess:
+        """The worker that owns `room`, choosing the least loaded one for a new room."""
+        owned = self.owner.get(room)
+        if owned is not None:
+            return owned[0]
+        worker = self.least_loaded()
+        self.load[worker.index] += 1
+        self.owner[room] = (worker, time.monotonic())
+        return worker
+
+    async def snapshot(self, room: str | None = None) -> dict:
+        """Every worker's snapshot merged into one of the same schema, plus a `workers` list."""
+        parts = await asyncio.gather(*(self._worker_stats(w, room) for w in self.workers))
+        return merge_snapshots([p for p in parts if p is not None], self.workers, process_cpu_percent())
+
+    async def metrics_text(self) -> bytes:
+        texts = await asyncio.gather(*(self._get_text(w.http_url + "/metrics") for w in self.workers))
+        return merge_metrics([t for t in texts if t is not None], [w.index for w, t in zip(self.workers, texts) if t])
+
+    async def _worker_stats(self, worker: WorkerProcess, room: str | None) -> dict | None:
+        try:
+            async with self.http.ws_connect(worker.ws_url) as ws:
+                await ws.send_json({"id": 1, "method": "getStats", "params": {"room": room} if room else {}})
+                reply = await asyncio.wait_for(ws.receive_json(), 5)
+                return reply.get("result") if reply.get("ok") else None
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, TypeError):
+            log.warning("worker %d did not answer getStats", worker.index)
+            return None
+
+    async def _get_text(self, url: str) -> str | None:
+        try:
+            async with self.http.get(url) as response:
+                return await response.text()
+        except aiohttp.ClientError:
+            return None
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(POLL_INTERVAL)
+            present: set[str] = set()
+            for worker in self.workers:
+                snapshot = await self._worker_stats(worker, None)
+                if snapshot is None:
+                    continue
+                self.load[worker.index] = snapshot["server"]["peers"]
+                present.update(r["name"] for r in snapshot["rooms"])
+            now = time.monotonic()
+            for room, (_, since) in list(self.owner.items()):
+                if room not in present and now - since > ROOM_GRACE:
+                    del self.owner[room]
+
+
+class RelaySession:
+    """One participant's websocket, relayed to the worker of the room it joins."""
+
+    def __init__(self, front: Front, client: web.WebSocketResponse) -> None:
+        self.front = front
+        self.client = client
+        self.worker: WorkerProcess | None = None
+        self.upstream: aiohttp.ClientWebSocketResponse | None = None
+        self._pump: asyncio.Task | None = None
+        self._stats: asyncio.Task | None = None
+
+    async def run(self) -> None:
+        try:
+            async for message in self.client:
+                if message.type == WSMsgType.TEXT:
+                    await self._on_frame(message.data)
+        finally:
+            await self._disconnect()
+            if self._stats is not None:
+                self._stats.cancel()
+
+    async def _on_frame(self, text: str) -> None:
+        method, request_id, params = peek(text)
+        if method in STATS_METHODS and request_id is not None:
+            await self._stats_request(method, request_id, params)
+            return
+        if method == "join" and isinstance(params.get("room"), str) and params["room"]:
+            worker = self.front.place(params["room"])
+        else:
+            worker = self.worker or self.front.least_loaded()  # before a join, any worker judges the request
+        if worker is not self.worker:
+            await self._connect(worker)
+        await self.upstream.send_str(text)
+
+    async def _connect(self, worker: WorkerProcess) -> None:
+        await self._disconnect()
+        self.upstream = await self.front.http.ws_connect(worker.ws_url, max_msg_size=0)
+        self.worker = worker
+        self._pump = asyncio.create_task(self._relay_down(self.upstream), name="front-relay")
+
+    async def _disconnect(self) -> None:
+        upstream, self.upstream, self.worker = self.upstream, None, None
+        if self._pump is not None:
+            self._pump.cancel()
+            await asyncio.gather(self._pump, return_exceptions=True)
+            self._pump = None
+        if upstream is not None:
+            await upstream.close()
+
+    async def _relay_down(self, upstream: aiohttp.ClientWebSocketResponse) -> None:
+        async for message in upstream:
+            if message.type == WSMsgType.TEXT:
+                await self.client.send_str(message.data)
+        # The worker closed the session (the peer's media went silent): so does the front.
+        await self.client.close()
+
+    async def _stats_request(self, method: str, request_id: object, params: dict) -> None:
+        try:
+            room = stats_room(params)
+            if method == "getStats":
+                result: dict = await self.front.snapshot(room)
+            elif method == "subscribeStats":
+                interval = params.get("interval", 1.0)
+                low, high = STATS_INTERVAL_RANGE
+                if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not low <= interval <= high:
+                    raise ValueError(f"'interval' must be a number of seconds from {low} to {high}")
+                if self._stats is not None:
+                    self._stats.cancel()
+                self._stats = asyncio.create_task(self._push_stats(float(interval), room))
+                result = {"interval": interval}
+            else:
+                if self._stats is not None:
+                    self._stats.cancel()
+                    self._stats = None
+                result = {}
+        except ValueError as exc:
+            reply = {"id": request_id, "ok": False, "error": {"code": "bad_request", "message": str(exc)}}
+        else:
+            reply = {"id": request_id, "ok": True, "result": result}
+        await self.client.send_str(json.dumps(reply))
+
+    async def _push_stats(self, interval: float, room: str | None) -> None:
+        while not self.client.closed:
+            await self.client.send_str(json.dumps({"method": "stats", "params": await self.front.snapshot(room)}))
+            await asyncio.sleep(interval)
+
+
+def peek(text: str) -> tuple[str | None, object, dict]:
+    """(method, id, params) of a frame, or Nones for anything the worker should judge."""
+    try:
+        message = json.loads(text)
+    except ValueError:
+        return None, None, {}
+    if not isinstance(message, dict):
+        return None, None, {}
+    params = message.get("params")
+    return message.get("method"), message.get("id"), params if isinstance(params, dict) else {}
+
+
+def merge_snapshots(parts: list[dict], workers: list[WorkerProcess], front_cpu: float) -> dict:
+    """Rooms side by side; server totals added up (uptime: the longest); one entry per worker."""
+    server: dict = {}
+    for part in parts:
+        for key, value in part["server"].items():
+            if key == "uptime_s":
+                server[key] = max(server.get(key, 0), value)
+            elif key == "rtc_port":
+                server.setdefault(key, value)
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                server[key] = server.get(key, 0) + value
+    server["cpu_percent"] = server.get("cpu_percent", 0) + front_cpu
+    server["workers"] = [
+        {"index": w.index, "rtc_port": w.rtc_port, "cpu_percent": p["server"]["cpu_percent"], "rooms": p["server"]["rooms"]}
+        for w, p in zip(workers, parts)
+    ]
+    return {
+        "version": SCHEMA_VERSION,
+        "time": time.time(),
+        "server": server,
+        "rooms": [room for part in parts for room in part["rooms"]],
+    }
+
+
+def merge_metrics(texts: list[str], indexes: list[int]) -> bytes:
+    """Every worker's families, each sample labelled with its `worker`."""
+    families: dict[str, Metric] = {}
+    for index, text in zip(indexes, texts):
+        for family in text_string_to_metric_families(text):
+            merged = families.setdefault(family.name, Metric(family.name, family.documentation, family.type, family.unit))
+            for sample in family.samples:
+                merged.add_sample(sample.name, {**sample.labels, "worker": str(index)}, sample.value, sample.timestamp)
+
+    class _Families:
+        def collect(self):
+            return families.values()
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Families())
+    return generate_latest(registry)
+
+
+def build_front_app(front: Front) -> web.Application:
+    """The public listener of a multi-worker server."""
+
+    async def websocket(request: web.Request) -> web.StreamResponse:
+        client = web.WebSocketResponse(max_msg_size=4 * front.config.max_message_bytes, heartbeat=20)
+        await client.prepare(request)
+        request.app[OPEN_SOCKETS_KEY].add(client)
+        try:
+            await RelaySession(front, client).run()
+        finally:
+            request.app[OPEN_SOCKETS_KEY].discard(client)
+        return client
+
+    async def http_relay(request: web.Request) -> web.StreamResponse:
+        room = request.match_info["room"]
+        if request.method == "POST":
+            worker = front.place(room)
+        else:
+            owned = front.owner.get(room)
+            if owned is None:
+                raise web.HTTPNotFound(text="no such WHIP/WHEP session\n")
+            worker = owned[0]
+        headers = {h: request.headers[h] for h in ("Content-Type", "Authorization") if h in request.headers}
+        async with front.http.request(request.method, worker.http_url + request.path_qs, headers=headers, data=await request.read()) as upstream:
+            body = await upstream.read()
+            kept = ("Content-Type", "Location", "WWW-Authenticate", "Allow")
+            return web.Response(status=upstream.status, body=body, headers={h: upstream.headers[h] for h in kept if h in upstream.headers})
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(body=await front.metrics_text(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    close_websockets_on_shutdown(app)
+    add_page_routes(app, websocket)
+    app.router.add_get("/ws", websocket)
+    app.router.add_get("/metrics", metrics)
+    for kind in ("whip", "whep"):
+        app.router.add_post(f"/{kind}/{{room}}", http_relay)
+        app.router.add_route("*", f"/{kind}/{{room}}/{{resource}}", http_relay)
+    return app
+
+
+class RunningFront:
+    """A started multi-worker server: the front listener and its worker processes."""
+
+    def __init__(self, front: Front, runner: web.AppRunner, host: str, port: int) -> None:
+        self.front = front
+        self.runner = runner
+        self.host = host
+        self.port = port
+
+    @property
+    def url(self) -> str:
+        return f"ws://{self.host}:{self.port}"
+
+    @property
+    def rtc_ports(self) -> list[int]:
+        return [w.rtc_port for w in self.front.workers]
+
+    async def close(self) -> None:
+        await self.runner.cleanup()
+        await self.front.close()
+        await asyncio.gather(*(w.stop() for w in self.front.workers))
+
+
+async def start_front(config: ServerConfig, count: int, log_level: str) -> RunningFront:
+    """Start `count` workers and the public listener in front of them."""
+    workers = await start_workers(config, count, log_level)
+    front = Front(config, workers)
+    await front.start()
+    runner = web.AppRunner(build_front_app(front), handle_signals=False, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, config.host, config.port).start()
+    except OSError:
+        await runner.cleanup()
+        await front.close()
+        await asyncio.gather(*(w.stop() for w in workers))
+        raise
+    return RunningFront(front, runner, config.host, runner.addresses[0][1])
