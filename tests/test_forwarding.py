@@ -259,3 +259,24 @@ async def next_notification(client: SignalingClient, method: str, timeout: float
                 return params
 
     return await asyncio.wait_for(wait(), timeout)
+
+
+async def test_closing_the_receive_connection_keeps_the_peer_and_it_can_subscribe_again(server, media):
+    publisher = AiortcPeer(server.url, "reopen", "alice")
+    sub = AiortcPeer(server.url, "reopen", "bob")
+    try:
+        await publisher.join()
+        producers = await publisher.publish(str(media.video))
+        await sub.join()
+        await sub.subscribe(producers)
+        assert await wait_for(lambda: sub.video() and sub.video()[0].frames > 5, 10)
+        await sub.subscribe_pc.close()  # DTLS close_notify: the receive connection ends on purpose
+        closed = await next_notification(sub.signaling, "consumerClosed", timeout=5)
+        assert closed["producerId"] == producers[0]["id"]
+        assert sub.joined["peerId"] in server.worker.routers["reopen"].peers
+        sub.received.clear()
+        await sub.subscribe(producers)
+        assert await wait_for(lambda: sub.video() and sub.video()[0].frames > 5, 10)
+    finally:
+        await publisher.close()
+        await sub.close()

@@ -229,8 +229,23 @@ class Peer:
         return Transport(id=new_id("t"), worker=self.worker, cname=self.cname, on_closed=self._on_transport_closed)
 
     def _on_transport_closed(self, transport: Transport, state: str) -> None:
-        reason = "connection lost (ICE consent expired)" if state == "failed" else "connection closed by the peer"
-        self.close(reason)
+        """One connection ended: its producers and consumers go with it; the next offer opens a new one.
+
+        The peer itself goes only when a connection failed (consent expired: the peer vanished) and it has no
+        other live connection; a peer that closed one connection on purpose stays in the room.
+        """
+        for consumer in list(transport.consumers.values()):
+            self._close_consumer(consumer, notify=True)
+        for producer in list(transport.producers_by_mid.values()):
+            self.router.close_producer(producer)
+        transport.close()
+        if transport is self.send_transport:
+            self.send_transport = None
+        if transport is self.recv_transport:
+            self.recv_transport = None
+        others = [t for t in (self.send_transport, self.recv_transport) if t is not None and not t.closed]
+        if state == "failed" and not others:
+            self.close("connection lost (ICE consent expired)")
 
 
 def producer_info(p: Producer) -> dict:

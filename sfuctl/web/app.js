@@ -1,0 +1,236 @@
+// The page: a join form, the tiles, errors, a stats overlay refreshed every second, and hooks for tests
+// (window.sfuctl). URL parameters: room, name, autojoin=1, ice=URL[,URL...] (+ iceUser, icePass).
+
+import { Session, describe } from "./session.js";
+import { BitrateMeter, outboundStreams } from "./stats.js";
+import { Tiles } from "./tiles.js";
+
+const STATS_INTERVAL_MS = 1000;
+const MEDIA_CONSTRAINTS = {
+  audio: true,
+  video: { width: { ideal: 640 }, height: { ideal: 360 }, frameRate: { ideal: 25 } },
+};
+
+const params = new URLSearchParams(location.search);
+const form = document.getElementById("join-form");
+const roomInput = document.getElementById("room");
+const nameInput = document.getElementById("name");
+const joinButton = document.getElementById("join");
+const leaveButton = document.getElementById("leave");
+const statusLine = document.getElementById("status");
+const errorList = document.getElementById("errors");
+const tiles = new Tiles(document.getElementById("tiles"));
+const meter = new BitrateMeter();
+
+const app = { state: "idle", session: null, localStream: null, errors: [] };
+
+function setState(state, text) {
+  app.state = state;
+  document.body.dataset.state = state;
+  statusLine.textContent = text;
+  const idle = state === "idle";
+  joinButton.disabled = !idle;
+  roomInput.disabled = nameInput.disabled = !idle;
+  leaveButton.disabled = state !== "joined";
+}
+
+function showError(text) {
+  app.errors.push(text);
+  console.warn(`sfuctl: ${text}`);
+  const item = document.createElement("li");
+  const message = document.createElement("span");
+  message.textContent = text;
+  const dismiss = document.createElement("button");
+  dismiss.type = "button";
+  dismiss.textContent = "×";
+  dismiss.title = "dismiss";
+  dismiss.onclick = () => item.remove();
+  item.append(message, dismiss);
+  errorList.append(item);
+}
+
+function clearErrors() {
+  app.errors = [];
+  errorList.replaceChildren();
+}
+
+function signalingUrl() {
+  return `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}/ws`;
+}
+
+/** RTCPeerConnection configuration: no ICE servers (the SFU announces its address) unless ice= gives some. */
+function rtcConfig() {
+  const urls = (params.get("ice") || "").split(",").map((u) => u.trim()).filter(Boolean);
+  if (urls.length === 0) return { iceServers: [] };
+  const server = { urls };
+  if (params.get("iceUser")) server.username = params.get("iceUser");
+  if (params.get("icePass")) server.credential = params.get("icePass");
+  return { iceServers: [server] };
+}
+
+async function openCamera() {
+  if (!navigator.mediaDevices?.getUserMedia) {
+    showError("this page cannot use the camera: open it over https or as http://localhost (browsers allow cameras only on secure pages); joining to watch only");
+    return null;
+  }
+  try {
+    return await navigator.mediaDevices.getUserMedia(MEDIA_CONSTRAINTS);
+  } catch (error) {
+    showError(`camera/microphone unavailable (${describe(error)}); joining to watch only`);
+    return null;
+  }
+}
+
+async function join(room, name) {
+  room = room.trim();
+  name = name.trim();
+  if (app.state !== "idle") return;
+  clearErrors();
+  if (!room) {
+    showError("enter a room name");
+    return;
+  }
+  setState("joining", `joining room ${room}…`);
+  rememberInUrl(room, name);
+  const stream = (app.localStream = await openCamera());
+  const self = tiles.ensure("self", `${name || "anonymous"} (you)`, true);
+  for (const track of stream?.getTracks() ?? []) tiles.addTrack("self", track);
+  self.root.classList.toggle("no-camera", !stream);
+  const session = (app.session = new Session({
+    url: signalingUrl(),
+    room,
+    name,
+    rtcConfig: rtcConfig(),
+    events: {
+      peer: (peer) => tiles.ensure(peer.id, peer.name || "anonymous"),
+      peerLeft: (peerId) => tiles.remove(peerId),
+      track: (peerId, track) => tiles.addTrack(peerId, track),
+      trackEnded: (peerId, track) => tiles.removeTrack(peerId, track),
+      error: showError,
+      closed: (reason) => {
+        showError(reason);
+        teardown();
+      },
+    },
+  }));
+  try {
+    await session.join(stream);
+  } catch (error) {
+    if (app.session !== session) return; // the connection dropped and was reported already
+    showError(`could not join room ${room}: ${describe(error)}`);
+    await session.leave();
+    teardown();
+    return;
+  }
+  if (app.session === session) setState("joined", `in room ${room} as ${name || "anonymous"}`);
+}
+
+async function leave() {
+  const session = app.session;
+  if (!session || app.state !== "joined") return;
+  setState("leaving", "leaving…");
+  await session.leave();
+  teardown();
+}
+
+function teardown() {
+  for (const track of app.localStream?.getTracks() ?? []) track.stop();
+  app.localStream = null;
+  app.session = null;
+  tiles.clear();
+  setState("idle", "not in a room");
+}
+
+function rememberInUrl(room, name) {
+  const next = new URLSearchParams(params);
+  next.set("room", room);
+  if (name) next.set("name", name);
+  next.delete("autojoin");
+  history.replaceState(null, "", `?${next}`);
+}
+
+// -- stats overlay ------------------------------------------------------------------------------------
+async function refreshStats() {
+  const session = app.session;
+  if (!session) return;
+  const received = await session.streamStats();
+  const sent = session.sendPc ? await outboundStreams(session.sendPc) : [];
+  meter.retain(new Set([...received.map((s) => `in-${s.ssrc}`), ...sent.map((s) => `out-${s.ssrc}`)]));
+  const byPeer = new Map();
+  for (const s of received) {
+    s.bitrate = meter.update(`in-${s.ssrc}`, s.bytesReceived, s.timestamp);
+    if (!byPeer.has(s.peerId)) byPeer.set(s.peerId, []);
+    byPeer.get(s.peerId).push(s);
+  }
+  for (const [peerId, streams] of byPeer) {
+    streams.sort((a, b) => b.kind.localeCompare(a.kind)); // video first
+    tiles.setStats(peerId, streams.map(receivedLine));
+  }
+  sent.sort((a, b) => b.kind.localeCompare(a.kind));
+  tiles.setStats("self", sent.map((s) => sentLine(s, meter.update(`out-${s.ssrc}`, s.bytesSent, s.timestamp))));
+}
+
+function receivedLine(s) {
+  const total = s.packetsReceived + s.packetsLost;
+  const lossPercent = total > 0 ? (100 * Math.max(0, s.packetsLost)) / total : 0;
+  const parts = [`${s.kind} ${s.codec}`];
+  if (s.kind === "video") parts.push(`${s.frameWidth}×${s.frameHeight} ${Math.round(s.framesPerSecond)} fps`);
+  parts.push(kbps(s.bitrate), `lost ${s.packetsLost} (${lossPercent.toFixed(1)}%)`, `jitter ${(1000 * s.jitter).toFixed(1)} ms`);
+  if (s.kind === "video") parts.push(`${s.framesDecoded} frames`);
+  if (s.paused) parts.push("paused");
+  return parts.join(" · ");
+}
+
+function sentLine(s, bitrate) {
+  const parts = [`sending ${s.kind} ${s.codec}`];
+  if (s.kind === "video") parts.push(`${s.frameWidth}×${s.frameHeight} ${Math.round(s.framesPerSecond)} fps`);
+  parts.push(kbps(bitrate));
+  return parts.join(" · ");
+}
+
+function kbps(bps) {
+  return `${Math.round(bps / 1000)} kbps`;
+}
+
+function scheduleStats() {
+  setTimeout(async () => {
+    try {
+      await refreshStats();
+    } catch (error) {
+      console.warn("sfuctl: stats", error);
+    }
+    scheduleStats();
+  }, STATS_INTERVAL_MS);
+}
+
+// -- start ----------------------------------------------------------------------------------------------
+form.addEventListener("submit", (event) => {
+  event.preventDefault();
+  join(roomInput.value, nameInput.value);
+});
+leaveButton.addEventListener("click", leave);
+roomInput.value = params.get("room") || "";
+nameInput.value = params.get("name") || "";
+setState("idle", "not in a room");
+scheduleStats();
+
+/** Hooks for automated tests and the console. stats(): per remote stream, jitter in seconds. */
+window.sfuctl = {
+  get state() {
+    return app.state;
+  },
+  get peerId() {
+    return app.session?.peerId ?? null;
+  },
+  get errors() {
+    return [...app.errors];
+  },
+  join: (room, name) => join(room, name),
+  leave: () => leave(),
+  async stats() {
+    const streams = app.session ? await app.session.streamStats() : [];
+    return streams.map((s) => ({ ...s, bitrate: meter.rate(`in-${s.ssrc}`) }));
+  },
+};
+
+if (params.get("autojoin") === "1" && roomInput.value) join(roomInput.value, nameInput.value);

@@ -1,0 +1,266 @@
+// One stay in a room (docs/protocol.md): a send connection for our camera and microphone, a receive
+// connection with one recvonly transceiver per producer of the others, renegotiated with a full offer
+// whenever producers come and go. Negotiations run one at a time.
+
+import { Signaling, SignalingError } from "./signaling.js";
+import { inboundStreams } from "./stats.js";
+
+export class Session {
+  /**
+   * url: the signaling websocket; rtcConfig: RTCPeerConnection configuration;
+   * events: {peer(peer), peerLeft(peerId), track(peerId, track), trackEnded(peerId, track), error(text), closed(reason)}.
+   */
+  constructor({ url, room, name, rtcConfig, events }) {
+    this.url = url;
+    this.room = room;
+    this.name = name;
+    this.rtcConfig = rtcConfig;
+    this.events = events;
+    this.signaling = null;
+    this.peerId = null;
+    this.peers = new Map(); // peerId -> {id, name}
+    this.producers = new Map(); // producerId -> producer info, the others' only
+    this.subscriptions = new Map(); // mid -> {producer, transceiver}
+    this.consumers = new Map(); // mid -> consumer info from the last subscribe
+    this.unreceivable = new Set(); // producer ids the server rejected for us (no common codec)
+    this.sendPc = null;
+    this.recvPc = null;
+    this.queue = Promise.resolve();
+    this.syncQueued = false;
+    this.producersChanged = false;
+    this.closed = false;
+  }
+
+  /** Connect, join, publish `localStream` (may be null: receive only) and subscribe to the room. */
+  async join(localStream) {
+    this.signaling = await Signaling.connect(
+      this.url,
+      (method, params) => this.notified(method, params),
+      (reason) => this.lost(reason),
+    );
+    const joined = await this.signaling.request("join", { room: this.room, name: this.name });
+    this.peerId = joined.peerId;
+    for (const peer of joined.peers) this.addPeer(peer);
+    for (const producer of joined.producers) this.addProducer(producer);
+    if (localStream) {
+      await this.enqueue(() => this.publish(localStream)).catch((error) => this.events.error(describe(error)));
+    }
+    this.requestSync();
+  }
+
+  /** Leave the room and release both connections; the session cannot be used again. */
+  async leave() {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.signaling) {
+      try {
+        await this.signaling.request("leave", {}, 2000);
+      } catch {
+        // Closing the websocket leaves the room as well.
+      }
+      this.signaling.close();
+    }
+    this.sendPc?.close();
+    this.recvPc?.close();
+  }
+
+  /** Per remote stream: who sends it and what getStats() says about it (jitter in seconds). */
+  async streamStats() {
+    if (!this.recvPc || this.closed) return [];
+    const streams = await inboundStreams(this.recvPc);
+    const result = [];
+    for (const stream of streams) {
+      const subscription = this.subscriptions.get(stream.mid);
+      if (!subscription) continue;
+      const producer = subscription.producer;
+      const consumer = this.consumers.get(stream.mid);
+      result.push({
+        ...stream,
+        peerId: producer.peerId,
+        peerName: this.peers.get(producer.peerId)?.name ?? producer.peerName,
+        producerId: producer.id,
+        consumerId: consumer?.id ?? null,
+        paused: producer.paused,
+      });
+    }
+    return result;
+  }
+
+  // -- negotiation ------------------------------------------------------------------------------------
+  enqueue(task) {
+    const run = this.queue.then(task);
+    this.queue = run.catch(() => {});
+    return run;
+  }
+
+  requestSync() {
+    this.producersChanged = true;
+    if (this.syncQueued || this.closed) return;
+    this.syncQueued = true;
+    this.enqueue(async () => {
+      this.syncQueued = false;
+      this.producersChanged = false;
+      await this.syncSubscriptions();
+    }).catch((error) => {
+      // A producer that closed while we asked for it: the notification has queued a fresh attempt.
+      const raced = error instanceof SignalingError && error.code === "not_found" && this.producersChanged;
+      if (!raced && !this.closed) this.events.error(`subscribing failed: ${describe(error)}`);
+    });
+  }
+
+  async publish(stream) {
+    const pc = (this.sendPc = this.createPc("sending"));
+    for (const track of stream.getTracks()) pc.addTransceiver(track, { direction: "sendonly", streams: [stream] });
+    await pc.setLocalDescription(await pc.createOffer());
+    let result;
+    try {
+      result = await this.signaling.request("publish", { sdp: pc.localDescription.sdp });
+    } catch (error) {
+      throw new Error(`publishing failed: ${describe(error)}`);
+    }
+    await pc.setRemoteDescription({ type: "answer", sdp: result.sdp });
+  }
+
+  /**
+   * Make the receive connection carry exactly the others' current producers (one full offer). A transceiver
+   * whose producer closed turns inactive and serves the next producer of its kind: stopping them instead would
+   * close the connection's transport once none is left, and the server would take that as us leaving.
+   */
+  async syncSubscriptions() {
+    if (this.closed) return;
+    if (!this.recvPc) {
+      if (this.producers.size === 0) return;
+      this.recvPc = this.createPc("receiving");
+      this.recvPc.ontrack = (event) => this.trackArrived(event);
+    }
+    const pc = this.recvPc;
+    let changed = false;
+    for (const [mid, subscription] of this.subscriptions) {
+      if (this.wanted(subscription.producer)) continue;
+      this.subscriptions.delete(mid);
+      this.consumers.delete(mid);
+      subscription.transceiver.direction = "inactive";
+      this.events.trackEnded(subscription.producer.peerId, subscription.transceiver.receiver.track);
+      changed = true;
+    }
+    const subscribed = new Set([...this.subscriptions.values()].map((s) => s.producer.id));
+    const idle = pc.getTransceivers().filter((t) => t.direction === "inactive" && !t.stopped);
+    const added = [];
+    for (const producer of this.producers.values()) {
+      if (subscribed.has(producer.id) || !this.wanted(producer)) continue;
+      const index = idle.findIndex((t) => t.receiver.track.kind === producer.kind);
+      const reused = index >= 0 ? idle.splice(index, 1)[0] : null;
+      if (reused) reused.direction = "recvonly";
+      const transceiver = reused ?? pc.addTransceiver(producer.kind, { direction: "recvonly" });
+      added.push({ producer, transceiver, reused: Boolean(reused) });
+      changed = true;
+    }
+    if (!changed) return;
+    await pc.setLocalDescription(await pc.createOffer());
+    for (const subscription of added) this.subscriptions.set(subscription.transceiver.mid, subscription);
+    const map = {};
+    for (const [mid, subscription] of this.subscriptions) map[mid] = subscription.producer.id;
+    let result;
+    try {
+      result = await this.signaling.request("subscribe", { sdp: pc.localDescription.sdp, subscriptions: map });
+    } catch (error) {
+      for (const { transceiver } of added) this.subscriptions.delete(transceiver.mid);
+      await pc.setLocalDescription({ type: "rollback" });
+      for (const { transceiver, reused } of added) {
+        if (reused) transceiver.direction = "inactive";
+        else transceiver.stop(); // never negotiated: it leaves no trace
+      }
+      throw error;
+    }
+    await pc.setRemoteDescription({ type: "answer", sdp: result.sdp });
+    this.consumers = new Map(result.consumers.map((c) => [c.mid, c]));
+    for (const rejected of result.rejected) {
+      this.unreceivable.add(rejected.producerId);
+      const producer = this.producers.get(rejected.producerId);
+      const who = producer ? `${this.peers.get(producer.peerId)?.name ?? producer.peerName}'s ${producer.kind}` : rejected.producerId;
+      this.events.error(`cannot receive ${who}: ${rejected.reason}`);
+    }
+    if (result.rejected.length) this.requestSync(); // free their transceivers
+  }
+
+  wanted(producer) {
+    return this.producers.has(producer.id) && !this.unreceivable.has(producer.id);
+  }
+
+  trackArrived(event) {
+    const subscription = this.subscriptions.get(event.transceiver.mid);
+    if (subscription) this.events.track(subscription.producer.peerId, event.track);
+  }
+
+  createPc(purpose) {
+    const pc = new RTCPeerConnection(this.rtcConfig);
+    pc.onconnectionstatechange = () => {
+      if (pc.connectionState === "failed" && !this.closed) {
+        this.events.error(
+          `the ${purpose} media connection failed (ICE/DTLS): is the server's --announced-ip reachable from this browser?`,
+        );
+      }
+    };
+    return pc;
+  }
+
+  // -- notifications ----------------------------------------------------------------------------------
+  notified(method, params) {
+    if (this.closed) return;
+    switch (method) {
+      case "peerJoined":
+        this.addPeer(params.peer);
+        break;
+      case "peerLeft":
+        for (const producer of [...this.producers.values()]) {
+          if (producer.peerId === params.peerId) this.producers.delete(producer.id);
+        }
+        this.peers.delete(params.peerId);
+        this.requestSync();
+        this.events.peerLeft(params.peerId);
+        break;
+      case "producerAdded":
+        this.addProducer(params.producer);
+        this.requestSync();
+        break;
+      case "producerClosed":
+        this.producers.delete(params.producerId);
+        this.requestSync();
+        break;
+      case "producerPaused":
+      case "producerResumed": {
+        const producer = this.producers.get(params.producerId);
+        if (producer) producer.paused = method === "producerPaused";
+        break;
+      }
+      default: // consumerClosed follows producerClosed, which already renegotiates; others are not for us.
+        break;
+    }
+  }
+
+  addPeer(peer) {
+    this.peers.set(peer.id, peer);
+    this.events.peer(peer);
+  }
+
+  addProducer(producer) {
+    if (producer.peerId === this.peerId) return;
+    this.producers.set(producer.id, producer);
+    if (!this.peers.has(producer.peerId)) this.addPeer({ id: producer.peerId, name: producer.peerName });
+  }
+
+  lost(reason) {
+    if (this.closed) return;
+    this.closed = true;
+    this.sendPc?.close();
+    this.recvPc?.close();
+    this.events.closed(reason);
+  }
+}
+
+/** A readable one-line reason for an error of any origin. */
+export function describe(error) {
+  if (error instanceof SignalingError) return error.message;
+  if (error?.name && error.name !== "Error") return `${error.name}: ${error.message}`;
+  return error?.message || String(error);
+}

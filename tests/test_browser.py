@@ -1,0 +1,282 @@
+"""The web page at / in headless Chromium, through a real server: browsers, aiortc peers, leave and rejoin."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing
+import re
+import time
+from collections.abc import Callable
+from urllib.parse import urlencode
+
+import aiohttp
+import pytest
+import websockets
+
+from sfuctl.media import MediaSpec, make_media
+
+from . import whip_client
+from .browser import BrowserPage, Chromium, unavailable_reason
+from .peers import AiortcPeer, UdpRelay
+from .test_forwarding import consumers_of, next_notification, stats, wait_for
+
+DECODED_FRAMES = 40  # about two seconds of the fake camera
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    reason = unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    browser = Chromium()
+    browser.start()
+    yield browser
+    browser.stop()
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory: pytest.TempPathFactory):
+    # Longer than any test here: aiortc's MediaPlayer bursts when it loops back to the start.
+    spec = MediaSpec(width=320, height=180, fps=25, video_bitrate=300_000, duration=30.0)
+    return make_media(spec, tmp_path_factory.mktemp("media"))
+
+
+@pytest.fixture(scope="module")
+def h264_media(tmp_path_factory: pytest.TempPathFactory):
+    spec = MediaSpec(width=320, height=180, fps=25, video_bitrate=300_000, duration=4.0, video_codec="h264")
+    return make_media(spec, tmp_path_factory.mktemp("h264"))
+
+
+def page_url(server, room: str, name: str) -> str:
+    return f"http://127.0.0.1:{server.port}/?{urlencode({'room': room, 'name': name, 'autojoin': '1'})}"
+
+
+async def wait_for_streams(page: BrowserPage, ready: Callable[[list[dict]], bool], timeout: float) -> list[dict]:
+    """Poll window.sfuctl.stats() until `ready` holds; fail with what the page showed otherwise."""
+    deadline = time.monotonic() + timeout
+    while True:
+        streams = await page.evaluate("sfuctl.stats()")
+        if ready(streams):
+            return streams
+        if time.monotonic() > deadline:
+            errors = await page.evaluate("sfuctl.errors")
+            pytest.fail(f"streams={streams} errors={errors} exceptions={page.errors} console={page.console[-10:]}")
+        await asyncio.sleep(0.3)
+
+
+def decoding(peer_name: str, frames: int = DECODED_FRAMES) -> Callable[[list[dict]], bool]:
+    """True once the page has decoded `frames` video frames from `peer_name`."""
+    return lambda streams: any(
+        s["peerName"] == peer_name and s["kind"] == "video" and s["framesDecoded"] >= frames for s in streams
+    )
+
+
+def stream_of(streams: list[dict], peer_name: str, kind: str) -> dict:
+    return next(s for s in streams if s["peerName"] == peer_name and s["kind"] == kind)
+
+
+async def tile_names(page: BrowserPage) -> list[str]:
+    return await page.evaluate("[...document.querySelectorAll('#tiles .tile .name')].map(n => n.textContent)")
+
+
+async def assert_clean(page: BrowserPage) -> None:
+    assert await page.evaluate("sfuctl.errors") == [], page.console
+    assert page.errors == []
+
+
+def redirect_subscriptions(media_address: str, relay_address: str) -> Callable[[str], str]:
+    """Rewrite the candidate of every subscribe answer the page receives, so its receive path runs through a relay."""
+
+    def rewrite(text: str) -> str:
+        message = json.loads(text)
+        result = message.get("result") if isinstance(message, dict) else None
+        if isinstance(result, dict) and "consumers" in result:
+            result["sdp"] = result["sdp"].replace(f" {media_address} typ host", f" {relay_address} typ host")
+            return json.dumps(message)
+        return text
+
+    return rewrite
+
+
+def browser_consumers(snapshot: dict) -> list[dict]:
+    return [c for c in consumers_of(snapshot) if c["peer_name"] == "human"]
+
+
+async def browser_streams_by_consumer(page: BrowserPage) -> dict[str, dict]:
+    return {s["consumerId"]: s for s in await page.evaluate("sfuctl.stats()")}
+
+
+async def wait_for_async(predicate, timeout: float, interval: float = 0.3) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await predicate():
+            return True
+        await asyncio.sleep(interval)
+    return await predicate()
+
+
+async def test_the_page_and_its_assets_are_served_and_the_websocket_stays_on_root(server):
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"http://127.0.0.1:{server.port}/?room=x") as response:
+            assert response.status == 200 and response.content_type == "text/html"
+            html = await response.text()
+        for asset in re.findall(r'(?:src|href)="(/static/[^"]+)"', html):
+            async with http.get(f"http://127.0.0.1:{server.port}{asset}") as response:
+                assert response.status == 200, asset
+                assert response.content_type in ("text/javascript", "application/javascript", "text/css"), asset
+    async with websockets.connect(server.url + "/") as ws:
+        await ws.send(json.dumps({"id": 1, "method": "ping"}))
+        assert json.loads(await ws.recv()) == {"id": 1, "ok": True, "result": {"pong": True}}
+
+
+async def test_two_browsers_in_one_room_decode_each_other(server, chromium):
+    alice = await chromium.open(page_url(server, "pair", "alice"))
+    bob = await chromium.open(page_url(server, "pair", "bob"))
+    try:
+        for page, me, other in ((alice, "alice", "bob"), (bob, "bob", "alice")):
+            streams = await wait_for_streams(page, decoding(other), 20)
+            video, audio = stream_of(streams, other, "video"), stream_of(streams, other, "audio")
+            assert (video["codec"], audio["codec"]) == ("VP8", "opus")
+            assert audio["packetsReceived"] > 0 and video["frameWidth"] > 0
+            for s in (video, audio):
+                assert s["packetsLost"] <= 2 + 0.01 * s["packetsReceived"], s
+            assert await tile_names(page) == [f"{me} (you)", other]
+            overlay = await page.evaluate(
+                "id => document.querySelector(`[data-peer-id='${id}'] .stats`).textContent", video["peerId"]
+            )
+            video_line = r"video VP8 · \d+×\d+ .* \d+ kbps · lost -?\d+ .* jitter [\d.]+ ms · \d+ frames"
+            assert re.search(video_line, overlay), overlay
+            assert re.search(r"audio opus · \d+ kbps · lost -?\d+ ", overlay), overlay
+        before = stream_of(await alice.evaluate("sfuctl.stats()"), "bob", "video")["framesDecoded"]
+        await wait_for_streams(alice, decoding("bob", before + 10), 10)
+        for page in (alice, bob):
+            await assert_clean(page)
+    finally:
+        await alice.close()
+        await bob.close()
+
+
+async def test_browser_and_aiortc_peer_see_each_other_and_loss_stats_agree_with_the_server(server, chromium, media):
+    bot = AiortcPeer(server.url, "mixed", "bot")
+    # The browser receives through a relay that drops exactly 1 RTP packet in 20 of each stream and adds jitter.
+    relay = UdpRelay(loss=0.05, periodic_loss=True, jitter=0.01, seed=3)
+    media_address = f"127.0.0.1 {server.worker.rtc_port}"
+    relayed = await relay.rewrite_answer(f"a=candidate:1 1 udp 1 {media_address} typ host")
+    relay_address = re.search(r"(127\.0\.0\.1 \d+) typ host", relayed).group(1)
+    page = None
+    try:
+        await bot.join()
+        await bot.publish(str(media.video), str(media.audio))
+        relayed_page = redirect_subscriptions(media_address, relay_address)
+        page = await chromium.open(page_url(server, "mixed", "human"), relayed_page)
+        # The browser decodes the bot's VP8 (NACK repairs the relay's loss) and receives its Opus.
+        streams = await wait_for_streams(page, decoding("bot"), 20)
+        assert stream_of(streams, "bot", "audio")["packetsReceived"] > 0
+        # The bot receives the browser's VP8 and Opus and decodes them.
+        added = [(await next_notification(bot.signaling, "producerAdded", timeout=10))["producer"] for _ in range(2)]
+        assert sorted((p["kind"], p["codec"], p["peerName"]) for p in added) == [
+            ("audio", "opus", "human"),
+            ("video", "VP8", "human"),
+        ]
+        await bot.subscribe(added)
+        assert await wait_for(lambda: bot.video() and bot.video()[0].frames >= 25 and bot.audio()[0].frames >= 25, 15)
+
+        # Loss and jitter: the browser's getStats and the server's figures for the same consumers, which the
+        # server takes from the browser's RTCP receiver reports. Audio has no NACK, so it keeps the relay's 5%.
+        before = await browser_streams_by_consumer(page)
+        reports = {c["id"]: c["reports_received"] for c in browser_consumers(await stats(bot.signaling))}
+        assert set(reports) == set(before)
+
+        async def all_reported_again() -> bool:
+            consumers = browser_consumers(await stats(bot.signaling))
+            return all(c["reports_received"] > reports[c["id"]] for c in consumers)
+
+        assert await wait_for_async(all_reported_again, 15)
+        consumers = browser_consumers(await stats(bot.signaling))
+        after = await browser_streams_by_consumer(page)
+        for consumer in consumers:
+            first, last = before[consumer["id"]], after[consumer["id"]]
+            assert (last["ssrc"], last["kind"]) == (consumer["ssrc"], consumer["kind"])
+            assert consumer["jitter_ms"] > 0.5 and last["jitter"] > 0.0005  # the relay adds up to 10 ms
+            jitter_slack = max(3.0, 0.5 * consumer["jitter_ms"])
+            assert abs(1000 * last["jitter"] - consumer["jitter_ms"]) <= jitter_slack, (consumer, last)
+            if consumer["kind"] == "audio":
+                # The count only grows, and the report was written between the two readings (+-1 for a packet
+                # the relay reordered).
+                assert first["packetsLost"] - 1 <= consumer["packets_lost"] <= last["packetsLost"] + 1, (first, last)
+                expected = last["packetsLost"] + last["packetsReceived"]
+                assert last["packetsLost"] / expected == pytest.approx(0.05, abs=0.01)
+                # The server's fraction spans the last few reports, maybe only ~100 packets: +-1 lost is 1 pp.
+                assert consumer["fraction_lost"] == pytest.approx(0.05, abs=0.015)
+            else:
+                # NACK repairs video: the count moves up and down around zero (a report clamps it at zero).
+                slack = 3 + 0.01 * last["packetsReceived"]
+                assert last["packetsLost"] <= slack
+                assert abs(consumer["packets_lost"] - max(0, last["packetsLost"])) <= slack
+        assert relay.dropped > 0
+        await assert_clean(page)
+    finally:
+        if page is not None:
+            await page.close()
+        await bot.close()
+        relay.close()
+
+
+async def test_browser_watches_ffmpeg_publishing_h264_over_whip(server, chromium, h264_media, tmp_path):
+    page = await chromium.open(page_url(server, "whip", "viewer"))
+    ffmpeg = multiprocessing.get_context("spawn").Process(
+        target=whip_client.publish,
+        args=(f"http://127.0.0.1:{server.port}/whip/whip", str(h264_media.video), str(h264_media.audio), str(tmp_path), 3.5),
+    )
+    try:
+        await page.wait_until("sfuctl.state === 'joined'", 10)
+        ffmpeg.start()
+        streams = await wait_for_streams(page, lambda streams: any(s["framesDecoded"] >= 25 for s in streams), 20)
+        assert sorted((s["kind"], s["codec"]) for s in streams) == [("audio", "opus"), ("video", "H264")]
+        assert stream_of(streams, streams[0]["peerName"], "video")["frameWidth"] == 320
+        # FFmpeg ends its WHIP session when it is done: its tile goes away.
+        await page.wait_until("document.querySelectorAll('#tiles .tile').length === 1", 15)
+        await assert_clean(page)
+    finally:
+        ffmpeg.join(10)
+        if ffmpeg.is_alive():
+            ffmpeg.kill()
+        await page.close()
+
+
+async def test_a_refused_join_is_shown_on_the_page(server, chromium):
+    page = await chromium.open(page_url(server, "r" * 65, "x"))  # the server takes room names up to 64 characters
+    try:
+        await page.wait_until("sfuctl.errors.length > 0 && sfuctl.state === 'idle'", 10)
+        shown = await page.evaluate("document.querySelector('#errors').textContent")
+        assert "could not join room" in shown and "bad_request" in shown, shown
+        assert not server.worker.routers
+        assert page.errors == []
+    finally:
+        await page.close()
+
+
+async def test_leave_and_rejoin(server, chromium):
+    stay = await chromium.open(page_url(server, "again", "stay"))
+    roam = await chromium.open(page_url(server, "again", "roam"))
+    try:
+        await wait_for_streams(stay, decoding("roam"), 20)
+        roam_id = await roam.evaluate("sfuctl.peerId")
+        await roam.click("#leave")
+        await roam.wait_until("sfuctl.state === 'idle' && !document.querySelector('#tiles .tile')", 5)
+        await stay.wait_until(f"!document.querySelector(\"[data-peer-id='{roam_id}']\")", 5)
+        assert await wait_for(lambda: len(server.worker.routers["again"].peers) == 1, 3)
+        assert await stay.evaluate("sfuctl.stats()") == []
+
+        await roam.click("#join")  # the form kept room and name
+        await roam.wait_until("sfuctl.state === 'joined'", 10)
+        assert await roam.evaluate("sfuctl.peerId") != roam_id
+        await wait_for_streams(stay, decoding("roam"), 20)
+        await wait_for_streams(roam, decoding("stay"), 20)
+        assert sorted(await tile_names(stay)) == ["roam", "stay (you)"]
+        for page in (stay, roam):
+            await assert_clean(page)
+    finally:
+        await stay.close()
+        await roam.close()
