@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from . import __version__
+from .commands.bots import bots
 from .commands.media import media
 from .commands.serve import serve
 from .commands.stats import stats
@@ -24,6 +25,7 @@ def main() -> None:
 
 
 main.add_command(serve)
+main.add_command(bots)
 main.add_command(media)
 main.add_command(stats)
 

@@ -47,6 +47,7 @@ class BotEnv:
     connect_timeout: float
     join_timeout: float
     rtcp_interval: float
+    decode: bool
     started_at: float  # time.monotonic() when the run started
 
 
@@ -135,6 +136,9 @@ class Bot:
             if self._lost.is_set() and not stop.is_set():
                 self.status = "disconnected"
         finally:
+            if self.status == "joining":  # cancelled: the run ended while this bot was still joining
+                self.status = "failed"
+                self.error = f"{self._stage}: the run ended before the bot joined"
             await self._leave()
 
     async def _join(self) -> None:
@@ -280,10 +284,7 @@ class Bot:
         elif state in ("failed", "closed"):
             if self.publisher is not None:
                 self.publisher.stop()
-            if ready is not None and not ready.done():
-                ready.set_exception(JoinError(f"send transport {state} (ICE/DTLS did not complete)"))
-            else:
-                self._mark_lost(f"send transport {state}")
+            self._transport_down(ready, "send", state)
 
     # -- subscribing ----------------------------------------------------------------------------------
     def _want(self, producer: dict, announced_at: float) -> None:
@@ -411,7 +412,7 @@ class Bot:
                 nack=media.codec.has_feedback("nack"),
             )
             self._consumer_ids.add(info.consumer_id)
-            self.subscriber.add(ConsumerStream(info, self._announced.get(info.producer_id, now)))
+            self.subscriber.add(ConsumerStream(info, self._announced.get(info.producer_id, now), self.env.decode))
         for rejected in result.get("rejected", []):
             self.errors.append(f"subscription to producer {rejected.get('producerId')} rejected: {rejected.get('reason')}")
 
@@ -425,10 +426,16 @@ class Bot:
             if ready is not None and not ready.done():
                 ready.set_result(None)
         elif state in ("failed", "closed"):
-            if ready is not None and not ready.done():
-                ready.set_exception(JoinError(f"receive transport {state} (ICE/DTLS did not complete)"))
-            else:
-                self._mark_lost(f"receive transport {state}")
+            self._transport_down(ready, "receive", state)
+
+    def _transport_down(self, ready: asyncio.Future[None] | None, which: str, state: str) -> None:
+        """A transport failed or closed: a join in progress fails, a joined bot is marked disconnected."""
+        if ready is not None and not ready.done():
+            if self.status == "joining":
+                ready.set_exception(JoinError(f"{which} transport {state}: ICE/DTLS did not complete"))
+                return
+            ready.cancel()
+        self._mark_lost(f"{which} transport {state}")
 
     # -- periodic work (driven by the process's BotGroup) ----------------------------------------------
     def tick(self, now: float) -> None:
@@ -498,8 +505,6 @@ class Bot:
         if self.publisher is not None:
             elapsed = end - self.send_started_at if self.send_started_at is not None else 0.0
             sent = [s.stats(elapsed) for s in self.publisher.senders]
-            for item in sent:
-                item["transport_rtt_ms"] = self.send_rtt_ms
         consumers = []
         if self.subscriber is not None:
             rtt = self.recv_rtt_ms

@@ -19,7 +19,7 @@ class BotsConfig:
     """Settings of one run. `media` lists files (VP8/H.264 video, Opus audio); empty means the default media.
 
     `impaired` lists the bot indexes (0-based) that get `impairment`; None means every bot.
-    `duration` None runs until stopped.
+    `duration` None runs until stopped. `decode` runs a real decoder per consumer (costly).
     """
 
     url: str
@@ -41,6 +41,7 @@ class BotsConfig:
     join_timeout: float = 20.0
     rtcp_interval: float = 1.0
     sample_interval: float = 1.0
+    decode: bool = False
 
     def __post_init__(self) -> None:
         if not self.url.startswith(("ws://", "wss://")):

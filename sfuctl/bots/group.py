@@ -77,6 +77,7 @@ class BotGroup:
             connect_timeout=self.config.connect_timeout,
             join_timeout=self.config.join_timeout,
             rtcp_interval=self.config.rtcp_interval,
+            decode=self.config.decode,
             started_at=time.monotonic() + (start - loop.time()),
         )
         self.bots = [Bot(plan, env) for plan in self.plans]
@@ -86,10 +87,7 @@ class BotGroup:
         self._sample_timer = loop.call_at(start + self.config.sample_interval, self._sample)
         try:
             await stop.wait()
-            done, pending = await asyncio.wait(tasks, timeout=LEAVE_TIMEOUT)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+            await asyncio.wait(tasks, timeout=LEAVE_TIMEOUT)
         finally:
             for task in tasks:
                 task.cancel()

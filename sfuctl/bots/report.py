@@ -98,7 +98,7 @@ def summarize(name: str, bots: list[dict]) -> dict:
         "bots": len(bots),
         "joined": sum(1 for bot in bots if bot["joined"]),
         "failed": sum(1 for bot in bots if bot["status"] == "failed"),
-        "streams_sent": sum(len(bot["sent"]) for bot in bots),
+        "streams_sent": sum(1 for bot in bots for s in bot["sent"] if s["packets"]),
         "streams_received": len(consumers),
         "sent_bitrate_bps": sum(s["bitrate_bps"] for bot in bots for s in bot["sent"]),
         "received_bitrate_bps": sum(c["bitrate_bps"] for c in consumers),

@@ -76,7 +76,7 @@ async def run_bots(
     """
     stop = stop if stop is not None else asyncio.Event()
     await check_server(config.url, config.connect_timeout)
-    paths = media_paths(config) if config.media else await asyncio.to_thread(media_paths, config)
+    paths = await asyncio.to_thread(media_paths, config)
     try:
         tracks = load_tracks(paths, audio=config.audio, video=config.video)
     except ValueError as exc:
@@ -85,26 +85,34 @@ async def run_bots(
     loop = asyncio.get_running_loop()
     started_wall = time.time()
     started = time.monotonic()
-    stopped_by = {"reason": "stop"}
+    stopped_by = "stop"
 
     def on_counters(counters: dict[str, RoomCounters]) -> None:
         if on_sample is not None:
             on_sample(Sample.from_counters(time.monotonic() - started, counters))
 
     def finish(reason: str) -> None:
+        nonlocal stopped_by
         if not stop.is_set():
-            stopped_by["reason"] = reason
+            stopped_by = reason
             stop.set()
 
-    timer = loop.call_later(config.duration, finish, "duration") if config.duration else None
+    timers: list[asyncio.TimerHandle] = []
+
+    def on_start(delay: float) -> None:
+        """The first bot starts in `delay` seconds: the duration counts from then."""
+        if config.duration:
+            timers.append(loop.call_later(delay + config.duration, finish, "duration"))
+
     try:
         if config.processes == 1:
             group = BotGroup(config, plans, tracks, on_join=on_join, on_counters=on_counters)
+            on_start(0.0)
             bots = await group.run(stop)
         else:
-            bots = await _run_processes(config, plans, paths, stop, on_join, on_counters)
+            bots = await _run_processes(config, plans, paths, stop, on_join, on_counters, on_start)
     finally:
-        if timer is not None:
+        for timer in timers:
             timer.cancel()
     return build_report(
         config,
@@ -112,7 +120,7 @@ async def run_bots(
         media=paths,
         started_at=started_wall,
         duration=time.monotonic() - started,
-        stopped_by=stopped_by["reason"],
+        stopped_by=stopped_by,
     )
 
 
@@ -131,7 +139,7 @@ class _Child:
 
     def send(self, message: dict | str) -> None:
         stdin = self.process.stdin
-        if stdin is None or stdin.is_closing():
+        if stdin is None or stdin.is_closing() or self.process.returncode is not None:
             return
         stdin.write(((json.dumps(message) if isinstance(message, dict) else message) + "\n").encode())
 
@@ -147,18 +155,24 @@ async def _run_processes(
     stop: asyncio.Event,
     on_join: Callable[[JoinEvent], None] | None,
     on_counters: Callable[[dict[str, RoomCounters]], None],
+    on_start: Callable[[float], None],
 ) -> list[dict]:
     count = min(config.processes, len(plans))
     children: list[_Child] = []
     rounds: dict[int, list[dict[str, RoomCounters]]] = {}
-    live = {"count": count}
+    live = count  # processes still reporting
 
     def on_round(number: int, counters: dict[str, RoomCounters]) -> None:
+        """Merge the n-th sample of every live process into one."""
         parts = rounds.setdefault(number, [])
         parts.append(counters)
-        if len(parts) >= live["count"]:
+        if len(parts) >= live:
             del rounds[number]
             on_counters(merge_counters(parts))
+
+    def on_reader_done(task: asyncio.Task) -> None:
+        nonlocal live
+        live -= 1
 
     for number in range(count):
         process = await asyncio.create_subprocess_exec(
@@ -174,10 +188,6 @@ async def _run_processes(
         child.send({"config": config.to_dict(), "plans": [p.to_dict() for p in child.plans], "media": paths})
     readers = [asyncio.create_task(_read_child(c, on_join, on_round)) for c in children]
     stderr_readers = [asyncio.create_task(_read_stderr(c)) for c in children]
-
-    def on_reader_done(task: asyncio.Task) -> None:
-        live["count"] -= 1
-
     for task in readers:
         task.add_done_callback(on_reader_done)
     try:
@@ -195,23 +205,13 @@ async def _run_processes(
             start_at = time.time() + START_MARGIN
             for child in children:
                 child.send({"start": start_at})
+            on_start(START_MARGIN)
             await stop.wait()
     finally:
         for child in children:
             child.send("stop")
-        done, pending = await asyncio.wait(readers, timeout=CHILD_LEAVE_TIMEOUT)
-        for child in children:
-            if child.process.returncode is None and child.report is None:
-                child.process.terminate()
-        if pending:
-            await asyncio.wait(pending, timeout=5.0)
-        for child in children:
-            if child.process.returncode is None:
-                try:
-                    await asyncio.wait_for(child.process.wait(), 5.0)
-                except asyncio.TimeoutError:
-                    child.process.kill()
-                    await child.process.wait()
+        await asyncio.wait(readers, timeout=CHILD_LEAVE_TIMEOUT)
+        await asyncio.gather(*(_reap(child.process) for child in children))
         for task in [*readers, *stderr_readers]:
             task.cancel()
         await asyncio.gather(*readers, *stderr_readers, return_exceptions=True)
@@ -222,6 +222,19 @@ async def _run_processes(
         else:
             bots.extend(placeholder_bot(plan, child.joins.get(plan.index), child.failure()) for plan in child.plans)
     return sorted(bots, key=lambda bot: bot["index"])
+
+
+async def _reap(process: asyncio.subprocess.Process) -> None:
+    """Wait for a bot process to exit; terminate it, then kill it, when it does not."""
+    for end in (None, process.terminate, process.kill):
+        if process.returncode is not None:
+            return
+        if end is not None:
+            end()
+        try:
+            await asyncio.wait_for(process.wait(), 5.0)
+        except asyncio.TimeoutError:
+            continue
 
 
 async def _read_child(

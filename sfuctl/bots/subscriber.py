@@ -15,6 +15,7 @@ from sfuctl.rtc.nack import NackGenerator
 from sfuctl.rtc.reception import ReceptionStats
 from sfuctl.rtc.rtp import is_keyframe, read_header
 
+from .decode import FrameDecoder
 from .frames import FrameTracker
 
 NACK_BATCH = 64
@@ -49,11 +50,11 @@ class ConsumerStream:
 
     __slots__ = (
         "info", "announced_at", "video", "packets", "bytes", "keyframes", "first_packet_at", "first_frame_at",
-        "closed_at", "nacks_sent", "nacked_packets", "plis_sent", "reception", "nack", "frames", "_last_ts",
-        "_last_pli_at", "_prev",
+        "closed_at", "nacks_sent", "nacked_packets", "plis_sent", "reception", "nack", "frames", "decoder",
+        "_last_ts", "_last_pli_at", "_prev",
     )
 
-    def __init__(self, info: ConsumerInfo, announced_at: float) -> None:
+    def __init__(self, info: ConsumerInfo, announced_at: float, decode: bool = False) -> None:
         self.info = info
         self.announced_at = announced_at
         self.video = info.kind == "video"
@@ -72,6 +73,7 @@ class ConsumerStream:
         self.frames = FrameTracker(
             info.clock_rate, detect_freezes=self.video, max_age=NACK_GIVE_UP if info.nack else REORDER_ALLOWANCE
         )
+        self.decoder = FrameDecoder(info.codec) if decode else None
         self._last_ts: int | None = None
         self._last_pli_at = float("-inf")
         self._prev = (0, 0, 0, 0, 0, 0.0)
@@ -88,6 +90,8 @@ class ConsumerStream:
         video = self.video
         if not self.frames.on_packet(sequence, timestamp, marker or not video, now):
             return
+        if self.decoder is not None:
+            self.decoder.on_packet(sequence, marker, data[offset:])
         if timestamp != self._last_ts:
             self._last_ts = timestamp
             if video and is_keyframe(self.info.codec, data[offset:]):
@@ -176,6 +180,7 @@ class ConsumerStream:
             "plis_sent": self.plis_sent,
             "duplicates": frames.duplicates,
             "closed": self.closed_at is not None,
+            "decode": self.decoder.stats() if self.decoder is not None else None,
         }
 
 

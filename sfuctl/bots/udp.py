@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Callable
-from typing import Any
 
 from sfuctl.rtc.connection import Connection
 from sfuctl.rtc.dtls import DtlsCertificate
 
 from .impairment import Address, ImpairmentConfig, Link, LinkModel
 from .stun_rtt import StunRtt
+
+RECEIVE_BUFFER_BYTES = 1 << 20
 
 
 class BotSocket(asyncio.DatagramProtocol):
@@ -29,6 +31,8 @@ class BotSocket(asyncio.DatagramProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._udp = transport  # type: ignore[assignment]
+        # Room for ~0.5 s of a busy receive transport while the process is descheduled (capped by rmem_max).
+        transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES)
         if self.impairment.active:
             self.uplink = Link(LinkModel(self.impairment, f"{self._seed}:up"), self._sendto, self._loop)
             self.downlink = Link(LinkModel(self.impairment, f"{self._seed}:down"), self._deliver, self._loop)

@@ -27,12 +27,6 @@ EXIT_BOTS_FAILED = 1
 EXIT_ERROR = 2
 
 
-class BotsUsageError(click.ClickException):
-    """A one-line error (bad option value, unusable media), exit code 2."""
-
-    exit_code = EXIT_ERROR
-
-
 @click.command(
     short_help="Load the SFU with headless bots.",
     epilog=(
@@ -58,6 +52,8 @@ class BotsUsageError(click.ClickException):
 @click.option("--delay", type=click.FloatRange(0, 10_000), default=0.0, show_default=True, help="Added round-trip time in ms (half each way).")
 @click.option("--jitter", type=click.FloatRange(0, 10_000), default=0.0, show_default=True, help="Extra random delay per datagram, 0..MS each way (order kept).")
 @click.option("--bandwidth", type=click.FloatRange(8, 10_000_000), default=None, help="Token-bucket limit per direction in kbps.")
+@click.option("--decode", is_flag=True, help="Decode every received frame to prove it is intact (costs a decoder per stream).")
+@click.option("--join-timeout", type=click.FloatRange(1, 600), default=20.0, show_default=True, help="Seconds before a bot that has not joined counts as failed.")
 def bots(
     url: str,
     count: int,
@@ -77,6 +73,8 @@ def bots(
     delay: float,
     jitter: float,
     bandwidth: float | None,
+    decode: bool,
+    join_timeout: float,
 ) -> None:
     """Headless bots join rooms, publish pre-encoded audio/video (no encoding), subscribe to each other
     (no decoding) and report per-consumer loss, jitter, RTT, freezes and join times (RFC 3550)."""
@@ -97,16 +95,22 @@ def bots(
             processes=min(processes or default_processes(), count),
             seed=seed if seed is not None else int.from_bytes(os.urandom(4), "big"),
             impairment=ImpairmentConfig(loss=loss, delay_ms=delay, jitter_ms=jitter, bandwidth_kbps=bandwidth),
+            join_timeout=join_timeout,
+            decode=decode,
+            connect_timeout=min(10.0, join_timeout / 2),  # ICE/DTLS failures name themselves before the join times out
         )
     except ValueError as exc:
-        raise BotsUsageError(str(exc)) from None
+        sys.exit(_error(errors, str(exc)))
     try:
         run(check_server(config.url, timeout=5.0))
     except ServerUnreachable as exc:
-        errors.print(f"error: cannot reach {exc.url} (is `sfuctl serve` running?)", highlight=False, markup=False)
-        sys.exit(EXIT_ERROR)
+        sys.exit(_error(errors, unreachable(exc)))
     if not config.media:
-        config = replace(config, media=_default_media(errors))
+        try:
+            config = replace(config, media=_default_media(errors))
+        except OSError as exc:
+            sys.exit(_error(errors, f"cannot write test media to {default_cache_dir()}: {exc.strerror or exc}; "
+                                    "set SFUCTL_CACHE_DIR or pass --media"))
     sys.exit(run(_run(config, json_path, errors)))
 
 
@@ -116,16 +120,11 @@ def _default_media(console: Console) -> tuple[str, ...]:
     if not (files.video and files.video.exists() and files.audio and files.audio.exists()):
         progress = Progress(
             TextColumn("making test media (once)"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=console, transient=True,
+            console=console, transient=True, disable=not console.is_terminal,
         )
         task = progress.add_task("media", total=None)
-        try:
-            with progress:
-                files = ensure_default_media(lambda done, total: progress.update(task, completed=done, total=total))
-        except OSError as exc:
-            raise BotsUsageError(
-                f"cannot write test media to {default_cache_dir()}: {exc.strerror or exc}; set SFUCTL_CACHE_DIR or pass --media"
-            ) from None
+        with progress:
+            files = ensure_default_media(lambda done, total: progress.update(task, completed=done, total=total))
     return tuple(str(path) for path in (files.video, files.audio) if path is not None)
 
 
@@ -148,6 +147,7 @@ async def _run(config: BotsConfig, json_path: Path | None, console: Console) -> 
         TextColumn("{task.fields[line]}"),
         console=console,
         transient=True,
+        disable=not console.is_terminal,
     )
     task = progress.add_task("bots", total=config.count, line="joining…")
     settled = {"joined": 0, "failed": 0}
@@ -163,21 +163,28 @@ async def _run(config: BotsConfig, json_path: Path | None, console: Console) -> 
         with progress:
             report = await run_bots(config, on_sample, on_join=on_join, stop=stop)
     except ServerUnreachable as exc:
-        console.print(f"error: cannot reach {exc.url} (is `sfuctl serve` running?)", highlight=False, markup=False)
-        return EXIT_ERROR
+        return _error(console, unreachable(exc))
     except BotsError as exc:
-        console.print(f"error: {exc}", highlight=False, markup=False)
-        return EXIT_ERROR
+        return _error(console, str(exc))
     Console().print(summary_table(report))
     _print_failures(report, console)
     if json_path is not None:
         try:
             report.write_json(json_path)
         except OSError as exc:
-            console.print(f"error: cannot write {json_path}: {exc.strerror or exc}", highlight=False, markup=False)
-            return EXIT_ERROR
+            return _error(console, f"cannot write {json_path}: {exc.strerror or exc}")
         console.print(f"report: {json_path}", highlight=False)
     return EXIT_BOTS_FAILED if report.failed else EXIT_OK
+
+
+def unreachable(exc: ServerUnreachable) -> str:
+    return f"cannot reach {exc.url} (is `sfuctl serve` running?)"
+
+
+def _error(console: Console, message: str) -> int:
+    """The one error path: a single unwrapped line on stderr, exit code 2."""
+    console.print(f"error: {message}", highlight=False, markup=False, soft_wrap=True)
+    return EXIT_ERROR
 
 
 def live_line(sample: Sample) -> str:
@@ -205,6 +212,6 @@ def _mbps(bps: float) -> str:
 def _print_failures(report: BotsReport, console: Console, limit: int = 5) -> None:
     failed = [bot for bot in report.bots if bot["status"] == "failed"]
     for bot in failed[:limit]:
-        console.print(f"{bot['name']} ({bot['room']}) failed: {bot['error']}", style="red", highlight=False, markup=False)
+        console.print(f"{bot['name']} ({bot['room']}) failed: {bot['error']}", style="red", highlight=False, markup=False, soft_wrap=True)
     if len(failed) > limit:
         console.print(f"… and {len(failed) - limit} more failed bots (see the JSON report)", style="red", highlight=False)
