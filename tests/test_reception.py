@@ -218,3 +218,14 @@ def test_lsr_and_dlsr_from_the_last_sender_report():
     # 30 ms each way: the SR left at NTP time t, we held it 1.5 s, our block arrives at t + 1.56 s
     arrival = ntp_middle(sr_ntp) + int(1.56 * 65536)
     assert rtt_ms(block.lsr, block.dlsr, arrival) == pytest.approx(60.0, abs=0.02)
+
+
+def test_late_retransmission_counts_as_received_but_leaves_jitter_alone():
+    stats = ReceptionStats(90000)
+    for seq in range(100):
+        if seq != 50:
+            stats.update(seq, seq * 3000, seq / 30)  # constant transit: jitter stays 0
+    assert stats.packets_lost == 1
+    stats.update(50, 50 * 3000, 100 / 30 + 0.2)  # NACKed packet arrives 1.8 s late
+    assert stats.packets_lost == 0
+    assert stats.jitter_ms == 0

@@ -40,27 +40,34 @@ class ReceptionStats:
         self._transit = None
 
     def update(self, sequence: int, timestamp: int, arrival: float) -> None:
-        """Account for one received packet; arrival is in seconds on any monotonic clock."""
+        """Account for one received packet; arrival is in seconds on any monotonic clock.
+
+        Jitter (A.8) is updated only by packets that advance the sequence: a late packet, a duplicate or a NACK
+        retransmission (same SSRC, old sequence number) says nothing about network jitter and would inflate it.
+        """
+        advances = True
         if not self._started:
             self._init_seq(sequence)
         else:
             udelta = (sequence - self._max_seq) & 0xFFFF
-            if udelta < MAX_DROPOUT:
+            if 0 < udelta < MAX_DROPOUT:
                 if sequence < self._max_seq:
                     self._cycles += RTP_SEQ_MOD
                 self._max_seq = sequence
-            elif udelta <= RTP_SEQ_MOD - MAX_MISORDER:
+            elif MAX_DROPOUT <= udelta <= RTP_SEQ_MOD - MAX_MISORDER:
                 if sequence != self._bad_seq:
                     self._bad_seq = (sequence + 1) & 0xFFFF
                     return
                 self._init_seq(sequence)  # two sequential packets after a jump: the source restarted
-            # else: duplicate or reordered packet
+            else:
+                advances = False  # duplicate, reordered or retransmitted
         self._received += 1
-        transit = arrival * self._clock_rate - timestamp
-        if self._transit is not None:
-            delta = (transit - self._transit + 2**31) % 2**32 - 2**31
-            self._jitter += (abs(delta) - self._jitter) / 16.0
-        self._transit = transit
+        if advances:
+            transit = arrival * self._clock_rate - timestamp
+            if self._transit is not None:
+                delta = (transit - self._transit + 2**31) % 2**32 - 2**31
+                self._jitter += (abs(delta) - self._jitter) / 16.0
+            self._transit = transit
 
     def on_sender_report(self, ntp_timestamp: int, arrival: float) -> None:
         """Remember the LSR of a received SR and when it arrived (same clock as report_block's now)."""
