@@ -5,36 +5,24 @@ FFmpeg blocks in C while it talks HTTP and DTLS, so it must not share a process 
 
 from __future__ import annotations
 
-import datetime
 import time
 from pathlib import Path
 
 import av
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
+
+from sfuctl.rtc.dtls import DtlsCertificate
 
 
 def write_p256_certificate(directory: Path) -> tuple[Path, Path]:
     """FFmpeg's default DTLS key is P-224, which OpenSSL 3 refuses: give it a P-256 one."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ffmpeg-whip")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .sign(key, hashes.SHA256())
-    )
+    certificate = DtlsCertificate.generate()
     cert_path, key_path = directory / "whip-cert.pem", directory / "whip-key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    cert_path.write_bytes(certificate.cert.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption())
+        certificate.key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+        )
     )
     return cert_path, key_path
 

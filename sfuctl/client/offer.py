@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from aiortc import sdp as aiortc_sdp
 
 from sfuctl.rtc.ice import IceParameters
-from sfuctl.rtc.sdp import MID_URI, VIDEO_FEEDBACK, Codec
+from sfuctl.rtc.sdp import MID_URI, VIDEO_FEEDBACK, Codec, parse_session
 
 MID_EXTENSION_ID = 1
 DIRECTIONS = ("sendonly", "recvonly", "sendrecv", "inactive")
@@ -163,12 +163,7 @@ class Answer:
 
 def parse_answer(text: str) -> Answer:
     """Read the server's SDP answer; ValueError names what is missing or malformed."""
-    if not isinstance(text, str) or not text.startswith("v=0"):
-        raise ValueError("SDP answer must be a string starting with 'v=0'")
-    try:
-        session = aiortc_sdp.SessionDescription.parse(text)
-    except Exception as exc:  # aiortc raises assorted errors (assert, KeyError, ValueError)
-        raise ValueError(f"malformed SDP answer: {type(exc).__name__} {exc}".strip()) from None
+    session = parse_session(text, "SDP answer")
     accepted = [m for m in session.media if m.port != 0 and m.kind in ("audio", "video")]
     if not accepted:
         raise ValueError("SDP answer accepts no m-line")

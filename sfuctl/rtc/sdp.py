@@ -81,14 +81,19 @@ class MediaAnswer:
     extensions: dict[str, int] = field(default_factory=dict)
 
 
+def parse_session(text: str, what: str = "SDP") -> aiortc_sdp.SessionDescription:
+    """aiortc's parse of an SDP text, its assorted errors turned into one ValueError naming `what`."""
+    if not isinstance(text, str) or not text.startswith("v=0"):
+        raise ValueError(f"{what} must be a string starting with 'v=0'")
+    try:
+        return aiortc_sdp.SessionDescription.parse(text)
+    except Exception as exc:  # aiortc raises assorted errors (assert, KeyError, ValueError)
+        raise ValueError(f"malformed {what}: {type(exc).__name__} {exc}".strip()) from None
+
+
 def parse_offer(text: str) -> Offer:
     """Parse a client's SDP offer; ValueError names what is missing or malformed."""
-    if not isinstance(text, str) or not text.startswith("v=0"):
-        raise ValueError("SDP must be a string starting with 'v=0'")
-    try:
-        session = aiortc_sdp.SessionDescription.parse(text)
-    except Exception as exc:  # aiortc raises assorted errors (assert, KeyError, ValueError)
-        raise ValueError(f"malformed SDP: {type(exc).__name__} {exc}".strip()) from None
+    session = parse_session(text)
     if not session.media:
         raise ValueError("SDP has no m= section")
     first = session.media[0]
