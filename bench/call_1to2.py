@@ -1,9 +1,10 @@
 """A 1-to-2 call through a real `sfuctl serve` process: packets forwarded, server CPU per packet, loss.
 
-Usage: python bench/call_1to2.py [--seconds 20] [--json]
+    python bench/call_1to2.py [--seconds 30] [--json]
 
-The publisher and the two subscribers are aiortc peers (an independent WebRTC stack) in this process; the
-publisher sends the default test media without re-encoding. Reports ratios from one run, never a bare wall time.
+One bot publishes the default media (VP8 ~550 kbps + Opus), two bots subscribe; the server runs with one worker
+in its own process. Figures are taken over the same steady window from the server's own counters (getStats) and
+/proc, so they are ratios of one run, not wall times.
 """
 
 from __future__ import annotations
@@ -11,118 +12,76 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import time
 
-import aioice.ice
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from aiortc.contrib.media import MediaPlayer
+from bots_cost import cpu_seconds, wait_for_port
 
+from sfuctl.bots.config import BotsConfig
+from sfuctl.bots.runner import run_bots
 from sfuctl.client.signaling import SignalingClient
-from sfuctl.media import ensure_default_media
+from sfuctl.runtime import run
 
-# aioice gathers every interface but loopback; this benchmark stays on 127.0.0.1.
-aioice.ice.get_host_addresses = lambda use_ipv4=True, use_ipv6=False: ["127.0.0.1"]
-
-PORT = 8765
+PORT = 8766
+SETTLE = 5.0
 
 
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-async def publish(url: str, media) -> tuple[SignalingClient, RTCPeerConnection, list[dict]]:
-    client = await SignalingClient.connect(url)
-    await client.request("join", room="bench", name="publisher")
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    video = MediaPlayer(str(media.video), decode=False)
-    audio = MediaPlayer(str(media.audio), decode=False)
-    pc.addTrack(video.video)
-    pc.addTrack(audio.audio)
-    await pc.setLocalDescription(await pc.createOffer())
-    result = await client.request("publish", sdp=pc.localDescription.sdp)
-    await pc.setRemoteDescription(RTCSessionDescription(result["sdp"], "answer"))
-    return client, pc, result["producers"]
-
-
-async def subscribe(url: str, name: str, producers: list[dict]) -> tuple[SignalingClient, RTCPeerConnection]:
-    client = await SignalingClient.connect(url)
-    await client.request("join", room="bench", name=name)
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    transceivers = [(pc.addTransceiver(p["kind"], direction="recvonly"), p) for p in producers]
-    await pc.setLocalDescription(await pc.createOffer())
-    result = await client.request(
-        "subscribe", sdp=pc.localDescription.sdp, subscriptions={t.mid: p["id"] for t, p in transceivers}
-    )
-    await pc.setRemoteDescription(RTCSessionDescription(result["sdp"], "answer"))
-    return client, pc
-
-
-async def main(seconds: float) -> dict:
-    media = ensure_default_media()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "sfuctl.cli", "serve", "--port", str(PORT), "--rtc-port-range", "41000-41099", "--log-level", "warning"],
-        stderr=subprocess.PIPE,
-    )
-    url = f"ws://127.0.0.1:{PORT}"
-    try:
-        for _ in range(100):
-            try:
-                probe = await SignalingClient.connect(url, timeout=1)
-                break
-            except ConnectionError:
-                await asyncio.sleep(0.1)
-        pub_client, pub_pc, producers = await publish(url, media)
-        subs = [await subscribe(url, f"sub-{i}", producers) for i in range(2)]
-        await asyncio.sleep(3)  # connected and flowing
-        before = (await probe.request("getStats"), cpu_seconds(server.pid), time.monotonic())
-        await asyncio.sleep(seconds)
-        after = (await probe.request("getStats"), cpu_seconds(server.pid), time.monotonic())
-        for client, pc in subs:
-            await pc.close()
-            await client.close()
-        await pub_pc.close()
-        await pub_client.close()
-        await probe.close()
-    finally:
-        server.terminate()
-        server.wait(10)
-
-    def totals(snapshot: dict) -> tuple[int, int, int]:
-        room = snapshot["rooms"][0]
-        received = sum(p["packets"] for p in room["producers"])
-        forwarded = sum(c["packets"] for c in room["consumers"])
-        lost = sum(max(c["packets_lost"], 0) for c in room["consumers"])
-        return received, forwarded, lost
-
-    r0, f0, _ = totals(before[0])
-    r1, f1, lost = totals(after[0])
-    cpu = after[1] - before[1]
-    elapsed = after[2] - before[2]
-    forwarded = f1 - f0
+def totals(snapshot: dict) -> dict:
+    room = snapshot["rooms"][0]
     return {
-        "seconds": round(elapsed, 1),
-        "packets_received": r1 - r0,
+        "received": sum(p["packets"] for p in room["producers"]),
+        "forwarded": sum(c["packets"] for c in room["consumers"]),
+        "retransmitted": sum(c["retransmitted"] for c in room["consumers"]),
+    }
+
+
+async def measure(url: str, server_pid: int, seconds: float) -> dict:
+    config = BotsConfig(url=url, count=3, room="call", publishers=1, duration=seconds + 2 * SETTLE, processes=1)
+    bots = asyncio.create_task(run_bots(config))
+    probe = await SignalingClient.connect(url)
+    await asyncio.sleep(SETTLE)
+    before = (totals(await probe.request("getStats")), cpu_seconds(server_pid), time.monotonic())
+    await asyncio.sleep(seconds)
+    snapshot = await probe.request("getStats")
+    after = (totals(snapshot), cpu_seconds(server_pid), time.monotonic())
+    await probe.close()
+    report = (await bots).to_dict()
+    elapsed, cpu = after[2] - before[2], after[1] - before[1]
+    forwarded = after[0]["forwarded"] - before[0]["forwarded"]
+    consumers = [c for b in report["bots"] for c in b["consumers"]]
+    return {
+        "window_s": round(elapsed, 1),
+        "packets_received_by_server": after[0]["received"] - before[0]["received"],
         "packets_forwarded": forwarded,
-        "forwarded_per_second": round(forwarded / elapsed),
-        "server_cpu_percent": round(100 * cpu / elapsed, 1),
+        "packets_retransmitted": after[0]["retransmitted"] - before[0]["retransmitted"],
+        "server_cpu_percent": round(100 * cpu / elapsed, 2),
         "server_cpu_us_per_forwarded_packet": round(1e6 * cpu / forwarded, 1) if forwarded else None,
-        "subscriber_packets_lost_total": lost,
-        "consumers": [
-            {k: c[k] for k in ("kind", "packets", "fraction_lost", "packets_lost", "jitter_ms", "rtt_ms")}
-            for c in after[0]["rooms"][0]["consumers"]
+        "subscriber_packets_lost": sum(c["packets_lost"] for c in consumers),
+        "subscriber_fraction_lost_max": max((c["fraction_lost"] for c in consumers), default=None),
+        "server_consumers": [
+            {k: c[k] for k in ("kind", "packets", "fraction_lost", "jitter_ms", "rtt_ms")} for c in snapshot["rooms"][0]["consumers"]
         ],
     }
 
 
-if __name__ == "__main__":
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    result = asyncio.run(main(args.seconds))
+    server = subprocess.Popen(
+        [sys.executable, "-m", "sfuctl.cli", "serve", "--port", str(PORT), "--workers", "1", "--rtc-port-range", "0", "--log-level", "warning"],
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(PORT)
+        result = run(measure(f"ws://127.0.0.1:{PORT}", server.pid, args.seconds))
+    finally:
+        server.terminate()
+        server.wait(10)
     print(json.dumps(result, indent=None if args.json else 2))
+
+
+if __name__ == "__main__":
+    main()
