@@ -7,6 +7,7 @@ import click
 from . import __version__
 from .commands.bots import bots
 from .commands.media import media
+from .commands.run import run
 from .commands.serve import serve
 from .commands.stats import stats
 
@@ -28,6 +29,7 @@ main.add_command(serve)
 main.add_command(bots)
 main.add_command(media)
 main.add_command(stats)
+main.add_command(run)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ from rich.live import Live
 from websockets.sync.client import connect as sync_connect
 
 from sfuctl.client.signaling import SignalingClient, SignalingError
-from sfuctl.commands.stats import LiveView, stats, watch
+from sfuctl.client.stats import watch
+from sfuctl.commands.stats import LiveView, stats
 from sfuctl.server.stats import validate_snapshot
 
 

@@ -23,7 +23,7 @@ from .config import BotPlan
 from .impairment import ImpairmentConfig
 from .pacer import Pacer
 from .publisher import Publisher, StreamSender
-from .stats import RoomCounters
+from .stats import ConsumerRow, RoomCounters, SentRow, StreamSample
 from .subscriber import ConsumerInfo, ConsumerStream, Subscriber
 from .udp import BotSocket, open_bot_connection
 
@@ -49,6 +49,7 @@ class BotEnv:
     rtcp_interval: float
     decode: bool
     started_at: float  # time.monotonic() when the run started
+    loop_started_at: float = 0.0  # the same instant on the event loop's clock (impairment timelines)
 
 
 class JoinError(Exception):
@@ -101,6 +102,8 @@ class Bot:
         self._leaving = False
         self._tasks: list[asyncio.Task] = []
         self._sent_prev: dict[int, int] = {}
+        self._closed_collected: set[str] = set()  # closed consumers whose last interval was collected
+        self._last_collected = False  # the bot left and its last interval was collected
 
     @property
     def joined(self) -> bool:
@@ -205,11 +208,17 @@ class Bot:
         self.errors.append(reason)
         self._lost.set()
 
+    def _impairment_changes(self) -> tuple[tuple[float, ImpairmentConfig], ...]:
+        """This bot's impairment timeline on the loop's clock, for its sockets."""
+        start = self.env.loop_started_at
+        return tuple((start + step.at, step.impairment) for step in self.plan.impairment_timeline(self.env.impairment))
+
     # -- publishing -----------------------------------------------------------------------------------
     async def _publish(self) -> None:
         conn, sock = await open_bot_connection(
             certificate=self.env.certificate,
-            impairment=self.env.impairment if self.plan.impaired else ImpairmentConfig(),
+            impairment=ImpairmentConfig(),
+            changes=self._impairment_changes(),
             seed=f"{self.env.seed}:{self.plan.index}:send",
             on_rtp=_ignore,
             on_rtcp=self._on_send_rtcp,
@@ -358,7 +367,8 @@ class Bot:
             )
             self._recv = await open_bot_connection(
                 certificate=self.env.certificate,
-                impairment=self.env.impairment if self.plan.impaired else ImpairmentConfig(),
+                impairment=ImpairmentConfig(),
+                changes=self._impairment_changes(),
                 seed=f"{self.env.seed}:{self.plan.index}:recv",
                 on_rtp=subscriber.on_rtp,
                 on_rtcp=subscriber.on_rtcp,
@@ -458,8 +468,13 @@ class Bot:
     def recv_rtt_ms(self) -> float | None:
         return self._recv[1].rtt.rtt_ms if self._recv is not None else None
 
-    def collect(self, counters: RoomCounters, interval: float) -> None:
-        """Add this bot to its room's counters for the interval that just ended."""
+    def collect(
+        self, counters: RoomCounters, interval: float, streams: StreamSample | None = None, now: float | None = None
+    ) -> None:
+        """Add this bot to its room's counters for the interval of `interval` seconds that just ended (at `now`,
+        time.monotonic()), and its streams' rows to `streams`."""
+        now = time.monotonic() if now is None else now
+        begin = now - interval
         counters.bots += 1
         if self.status == "failed":
             counters.failed += 1
@@ -467,6 +482,7 @@ class Bot:
             counters.joined += 1
             if self.status == "joined":
                 counters.active += 1
+        index = self.plan.index
         if self.publisher is not None:
             for sender in self.publisher.senders:
                 previous = self._sent_prev.get(sender.ssrc, 0)
@@ -474,28 +490,47 @@ class Bot:
                 if sender.active:
                     counters.streams_sent += 1
                     counters.sent_bps += (sender.octets - previous) * 8 / interval
+                    if streams is not None:
+                        seconds = _overlap(begin, now, self.send_started_at, self.left_at)
+                        streams.sent.append(SentRow(index, sender.kind, sender.octets - previous, seconds))
         subscriber = self.subscriber
         if subscriber is None:
             return
+        for stream in subscriber.streams:  # totals since the start
+            counters.freezes += stream.frames.freezes
+            counters.freeze_ms += stream.frames.freeze_seconds * 1000.0
+        if self._last_collected:
+            return
+        # A consumer that closed, or a bot that left, is collected once more: the rest of its last interval.
+        self._last_collected = self.left_at is not None
         rtt = self.recv_rtt_ms
-        for stream in subscriber.by_ssrc.values():
-            received, expected, lost, lost_first, _, _ = stream.interval()
-            counters.streams_received += 1
+        for stream in subscriber.streams:
+            if stream.closed_at is not None:
+                if stream.info.consumer_id in self._closed_collected:
+                    continue
+                self._closed_collected.add(stream.info.consumer_id)
+            received, expected, lost, lost_first, freezes, frozen, lost_frames = stream.interval()
             counters.received_bps += received * 8 / interval
             counters.expected += expected
             counters.lost += lost
             counters.lost_first += lost_first
-            if stream.packets:
-                jitter = stream.reception.jitter_ms
-                counters.jitter_sum += jitter
-                counters.jitter_count += 1
-                counters.jitter_max = max(counters.jitter_max, jitter)
-                if rtt is not None:
-                    counters.rtt_sum += rtt
-                    counters.rtt_count += 1
-        for stream in subscriber.streams:
-            counters.freezes += stream.frames.freezes
-            counters.freeze_ms += stream.frames.freeze_seconds * 1000.0
+            jitter = stream.reception.jitter_ms if stream.packets else None
+            if stream.closed_at is None and self.left_at is None:  # a stream still received
+                counters.streams_received += 1
+                if jitter is not None:
+                    counters.jitter_sum += jitter
+                    counters.jitter_count += 1
+                    counters.jitter_max = max(counters.jitter_max, jitter)
+                    if rtt is not None:
+                        counters.rtt_sum += rtt
+                        counters.rtt_count += 1
+            if streams is not None:
+                info = stream.info
+                end = stream.closed_at if stream.closed_at is not None else self.left_at
+                streams.consumers.append(
+                    ConsumerRow(index, info.consumer_id, info.kind, received, expected, lost, lost_first, freezes,
+                                frozen * 1000.0, lost_frames, jitter, rtt, _overlap(begin, now, stream.announced_at, end))
+                )
 
     def report(self, now: float) -> dict:
         """This bot in the JSON report (docs/bots.md)."""
@@ -508,7 +543,11 @@ class Bot:
         consumers = []
         if self.subscriber is not None:
             rtt = self.recv_rtt_ms
-            consumers = [s.stats(end, rtt) for s in self.subscriber.streams]
+            for stream in self.subscriber.streams:
+                consumer = stream.stats(end, rtt)
+                first = stream.first_frame_at
+                consumer["first_frame_at_s"] = first - started if first is not None else None
+                consumers.append(consumer)
         return {
             "index": self.plan.index,
             "name": self.plan.name,
@@ -529,6 +568,14 @@ class Bot:
             "sent": sent,
             "consumers": consumers,
         }
+
+
+def _overlap(begin: float, end: float, opened: float | None, closed: float | None) -> float:
+    """Seconds of [begin, end] during which something opened at `opened` (None: already) and closed at
+    `closed` (None: still open) was open."""
+    start = begin if opened is None else max(begin, opened)
+    stop = end if closed is None else min(end, closed)
+    return max(0.0, stop - start)
 
 
 def _describe(exc: BaseException, stage: str) -> str:

@@ -1,7 +1,8 @@
 """A bot process started by run_bots: `python -m sfuctl.bots.child`, one JSON object per line each way.
 
-stdin: {"config", "plans", "media"}, then {"start": unix time}, then "stop" (EOF also stops).
-stdout: {"type": "ready"} or {"type": "error", "message"}; then "join", "counters" and finally "report".
+stdin: {"config", "plans", "media", "streams"}, then {"start": unix time}, then "stop" (EOF also stops).
+stdout: {"type": "ready"} or {"type": "error", "message"}; then "join", "counters", "streams" (when asked
+for) and finally "report".
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from sfuctl.runtime import run
 
 from .config import BotPlan, BotsConfig, load_tracks
 from .group import BotGroup, JoinEvent
-from .stats import RoomCounters
+from .stats import RoomCounters, StreamSample
 
 LINE_LIMIT = 64 * 1024 * 1024
 
@@ -65,8 +66,14 @@ async def _main() -> int:
     def on_join(event: JoinEvent) -> None:
         emit({"type": "join", "event": event.to_dict()})
 
+    def on_streams(sample: StreamSample) -> None:
+        emit({"type": "streams", **sample.to_dict()})
+
     watcher = asyncio.create_task(watch_stdin())
-    group = BotGroup(config, plans, tracks, on_join=on_join, on_counters=on_counters)
+    group = BotGroup(
+        config, plans, tracks, on_join=on_join, on_counters=on_counters,
+        on_streams=on_streams if setup.get("streams") else None,
+    )
     bots = await group.run(stop, start_at=start_at)
     watcher.cancel()
     emit({"type": "report", "bots": bots})

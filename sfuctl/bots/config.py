@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sfuctl.encoded import EncodedTrack, load_track
 
-from .impairment import ImpairmentConfig
+from .impairment import ImpairmentConfig, ImpairmentStep
 
 MAX_BOTS = 10_000
 MAX_ROOM_NAME = 64
@@ -97,7 +97,11 @@ def default_processes() -> int:
 
 @dataclass(frozen=True)
 class BotPlan:
-    """One bot: its 0-based index, name, room, whether it publishes / subscribes, and its start offset (s)."""
+    """One bot: its 0-based index, name, room, whether it publishes / subscribes, and its start offset (s).
+
+    `stop_offset` makes it leave at that offset (None: when the run ends). `network` is its own impairment
+    timeline (offsets from the start of the run); empty means the config's `impairment` when `impaired`.
+    """
 
     index: int
     name: str
@@ -106,13 +110,23 @@ class BotPlan:
     subscribe: bool
     start_offset: float
     impaired: bool
+    stop_offset: float | None = None
+    network: tuple[ImpairmentStep, ...] = ()
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> BotPlan:
-        return cls(**data)
+        values = dict(data)
+        values["network"] = tuple(ImpairmentStep.from_dict(step) for step in data.get("network", ()))
+        return cls(**values)
+
+    def impairment_timeline(self, default: ImpairmentConfig) -> tuple[ImpairmentStep, ...]:
+        """What this bot's sockets go through: its own timeline, else `default` from the start when impaired."""
+        if self.network:
+            return self.network
+        return (ImpairmentStep(0.0, default),) if self.impaired else ()
 
 
 def plan_bots(config: BotsConfig) -> list[BotPlan]:

@@ -1,4 +1,5 @@
-"""The bots of one process: started on the ramp, driven by one tick timer and one pacer, sampled per interval."""
+"""The bots of one process: started on the ramp (and stopped at their own time when planned so), driven by one
+tick timer and one pacer, sampled per interval."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from sfuctl.rtc.dtls import DtlsCertificate
 from .bot import Bot, BotEnv
 from .config import BotPlan, BotsConfig
 from .pacer import Pacer
-from .stats import RoomCounters
+from .stats import RoomCounters, StreamSample
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +52,14 @@ class BotGroup:
         *,
         on_join: Callable[[JoinEvent], None] | None = None,
         on_counters: Callable[[dict[str, RoomCounters]], None] | None = None,
+        on_streams: Callable[[StreamSample], None] | None = None,
     ) -> None:
         self.config = config
         self.plans = plans
         self.tracks = tracks
         self.on_join = on_join
         self.on_counters = on_counters
+        self.on_streams = on_streams
         self.bots: list[Bot] = []
         self._loop = asyncio.get_running_loop()
         self._pacer = Pacer(self._loop)
@@ -79,9 +82,10 @@ class BotGroup:
             rtcp_interval=self.config.rtcp_interval,
             decode=self.config.decode,
             started_at=time.monotonic() + (start - loop.time()),
+            loop_started_at=start,
         )
         self.bots = [Bot(plan, env) for plan in self.plans]
-        tasks = [asyncio.create_task(self._run_bot(bot, stop, start + bot.plan.start_offset)) for bot in self.bots]
+        tasks = [asyncio.create_task(self._run_bot(bot, stop, start)) for bot in self.bots]
         self._tick_timer = loop.call_at(start, self._tick)
         self._last_sample_at = start
         self._sample_timer = loop.call_at(start + self.config.sample_interval, self._sample)
@@ -100,8 +104,8 @@ class BotGroup:
         now = time.monotonic()
         return [bot.report(now) for bot in self.bots]
 
-    async def _run_bot(self, bot: Bot, stop: asyncio.Event, at: float) -> None:
-        delay = at - self._loop.time()
+    async def _run_bot(self, bot: Bot, stop: asyncio.Event, start: float) -> None:
+        delay = start + bot.plan.start_offset - self._loop.time()
         if delay > 0:
             try:
                 await asyncio.wait_for(stop.wait(), delay)
@@ -110,7 +114,12 @@ class BotGroup:
                 pass
         elif stop.is_set():
             return
-        run = asyncio.create_task(bot.run(stop), name=bot.plan.name)
+        leave = stop
+        timer: asyncio.Task | None = None
+        if bot.plan.stop_offset is not None:
+            leave = asyncio.Event()
+            timer = asyncio.create_task(_set_at(leave, stop, start + bot.plan.stop_offset))
+        run = asyncio.create_task(bot.run(leave), name=bot.plan.name)
         joined = asyncio.create_task(bot.join_done.wait())
         try:
             await asyncio.wait([run, joined], return_when=asyncio.FIRST_COMPLETED)
@@ -119,6 +128,8 @@ class BotGroup:
             await asyncio.shield(run)
         finally:
             joined.cancel()
+            if timer is not None:
+                timer.cancel()
             if not run.done():  # cancelled from outside: the bot still leaves
                 run.cancel()
                 await asyncio.gather(run, return_exceptions=True)
@@ -138,9 +149,22 @@ class BotGroup:
         interval = max(1e-3, now - self._last_sample_at)
         self._last_sample_at = now
         counters: dict[str, RoomCounters] = {}
+        streams = StreamSample(interval) if self.on_streams is not None else None
+        clock = time.monotonic()
         for bot in self.bots:
-            bot.collect(counters.setdefault(bot.plan.room, RoomCounters()), interval)
+            bot.collect(counters.setdefault(bot.plan.room, RoomCounters()), interval, streams, clock)
         if self.on_counters is not None:
             self.on_counters(counters)
+        if self.on_streams is not None and streams is not None:
+            self.on_streams(streams)
         if not final:
             self._sample_timer = self._loop.call_at(now + self.config.sample_interval, self._sample)
+
+
+async def _set_at(event: asyncio.Event, stop: asyncio.Event, at: float) -> None:
+    """Set `event` at loop time `at`, or as soon as `stop` is set."""
+    try:
+        await asyncio.wait_for(stop.wait(), max(0.0, at - asyncio.get_running_loop().time()))
+    except asyncio.TimeoutError:
+        pass
+    event.set()

@@ -4,6 +4,7 @@ Approximate by design (a load tester's knobs, not a network emulator): each data
 probability `loss`; survivors leave through a token bucket (`bandwidth_kbps`, a 20 ms / 3000-byte burst and
 at most 500 ms of queue, beyond which they are dropped), then wait `delay_ms / 2` plus a uniform random
 0..`jitter_ms`. Datagrams stay in order. Applied to both directions, `delay_ms` is the added round-trip time.
+The settings may change at given times (an ImpairmentStep timeline), e.g. 10% loss from t=20 s to t=40 s.
 """
 
 from __future__ import annotations
@@ -48,30 +49,59 @@ class ImpairmentConfig:
         return bool(self.loss or self.delay_ms or self.jitter_ms or self.bandwidth_kbps)
 
 
+@dataclass(frozen=True)
+class ImpairmentStep:
+    """From `at` seconds after the start of a run on, `impairment` applies (until the next step)."""
+
+    at: float
+    impairment: ImpairmentConfig
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ImpairmentStep:
+        return cls(at=data["at"], impairment=ImpairmentConfig(**data["impairment"]))
+
+
 class LinkModel:
     """The decisions of one direction, without I/O: admit(size, now) -> delivery time, or None when dropped.
 
     Loss and jitter draw from two generators seeded from `seed`, so the loss pattern of a given seed does
-    not change with the other settings.
+    not change with the other settings. `changes` are (time, config) pairs on the clock of `now`, in time
+    order: from each time on, its config applies.
     """
 
-    def __init__(self, config: ImpairmentConfig, seed: str) -> None:
-        self.config = config
+    def __init__(
+        self, config: ImpairmentConfig, seed: str, changes: tuple[tuple[float, ImpairmentConfig], ...] = ()
+    ) -> None:
         self.datagrams = 0
         self.dropped = 0
         self.queue_dropped = 0
-        self._loss = config.loss
         self._loss_rng = random.Random(f"{seed}:loss")
         self._jitter_rng = random.Random(f"{seed}:jitter")
+        self._tat = float("-inf")  # GCRA theoretical arrival time
+        self._last_delivery = float("-inf")
+        self._changes = sorted(changes, key=lambda change: change[0])
+        self._next_change = self._changes[0][0] if self._changes else float("inf")
+        self._apply(config)
+
+    def _apply(self, config: ImpairmentConfig) -> None:
+        self.config = config
+        self._loss = config.loss
         self._one_way = config.delay_ms / 2000.0
         self._jitter = config.jitter_ms / 1000.0
         self._rate = config.bandwidth_kbps * 125.0 if config.bandwidth_kbps else 0.0  # bytes per second
         self._tolerance = max(MIN_BURST_BYTES, self._rate * BURST_SECONDS) / self._rate if self._rate else 0.0
-        self._tat = float("-inf")  # GCRA theoretical arrival time
-        self._last_delivery = float("-inf")
+
+    def _advance(self, now: float) -> None:
+        """Apply every change due at `now`."""
+        changes = self._changes
+        while changes and changes[0][0] <= now:
+            self._apply(changes.pop(0)[1])
+        self._next_change = changes[0][0] if changes else float("inf")
 
     def admit(self, size: int, now: float) -> float | None:
         """When a datagram of `size` bytes sent at `now` arrives, or None if it is lost."""
+        if now >= self._next_change:
+            self._advance(now)
         self.datagrams += 1
         if self._loss and self._loss_rng.random() < self._loss:
             self.dropped += 1

@@ -18,7 +18,7 @@ from sfuctl.media import ensure_default_media
 from .config import BotPlan, BotsConfig, load_tracks, plan_bots
 from .group import BotGroup, JoinEvent
 from .report import BotsReport, build_report, placeholder_bot
-from .stats import RoomCounters, Sample, merge_counters
+from .stats import RoomCounters, Sample, StreamSample, merge_counters
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +68,17 @@ async def run_bots(
     *,
     on_join: Callable[[JoinEvent], None] | None = None,
     stop: asyncio.Event | None = None,
+    plans: list[BotPlan] | None = None,
+    on_streams: Callable[[StreamSample], None] | None = None,
+    on_start: Callable[[float], None] | None = None,
 ) -> BotsReport:
     """Run `config` until its duration ends or `stop` is set; every bot leaves cleanly, then the report.
 
     on_sample gets a Sample every `config.sample_interval` seconds, on_join a JoinEvent per bot that
-    finished joining (or failed to). Raises ServerUnreachable or BotsError before any bot starts.
+    finished joining (or failed to), on_streams the per-stream rows of each interval (a StreamSample per
+    process), on_start the time.monotonic() at which the plans' offsets start counting. `plans` replaces
+    plan_bots(config) (e.g. bots that leave at their own time). Raises ServerUnreachable or BotsError
+    before any bot starts.
     """
     stop = stop if stop is not None else asyncio.Event()
     await check_server(config.url, config.connect_timeout)
@@ -81,7 +87,7 @@ async def run_bots(
         tracks = load_tracks(paths, audio=config.audio, video=config.video)
     except ValueError as exc:
         raise BotsError(str(exc)) from None
-    plans = plan_bots(config)
+    plans = plans if plans is not None else plan_bots(config)
     loop = asyncio.get_running_loop()
     started_wall = time.time()
     started = time.monotonic()
@@ -99,18 +105,20 @@ async def run_bots(
 
     timers: list[asyncio.TimerHandle] = []
 
-    def on_start(delay: float) -> None:
+    def starting(delay: float) -> None:
         """The first bot starts in `delay` seconds: the duration counts from then."""
+        if on_start is not None:
+            on_start(time.monotonic() + delay)
         if config.duration:
             timers.append(loop.call_later(delay + config.duration, finish, "duration"))
 
     try:
         if config.processes == 1:
-            group = BotGroup(config, plans, tracks, on_join=on_join, on_counters=on_counters)
-            on_start(0.0)
+            group = BotGroup(config, plans, tracks, on_join=on_join, on_counters=on_counters, on_streams=on_streams)
+            starting(0.0)
             bots = await group.run(stop)
         else:
-            bots = await _run_processes(config, plans, paths, stop, on_join, on_counters, on_start)
+            bots = await _run_processes(config, plans, paths, stop, on_join, on_counters, on_streams, starting)
     finally:
         for timer in timers:
             timer.cancel()
@@ -155,6 +163,7 @@ async def _run_processes(
     stop: asyncio.Event,
     on_join: Callable[[JoinEvent], None] | None,
     on_counters: Callable[[dict[str, RoomCounters]], None],
+    on_streams: Callable[[StreamSample], None] | None,
     on_start: Callable[[float], None],
 ) -> list[dict]:
     count = min(config.processes, len(plans))
@@ -185,8 +194,11 @@ async def _run_processes(
         )
         child = _Child(number, process, plans[number::count])
         children.append(child)
-        child.send({"config": config.to_dict(), "plans": [p.to_dict() for p in child.plans], "media": paths})
-    readers = [asyncio.create_task(_read_child(c, on_join, on_round)) for c in children]
+        child.send({
+            "config": config.to_dict(), "plans": [p.to_dict() for p in child.plans], "media": paths,
+            "streams": on_streams is not None,
+        })
+    readers = [asyncio.create_task(_read_child(c, on_join, on_round, on_streams)) for c in children]
     stderr_readers = [asyncio.create_task(_read_stderr(c)) for c in children]
     for task in readers:
         task.add_done_callback(on_reader_done)
@@ -241,6 +253,7 @@ async def _read_child(
     child: _Child,
     on_join: Callable[[JoinEvent], None] | None,
     on_round: Callable[[int, dict[str, RoomCounters]], None],
+    on_streams: Callable[[StreamSample], None] | None,
 ) -> None:
     stdout = child.process.stdout
     assert stdout is not None
@@ -267,6 +280,8 @@ async def _read_child(
         elif kind == "counters":
             rooms = {room: RoomCounters.from_dict(data) for room, data in message["rooms"].items()}
             on_round(message["n"], rooms)
+        elif kind == "streams" and on_streams is not None:
+            on_streams(StreamSample.from_dict(message))
         elif kind == "report":
             child.report = message["bots"]
     await child.process.wait()

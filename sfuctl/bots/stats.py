@@ -1,8 +1,10 @@
-"""Live aggregates of a run: RoomCounters (mergeable across processes) and the Sample handed to on_sample."""
+"""Live aggregates of a run: RoomCounters (mergeable across processes) and the Sample handed to on_sample;
+per-stream rows of each interval (StreamSample, handed to on_streams) for callers that keep time series."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
+from typing import NamedTuple
 
 
 @dataclass
@@ -116,6 +118,54 @@ class Sample:
             return None
         room = max(self.rooms.values(), key=lambda r: r.loss)
         return room.room, room.loss
+
+
+class ConsumerRow(NamedTuple):
+    """One consumer of a joined bot over one interval: deltas, the current jitter and RTT, and the seconds of
+    the interval it was open (less than the interval for one that opened or closed meanwhile)."""
+
+    bot: int
+    consumer_id: str
+    kind: str
+    bytes: int
+    expected: int
+    lost: int
+    lost_first: int
+    freezes: int
+    freeze_ms: float
+    lost_frames: int
+    jitter_ms: float | None
+    rtt_ms: float | None
+    seconds: float
+
+
+class SentRow(NamedTuple):
+    """One published track of a bot over one interval: RTP bytes sent, and the seconds it was sending."""
+
+    bot: int
+    kind: str
+    bytes: int
+    seconds: float
+
+
+@dataclass
+class StreamSample:
+    """The streams of one process over one sample interval of `interval` seconds (rows are JSON lists)."""
+
+    interval: float
+    consumers: list[ConsumerRow] = field(default_factory=list)
+    sent: list[SentRow] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"interval": self.interval, "consumers": self.consumers, "sent": self.sent}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> StreamSample:
+        return cls(
+            data["interval"],
+            [ConsumerRow(*row) for row in data["consumers"]],
+            [SentRow(*row) for row in data["sent"]],
+        )
 
 
 def merge_counters(parts: list[dict[str, RoomCounters]]) -> dict[str, RoomCounters]:

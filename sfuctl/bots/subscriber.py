@@ -76,7 +76,7 @@ class ConsumerStream:
         self.decoder = FrameDecoder(info.codec) if decode else None
         self._last_ts: int | None = None
         self._last_pli_at = float("-inf")
-        self._prev = (0, 0, 0, 0, 0, 0.0)
+        self._prev = (0, 0, 0, 0, 0, 0.0, 0)
 
     def receive(self, data: bytes, now: float) -> None:
         """Hot path; raises ValueError for a malformed header."""
@@ -129,16 +129,17 @@ class ConsumerStream:
             self.frames.expire(now)
         return out
 
-    def interval(self) -> tuple[int, int, int, int, int, float]:
-        """(bytes, expected, lost, lost before recovery, freezes, frozen seconds) since the previous call."""
+    def interval(self) -> tuple[int, int, int, int, int, float, int]:
+        """(bytes, expected, lost, lost before recovery, freezes, frozen seconds, frames given up) since the
+        previous call."""
         reception = self.reception
         frames = self.frames
         now = (self.bytes, reception.expected, reception.packets_lost, frames.lost_first, frames.freezes,
-               frames.freeze_seconds)
+               frames.freeze_seconds, frames.lost_frames)
         prev = self._prev
         self._prev = now
         return (now[0] - prev[0], now[1] - prev[1], now[2] - prev[2], now[3] - prev[3], now[4] - prev[4],
-                now[5] - prev[5])
+                now[5] - prev[5], now[6] - prev[6])
 
     def stats(self, now: float, rtt_ms: float | None) -> dict:
         info = self.info

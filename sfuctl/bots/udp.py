@@ -19,10 +19,14 @@ RECEIVE_BUFFER_BYTES = 1 << 20
 class BotSocket(asyncio.DatagramProtocol):
     """Sits between the UDP socket and the Connection: uplink and downlink Links when impaired, STUN RTT always."""
 
-    def __init__(self, impairment: ImpairmentConfig, seed: str) -> None:
+    def __init__(
+        self, impairment: ImpairmentConfig, seed: str, changes: tuple[tuple[float, ImpairmentConfig], ...] = ()
+    ) -> None:
+        """`changes`: (loop time, config) pairs from which on `impairment` is replaced (see LinkModel)."""
         self.connection: Connection | None = None
         self.rtt = StunRtt()
         self.impairment = impairment
+        self.changes = changes
         self._seed = seed
         self._udp: asyncio.DatagramTransport | None = None
         self._loop = asyncio.get_running_loop()
@@ -33,9 +37,11 @@ class BotSocket(asyncio.DatagramProtocol):
         self._udp = transport  # type: ignore[assignment]
         # Room for ~0.5 s of a busy receive transport while the process is descheduled (capped by rmem_max).
         transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES)
-        if self.impairment.active:
-            self.uplink = Link(LinkModel(self.impairment, f"{self._seed}:up"), self._sendto, self._loop)
-            self.downlink = Link(LinkModel(self.impairment, f"{self._seed}:down"), self._deliver, self._loop)
+        if self.impairment.active or any(config.active for _, config in self.changes):
+            up = LinkModel(self.impairment, f"{self._seed}:up", self.changes)
+            down = LinkModel(self.impairment, f"{self._seed}:down", self.changes)
+            self.uplink = Link(up, self._sendto, self._loop)
+            self.downlink = Link(down, self._deliver, self._loop)
 
     @property
     def local_address(self) -> tuple[str, int]:
@@ -92,10 +98,14 @@ async def open_bot_connection(
     on_state: Callable[[str], None],
     connect_timeout: float = 10.0,
     local_host: str = "127.0.0.1",
+    changes: tuple[tuple[float, ImpairmentConfig], ...] = (),
 ) -> tuple[Connection, BotSocket]:
-    """A controlling Connection on its own UDP socket bound to `local_host`:0, impaired as configured."""
+    """A controlling Connection on its own UDP socket bound to `local_host`:0, impaired as configured
+    (`impairment`, then each of `changes` from its loop time on)."""
     loop = asyncio.get_running_loop()
-    _, socket = await loop.create_datagram_endpoint(lambda: BotSocket(impairment, seed), local_addr=(local_host, 0))
+    _, socket = await loop.create_datagram_endpoint(
+        lambda: BotSocket(impairment, seed, changes), local_addr=(local_host, 0)
+    )
     connection = Connection(
         role="controlling",
         certificate=certificate,

@@ -96,7 +96,8 @@ def parse_offer(text: str) -> Offer:
     session = parse_session(text)
     if not session.media:
         raise ValueError("SDP has no m= section")
-    first = session.media[0]
+    # A renegotiation may start with a rejected m-line (port 0, no ICE attributes, as JSEP writes it).
+    first = next((m for m in session.media if m.port != 0), session.media[0])
     if first.ice is None or not first.ice.usernameFragment or not first.ice.password:
         raise ValueError("SDP lacks a=ice-ufrag / a=ice-pwd")
     if first.dtls is None or not first.dtls.fingerprints:

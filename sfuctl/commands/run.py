@@ -1,0 +1,141 @@
+"""`sfuctl run SCENARIO`: a load scenario in, a verdict out (exit 0 pass, 99 a threshold failed, 1 the run failed)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from ..bots.report import summary_table
+from ..runtime import run as run_loop
+from ..scenario.html import write_html
+from ..scenario.json_report import write_failure_json, write_json
+from ..scenario.junit import write_failure_junit, write_junit
+from ..scenario.live import PlainView, QuietView, TerminalView
+from ..scenario.model import Scenario, ScenarioError, load_scenario
+from ..scenario.runner import EXIT_RUN_FAILED, RunResult, run_scenario
+from ..scenario.verdicts import outcome_line, verdict_table
+
+OUTPUT_PATH = click.Path(dir_okay=False, writable=True, path_type=Path)
+
+
+def _url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and not value.startswith(("ws://", "wss://")):
+        raise click.BadParameter(f"expected the server's signaling URL, ws://HOST:PORT, not {value!r}")
+    return value
+
+
+@click.command(
+    short_help="Run a load scenario; exit 0 pass, 99 threshold failed, 1 run failed.",
+    epilog="Example: sfuctl run scenarios/smoke.toml --junit out/smoke.xml --html out/smoke.html",
+)
+@click.argument("scenario_file", metavar="SCENARIO", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "json_path", type=OUTPUT_PATH, default=None, help="Write every metric, per-consumer time series and the verdicts as JSON.")
+@click.option("--junit", "junit_path", type=OUTPUT_PATH, default=None, help="Write JUnit XML: one testcase per threshold.")
+@click.option("--html", "html_path", type=OUTPUT_PATH, default=None, help="Write a self-contained HTML report with plots.")
+@click.option("--validate", is_flag=True, help="Only check the scenario file (exit 0 valid, 1 not).")
+@click.option("--url", default=None, callback=_url, help="Use the server at this signaling URL instead of the scenario's.")
+@click.option("--quiet", "-q", is_flag=True, help="No live view or progress lines; only the verdict.")
+def run(
+    scenario_file: Path,
+    json_path: Path | None,
+    junit_path: Path | None,
+    html_path: Path | None,
+    validate: bool,
+    url: str | None,
+    quiet: bool,
+) -> None:
+    """Run the load scenario SCENARIO (a TOML file, docs/scenarios.md): start the embedded server (or use
+    the scenario's or --url's), run the bots through the stages with a live view, then judge every
+    threshold and print the verdict.
+
+    \b
+    Exit status:
+      0   every threshold held
+      99  a threshold failed (or aborted the run with abort_on_fail)
+      1   the run itself failed: a bad scenario file, a server that does not start or answer, bots that
+          cannot join at all; also a run interrupted by Ctrl-C or SIGTERM (outputs marked incomplete)
+      2   a bad command line
+    """
+    out = Console()
+    errors = Console(stderr=True)
+    try:
+        scenario = load_scenario(scenario_file).with_url(url)
+    except ScenarioError as exc:
+        for problem in exc.problems:
+            errors.print(f"error: {problem}", highlight=False, markup=False, soft_wrap=True)
+        if not validate:
+            _write_failure(scenario_file, exc.problems, json_path, junit_path, errors)
+        sys.exit(EXIT_RUN_FAILED)
+    if validate:
+        out.print(f"{scenario_file}: valid · {describe(scenario)}", highlight=False, markup=False, soft_wrap=True)
+        return
+    if not quiet:
+        out.print(f"sfuctl run {scenario.name}: {describe(scenario)}", highlight=False, markup=False)
+    result = run_loop(_run(scenario, out, quiet))
+    if result.report is not None and not quiet:
+        out.print(summary_table(result.report))
+    out.print(verdict_table(result))
+    out.print(outcome_line(result))
+    code = result.exit_code
+    for path, write in ((json_path, write_json), (junit_path, write_junit), (html_path, write_html)):
+        if path is None:
+            continue
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write(result, path)
+        except OSError as exc:
+            errors.print(f"error: cannot write {path}: {exc.strerror or exc}", highlight=False, markup=False)
+            code = EXIT_RUN_FAILED
+        else:
+            out.print(f"wrote {path}" + ("" if result.complete else f" (marked {result.status})"), highlight=False)
+    sys.exit(code)
+
+
+def describe(scenario: Scenario) -> str:
+    """'10 bots in 2 rooms · 1 stage, 45 s · embedded server · 6 thresholds'"""
+    return (f"{_count(scenario.max_bots, 'bot')} in {_count(scenario.bots.rooms, 'room')} · "
+            f"{_count(len(scenario.stages), 'stage')}, {scenario.duration:g} s · "
+            f"{scenario.server.url or 'embedded server'} · {_count(len(scenario.thresholds), 'threshold')}")
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+async def _run(scenario: Scenario, console: Console, quiet: bool) -> RunResult:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    if quiet:
+        view: TerminalView | PlainView | QuietView = QuietView(scenario)
+    elif console.is_terminal:
+        view = TerminalView(scenario, console)
+    else:
+        view = PlainView(scenario, console)
+
+    def on_signal() -> None:
+        if not stop.is_set():  # a second signal is ignored while the bots leave (at most ~20 s)
+            view.stopping()
+            stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    with view:
+        return await run_scenario(scenario, stop=stop, observer=view)
+
+
+def _write_failure(
+    scenario_file: Path, problems: list[str], json_path: Path | None, junit_path: Path | None, errors: Console
+) -> None:
+    """A scenario that cannot be read still leaves its outputs, so CI shows why."""
+    for path, write in ((json_path, write_failure_json), (junit_path, write_failure_junit)):
+        if path is not None:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write(path, scenario_file, problems)
+            except OSError as exc:
+                errors.print(f"error: cannot write {path}: {exc.strerror or exc}", highlight=False, markup=False)

@@ -1,0 +1,149 @@
+"""The `--json` output of `sfuctl run` (schema `sfuctl.scenario.result/1`, docs/scenarios.md): the verdicts,
+every metric's aggregates, per-room and per-consumer time series, the server's series and the bots' report."""
+
+from __future__ import annotations
+
+import datetime
+import json
+from pathlib import Path
+
+from .metrics import METRICS, Recorder, StreamTrack
+from .model import Scenario
+from .runner import RunResult
+
+SCHEMA = "sfuctl.scenario.result/1"
+
+
+def result_dict(result: RunResult) -> dict:
+    """Everything `sfuctl run` knows about the run, as JSON-ready data."""
+    recorder = result.recorder
+    report = result.report.to_dict() if result.report is not None else None
+    return {
+        "schema": SCHEMA,
+        "scenario": scenario_dict(result.scenario),
+        "status": result.status,
+        "complete": result.complete,
+        "error": result.error,
+        "aborted_by": result.aborted_by,
+        "passed": not result.failed_verdicts and result.complete,
+        "exit_code": result.exit_code,
+        "started_at": _iso(result.started_at),
+        "duration_s": result.duration_s,
+        "server": {"url": result.server_url, "embedded": result.embedded},
+        "verdicts": [verdict.to_dict() for verdict in result.verdicts],
+        "metrics": {name: recorder.summary(name) for name in METRICS} if recorder is not None else {},
+        "rooms": _rooms(recorder) if recorder is not None else {},
+        "consumers": _consumers(recorder, report) if recorder is not None else [],
+        "server_series": _server(recorder) if recorder is not None else {},
+        "bots": report,
+    }
+
+
+def scenario_dict(scenario: Scenario) -> dict:
+    return {
+        "name": scenario.name,
+        "file": str(scenario.path),
+        "description": scenario.description,
+        "duration_s": scenario.duration,
+        "stages": [{"duration_s": s.duration, "bots": s.bots} for s in scenario.stages],
+        "rooms": scenario.bots.rooms,
+        "publishers": scenario.bots.publishers,
+        "ramp": scenario.bots.ramp,
+        "lifetime_s": scenario.bots.lifetime,
+        "network": [
+            {
+                "name": group.name,
+                "share": group.share,
+                "rooms": list(group.rooms) if group.rooms is not None else None,
+                "role": group.role,
+                "timeline": [
+                    {"at_s": step.at, "loss": step.impairment.loss, "delay_ms": step.impairment.delay_ms,
+                     "jitter_ms": step.impairment.jitter_ms, "bandwidth_kbps": step.impairment.bandwidth_kbps}
+                    for step in group.timeline()
+                ],
+            }
+            for group in scenario.network
+        ],
+    }
+
+
+def write_json(result: RunResult, path: Path) -> None:
+    """Write the result atomically (a temporary file renamed into place)."""
+    _write(path, result_dict(result))
+
+
+def write_failure_json(path: Path, scenario_file: Path, problems: list[str]) -> None:
+    """The --json output of a scenario file that could not be read: status failed and the problems."""
+    _write(path, {"schema": SCHEMA, "scenario": {"file": str(scenario_file)}, "status": "failed", "complete": False,
+                  "error": "\n".join(problems), "passed": False, "exit_code": 1, "verdicts": []})
+
+
+def _write(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, allow_nan=False) + "\n")
+    tmp.replace(path)
+
+
+def _iso(unix: float) -> str:
+    return datetime.datetime.fromtimestamp(unix, datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _r(value: float | None, digits: int = 3) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def _rooms(recorder: Recorder) -> dict:
+    return {
+        room: {
+            "t": [_r(p.t) for p in points],
+            "active": [p.active for p in points],
+            "sent_bps": [round(p.sent_bps) for p in points],
+            "received_bps": [round(p.received_bps) for p in points],
+            "fraction_lost": [_r(p.loss, 6) for p in points],
+            "fraction_lost_before_recovery": [_r(p.loss_before_recovery, 6) for p in points],
+            "jitter_ms": [_r(p.jitter_ms) for p in points],
+            "rtt_ms": [_r(p.rtt_ms) for p in points],
+            "freezes": [p.freezes for p in points],
+        }
+        for room, points in recorder.rooms.items()
+    }
+
+
+def _consumers(recorder: Recorder, report: dict | None) -> list[dict]:
+    """Each consumer the bots had, with one entry per sample interval in each series."""
+    known = {c["consumer_id"]: c for bot in (report or {}).get("bots", []) for c in bot["consumers"]}
+    out = []
+    for consumer_id, track in recorder.consumers.items():
+        info = recorder.bots.get(track.bot)
+        final = known.get(consumer_id, {})
+        out.append({
+            "consumer_id": consumer_id,
+            "bot": info.name if info is not None else None,
+            "room": info.room if info is not None else None,
+            "group": info.group if info is not None else None,
+            "kind": track.kind,
+            "producer_name": final.get("producer_name"),
+            "series": consumer_series(track),
+        })
+    return out
+
+
+def consumer_series(track: StreamTrack) -> dict:
+    """Per interval: bitrate, loss after and before recovery, jitter, RTT and freezes of one consumer."""
+    rows = range(len(track.t))
+    return {
+        "t": [_r(track.t[i]) for i in rows],
+        "bitrate_bps": [round(track.bytes[i] * 8 / track.seconds[i]) if track.seconds[i] > 0 else None for i in rows],
+        "fraction_lost": [_r(max(0, track.lost[i]) / track.expected[i], 6) if track.expected[i] > 0 else None
+                          for i in rows],
+        "fraction_lost_before_recovery": [_r(track.lost_first[i] / track.expected[i], 6) if track.expected[i] > 0
+                                          else None for i in rows],
+        "jitter_ms": [_r(track.jitter_ms[i]) for i in rows],
+        "rtt_ms": [_r(track.rtt_ms[i]) for i in rows],
+        "freezes": [track.freezes[i] for i in rows],
+    }
+
+
+def _server(recorder: Recorder) -> dict:
+    keys = ("cpu_percent", "bitrate_in_bps", "bitrate_out_bps", "rooms", "peers", "producers", "consumers")
+    return {"t": [_r(t) for t, _ in recorder.server], **{k: [s[k] for _, s in recorder.server] for k in keys}}

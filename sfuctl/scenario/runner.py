@@ -1,0 +1,308 @@
+"""run_scenario: start the server (embedded, or use `url`), run the planned bots through the stages while
+recording what they and the server measure, then judge every threshold.
+
+The embedded server (embedded.py) runs in worker processes of its own, so the live view and the
+bookkeeping here never stall its forwarding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+from ..bots.config import BotPlan, BotsConfig, default_processes
+from ..bots.group import JoinEvent
+from ..bots.report import BotsReport
+from ..bots.runner import BotsError, ServerUnreachable, check_server, run_bots
+from ..bots.stats import Sample, StreamSample
+from ..client.stats import StatsFailure, watch
+from ..media import ensure_default_media
+from .embedded import embedded_server
+from .metrics import Recorder
+from .model import Scenario, Threshold
+from .plan import plan_scenario
+from .thresholds import aggregate
+
+STATS_INTERVAL = 1.0
+# The bots stay this much longer than the scenario, so that their sample at its very end is taken before
+# anyone leaves; what they measure afterwards is not counted.
+END_MARGIN = 0.5
+ABORT_CHECK_INTERVAL = 1.0
+
+EXIT_PASSED = 0
+EXIT_RUN_FAILED = 1
+EXIT_THRESHOLD_FAILED = 99
+
+
+class RunFailed(Exception):
+    """The run itself failed (server unreachable or not starting, bots unable to start); one line."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A threshold, what was measured (None: nothing to measure) over how many samples, and whether it held."""
+
+    threshold: Threshold
+    value: float | None
+    samples: int
+    passed: bool
+
+    def to_dict(self) -> dict:
+        threshold = self.threshold
+        return {
+            "metric": threshold.key,
+            "expression": threshold.expression.text.strip(),
+            "aggregate": threshold.expression.aggregate,
+            "after_s": threshold.after,
+            "abort_on_fail": threshold.abort_on_fail,
+            "value": self.value,
+            "samples": self.samples,
+            "passed": self.passed,
+        }
+
+
+@dataclass
+class RunResult:
+    """The outcome: status (complete, aborted, interrupted or failed), verdicts and everything recorded."""
+
+    scenario: Scenario
+    status: str = "complete"
+    error: str | None = None
+    verdicts: list[Verdict] = field(default_factory=list)
+    recorder: Recorder | None = None
+    report: BotsReport | None = None
+    server_url: str | None = None
+    embedded: bool = False
+    started_at: float = 0.0  # Unix time
+    duration_s: float = 0.0
+    aborted_by: str | None = None  # the threshold that stopped the run
+
+    @property
+    def complete(self) -> bool:
+        return self.status == "complete"
+
+    @property
+    def failed_verdicts(self) -> list[Verdict]:
+        return [v for v in self.verdicts if not v.passed]
+
+    @property
+    def exit_code(self) -> int:
+        """0 every threshold passed, 99 one failed (or aborted the run), 1 the run failed or was interrupted."""
+        if self.status in ("failed", "interrupted"):
+            return EXIT_RUN_FAILED
+        return EXIT_THRESHOLD_FAILED if self.failed_verdicts or self.aborted_by else EXIT_PASSED
+
+
+class RunObserver:
+    """What a live view hears about a run; every method does nothing by default."""
+
+    def media_progress(self, done: int, total: int) -> None: ...
+
+    def server_ready(self, url: str, embedded: bool) -> None: ...
+
+    def started(self, t0: float) -> None: ...
+
+    def sample(self, t: float, sample: Sample) -> None: ...
+
+    def snapshot(self, snapshot: dict) -> None: ...
+
+    def joined(self, event: JoinEvent) -> None: ...
+
+    def server_lost(self, reason: str) -> None: ...
+
+    def aborting(self, verdict: Verdict) -> None: ...
+
+
+def evaluate(thresholds: tuple[Threshold, ...], recorder: Recorder, now: float | None = None) -> list[Verdict]:
+    """Judge each threshold on what `recorder` holds (`now`: seconds since the start, while the run goes)."""
+    verdicts = []
+    for threshold in thresholds:
+        values = recorder.values(threshold.metric, dict(threshold.tags), threshold.after, now)
+        value = aggregate(threshold.expression.aggregate, values, recorder.window(threshold.after, now))
+        verdicts.append(Verdict(threshold, value, len(values), threshold.expression.holds(value)))
+    return verdicts
+
+
+async def run_scenario(
+    scenario: Scenario,
+    *,
+    stop: asyncio.Event | None = None,
+    observer: RunObserver | None = None,
+) -> RunResult:
+    """Run `scenario` until its stages end, a threshold with abort_on_fail fails, or `stop` is set (then
+    the result is 'interrupted'). Never raises for the run's own failures: they are the result's `error`."""
+    stop = stop if stop is not None else asyncio.Event()
+    observer = observer if observer is not None else RunObserver()
+    result = RunResult(scenario, started_at=time.time())
+    plans, infos = plan_scenario(scenario)
+    recorder = result.recorder = Recorder(infos)
+    began = time.monotonic()
+    try:
+        media = scenario.bots.media or await asyncio.to_thread(_default_media, observer.media_progress)
+        if stop.is_set():
+            result.status = "interrupted"
+        else:
+            async with _server(scenario) as (url, embedded):
+                result.server_url, result.embedded = url, embedded
+                observer.server_ready(url, embedded)
+                result.report = await _run(scenario, plans, media, url, recorder, stop, observer, result)
+    except RunFailed as exc:
+        result.status, result.error = "failed", str(exc)
+    result.duration_s = round(time.monotonic() - began, 3)
+    if result.report is not None:
+        end = 0.0
+        if recorder.t0 is not None:
+            end = recorder.end if math.isfinite(recorder.end) else min(scenario.duration, recorder.elapsed(time.monotonic()))
+        recorder.finish(result.report.to_dict(), end)
+        joined = result.report.total["joined"]
+        if result.status == "complete" and joined == 0:
+            errors = [bot["error"] for bot in result.report.bots if bot["error"]]
+            result.status = "failed"
+            result.error = "no bot could join" + (f": {errors[0]}" if errors else "")
+    result.verdicts = evaluate(scenario.thresholds, recorder)
+    return result
+
+
+async def _run(
+    scenario: Scenario,
+    plans: list[BotPlan],
+    media: tuple[str, ...],
+    url: str,
+    recorder: Recorder,
+    stop: asyncio.Event,
+    observer: RunObserver,
+    result: RunResult,
+) -> BotsReport:
+    settings = scenario.bots
+    seed = settings.seed if settings.seed is not None else int.from_bytes(os.urandom(4), "big")
+    try:
+        config = BotsConfig(
+            url=url,
+            count=len(plans),
+            rooms=settings.rooms,
+            publishers=settings.publishers,
+            audio=settings.audio,
+            video=settings.video,
+            subscribe=settings.subscribe,
+            media=media,
+            ramp=settings.ramp,
+            duration=scenario.duration + END_MARGIN,
+            processes=min(settings.processes or default_processes(), len(plans)),
+            seed=seed,
+            join_timeout=settings.join_timeout,
+            connect_timeout=min(10.0, settings.join_timeout / 2),
+        )
+    except ValueError as exc:
+        raise RunFailed(str(exc)) from None
+    started = asyncio.Event()
+    ended = asyncio.Event()  # the scenario's time is over or the run was stopped: no more samples count
+    aborted: list[Verdict] = []
+
+    def on_start(t0: float) -> None:
+        recorder.t0 = t0
+        started.set()
+        observer.started(t0)
+
+    def on_sample(sample: Sample) -> None:
+        now = time.monotonic()
+        recorder.on_sample(now, sample)
+        observer.sample(recorder.elapsed(now), sample)
+
+    def on_streams(sample: StreamSample) -> None:
+        recorder.on_streams(time.monotonic(), sample)
+
+    def on_join(event: JoinEvent) -> None:
+        recorder.on_join(time.monotonic(), event)
+        observer.joined(event)
+
+    def on_snapshot(snapshot: dict) -> None:
+        recorder.on_snapshot(time.monotonic(), snapshot)
+        observer.snapshot(snapshot)
+
+    async def mark_end() -> None:
+        """The run's measured part ends with the scenario or when it is stopped, whichever comes first."""
+        if recorder.t0 is None:
+            await started.wait()
+        remaining = scenario.duration - recorder.elapsed(time.monotonic())
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), max(0.0, remaining))
+        recorder.end = min(scenario.duration, recorder.elapsed(time.monotonic()))
+        ended.set()
+
+    async def check_aborts() -> None:
+        watched = [t for t in scenario.thresholds if t.abort_on_fail]
+        while watched and not ended.is_set():
+            await asyncio.sleep(ABORT_CHECK_INTERVAL)
+            if recorder.t0 is None:
+                continue
+            now = recorder.elapsed(time.monotonic())
+            due = tuple(t for t in watched if now >= t.after)
+            failed = [v for v in evaluate(due, recorder, now) if not v.passed]
+            if failed and not ended.is_set():
+                aborted.append(failed[0])
+                observer.aborting(failed[0])
+                stop.set()
+                return
+
+    tasks = [
+        asyncio.create_task(mark_end()),
+        asyncio.create_task(check_aborts()),
+        asyncio.create_task(_stats(url, on_snapshot, observer.server_lost)),
+    ]
+    try:
+        report = await run_bots(
+            config, on_sample, on_join=on_join, stop=stop, plans=plans, on_streams=on_streams, on_start=on_start
+        )
+    except ServerUnreachable as exc:
+        raise RunFailed(f"{exc} (is the server running?)") from None
+    except BotsError as exc:
+        raise RunFailed(str(exc)) from None
+    finally:
+        stop.set()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    if aborted:
+        result.status, result.aborted_by = "aborted", aborted[0].threshold.label
+    elif report.stopped_by != "duration":
+        result.status = "interrupted"
+    return report
+
+
+async def _stats(url: str, on_snapshot: Callable[[dict], None], on_lost: Callable[[str], None]) -> None:
+    """The server's stats stream for the live view and the server.* metrics; a refusal only ends the stream."""
+    with contextlib.suppress(StatsFailure):
+        await watch(url, STATS_INTERVAL, None, on_snapshot, on_lost)
+
+
+def _default_media(progress: Callable[[int, int], None]) -> tuple[str, ...]:
+    try:
+        files = ensure_default_media(progress)
+    except OSError as exc:
+        raise RunFailed(f"cannot write the test media: {exc.strerror or exc}; set SFUCTL_CACHE_DIR or give "
+                        "bots.media in the scenario") from None
+    return tuple(str(path) for path in (files.video, files.audio) if path is not None)
+
+
+@contextlib.asynccontextmanager
+async def _server(scenario: Scenario) -> AsyncIterator[tuple[str, bool]]:
+    """(url, embedded): the scenario's server, or the embedded one, stopped after."""
+    url = scenario.server.url
+    if url is not None:
+        try:
+            await check_server(url)
+        except ServerUnreachable as exc:
+            raise RunFailed(f"{exc} (is `sfuctl serve` running there?)") from None
+        yield url, False
+        return
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            url = await stack.enter_async_context(embedded_server(scenario.server.workers))
+        except OSError as exc:
+            raise RunFailed(f"the embedded server did not start: {exc}") from None
+        yield url, True

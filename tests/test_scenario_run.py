@@ -1,0 +1,84 @@
+"""`sfuctl run` end to end on the embedded server with real bots: a passing run exits 0 and writes JSON,
+JUnit (parsed back) and a self-contained HTML report; a failing threshold exits 99, and abort_on_fail
+stops the run early."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from .scenario_files import RUN, scenario_file, small_media
+
+PASSING = """\
+"bots.join_failed" = ["count == 0"]
+"consumer.bitrate_bps{kind=video}" = { expect = ["p50 > 100000", "count == 2"], after = "1s" }
+"consumer.fraction_lost" = ["p95 < 0.05"]
+"consumer.first_frame_ms{kind=video}" = ["p95 < 5000"]
+"server.consumers" = ["max == 4"]
+"""
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    return small_media(tmp_path_factory.mktemp("run-media"))
+
+
+def test_a_passing_run_exits_0_and_writes_every_output(tmp_path: Path, media: tuple[str, str]) -> None:
+    path = scenario_file(tmp_path, media, "3s", PASSING)
+    outputs = {kind: tmp_path / f"out.{kind}" for kind in ("json", "xml", "html")}
+    done = subprocess.run(
+        [*RUN, str(path), "--json", str(outputs["json"]), "--junit", str(outputs["xml"]), "--html", str(outputs["html"])],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "PASS: 6/6 thresholds held (exit 0)" in done.stdout
+
+    result = json.loads(outputs["json"].read_text())
+    assert (result["schema"], result["status"], result["complete"], result["passed"], result["exit_code"]) == (
+        "sfuctl.scenario.result/1", "complete", True, True, 0)
+    assert [v["passed"] for v in result["verdicts"]] == [True] * 6
+    assert result["verdicts"][1]["value"] > 100000 and result["verdicts"][1]["samples"] == 2
+    assert result["server"]["embedded"] and result["server"]["url"].startswith("ws://127.0.0.1:")
+    assert result["metrics"]["consumer.bitrate_bps"]["samples"] == 4
+    assert {c["kind"] for c in result["consumers"]} == {"audio", "video"}
+    assert all(len(c["series"]["t"]) == len(c["series"]["bitrate_bps"]) >= 1 for c in result["consumers"])
+    assert set(result["rooms"]) == {"room-1", "total"} and result["server_series"]["t"]
+    assert result["bots"]["schema"] == "sfuctl.bots.report/1"
+
+    suites = ET.parse(outputs["xml"]).getroot()
+    suite = suites.find("testsuite")
+    assert (suites.tag, suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("testsuites", "6", "0", "0")
+    cases = suite.findall("testcase")
+    assert [c.get("name") for c in cases][:2] == ["bots.join_failed: count == 0",
+                                                  "consumer.bitrate_bps{kind=video}: p50 > 100000"]
+    assert all(c.find("failure") is None for c in cases)
+
+    html = outputs["html"].read_text()
+    assert html.startswith("<!DOCTYPE html>") and "PASS" in html and html.count("<svg") == 8
+    assert not re.search(r"https?://|<script|<link|@import|url\(|src=", html, re.IGNORECASE)
+
+
+def test_a_failing_threshold_exits_99_and_abort_on_fail_stops_the_run(tmp_path: Path, media: tuple[str, str]) -> None:
+    thresholds = (
+        '"consumer.bitrate_bps{kind=video}" = ["p50 > 1e12"]\n'
+        '"bots.join_ms" = { expect = ["max < 0"], abort_on_fail = true }\n'
+    )
+    path = scenario_file(tmp_path, media, "60s", thresholds)
+    junit = tmp_path / "out.xml"
+    done = subprocess.run([*RUN, str(path), "--junit", str(junit), "--quiet"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 99, done.stdout + done.stderr
+    assert "FAIL: aborted when bots.join_ms: max < 0 failed (exit 99)" in done.stdout
+
+    suite = ET.parse(junit).getroot().find("testsuite")
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("3", "2", "1")
+    failures = {c.get("name"): c.find("failure").get("message") for c in suite.findall("testcase") if c.find("failure") is not None}
+    assert re.fullmatch(r"max = [\d.]+ over \d samples; needs < 0", failures["bots.join_ms: max < 0"])
+    # judged on what the short run measured (perhaps nothing yet: that fails too)
+    assert failures["consumer.bitrate_bps{kind=video}: p50 > 1e12"].endswith("; needs > 1e+12")
+    run = [c for c in suite.findall("testcase") if c.get("name") == "run"][0]
+    assert run.find("error").get("type") == "aborted"
