@@ -50,6 +50,7 @@ class BotEnv:
     decode: bool
     started_at: float  # time.monotonic() when the run started
     loop_started_at: float = 0.0  # the same instant on the event loop's clock (impairment timelines)
+    token: str | None = None  # WHIP/WHEP bearer token
 
 
 class JoinError(Exception):
@@ -164,6 +165,10 @@ class Bot:
                 self._stage = "subscribing"
                 await self._subscribe_once()
             self._tasks.append(asyncio.create_task(self._subscriptions(), name=f"{self.plan.name}-subscriptions"))
+        await self._connect_transports()
+
+    async def _connect_transports(self) -> None:
+        """Wait for ICE/DTLS on the transports opened so far; the bot has joined when they are connected."""
         if self._send_ready is not None:
             self._stage = "connecting the send transport (ICE/DTLS)"
             await self._send_ready
@@ -183,24 +188,39 @@ class Bot:
             self.publisher.stop()
             if self._send is not None and self._send[0].state == "connected":
                 self.publisher.send_bye()
+        await self._signal_leave()
+        for pair in (self._send, self._recv):
+            if pair is not None:
+                pair[0].close()
+                pair[1].close()
+        await self._close_signaling()
+        self.left_at = time.monotonic()
+        if self.status == "joined":
+            self.status = "left"
+
+    # -- signaling (websocket here; sfuctl.bots.http_bot replaces these for WHIP/WHEP) ----------------
+    async def _publish_offer(self, offer: str) -> str:
+        """Send the send transport's offer; return the server's answer SDP."""
+        assert self.signaling is not None
+        result = await self.signaling.request("publish", sdp=offer)
+        return result["sdp"]
+
+    async def _signal_leave(self) -> None:
+        """Tell the server this bot leaves (before its transports close)."""
         signaling = self.signaling
         if signaling is not None and self.peer_id is not None and not signaling.closed.is_set():
             try:
                 await signaling.request("leave", timeout=LEAVE_TIMEOUT)
             except (SignalingError, asyncio.TimeoutError, OSError):
                 pass
-        for pair in (self._send, self._recv):
-            if pair is not None:
-                pair[0].close()
-                pair[1].close()
-        if signaling is not None:
+
+    async def _close_signaling(self) -> None:
+        """Close the signaling channel (after the transports)."""
+        if self.signaling is not None:
             try:
-                await asyncio.wait_for(signaling.close(), LEAVE_TIMEOUT)
+                await asyncio.wait_for(self.signaling.close(), LEAVE_TIMEOUT)
             except (asyncio.TimeoutError, OSError):
                 pass
-        self.left_at = time.monotonic()
-        if self.status == "joined":
-            self.status = "left"
 
     def _mark_lost(self, reason: str) -> None:
         if self._leaving or self._lost.is_set():
@@ -255,9 +275,7 @@ class Bot:
             candidate=conn.local_candidate,
             sections=sections,
         )
-        assert self.signaling is not None
-        result = await self.signaling.request("publish", sdp=offer)
-        answer = parse_answer(result["sdp"])
+        answer = parse_answer(await self._publish_offer(offer))
         senders = []
         for section in sections:
             media = answer.media.get(section.mid)
@@ -361,22 +379,7 @@ class Bot:
 
     async def _subscribe_once(self) -> None:
         """Send the full receive offer with a recvonly m-line per wanted producer; start the new consumers."""
-        if self._recv is None:
-            subscriber = self.subscriber = Subscriber(
-                self._send_recv_rtcp, self.cname, self.rng.randint(1, 0xFFFFFFFF), time.monotonic
-            )
-            self._recv = await open_bot_connection(
-                certificate=self.env.certificate,
-                impairment=ImpairmentConfig(),
-                changes=self._impairment_changes(),
-                seed=f"{self.env.seed}:{self.plan.index}:recv",
-                on_rtp=subscriber.on_rtp,
-                on_rtcp=subscriber.on_rtcp,
-                on_state=self._on_recv_state,
-                connect_timeout=self.env.connect_timeout,
-            )
-            self._recv_ready = self.loop.create_future()
-        conn = self._recv[0]
+        conn = await self._open_receive()
         for producer_id, producer in self._wanted.items():
             if producer_id not in self._mid_of:
                 mid = str(next(self._mids))
@@ -425,6 +428,25 @@ class Bot:
             self.subscriber.add(ConsumerStream(info, self._announced.get(info.producer_id, now), self.env.decode))
         for rejected in result.get("rejected", []):
             self.errors.append(f"subscription to producer {rejected.get('producerId')} rejected: {rejected.get('reason')}")
+
+    async def _open_receive(self) -> Connection:
+        """The receive transport and its Subscriber, opened on first use."""
+        if self._recv is None:
+            subscriber = self.subscriber = Subscriber(
+                self._send_recv_rtcp, self.cname, self.rng.randint(1, 0xFFFFFFFF), time.monotonic
+            )
+            self._recv = await open_bot_connection(
+                certificate=self.env.certificate,
+                impairment=ImpairmentConfig(),
+                changes=self._impairment_changes(),
+                seed=f"{self.env.seed}:{self.plan.index}:recv",
+                on_rtp=subscriber.on_rtp,
+                on_rtcp=subscriber.on_rtcp,
+                on_state=self._on_recv_state,
+                connect_timeout=self.env.connect_timeout,
+            )
+            self._recv_ready = self.loop.create_future()
+        return self._recv[0]
 
     def _send_recv_rtcp(self, data: bytes) -> None:
         if self._recv is not None:

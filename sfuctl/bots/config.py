@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from sfuctl.encoded import EncodedTrack, load_track
 
@@ -12,6 +13,7 @@ from .impairment import ImpairmentConfig, ImpairmentStep
 
 MAX_BOTS = 10_000
 MAX_ROOM_NAME = 64
+MODES = ("websocket", "whip", "whep")
 
 
 @dataclass(frozen=True)
@@ -20,6 +22,8 @@ class BotsConfig:
 
     `impaired` lists the bot indexes (0-based) that get `impairment`; None means every bot.
     `duration` None runs until stopped. `decode` runs a real decoder per consumer (costly).
+    `mode` "whip" / "whep": `url` is a WHIP / WHEP endpoint (http[s]://) every bot publishes to / plays from,
+    with `token` as its bearer token; the room is the URL's last path segment.
     """
 
     url: str
@@ -42,10 +46,16 @@ class BotsConfig:
     rtcp_interval: float = 1.0
     sample_interval: float = 1.0
     decode: bool = False
+    mode: str = "websocket"
+    token: str | None = None
 
     def __post_init__(self) -> None:
-        if not self.url.startswith(("ws://", "wss://")):
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+        if self.mode == "websocket" and not self.url.startswith(("ws://", "wss://")):
             raise ValueError(f"url must start with ws:// or wss://, not {self.url!r}")
+        if self.mode != "websocket" and not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"{self.mode.upper()} url must start with http:// or https://, not {self.url!r}")
         if not 1 <= self.count <= MAX_BOTS:
             raise ValueError(f"count must be between 1 and {MAX_BOTS}, not {self.count}")
         if not 1 <= self.rooms <= self.count:
@@ -68,7 +78,12 @@ class BotsConfig:
 
     @property
     def room_count(self) -> int:
-        return 1 if self.room is not None else self.rooms
+        return 1 if self.room is not None or self.mode != "websocket" else self.rooms
+
+    @property
+    def endpoint_room(self) -> str:
+        """The room of a WHIP/WHEP endpoint: the last segment of its path (the endpoint itself if none)."""
+        return urlsplit(self.url).path.rstrip("/").rsplit("/", 1)[-1] or self.url
 
     def is_impaired(self, index: int) -> bool:
         return self.impairment.active and (self.impaired is None or index in self.impaired)
@@ -131,20 +146,26 @@ class BotPlan:
 
 def plan_bots(config: BotsConfig) -> list[BotPlan]:
     """Bots join in index order at `ramp` per second; bot i goes to room (i mod rooms) + 1, so the rooms fill
-    evenly during the ramp; the first `publishers` bots of each room publish."""
+    evenly during the ramp; the first `publishers` bots of each room publish.
+    WHIP bots only publish and WHEP bots only play, all to the endpoint's room."""
     plans = []
     per_room: dict[str, int] = {}
     for index in range(config.count):
-        room = config.room if config.room is not None else f"room-{index % config.rooms + 1}"
-        position = per_room[room] = per_room.get(room, 0) + 1
-        publish = config.publishers is None or position <= config.publishers
+        if config.mode != "websocket":
+            room = config.endpoint_room
+            publish, subscribe = config.mode == "whip", config.mode == "whep"
+        else:
+            room = config.room if config.room is not None else f"room-{index % config.rooms + 1}"
+            position = per_room[room] = per_room.get(room, 0) + 1
+            publish = config.publishers is None or position <= config.publishers
+            subscribe = config.subscribe
         plans.append(
             BotPlan(
                 index=index,
                 name=f"bot-{index + 1}",
                 room=room,
                 publish=publish,
-                subscribe=config.subscribe,
+                subscribe=subscribe,
                 start_offset=index / config.ramp,
                 impaired=config.is_impaired(index),
             )

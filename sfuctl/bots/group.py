@@ -13,6 +13,7 @@ from sfuctl.encoded import EncodedTrack
 from sfuctl.rtc.dtls import DtlsCertificate
 
 from .bot import Bot, BotEnv
+from .http_bot import HttpBot
 from .config import BotPlan, BotsConfig
 from .pacer import Pacer
 from .stats import RoomCounters, StreamSample
@@ -83,8 +84,10 @@ class BotGroup:
             decode=self.config.decode,
             started_at=time.monotonic() + (start - loop.time()),
             loop_started_at=start,
+            token=self.config.token,
         )
-        self.bots = [Bot(plan, env) for plan in self.plans]
+        kind = Bot if self.config.mode == "websocket" else HttpBot
+        self.bots = [kind(plan, env) for plan in self.plans]
         tasks = [asyncio.create_task(self._run_bot(bot, stop, start)) for bot in self.bots]
         self._tick_timer = loop.call_at(start, self._tick)
         self._last_sample_at = start

@@ -65,7 +65,7 @@ def build_report(
         started_at=datetime.datetime.fromtimestamp(started_at, datetime.timezone.utc).isoformat(timespec="seconds"),
         duration_s=round(duration, 3),
         stopped_by=stopped_by,
-        config=config.to_dict(),
+        config={**config.to_dict(), "token": "***" if config.token else None},  # never write the secret
         media=media,
         rooms=[summarize(name, rooms[name]) for name in sorted(rooms, key=room_sort_key)],
         total=summarize("total", bots),

@@ -81,7 +81,8 @@ async def run_bots(
     before any bot starts.
     """
     stop = stop if stop is not None else asyncio.Event()
-    await check_server(config.url, config.connect_timeout)
+    if config.mode == "websocket":  # a WHIP/WHEP endpoint that does not answer is each bot's join error
+        await check_server(config.url, config.connect_timeout)
     paths = await asyncio.to_thread(media_paths, config)
     try:
         tracks = load_tracks(paths, audio=config.audio, video=config.video)

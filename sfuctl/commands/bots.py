@@ -35,6 +35,9 @@ EXIT_ERROR = 2
     ),
 )
 @click.option("--url", envvar="SFUCTL_URL", default="ws://127.0.0.1:8080", show_default=True, help="Signaling URL of the SFU.")
+@click.option("--whip", metavar="URL", default=None, help="Publish to this WHIP endpoint (any server) instead of --url; bots only publish.")
+@click.option("--whep", metavar="URL", default=None, help="Play from this WHEP endpoint (any server) instead of --url; bots only receive.")
+@click.option("--token", envvar="SFUCTL_WHIP_TOKEN", default=None, help="Bearer token for --whip/--whep (Authorization: Bearer TOKEN).")
 @click.option("--count", type=click.IntRange(1, 10_000), default=10, show_default=True, help="Number of bots.")
 @click.option("--rooms", type=click.IntRange(1), default=1, show_default=True, help="Spread bots over room-1..N.")
 @click.option("--room", default=None, help="Put every bot in this room (instead of --rooms).")
@@ -56,6 +59,9 @@ EXIT_ERROR = 2
 @click.option("--join-timeout", type=click.FloatRange(1, 600), default=20.0, show_default=True, help="Seconds before a bot that has not joined counts as failed.")
 def bots(
     url: str,
+    whip: str | None,
+    whep: str | None,
+    token: str | None,
     count: int,
     rooms: int,
     room: str | None,
@@ -79,9 +85,14 @@ def bots(
     """Headless bots join rooms, publish pre-encoded audio/video (no encoding), subscribe to each other
     (no decoding) and report per-consumer loss, jitter, RTT, freezes and join times (RFC 3550)."""
     errors = Console(stderr=True)
+    if whip and whep:
+        sys.exit(_error(errors, "give --whip or --whep, not both (run two sfuctl bots for both)"))
+    mode = "whip" if whip else "whep" if whep else "websocket"
     try:
         config = BotsConfig(
-            url=url,
+            url=whip or whep or url,
+            mode=mode,
+            token=token,
             count=count,
             rooms=min(rooms, count),
             room=room,
@@ -101,10 +112,11 @@ def bots(
         )
     except ValueError as exc:
         sys.exit(_error(errors, str(exc)))
-    try:
-        run(check_server(config.url, timeout=5.0))
-    except ServerUnreachable as exc:
-        sys.exit(_error(errors, unreachable(exc)))
+    if mode == "websocket":  # an unreachable WHIP/WHEP endpoint is every bot's join error in the report
+        try:
+            run(check_server(config.url, timeout=5.0))
+        except ServerUnreachable as exc:
+            sys.exit(_error(errors, unreachable(exc)))
     if not config.media:
         try:
             config = replace(config, media=_default_media(errors))
