@@ -78,9 +78,12 @@ class Connection:
         self._srtp_tx: pylibsrtp.Session | None = None
         self._srtp_rx: pylibsrtp.Session | None = None
         self._remote_addr: Address | None = None
-        self._connect_timer: asyncio.TimerHandle | None = None
-        self._ice_timer: asyncio.TimerHandle | None = None
-        self._consent_timer: asyncio.TimerHandle | None = None
+        # asyncio.Handle, not TimerHandle: uvloop's call_at/call_later return a plain Handle (no when()) for a
+        # deadline less than a millisecond away, so the ICE timer's deadline is kept beside it.
+        self._connect_timer: asyncio.Handle | None = None
+        self._ice_timer: asyncio.Handle | None = None
+        self._ice_deadline: float | None = None
+        self._consent_timer: asyncio.Handle | None = None
 
     @property
     def remote_addr(self) -> Address | None:
@@ -95,7 +98,7 @@ class Connection:
         return self._dtls.srtp_profile.name
 
     @property
-    def timers(self) -> list[asyncio.TimerHandle]:
+    def timers(self) -> list[asyncio.Handle]:
         """The loop timers this connection currently holds (empty once closed or failed)."""
         handles = [self._connect_timer, self._ice_timer, self._consent_timer]
         if self._dtls is not None:
@@ -169,15 +172,24 @@ class Connection:
             self._dtls_received(data, addr)
 
     def send_rtp(self, packet: bytes) -> None:
-        """Protect and send one RTP packet; dropped when not connected."""
-        if self._srtp_tx is None:
+        """Protect and send one RTP packet; dropped when not connected.
+
+        Hot path (once per consumer per packet): _send_to_remote is inlined here.
+        """
+        srtp = self._srtp_tx
+        if srtp is None:
             return
         try:
-            data = self._srtp_tx.protect(packet)
+            data = srtp.protect(packet)
         except pylibsrtp.Error:
             self.srtp_errors += 1
             return
-        self._send_to_remote(data)
+        addr = self._remote_addr
+        if addr is None:
+            return
+        self.bytes_sent += len(data)
+        self.packets_sent += 1
+        self._send(data, addr)
 
     def send_rtcp(self, packet: bytes) -> None:
         """Protect and send one RTCP compound packet; dropped when not connected."""
@@ -303,12 +315,13 @@ class Connection:
             return
         deadline = controller.next_deadline
         if self._ice_timer is not None:
-            if deadline is not None and self._ice_timer.when() == deadline:
+            if deadline is not None and self._ice_deadline == deadline:
                 return
             self._ice_timer.cancel()
             self._ice_timer = None
         if deadline is not None:
             self._ice_timer = self._loop.call_at(deadline, self._on_ice_timer)
+            self._ice_deadline = deadline
 
     def _fail(self) -> None:
         self._stop("failed")

@@ -27,8 +27,9 @@ WEB_DIR = Path(__file__).resolve().parent.parent / "web"  # the page served at /
 async def websocket_handler(request: web.Request) -> web.StreamResponse:
     """One signaling session per websocket (GET / or /ws with Upgrade: websocket)."""
     worker = request.app[WORKER_KEY]
-    # Frames above the protocol limit still reach the session so that it can answer 'too_large'.
-    ws = web.WebSocketResponse(max_msg_size=4 * worker.config.max_message_bytes, heartbeat=20)
+    # Frames above the protocol limit still reach the session so that it can answer 'too_large'. No
+    # permessage-deflate: its zlib state costs ~130 KB per peer, more than all of a peer's media state.
+    ws = web.WebSocketResponse(max_msg_size=4 * worker.config.max_message_bytes, heartbeat=20, compress=False)
     await ws.prepare(request)
     session = SignalingSession(worker, ws.send_str, ws.close)
     request.app[OPEN_SOCKETS_KEY].add(ws)

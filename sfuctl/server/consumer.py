@@ -64,6 +64,7 @@ class Consumer:
 
         ext_items = [(extensions[MID_URI], mid.encode())] if MID_URI in extensions else []
         ext_block = build_extension_block(ext_items)
+        self._send_rtp = transport.connection.send_rtp  # bound once: the transport keeps its connection
         self._header = bytearray(12) + ext_block
         struct.pack_into("!I", self._header, 8, self.ssrc)
         self._first_byte = 0x90 if ext_block else 0x80
@@ -99,8 +100,10 @@ class Consumer:
         header = self._header
         _pack_header(header, 0, self._first_byte | (first_byte & 0x20), self._second_byte[marker], seq, ts)
         packet = b"".join((header, payload))
-        self.meter.add(len(packet))
-        self.transport.connection.send_rtp(packet)
+        meter = self.meter  # Meter.add inlined: one call less per packet
+        meter.packets += 1
+        meter.bytes += len(packet)
+        self._send_rtp(packet)
 
     def retransmit(self, lost: list[int]) -> None:
         """Answer a NACK from the producer's retransmission buffer."""

@@ -253,7 +253,7 @@ def build_front_app(front: Front) -> web.Application:
     """The public listener of a multi-worker server."""
 
     async def websocket(request: web.Request) -> web.StreamResponse:
-        client = web.WebSocketResponse(max_msg_size=4 * front.config.max_message_bytes, heartbeat=20)
+        client = web.WebSocketResponse(max_msg_size=4 * front.config.max_message_bytes, heartbeat=20, compress=False)
         await client.prepare(request)
         request.app[OPEN_SOCKETS_KEY].add(client)
         try:

@@ -50,7 +50,7 @@ class Transport:
         self.connection = Connection(
             role="lite",
             certificate=worker.certificate,
-            send=worker.send,
+            send=worker.sender(),
             on_rtp=self._on_rtp,
             on_rtcp=self._on_rtcp,
             on_state=self._on_state,

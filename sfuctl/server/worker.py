@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
+from collections.abc import Callable
 
 from ..rtc.dtls import DtlsCertificate
 from ..rtc.ice import stun_username
@@ -16,6 +18,10 @@ log = logging.getLogger(__name__)
 
 TICK_INTERVAL = 0.02  # NACK and keyframe-request work
 REPORT_INTERVAL = 1.0  # RTCP reports and bitrate samples
+# Receive buffer asked for the media socket (Linux doubles it, capped by net.core.rmem_max): the default
+# ~200 KB holds ~90 datagrams, less than a few publishers' keyframe bursts while the loop is busy fanning out.
+# Not more: past the bursts, a deeper queue only turns an overload into seconds of delay.
+RECEIVE_BUFFER = 1024 * 1024
 
 
 class Worker(asyncio.DatagramProtocol):
@@ -87,10 +93,19 @@ class Worker(asyncio.DatagramProtocol):
         if self._udp is not None:
             self._udp.sendto(data, addr)
 
+    def sender(self) -> Callable[[bytes, tuple], None]:
+        """What a connection sends with: the socket's own bound sendto once bound (a call less per packet)."""
+        return self._udp.sendto if self._udp is not None else self.send
+
     # -- asyncio.DatagramProtocol -----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._udp = transport  # type: ignore[assignment]
         self.rtc_port = transport.get_extra_info("sockname")[1]
+        sock = transport.get_extra_info("socket")
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+        except (AttributeError, OSError) as exc:
+            log.warning("media socket keeps its default receive buffer: %s", exc)
 
     def datagram_received(self, data: bytes, addr: tuple) -> None:
         transport = self._by_addr.get(addr)

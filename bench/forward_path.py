@@ -1,0 +1,113 @@
+"""CPU per output packet of the server's forwarding path alone, in one process: Producer.receive ->
+Consumer.forward -> Connection.send_rtp (SRTP protect) -> the worker socket's sendto.
+
+Real Worker, Transports, Producers and Consumers; each subscriber transport's Connection is given SRTP keys
+directly (no ICE/DTLS: only the per-packet path is measured) and sends to a socket of its own that nobody
+reads (the kernel drops what overflows, so no receiver is ever woken). Packets are fed back to back, so
+caches stay warm: this is the floor of the path, not a served load (bench/forwarding.py measures that).
+
+    python bench/forward_path.py [--subscribers 125] [--producers 8] [--seconds 4] [--no-send]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import time
+import types
+
+import pylibsrtp
+
+from sfuctl.rtc.dtls import SRTP_PROFILES
+from sfuctl.rtc.rtp import build_extension_block, build_packet
+from sfuctl.rtc.sdp import MID_URI, VIDEO_FEEDBACK, Codec
+from sfuctl.runtime import run
+from sfuctl.server.config import ServerConfig
+from sfuctl.server.consumer import Consumer
+from sfuctl.server.producer import Producer
+from sfuctl.server.transport import Transport
+from sfuctl.server.worker import Worker
+
+VP8 = Codec("VP8", 90000, 96, feedback=VIDEO_FEEDBACK)
+PAYLOAD_SIZE = 936  # the default media's mean VP8 payload
+
+
+def outbound_session() -> pylibsrtp.Session:
+    profile = SRTP_PROFILES[0]
+    policy = pylibsrtp.Policy(
+        key=os.urandom(profile.key_length + profile.salt_length),
+        ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND,
+        srtp_profile=profile.libsrtp_profile,
+    )
+    return pylibsrtp.Session(policy)
+
+
+async def measure(subscribers: int, producers: int, seconds: float, send: bool) -> dict:
+    worker = Worker(ServerConfig(host="127.0.0.1", port=0, rtc_ports=(0, 0)))
+    if send:
+        await worker.start()
+    sinks: list[socket.socket] = []
+    publisher = types.SimpleNamespace(id="peer-pub", name="pub", cname="pub")
+    sources = []
+    for index in range(producers):
+        transport = Transport(id=f"t-pub{index}", worker=worker, cname="pub", on_closed=lambda t, s: None)
+        sources.append(
+            Producer(id=f"p{index}", peer=publisher, transport=transport, kind="video", codec=VP8, ssrc=index + 1, mid="0")
+        )
+    for index in range(subscribers):
+        transport = Transport(id=f"t{index}", worker=worker, cname=f"sub{index}", on_closed=lambda t, s: None)
+        sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sink.bind(("127.0.0.1", 0))
+        sinks.append(sink)
+        connection = transport.connection
+        connection._srtp_tx = outbound_session()  # keys without a handshake: only the send path is measured
+        connection._remote_addr = sink.getsockname()
+        transport.connected = True
+        for number, producer in enumerate(sources):
+            consumer = Consumer(
+                id=f"c{index}-{number}", peer=None, producer=producer, transport=transport, codec=VP8,
+                mid=str(number), extensions={MID_URI: 1},
+            )
+            producer.add_consumer(consumer)
+            transport.add_consumer(consumer)
+    # VP8 keyframe starts (consumers wait for one), with the publisher's own MID and abs-send-time extensions
+    payload = bytes([0x10, 0x00]) + os.urandom(PAYLOAD_SIZE - 2)
+    extensions = build_extension_block([(9, b"0"), (3, b"\x01\x02\x03")])
+    packets = [build_packet(96, seq, seq * 3000, 0, payload, seq % 3 == 0, extensions) for seq in range(0x10000)]
+    sent = 0
+    started = time.process_time()
+    now = time.monotonic()
+    for data in packets:  # one pass at most: sequence numbers never repeat, so SRTP never sees a replay
+        for producer in sources:
+            producer.receive(data, now)
+        sent += producers * subscribers
+        if time.process_time() - started >= seconds:
+            break
+    used = time.process_time() - started
+    errors = sum(t.connection.srtp_errors for t in worker.transports)
+    for sink in sinks:
+        sink.close()
+    await worker.close()
+    if errors:
+        raise RuntimeError(f"{errors} SRTP errors: the measurement is void")
+    return {"us_per_packet": round(used * 1e6 / sent, 3), "packets": sent, "send": send}
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--subscribers", type=int, default=125)
+    parser.add_argument("--producers", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=4.0, help="CPU seconds to measure")
+    parser.add_argument("--no-send", action="store_true", help="no socket: protect, but drop before sendto")
+    args = parser.parse_args()
+    result = run(measure(args.subscribers, args.producers, args.seconds, not args.no_send))
+    print(
+        f"{args.producers} producers x {args.subscribers} subscribers"
+        f"{'' if result['send'] else ' (no sendto)'}: {result['us_per_packet']} µs CPU per output packet"
+        f" over {result['packets']:,} packets"
+    )
+
+
+if __name__ == "__main__":
+    cli()

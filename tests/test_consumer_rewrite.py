@@ -1,0 +1,170 @@
+"""Consumer header rewriting, driven through a real Producer -> Consumer pair.
+
+The subscriber's transport keeps a real Transport but its connection is replaced by a recorder of what
+Consumer.forward hands to send_rtp (the unit's output, before SRTP). Output packets are parsed with
+aiortc's RtpPacket, an independent RTP implementation.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
+from aiortc.rtp import HeaderExtensionsMap, RtpPacket
+
+from sfuctl.rtc.rtp import build_extension_block, build_packet
+from sfuctl.rtc.sdp import MID_URI, VIDEO_FEEDBACK, Codec
+from sfuctl.server.config import ServerConfig
+from sfuctl.server.consumer import Consumer
+from sfuctl.server.producer import Producer
+from sfuctl.server.transport import Transport
+from sfuctl.server.worker import Worker
+
+PUBLISHER_SSRC = 0x11223344
+PUBLISHER_VP8 = Codec("VP8", 90000, 96, feedback=VIDEO_FEEDBACK)
+PUBLISHER_OPUS = Codec("opus", 48000, 111, 2)
+# The publisher's own extensions: its MID under id 9 and abs-send-time under id 3; neither may leak through.
+PUBLISHER_EXTENSIONS = build_extension_block([(9, b"0"), (3, b"\x12\x34\x56")])
+# VP8 payload descriptor with S=1, PID=0, then a frame header whose P bit is 0: a keyframe start (RFC 7741).
+VP8_KEYFRAME = bytes([0x10, 0x00, 0x9D, 0x01, 0x2A]) + bytes(range(40))
+OPUS_FRAME = bytes(range(60))
+
+
+class RecordingConnection:
+    """Stands in for the subscriber's Connection: keeps each packet Consumer.forward sends."""
+
+    def __init__(self) -> None:
+        self.packets: list[bytes] = []
+
+    def send_rtp(self, packet: bytes) -> None:
+        self.packets.append(packet)
+
+
+def make_pair(kind: str, consumer_codec: Codec, extensions: dict[str, int], mid: str = "v1"):
+    """A producer on a publisher transport and one consumer on a recording subscriber transport."""
+    worker = Worker(ServerConfig(host="127.0.0.1", port=0, rtc_ports=(0, 0)))
+    publisher_transport = Transport(id="t-pub", worker=worker, cname="pub", on_closed=lambda t, s: None)
+    subscriber_transport = Transport(id="t-sub", worker=worker, cname="sub", on_closed=lambda t, s: None)
+    recorder = RecordingConnection()
+    subscriber_transport.connection = recorder  # type: ignore[assignment]
+    subscriber_transport.connected = True
+    codec = PUBLISHER_VP8 if kind == "video" else PUBLISHER_OPUS
+    producer = Producer(
+        id="p-1", peer=None, transport=publisher_transport, kind=kind, codec=codec, ssrc=PUBLISHER_SSRC, mid="0"
+    )
+    consumer = Consumer(
+        id="c-1",
+        peer=None,
+        producer=producer,
+        transport=subscriber_transport,
+        codec=consumer_codec,
+        mid=mid,
+        extensions=extensions,
+    )
+    producer.add_consumer(consumer)
+    subscriber_transport.add_consumer(consumer)
+    return producer, consumer, recorder
+
+
+def publisher_packet(
+    sequence: int, timestamp: int, payload: bytes, marker: bool = False, padding: int = 0, kind: str = "video"
+) -> bytes:
+    """A packet as a publisher sends it, with its own extensions and optional RTP padding (RFC 3550 5.1)."""
+    payload_type = PUBLISHER_VP8.payload_type if kind == "video" else PUBLISHER_OPUS.payload_type
+    data = build_packet(payload_type, sequence, timestamp, PUBLISHER_SSRC, payload, marker, PUBLISHER_EXTENSIONS)
+    if not padding:
+        return data
+    return bytes([data[0] | 0x20]) + data[1:] + bytes(padding - 1) + bytes([padding])
+
+
+def parse(data: bytes, mid_id: int | None) -> RtpPacket:
+    params = RTCRtpParameters(
+        headerExtensions=[RTCRtpHeaderExtensionParameters(id=mid_id, uri=MID_URI)] if mid_id else []
+    )
+    extensions_map = HeaderExtensionsMap()
+    extensions_map.configure(params)
+    return RtpPacket.parse(data, extensions_map)
+
+
+# -- numbering: sequence numbers and timestamps stay continuous through every wrap --------------------------
+@pytest.mark.parametrize(
+    ("first_sequence", "first_timestamp", "count", "timestamp_step"),
+    [
+        pytest.param(65530, 0x10000, 12, 3000, id="input-sequence-wraps"),
+        pytest.param(100, 0xFFFFFFFF - 4000, 12, 3000, id="input-timestamp-wraps"),
+        pytest.param(65535, 0xFFFFFFFF, 3, 1, id="both-wrap-on-the-next-packet"),
+        # 70000 packets one second apart: whatever random start the consumer took, its own sequence numbers
+        # (2^16) and timestamps (2^32 ticks = 13 h at 90 kHz) must wrap at least once each.
+        pytest.param(0, 0, 70000, 90000, id="output-sequence-and-timestamp-wrap"),
+    ],
+)
+async def test_numbering_is_continuous_across_wraps(
+    first_sequence: int, first_timestamp: int, count: int, timestamp_step: int
+) -> None:
+    producer, consumer, recorder = make_pair("video", Codec("VP8", 90000, 100, feedback=VIDEO_FEEDBACK), {MID_URI: 1})
+    for i in range(count):
+        sequence = (first_sequence + i) & 0xFFFF
+        timestamp = (first_timestamp + i * timestamp_step) & 0xFFFFFFFF
+        producer.receive(publisher_packet(sequence, timestamp, VP8_KEYFRAME), now=i * 0.02)
+    assert len(recorder.packets) == count
+    headers = [struct.unpack_from("!HI", p, 2) for p in recorder.packets]
+    out_sequence0, out_timestamp0 = headers[0]
+    for i, (out_sequence, out_timestamp) in enumerate(headers):
+        assert out_sequence == (out_sequence0 + i) & 0xFFFF, i
+        assert out_timestamp == (out_timestamp0 + i * timestamp_step) & 0xFFFFFFFF, i
+    if count > 0x10000:
+        sequences = [s for s, _ in headers]
+        timestamps = [t for _, t in headers]
+        assert any(b < a for a, b in zip(sequences, sequences[1:]))
+        assert any(b < a for a, b in zip(timestamps, timestamps[1:]))
+    assert consumer.meter.packets == count
+    assert consumer.meter.bytes == sum(len(p) for p in recorder.packets)
+
+
+# -- header fields: SSRC, payload type, marker, padding and the subscriber's MID extension -----------------------
+@pytest.mark.parametrize(
+    ("kind", "payload_type", "mid_id", "mid", "marker", "padding"),
+    [
+        pytest.param("video", 100, 1, "v1", True, 0, id="vp8-marker-mid-id-1"),
+        pytest.param("video", 98, 14, "7", False, 4, id="vp8-padding-mid-id-14"),
+        pytest.param("video", 96, 200, "video-2", True, 1, id="two-byte-extension-id-200"),
+        pytest.param("video", 120, None, "v1", True, 0, id="no-mid-negotiated"),
+        pytest.param("audio", 109, 5, "a", True, 3, id="opus-marker-padding"),
+    ],
+)
+async def test_header_is_rewritten_for_the_subscriber(
+    kind: str, payload_type: int, mid_id: int | None, mid: str, marker: bool, padding: int
+) -> None:
+    codec = Codec("VP8", 90000, payload_type, feedback=VIDEO_FEEDBACK) if kind == "video" else Codec("opus", 48000, payload_type, 2)
+    extensions = {MID_URI: mid_id} if mid_id is not None else {}
+    producer, consumer, recorder = make_pair(kind, codec, extensions, mid=mid)
+    payload = VP8_KEYFRAME if kind == "video" else OPUS_FRAME
+    sent = [
+        publisher_packet(1000, 5000, payload, marker=False, kind=kind),
+        publisher_packet(1001, 5000, payload, marker=marker, padding=padding, kind=kind),
+    ]
+    for data in sent:
+        producer.receive(data, now=0.0)
+    assert len(recorder.packets) == 2
+    out = parse(recorder.packets[1], mid_id)
+    assert out.version == 2
+    assert out.ssrc == consumer.ssrc != PUBLISHER_SSRC
+    assert out.payload_type == payload_type
+    assert out.marker == int(marker)
+    assert out.csrc == []
+    assert out.padding_size == padding
+    assert out.payload == payload
+    assert (recorder.packets[1][0] & 0x20 != 0) == bool(padding)
+    # The publisher's extensions (ids 9 and 3) are gone; the subscriber's MID is written under its id.
+    assert out.extensions.mid == (mid if mid_id is not None else None)
+    assert out.extensions.abs_send_time is None
+    assert (recorder.packets[1][0] & 0x10 != 0) == (mid_id is not None)
+    # The padding travels as it came: the same bytes after the header, count byte included.
+    in_tail = sent[1][-(len(payload) + padding) :]
+    assert recorder.packets[1].endswith(in_tail)
+    first = parse(recorder.packets[0], mid_id)
+    assert first.marker == 0 and first.padding_size == 0
+    assert out.sequence_number == (first.sequence_number + 1) & 0xFFFF
+    assert out.timestamp == first.timestamp
+
