@@ -9,7 +9,7 @@ import asyncio
 import os
 import struct
 
-from sfuctl.client.offer import SEND_CODECS, OfferSection, build_offer, parse_answer
+from sfuctl.client.offer import SEND_CODECS, OfferSection, connection_offer, parse_answer
 from sfuctl.client.signaling import SignalingClient
 from sfuctl.encoded import EncodedTrack, FrameCursor
 from sfuctl.rtc import rtcp
@@ -104,15 +104,7 @@ class LeanPublisher:
                     msid=(self.name, f"{self.name}-{track.kind}"),
                 )
             )
-        assert self.connection.local_candidate is not None
-        offer = build_offer(
-            session_id=int.from_bytes(os.urandom(7), "big"),
-            version=1,
-            ice=self.connection.local_ice,
-            fingerprint=self.connection.local_fingerprint,
-            candidate=self.connection.local_candidate,
-            sections=sections,
-        )
+        offer = connection_offer(self.connection, sections, session_id=int.from_bytes(os.urandom(7), "big"))
         result = await self.signaling.request("publish", sdp=offer)
         answer = parse_answer(result["sdp"])
         for section, track in zip(sections, self.tracks):

@@ -27,7 +27,7 @@ import socket
 import sys
 from typing import Any
 
-from sfuctl.client.offer import RECEIVE_CODECS, OfferSection, build_offer, parse_answer
+from sfuctl.client.offer import RECEIVE_CODECS, OfferSection, connection_offer, parse_answer
 from sfuctl.client.signaling import SignalingClient
 from sfuctl.rtc.connection import Connection
 from sfuctl.rtc.dtls import DtlsCertificate
@@ -137,15 +137,7 @@ class CountingSubscriber:
             OfferSection(str(index), p["kind"], "recvonly", RECEIVE_CODECS[p["kind"]])
             for index, p in enumerate(self.producers)
         ]
-        assert self.connection.local_candidate is not None
-        offer = build_offer(
-            session_id=int.from_bytes(os.urandom(7), "big"),
-            version=1,
-            ice=self.connection.local_ice,
-            fingerprint=self.connection.local_fingerprint,
-            candidate=self.connection.local_candidate,
-            sections=sections,
-        )
+        offer = connection_offer(self.connection, sections, session_id=int.from_bytes(os.urandom(7), "big"))
         subscriptions = {str(index): p["id"] for index, p in enumerate(self.producers)}
         result = await self.signaling.request("subscribe", sdp=offer, subscriptions=subscriptions, timeout=60)
         if result.get("rejected"):

@@ -144,7 +144,7 @@ def test_load_track_rejects_files_it_cannot_send(vp8: MediaFiles, tmp_path: Path
     garbage = tmp_path / "zeros.bin"
     garbage.write_bytes(bytes(4096))
     mpeg2 = write_video(tmp_path / "clip.ts", "mpeg2video", "mpegts", {})
-    b_frames = write_video(tmp_path / "bframes.ts", "libx264", "mpegts", {"x264-params": "bframes=2"})
+    b_frames = write_video(tmp_path / "bframes.ts", "libx264", "mpegts", {"x264-params": "bframes=2:b-adapt=0:scenecut=0"})
     cases = [
         (vp8.audio, "video", f"{vp8.audio}: no video stream"),
         (vp8.video, "audio", f"{vp8.video}: no audio stream"),

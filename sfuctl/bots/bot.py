@@ -13,7 +13,7 @@ import random
 import time
 from dataclasses import dataclass
 
-from sfuctl.client.offer import RECEIVE_CODECS, SEND_CODECS, OfferSection, build_offer, parse_answer
+from sfuctl.client.offer import RECEIVE_CODECS, SEND_CODECS, OfferSection, connection_offer, parse_answer
 from sfuctl.client.signaling import SignalingClient, SignalingError
 from sfuctl.encoded import EncodedTrack
 from sfuctl.rtc.connection import Connection
@@ -266,15 +266,7 @@ class Bot:
                     msid=(self.cname, f"{self.cname}-{kind}"),
                 )
             )
-        assert conn.local_candidate is not None
-        offer = build_offer(
-            session_id=self.rng.getrandbits(62),
-            version=1,
-            ice=conn.local_ice,
-            fingerprint=conn.local_fingerprint,
-            candidate=conn.local_candidate,
-            sections=sections,
-        )
+        offer = connection_offer(conn, sections, session_id=self.rng.getrandbits(62))
         answer = parse_answer(await self._publish_offer(offer))
         senders = []
         for section in sections:
@@ -390,15 +382,8 @@ class Bot:
         if not subscriptions:
             return
         self._recv_version += 1
-        assert conn.local_candidate is not None and self.signaling is not None
-        offer = build_offer(
-            session_id=self._session_id,
-            version=self._recv_version,
-            ice=conn.local_ice,
-            fingerprint=conn.local_fingerprint,
-            candidate=conn.local_candidate,
-            sections=list(self._sections.values()),
-        )
+        assert self.signaling is not None
+        offer = connection_offer(conn, list(self._sections.values()), session_id=self._session_id, version=self._recv_version)
         result = await self.signaling.request("subscribe", sdp=offer, subscriptions=subscriptions)
         answer = parse_answer(result["sdp"])
         if conn.state == "new":

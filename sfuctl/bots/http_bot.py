@@ -12,7 +12,7 @@ from urllib.parse import urljoin
 
 import aiohttp
 
-from sfuctl.client.offer import RECEIVE_CODECS, OfferSection, build_offer, parse_answer
+from sfuctl.client.offer import RECEIVE_CODECS, OfferSection, connection_offer, parse_answer
 
 from .bot import LEAVE_TIMEOUT, Bot, BotEnv, JoinError
 from .config import BotPlan
@@ -50,15 +50,7 @@ class HttpBot(Bot):
         conn = await self._open_receive()
         kinds = [kind for kind in KINDS if kind in self.env.tracks] or list(KINDS)
         sections = [OfferSection(str(mid), kind, "recvonly", RECEIVE_CODECS[kind]) for mid, kind in enumerate(kinds)]
-        assert conn.local_candidate is not None
-        offer = build_offer(
-            session_id=self._session_id,
-            version=1,
-            ice=conn.local_ice,
-            fingerprint=conn.local_fingerprint,
-            candidate=conn.local_candidate,
-            sections=sections,
-        )
+        offer = connection_offer(conn, sections, session_id=self._session_id)
         answer = parse_answer(await self._post(offer))
         assert self.subscriber is not None and self._resource is not None
         session = self._resource.rstrip("/").rsplit("/", 1)[-1]

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from aiortc import sdp as aiortc_sdp
 
+from sfuctl.rtc.connection import Connection
 from sfuctl.rtc.ice import IceParameters
 from sfuctl.rtc.sdp import MID_URI, VIDEO_FEEDBACK, Codec, parse_session
 
@@ -159,6 +160,20 @@ class Answer:
     def dtls_role(self) -> str:
         """Our DTLS role: the client when the answer says passive (RFC 5763), the server when it says active."""
         return "client" if self.setup == "passive" else "server"
+
+
+def connection_offer(connection: Connection, sections: Sequence[OfferSection], *, session_id: int, version: int = 1) -> str:
+    """build_offer with a connection's own ICE credentials, DTLS fingerprint and host candidate."""
+    if connection.local_candidate is None:
+        raise ValueError("the connection has no local candidate: open its socket first")
+    return build_offer(
+        session_id=session_id,
+        version=version,
+        ice=connection.local_ice,
+        fingerprint=connection.local_fingerprint,
+        candidate=connection.local_candidate,
+        sections=sections,
+    )
 
 
 def parse_answer(text: str) -> Answer:
