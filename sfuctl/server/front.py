@@ -314,9 +314,9 @@ class RunningFront:
         await asyncio.gather(*(w.stop() for w in self.front.workers))
 
 
-async def start_front(config: ServerConfig, count: int, log_level: str) -> RunningFront:
-    """Start `count` workers and the public listener in front of them."""
-    workers = await start_workers(config, count, log_level)
+async def start_front(config: ServerConfig, count: int, log_level: str, own_session: bool = False) -> RunningFront:
+    """Start `count` workers and the public listener in front of them (own_session: see start_workers)."""
+    workers = await start_workers(config, count, log_level, own_session)
     front = Front(config, workers)
     await front.start()
     runner = web.AppRunner(build_front_app(front), handle_signals=False, access_log=None)

@@ -57,20 +57,26 @@ def split_port_range(ports: tuple[int, int], workers: int) -> list[tuple[int, in
     return [(first + i * size, first + (i + 1) * size - 1 if i < workers - 1 else last) for i in range(workers)]
 
 
-async def start_workers(config: ServerConfig, count: int, log_level: str = "warning") -> list[WorkerProcess]:
-    """Start `count` worker processes and wait until each reports its ports."""
+async def start_workers(
+    config: ServerConfig, count: int, log_level: str = "warning", own_session: bool = False
+) -> list[WorkerProcess]:
+    """Start `count` worker processes and wait until each reports its ports.
+
+    `own_session` puts each worker in a session of its own, out of reach of a terminal's Ctrl-C (for a parent
+    that must stop them last, like `sfuctl run`).
+    """
     workers: list[WorkerProcess] = []
     try:
         for index, ports in enumerate(split_port_range(config.rtc_ports, count)):
             worker_config = dataclasses.replace(config, port=0, rtc_ports=ports)
-            workers.append(await _spawn(index, worker_config, log_level))
+            workers.append(await _spawn(index, worker_config, log_level, own_session))
     except BaseException:
         await asyncio.gather(*(w.stop() for w in workers), return_exceptions=True)
         raise
     return workers
 
 
-async def _spawn(index: int, config: ServerConfig, log_level: str) -> WorkerProcess:
+async def _spawn(index: int, config: ServerConfig, log_level: str, own_session: bool) -> WorkerProcess:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -79,6 +85,7 @@ async def _spawn(index: int, config: ServerConfig, log_level: str) -> WorkerProc
         log_level,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
+        start_new_session=own_session,
     )
     try:
         line = await asyncio.wait_for(process.stdout.readline(), READY_TIMEOUT)
