@@ -121,13 +121,7 @@ class LeanPublisher:
         return result["producers"]
 
     def _on_state(self, state: str) -> None:
-        future = self._connected
-        if future is None or future.done():
-            return
-        if state == "connected":
-            future.set_result(None)
-        elif state in ("failed", "closed"):
-            future.set_exception(RuntimeError(f"send transport {state}"))
+        settle_connected(self._connected, state, "send transport")
 
     def _on_rtcp(self, data: bytes) -> None:
         try:
@@ -163,3 +157,13 @@ class LeanPublisher:
             self.udp.close()
         if self.signaling is not None:
             await self.signaling.close()
+
+
+def settle_connected(future: asyncio.Future | None, state: str, what: str) -> None:
+    """Resolve a 'wait until connected' future from a Connection state change."""
+    if future is None or future.done():
+        return
+    if state == "connected":
+        future.set_result(None)
+    elif state in ("failed", "closed"):
+        future.set_exception(RuntimeError(f"{what} {state}"))

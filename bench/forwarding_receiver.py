@@ -27,6 +27,8 @@ import socket
 import sys
 from typing import Any
 
+from forwarding_publisher import settle_connected
+
 from sfuctl.client.offer import RECEIVE_CODECS, OfferSection, connection_offer, parse_answer
 from sfuctl.client.signaling import SignalingClient
 from sfuctl.rtc.connection import Connection
@@ -152,13 +154,7 @@ class CountingSubscriber:
         return self.connection is not None and self.connection.state == "connected"
 
     def _on_state(self, state: str) -> None:
-        future = self._connected
-        if future is None or future.done():
-            return
-        if state == "connected":
-            future.set_result(None)
-        elif state in ("failed", "closed"):
-            future.set_exception(RuntimeError(f"receive transport {state}"))
+        settle_connected(self._connected, state, "receive transport")
 
     async def _drain_notifications(self) -> None:
         assert self.signaling is not None
