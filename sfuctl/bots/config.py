@@ -24,6 +24,7 @@ class BotsConfig:
     `duration` None runs until stopped. `decode` runs a real decoder per consumer (costly).
     `mode` "whip" / "whep": `url` is a WHIP / WHEP endpoint (http[s]://) every bot publishes to / plays from,
     with `token` as its bearer token; the room is the URL's last path segment.
+    `mesh`: the bots of a room connect to each other directly (a full mesh; the server only relays signaling).
     """
 
     url: str
@@ -48,6 +49,7 @@ class BotsConfig:
     decode: bool = False
     mode: str = "websocket"
     token: str | None = None
+    mesh: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -70,6 +72,8 @@ class BotsConfig:
             raise ValueError(f"duration must be more than 0 seconds, not {self.duration}")
         if not 1 <= self.processes <= 256:
             raise ValueError(f"processes must be between 1 and 256, not {self.processes}")
+        if self.mesh and self.mode != "websocket":
+            raise ValueError("a mesh call needs the sfuctl server's signaling (ws://), not WHIP/WHEP")
         if not (self.audio or self.video):
             raise ValueError("bots need audio or video (both --no-audio and --no-video were given)")
         for name in ("connect_timeout", "join_timeout", "rtcp_interval", "sample_interval"):
@@ -116,6 +120,7 @@ class BotPlan:
 
     `stop_offset` makes it leave at that offset (None: when the run ends). `network` is its own impairment
     timeline (offsets from the start of the run); empty means the config's `impairment` when `impaired`.
+    `mesh`: it connects to the other bots of its room directly instead of through the SFU.
     """
 
     index: int
@@ -127,6 +132,7 @@ class BotPlan:
     impaired: bool
     stop_offset: float | None = None
     network: tuple[ImpairmentStep, ...] = ()
+    mesh: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -168,6 +174,7 @@ def plan_bots(config: BotsConfig) -> list[BotPlan]:
                 subscribe=subscribe,
                 start_offset=index / config.ramp,
                 impaired=config.is_impaired(index),
+                mesh=config.mesh,
             )
         )
     return plans

@@ -8,7 +8,7 @@ import logging
 import time
 from typing import Any, Awaitable, Callable
 
-from .errors import SignalingError, bad_request, wrong_state
+from .errors import SignalingError, bad_request, not_found, wrong_state
 from .peer import Peer, producer_info
 from .stats import build_snapshot, process_cpu_percent
 from .worker import Worker
@@ -52,6 +52,7 @@ class SignalingSession:
             "pauseProducer": lambda p: self._producer_paused(p, True),
             "resumeProducer": lambda p: self._producer_paused(p, False),
             "closeProducer": self._close_producer,
+            "relay": self._relay,
             "getStats": self._get_stats,
             "subscribeStats": self._subscribe_stats,
             "unsubscribeStats": self._unsubscribe_stats,
@@ -154,6 +155,21 @@ class SignalingSession:
     def _close_producer(self, params: dict) -> dict:
         peer = self._require_peer()
         peer.router.close_producer(peer.producer(params.get("producerId")))
+        return {}
+
+    def _relay(self, params: dict) -> dict:
+        """Pass `data` (any JSON object) to another peer of the room as a `relayed` notification: the
+        signaling of peers that connect to each other directly (a mesh call, docs/protocol.md)."""
+        peer = self._require_peer()
+        to, data = params.get("to"), params.get("data")
+        if not isinstance(to, str):
+            raise bad_request("'to' must be the peerId of another peer in your room")
+        if not isinstance(data, dict):
+            raise bad_request("'data' must be a JSON object (e.g. {\"type\": \"offer\", \"sdp\": ...})")
+        target = peer.router.peers.get(to)
+        if target is None or target is peer:
+            raise not_found("peer in your room", to)
+        target.notify("relayed", {"from": peer.id, "data": data})
         return {}
 
     def _get_stats(self, params: dict) -> dict:
