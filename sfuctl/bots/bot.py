@@ -105,6 +105,7 @@ class Bot:
         self._sent_prev: dict[int, int] = {}
         self._closed_collected: set[str] = set()  # closed consumers whose last interval was collected
         self._last_collected = False  # the bot left and its last interval was collected
+        self.transports = 0  # ICE/DTLS connections that reached "connected"
 
     @property
     def joined(self) -> bool:
@@ -184,19 +185,26 @@ class Bot:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self.publisher is not None:
-            self.publisher.stop()
-            if self._send is not None and self._send[0].state == "connected":
-                self.publisher.send_bye()
+        self._stop_sending()
         await self._signal_leave()
-        for pair in (self._send, self._recv):
-            if pair is not None:
-                pair[0].close()
-                pair[1].close()
+        self._close_transports()
         await self._close_signaling()
         self.left_at = time.monotonic()
         if self.status == "joined":
             self.status = "left"
+
+    def _stop_sending(self) -> None:
+        """Stop the senders and say BYE for them (before leaving)."""
+        if self.publisher is not None:
+            self.publisher.stop()
+            if self._send is not None and self._send[0].state == "connected":
+                self.publisher.send_bye()
+
+    def _close_transports(self) -> None:
+        for pair in (self._send, self._recv):
+            if pair is not None:
+                pair[0].close()
+                pair[1].close()
 
     # -- signaling (websocket here; sfuctl.bots.http_bot replaces these for WHIP/WHEP) ----------------
     async def _publish_offer(self, offer: str) -> str:
@@ -294,6 +302,7 @@ class Bot:
     def _on_send_state(self, state: str) -> None:
         ready = self._send_ready
         if state == "connected":
+            self.transports += 1
             if ready is not None and not ready.done():
                 ready.set_result(None)
             if self.publisher is not None and not self._leaving:
@@ -440,6 +449,7 @@ class Bot:
     def _on_recv_state(self, state: str) -> None:
         ready = self._recv_ready
         if state == "connected":
+            self.transports += 1
             if ready is not None and not ready.done():
                 ready.set_result(None)
         elif state in ("failed", "closed"):
@@ -467,6 +477,19 @@ class Bot:
             if subscriber is not None and subscriber.by_ssrc:
                 subscriber.send_report(now)
 
+    def _sending(self) -> list[tuple[StreamSender, float | None]]:
+        """Every stream this bot sends, with when it started sending (None: not yet)."""
+        if self.publisher is None:
+            return []
+        return [(sender, self.send_started_at) for sender in self.publisher.senders]
+
+    def _receiving(self) -> list[tuple[ConsumerStream, float | None]]:
+        """Every stream this bot receives (closed ones too), with the RTT of the transport it arrives on."""
+        if self.subscriber is None:
+            return []
+        rtt = self.recv_rtt_ms
+        return [(stream, rtt) for stream in self.subscriber.streams]
+
     @property
     def send_rtt_ms(self) -> float | None:
         return self._send[1].rtt.rtt_ms if self._send is not None else None
@@ -490,28 +513,24 @@ class Bot:
             if self.status == "joined":
                 counters.active += 1
         index = self.plan.index
-        if self.publisher is not None:
-            for sender in self.publisher.senders:
-                previous = self._sent_prev.get(sender.ssrc, 0)
-                self._sent_prev[sender.ssrc] = sender.octets
-                if sender.active:
-                    counters.streams_sent += 1
-                    counters.sent_bps += (sender.octets - previous) * 8 / interval
-                    if streams is not None:
-                        seconds = _overlap(begin, now, self.send_started_at, self.left_at)
-                        streams.sent.append(SentRow(index, sender.kind, sender.octets - previous, seconds))
-        subscriber = self.subscriber
-        if subscriber is None:
-            return
-        for stream in subscriber.streams:  # totals since the start
+        for sender, started_at in self._sending():
+            previous = self._sent_prev.get(sender.ssrc, 0)
+            self._sent_prev[sender.ssrc] = sender.octets
+            if sender.active:
+                counters.streams_sent += 1
+                counters.sent_bps += (sender.octets - previous) * 8 / interval
+                if streams is not None:
+                    seconds = _overlap(begin, now, started_at, self.left_at)
+                    streams.sent.append(SentRow(index, sender.kind, sender.octets - previous, seconds))
+        receiving = self._receiving()
+        for stream, _ in receiving:  # totals since the start
             counters.freezes += stream.frames.freezes
             counters.freeze_ms += stream.frames.freeze_seconds * 1000.0
         if self._last_collected:
             return
         # A consumer that closed, or a bot that left, is collected once more: the rest of its last interval.
         self._last_collected = self.left_at is not None
-        rtt = self.recv_rtt_ms
-        for stream in subscriber.streams:
+        for stream, rtt in receiving:
             if stream.closed_at is not None:
                 if stream.info.consumer_id in self._closed_collected:
                     continue
@@ -543,18 +562,13 @@ class Bot:
         """This bot in the JSON report (docs/bots.md)."""
         started = self.env.started_at
         end = self.left_at if self.left_at is not None else now
-        sent = []
-        if self.publisher is not None:
-            elapsed = end - self.send_started_at if self.send_started_at is not None else 0.0
-            sent = [s.stats(elapsed) for s in self.publisher.senders]
+        sent = [sender.stats(end - began if began is not None else 0.0) for sender, began in self._sending()]
         consumers = []
-        if self.subscriber is not None:
-            rtt = self.recv_rtt_ms
-            for stream in self.subscriber.streams:
-                consumer = stream.stats(end, rtt)
-                first = stream.first_frame_at
-                consumer["first_frame_at_s"] = first - started if first is not None else None
-                consumers.append(consumer)
+        for stream, rtt in self._receiving():
+            consumer = stream.stats(end, rtt)
+            first = stream.first_frame_at
+            consumer["first_frame_at_s"] = first - started if first is not None else None
+            consumers.append(consumer)
         return {
             "index": self.plan.index,
             "name": self.plan.name,
@@ -563,6 +577,8 @@ class Bot:
             "publisher": self.plan.publish,
             "subscriber": self.plan.subscribe,
             "impaired": self.plan.impaired,
+            "mesh": self.plan.mesh,
+            "transports": self.transports,
             "status": self.status,
             "joined": self.joined,
             "error": self.error,

@@ -14,6 +14,7 @@ from sfuctl.rtc.dtls import DtlsCertificate
 
 from .bot import Bot, BotEnv
 from .http_bot import HttpBot
+from .mesh import MeshBot
 from .config import BotPlan, BotsConfig
 from .pacer import Pacer
 from .stats import RoomCounters, StreamSample
@@ -86,8 +87,7 @@ class BotGroup:
             loop_started_at=start,
             token=self.config.token,
         )
-        kind = Bot if self.config.mode == "websocket" else HttpBot
-        self.bots = [kind(plan, env) for plan in self.plans]
+        self.bots = [_bot_class(self.config, plan)(plan, env) for plan in self.plans]
         tasks = [asyncio.create_task(self._run_bot(bot, stop, start)) for bot in self.bots]
         self._tick_timer = loop.call_at(start, self._tick)
         self._last_sample_at = start
@@ -162,6 +162,12 @@ class BotGroup:
             self.on_streams(streams)
         if not final:
             self._sample_timer = self._loop.call_at(now + self.config.sample_interval, self._sample)
+
+
+def _bot_class(config: BotsConfig, plan: BotPlan) -> type[Bot]:
+    if plan.mesh:
+        return MeshBot
+    return Bot if config.mode == "websocket" else HttpBot
 
 
 async def _set_at(event: asyncio.Event, stop: asyncio.Event, at: float) -> None:

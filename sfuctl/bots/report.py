@@ -130,6 +130,8 @@ def placeholder_bot(plan: BotPlan, join: JoinEvent | None, error: str) -> dict:
         "publisher": plan.publish,
         "subscriber": plan.subscribe,
         "impaired": plan.impaired,
+        "mesh": plan.mesh,
+        "transports": 0,
         "status": "disconnected" if joined else "failed",
         "joined": joined,
         "error": None if joined else error,

@@ -7,7 +7,7 @@ import socket
 import time
 from collections.abc import Callable
 
-from sfuctl.rtc.connection import Connection
+from sfuctl.rtc.connection import Connection, IceRole
 from sfuctl.rtc.dtls import DtlsCertificate
 
 from .impairment import Address, ImpairmentConfig, Link, LinkModel
@@ -99,15 +99,17 @@ async def open_bot_connection(
     connect_timeout: float = 10.0,
     local_host: str = "127.0.0.1",
     changes: tuple[tuple[float, ImpairmentConfig], ...] = (),
+    role: IceRole = "controlling",
 ) -> tuple[Connection, BotSocket]:
-    """A controlling Connection on its own UDP socket bound to `local_host`:0, impaired as configured
-    (`impairment`, then each of `changes` from its loop time on)."""
+    """A Connection (ICE `role`: "controlling" towards a server, "lite" to answer a peer) on its own UDP
+    socket bound to `local_host`:0, impaired as configured (`impairment`, then each of `changes` from its
+    loop time on)."""
     loop = asyncio.get_running_loop()
     _, socket = await loop.create_datagram_endpoint(
         lambda: BotSocket(impairment, seed, changes), local_addr=(local_host, 0)
     )
     connection = Connection(
-        role="controlling",
+        role=role,
         certificate=certificate,
         send=socket.send,
         on_rtp=on_rtp,

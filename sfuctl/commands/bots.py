@@ -31,6 +31,7 @@ EXIT_ERROR = 2
     short_help="Load the SFU with headless bots.",
     epilog=(
         "Example: sfuctl bots --count 50 --rooms 10 --duration 60 --json report.json\n\n"
+        "The same 5-peer call as a full mesh: sfuctl bots --count 5 --mesh --duration 30\n\n"
         "Impairment is approximate and applies per bot, both directions: --delay is added round-trip time."
     ),
 )
@@ -57,6 +58,7 @@ EXIT_ERROR = 2
 @click.option("--bandwidth", type=click.FloatRange(8, 10_000_000), default=None, help="Token-bucket limit per direction in kbps.")
 @click.option("--decode", is_flag=True, help="Decode every received frame to prove it is intact (costs a decoder per stream).")
 @click.option("--join-timeout", type=click.FloatRange(1, 600), default=20.0, show_default=True, help="Seconds before a bot that has not joined counts as failed.")
+@click.option("--mesh", is_flag=True, help="Connect the bots of each room to each other directly (a full mesh: one connection per pair); the server only relays their SDP.")
 def bots(
     url: str,
     whip: str | None,
@@ -81,6 +83,7 @@ def bots(
     bandwidth: float | None,
     decode: bool,
     join_timeout: float,
+    mesh: bool,
 ) -> None:
     """Headless bots join rooms, publish pre-encoded audio/video (no encoding), subscribe to each other
     (no decoding) and report per-consumer loss, jitter, RTT, freezes and join times (RFC 3550)."""
@@ -92,6 +95,7 @@ def bots(
         config = BotsConfig(
             url=whip or whep or url,
             mode=mode,
+            mesh=mesh,
             token=token,
             count=count,
             rooms=min(rooms, count),

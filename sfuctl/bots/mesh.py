@@ -1,0 +1,347 @@
+"""A mesh bot: the same call without the SFU's forwarding, for comparing the two (scenarios/mesh.toml).
+
+It joins its room over the server's signaling like any bot, then connects to every other bot of the room
+directly: one ICE/DTLS/SRTP connection per pair (a MeshLink), carrying its audio and video to that peer and
+the peer's to it. The SDP goes through the server's `relay` method (docs/protocol.md, "Mesh calls"): the
+newcomer offers to each peer already in the room as ICE controlling with a=setup:actpass; the peer answers as
+ICE-lite and DTLS server (a=setup:passive). Only newcomers offer, so two bots never offer to each other.
+A mesh room holds only mesh bots: an offer to anything else is never answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from sfuctl.client.offer import SEND_CODECS, OfferSection, connection_offer, parse_answer
+from sfuctl.client.signaling import SignalingClient, SignalingError
+from sfuctl.rtc.connection import Connection
+from sfuctl.rtc.sdp import MediaAnswer, accepted_extensions, build_answer, choose_codec, dtls_role_for, parse_offer
+
+from .bot import Bot, JoinError
+from .impairment import ImpairmentConfig
+from .publisher import Publisher, StreamSender
+from .subscriber import ConsumerInfo, ConsumerStream, Subscriber
+from .udp import BotSocket, open_bot_connection
+
+KINDS = ("video", "audio")
+# a=direction of an m-line from (this side sends, this side receives)
+DIRECTIONS = {(True, True): "sendrecv", (True, False): "sendonly", (False, True): "recvonly", (False, False): "inactive"}
+
+
+class MeshLink:
+    """The connection to one other peer: the streams sent to it (a Publisher) and received from it (a Subscriber).
+
+    `ready` resolves True when the connection is up, False when the peer left first, or fails with JoinError.
+    """
+
+    def __init__(self, remote_id: str, remote_name: str, subscriber: Subscriber, announced_at: float) -> None:
+        self.remote_id = remote_id
+        self.remote_name = remote_name
+        self.subscriber = subscriber
+        self.announced_at = announced_at
+        self.sections: list[OfferSection] = []  # our offer, when we offered
+        self.publisher: Publisher | None = None
+        self.connection: Connection | None = None
+        self.socket: BotSocket | None = None
+        self.started_at: float | None = None  # when it connected (time.monotonic())
+        self.remote_left = False
+        self.ready: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self.ready.add_done_callback(_retrieve)
+
+    def on_rtp(self, data: bytes) -> None:
+        self.subscriber.on_rtp(data)
+
+    def on_rtcp(self, data: bytes) -> None:
+        """Feedback about our streams (NACK, PLI, RR) and reports about theirs (SR) share the connection."""
+        if self.publisher is not None:
+            self.publisher.on_rtcp(data)
+        self.subscriber.on_rtcp(data)
+
+    def send_rtcp(self, data: bytes) -> None:
+        if self.connection is not None:
+            self.connection.send_rtcp(data)
+
+    @property
+    def rtt_ms(self) -> float | None:
+        """STUN RTT on the offering side; the peer's receiver reports (LSR/DLSR) on the answering one."""
+        if self.socket is not None and self.socket.rtt.rtt_ms is not None:
+            return self.socket.rtt.rtt_ms
+        if self.publisher is not None:
+            rtts = [s.rtt_ms for s in self.publisher.senders if s.rtt_ms is not None]
+            if rtts:
+                return sum(rtts) / len(rtts)
+        return None
+
+    def close(self) -> None:
+        if self.connection is not None:
+            self.connection.close()
+        if self.socket is not None:
+            self.socket.close()
+
+
+class MeshBot(Bot):
+    """A Bot whose media goes peer to peer; statistics, report and lifecycle are a Bot's."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._links: dict[str, MeshLink] = {}  # open links by remote peer id
+        self._all_links: list[MeshLink] = []  # closed ones too, for their figures
+        self._names: dict[str, str] = {}
+
+    # -- joining --------------------------------------------------------------------------------------
+    async def _join(self) -> None:
+        self.status = "joining"
+        self.join_started_at = time.monotonic()
+        self._stage = "connecting signaling"
+        self.signaling = await SignalingClient.connect(self.env.url, timeout=self.env.connect_timeout)
+        self._stage = "joining"
+        joined = await self.signaling.request("join", room=self.plan.room, name=self.plan.name)
+        self.peer_id = joined["peerId"]
+        self._tasks.append(asyncio.create_task(self._notifications(), name=f"{self.plan.name}-notifications"))
+        self._tasks.append(asyncio.create_task(self._watch_signaling(), name=f"{self.plan.name}-signaling"))
+        peers = [p for p in joined.get("peers", []) if isinstance(p, dict) and isinstance(p.get("id"), str)]
+        for peer in peers:
+            self._names[peer["id"]] = str(peer.get("name", ""))
+        self._stage = f"offering to {len(peers)} peers"
+        links = await asyncio.gather(*(self._offer(peer["id"]) for peer in peers))
+        self._stage = f"connecting to {len(peers)} peers directly (ICE/DTLS)"
+        await asyncio.gather(*(link.ready for link in links))
+        await self._connect_transports()
+
+    def _open_link(self, remote_id: str) -> MeshLink:
+        subscriber = Subscriber(lambda data: link.send_rtcp(data), self.cname, self.rng.randint(1, 0xFFFFFFFF),
+                                time.monotonic)
+        link = MeshLink(remote_id, self._names.get(remote_id, ""), subscriber, time.monotonic())
+        self._links[remote_id] = link
+        self._all_links.append(link)
+        return link
+
+    async def _connect(self, link: MeshLink, role: str) -> Connection:
+        link.connection, link.socket = await open_bot_connection(
+            certificate=self.env.certificate,
+            impairment=ImpairmentConfig(),
+            changes=self._impairment_changes(),
+            seed=f"{self.env.seed}:{self.plan.index}:{link.remote_id}",
+            on_rtp=link.on_rtp,
+            on_rtcp=link.on_rtcp,
+            on_state=lambda state: self._on_link_state(link, state),
+            connect_timeout=self.env.connect_timeout,
+            role=role,  # type: ignore[arg-type]
+        )
+        return link.connection
+
+    async def _offer(self, remote_id: str) -> MeshLink:
+        """Offer a connection to a peer that was in the room before us; its answer comes as a notification."""
+        link = self._open_link(remote_id)
+        conn = await self._connect(link, "controlling")
+        sections = []
+        for number, kind in enumerate(k for k in KINDS if k in self.env.tracks):
+            sends = self.plan.publish
+            sections.append(
+                OfferSection(
+                    mid=str(number),
+                    kind=kind,
+                    direction=DIRECTIONS[(sends, self.plan.subscribe)],
+                    codecs=(SEND_CODECS[self.env.tracks[kind].codec],),
+                    ssrc=self.rng.randint(1, 0xFFFFFFFF) if sends else None,
+                    cname=self.cname,
+                    msid=(self.cname, f"{self.cname}-{kind}") if sends else None,
+                )
+            )
+        link.sections = sections
+        offer = connection_offer(conn, sections, session_id=self.rng.getrandbits(62))
+        assert self.signaling is not None
+        await self.signaling.request("relay", to=remote_id, data={"type": "offer", "sdp": offer})
+        return link
+
+    def _on_answer(self, link: MeshLink, sdp: object) -> None:
+        """The peer's answer to our offer: start the streams it accepted and connect."""
+        conn = link.connection
+        if conn is None or conn.state != "new" or not isinstance(sdp, str):
+            return
+        answer = parse_answer(sdp)
+        senders = []
+        for section in link.sections:
+            media = answer.media.get(section.mid)
+            if media is None or media.codec is None:
+                continue
+            if section.ssrc is not None and media.direction in ("recvonly", "sendrecv"):
+                senders.append(self._sender(section.kind, section.ssrc, media.codec.payload_type,
+                                            media.codec.has_feedback("nack"), conn))
+            if media.ssrc is not None and media.direction in ("sendonly", "sendrecv") and self.plan.subscribe:
+                self._receive(link, section.mid, section.kind, media.ssrc, media.codec.clock_rate,
+                              media.codec.has_feedback("nack"))
+        if senders:
+            link.publisher = Publisher(senders, link.send_rtcp, self.cname)
+        conn.set_remote(answer.ice, answer.fingerprints, answer.dtls_role, answer.candidates)  # type: ignore[arg-type]
+
+    async def _answer(self, remote_id: str, sdp: object) -> None:
+        """A newcomer's offer: answer as ICE-lite / DTLS server, sending and receiving what both sides want."""
+        if remote_id in self._links:
+            raise ValueError("a second offer on an open connection (renegotiation is not supported)")
+        if not isinstance(sdp, str):
+            raise ValueError("the offer has no SDP")
+        offer = parse_offer(sdp)
+        link = self._open_link(remote_id)
+        conn = await self._connect(link, "lite")
+        answers: list[MediaAnswer] = []
+        senders = []
+        for m in offer.media:
+            track = self.env.tracks.get(m.kind)
+            codec = choose_codec(m, track.codec) if track is not None and not m.rejected else None
+            sends = codec is not None and self.plan.publish and m.direction in ("recvonly", "sendrecv")
+            receives = codec is not None and self.plan.subscribe and m.direction in ("sendonly", "sendrecv")
+            direction = DIRECTIONS[(sends, receives)]
+            if codec is None or direction == "inactive":
+                answers.append(MediaAnswer(m, None, "inactive"))
+                continue
+            ssrc = self.rng.randint(1, 0xFFFFFFFF) if sends else None
+            if ssrc is not None:
+                senders.append(self._sender(m.kind, ssrc, codec.payload_type, codec.has_feedback("nack"), conn))
+            if receives and m.ssrc is not None:
+                self._receive(link, m.mid, m.kind, m.ssrc, codec.clock_rate, codec.has_feedback("nack"))
+            msid = (self.cname, f"{self.cname}-{m.kind}") if sends else None
+            answers.append(MediaAnswer(m, codec, direction, ssrc, self.cname, msid, accepted_extensions(m)))
+        if senders:
+            link.publisher = Publisher(senders, link.send_rtcp, self.cname)
+        assert conn.local_candidate is not None
+        answer = build_answer(session_id=self.rng.getrandbits(62), ice=conn.local_ice, fingerprint=conn.local_fingerprint,
+                              candidate=conn.local_candidate, setup="passive", media=answers)
+        conn.set_remote(offer.ice, offer.fingerprints, dtls_role_for(offer.setup), offer.candidates)  # type: ignore[arg-type]
+        assert self.signaling is not None
+        await self.signaling.request("relay", to=remote_id, data={"type": "answer", "sdp": answer})
+
+    def _sender(self, kind: str, ssrc: int, payload_type: int, nack: bool, conn: Connection) -> StreamSender:
+        return StreamSender(self.env.tracks[kind], ssrc=ssrc, payload_type=payload_type, send_rtp=conn.send_rtp,
+                            rng=self.rng, nack=nack)
+
+    def _receive(self, link: MeshLink, mid: str, kind: str, ssrc: int, clock_rate: int, nack: bool) -> None:
+        track = self.env.tracks[kind]
+        info = ConsumerInfo(
+            consumer_id=f"{self.peer_id}/{link.remote_id}/{kind}",
+            producer_id=f"{link.remote_id}/{kind}",
+            producer_peer=link.remote_id,
+            producer_name=link.remote_name,
+            kind=kind,
+            codec=track.codec,
+            mid=mid,
+            ssrc=ssrc,
+            clock_rate=clock_rate,
+            nack=nack,
+        )
+        link.subscriber.add(ConsumerStream(info, link.announced_at, self.env.decode))
+
+    # -- what the server and the links say ------------------------------------------------------------
+    async def _notifications(self) -> None:
+        assert self.signaling is not None
+        queue = self.signaling.notifications
+        while True:
+            method, params = await queue.get()
+            if method == "peerJoined":
+                peer = params.get("peer", {})
+                if isinstance(peer.get("id"), str):
+                    self._names[peer["id"]] = str(peer.get("name", ""))
+            elif method == "peerLeft":
+                self._peer_left(params.get("peerId"))
+            elif method == "relayed":
+                self._relayed(params.get("from"), params.get("data"))
+
+    def _relayed(self, remote_id: object, data: object) -> None:
+        if not isinstance(remote_id, str) or not isinstance(data, dict):
+            return
+        kind = data.get("type")
+        try:
+            if kind == "offer":
+                task = asyncio.create_task(self._answer_logged(remote_id, data.get("sdp")))
+                self._tasks.append(task)
+            elif kind == "answer" and remote_id in self._links:
+                self._on_answer(self._links[remote_id], data.get("sdp"))
+        except ValueError as exc:
+            self.errors.append(f"bad {kind} from peer {self._names.get(remote_id, remote_id)}: {exc}")
+
+    async def _answer_logged(self, remote_id: str, sdp: object) -> None:
+        try:
+            await self._answer(remote_id, sdp)
+        except (ValueError, SignalingError, asyncio.TimeoutError, OSError) as exc:
+            self.errors.append(f"answering peer {self._names.get(remote_id, remote_id)} failed: {exc}")
+
+    def _peer_left(self, remote_id: object) -> None:
+        link = self._links.get(remote_id) if isinstance(remote_id, str) else None
+        if link is not None:
+            link.remote_left = True
+            link.close()
+
+    def _on_link_state(self, link: MeshLink, state: str) -> None:
+        if state == "connected":
+            self.transports += 1
+            link.started_at = time.monotonic()
+            if not link.ready.done():
+                link.ready.set_result(True)
+            if link.publisher is not None and not self._leaving:
+                for sender in link.publisher.senders:
+                    self.env.pacer.add(sender)
+        elif state in ("failed", "closed"):
+            self._links.pop(link.remote_id, None)
+            if link.publisher is not None:
+                link.publisher.stop()
+            if not self._leaving:  # like an SFU consumer, a stream is closed when its sender goes away
+                now = time.monotonic()
+                for stream in list(link.subscriber.by_ssrc.values()):
+                    link.subscriber.close(stream.info.consumer_id, now)
+            who = link.remote_name or link.remote_id
+            if not link.ready.done():
+                if link.remote_left or self._leaving:
+                    link.ready.set_result(False)
+                else:
+                    link.ready.set_exception(JoinError(f"direct connection to {who} {state}: ICE/DTLS did not complete"))
+            elif state == "failed" and not (link.remote_left or self._leaving):
+                self.errors.append(f"direct connection to {who} failed (no ICE consent or DTLS error)")
+            link.close()
+
+    # -- Bot's hooks ----------------------------------------------------------------------------------
+    def tick(self, now: float) -> None:
+        """NACK/PLI every tick; SR + RR on each link at randomized RTCP intervals."""
+        links = list(self._links.values())
+        for link in links:
+            link.subscriber.tick(now)
+        if now >= self.next_report_at:
+            self.next_report_at = now + self.env.rtcp_interval * self.rng.uniform(0.5, 1.5)
+            for link in links:
+                if link.publisher is not None:
+                    link.publisher.send_reports(now)
+                if link.subscriber.by_ssrc:
+                    link.subscriber.send_report(now)
+
+    def _stop_sending(self) -> None:
+        for link in self._links.values():
+            if link.publisher is not None:
+                link.publisher.stop()
+                if link.connection is not None and link.connection.state == "connected":
+                    link.publisher.send_bye()
+
+    def _close_transports(self) -> None:
+        for link in list(self._links.values()):
+            link.close()
+
+    def _sending(self) -> list[tuple[StreamSender, float | None]]:
+        return [(s, link.started_at) for link in self._all_links if link.publisher for s in link.publisher.senders]
+
+    def _receiving(self) -> list[tuple[ConsumerStream, float | None]]:
+        return [(stream, link.rtt_ms) for link in self._all_links for stream in link.subscriber.streams]
+
+    @property
+    def send_rtt_ms(self) -> float | None:
+        """The mean RTT over the links (each carries both directions)."""
+        rtts = [rtt for link in self._all_links if (rtt := link.rtt_ms) is not None]
+        return sum(rtts) / len(rtts) if rtts else None
+
+    @property
+    def recv_rtt_ms(self) -> float | None:
+        return self.send_rtt_ms
+
+
+def _retrieve(future: asyncio.Future) -> None:
+    """Mark a link's failure as seen when nobody awaits it (a link answered after the join)."""
+    if not future.cancelled():
+        future.exception()
