@@ -119,3 +119,25 @@ async def test_garbage_relayed_to_a_mesh_bot_is_an_error_and_its_call_goes_on(se
 def test_a_mesh_needs_the_servers_signaling() -> None:
     with pytest.raises(ValueError, match="mesh call needs the sfuctl server's signaling"):
         BotsConfig(url="http://127.0.0.1:1/whip/room", mode="whip", mesh=True)
+
+
+async def test_a_bad_answer_fails_the_join_and_says_from_whom(server, media) -> None:
+    client = await SignalingClient.connect(server.url)
+    try:
+        await client.request("join", room="room-1", name="liar")
+
+        async def answer_garbage() -> None:
+            while True:
+                method, params = await client.notifications.get()
+                if method == "relayed" and params["data"].get("type") == "offer":
+                    await client.request("relay", to=params["from"], data={"type": "answer", "sdp": "v=0\r\nm=x"})
+
+        liar = asyncio.create_task(answer_garbage())
+        report = await run_bots(mesh_config(server, media, count=1, duration=2.0, seed=15, join_timeout=5.0))
+        liar.cancel()
+    finally:
+        await client.close()
+
+    (bot,) = report.bots
+    assert bot["status"] == "failed" and "bad answer from peer liar" in bot["error"]
+    assert not server.worker.transports

@@ -78,3 +78,19 @@ async def test_sigterm_stops_the_front_and_every_worker(two_workers):
     assert await wait_for(lambda: client.closed.is_set(), 5)
     await client.close()
     assert not [pid for pid in children if os.path.exists(f"/proc/{pid}")]
+
+
+async def test_relay_reaches_peers_of_a_room_on_any_worker(two_workers, media):
+    """The front passes relay frames to the room's worker: a mesh call works in rooms on either worker."""
+    from sfuctl.bots.config import BotsConfig
+    from sfuctl.bots.runner import run_bots
+
+    url, _, _ = two_workers
+    config = BotsConfig(url=url, count=4, rooms=2, mesh=True, ramp=20, duration=3.0, audio=False,
+                        media=(str(media.video),), seed=21)
+    report = await run_bots(config)
+    assert report.failed == 0
+    for bot in report.bots:
+        assert bot["transports"] == 1 and bot["errors"] == []
+        (video,) = bot["consumers"]
+        assert video["packets"] > 30 and video["packets_lost"] == 0

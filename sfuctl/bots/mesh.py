@@ -16,7 +16,7 @@ import time
 from sfuctl.client.offer import SEND_CODECS, OfferSection, connection_offer, parse_answer
 from sfuctl.client.signaling import SignalingClient, SignalingError
 from sfuctl.rtc.connection import Connection
-from sfuctl.rtc.sdp import MediaAnswer, accepted_extensions, build_answer, choose_codec, dtls_role_for, parse_offer
+from sfuctl.rtc.sdp import MediaAnswer, Offer, accepted_extensions, build_answer, choose_codec, dtls_role_for, parse_offer
 
 from .bot import Bot, JoinError
 from .impairment import ImpairmentConfig
@@ -152,7 +152,13 @@ class MeshBot(Bot):
         link.sections = sections
         offer = connection_offer(conn, sections, session_id=self.rng.getrandbits(62))
         assert self.signaling is not None
-        await self.signaling.request("relay", to=remote_id, data={"type": "offer", "sdp": offer})
+        try:
+            await self.signaling.request("relay", to=remote_id, data={"type": "offer", "sdp": offer})
+        except SignalingError as exc:
+            if exc.code != "not_found":
+                raise
+            link.remote_left = True  # it left between our join and our offer
+            link.close()
         return link
 
     def _on_answer(self, link: MeshLink, sdp: object) -> None:
@@ -184,6 +190,14 @@ class MeshBot(Bot):
             raise ValueError("the offer has no SDP")
         offer = parse_offer(sdp)
         link = self._open_link(remote_id)
+        try:
+            await self._answer_link(link, offer)
+        except BaseException:
+            self._links.pop(remote_id, None)
+            link.close()
+            raise
+
+    async def _answer_link(self, link: MeshLink, offer: Offer) -> None:
         conn = await self._connect(link, "lite")
         answers: list[MediaAnswer] = []
         senders = []
@@ -210,7 +224,7 @@ class MeshBot(Bot):
                               candidate=conn.local_candidate, setup="passive", media=answers)
         conn.set_remote(offer.ice, offer.fingerprints, dtls_role_for(offer.setup), offer.candidates)  # type: ignore[arg-type]
         assert self.signaling is not None
-        await self.signaling.request("relay", to=remote_id, data={"type": "answer", "sdp": answer})
+        await self.signaling.request("relay", to=link.remote_id, data={"type": "answer", "sdp": answer})
 
     def _sender(self, kind: str, ssrc: int, payload_type: int, nack: bool, conn: Connection) -> StreamSender:
         return StreamSender(self.env.tracks[kind], ssrc=ssrc, payload_type=payload_type, send_rtp=conn.send_rtp,
@@ -251,14 +265,19 @@ class MeshBot(Bot):
         if not isinstance(remote_id, str) or not isinstance(data, dict):
             return
         kind = data.get("type")
-        try:
-            if kind == "offer":
-                task = asyncio.create_task(self._answer_logged(remote_id, data.get("sdp")))
-                self._tasks.append(task)
-            elif kind == "answer" and remote_id in self._links:
-                self._on_answer(self._links[remote_id], data.get("sdp"))
-        except ValueError as exc:
-            self.errors.append(f"bad {kind} from peer {self._names.get(remote_id, remote_id)}: {exc}")
+        if kind == "offer":
+            self._tasks.append(asyncio.create_task(self._answer_logged(remote_id, data.get("sdp"))))
+        elif kind == "answer" and remote_id in self._links:
+            link = self._links[remote_id]
+            try:
+                self._on_answer(link, data.get("sdp"))
+            except ValueError as exc:
+                message = f"bad answer from peer {link.remote_name or remote_id}: {exc}"
+                if link.ready.done():
+                    self.errors.append(message)
+                else:
+                    link.ready.set_exception(JoinError(message))
+                link.close()
 
     async def _answer_logged(self, remote_id: str, sdp: object) -> None:
         try:
