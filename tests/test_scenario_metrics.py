@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from sfuctl.bots.group import JoinEvent
-from sfuctl.bots.stats import ConsumerRow, SentRow, StreamSample
+from sfuctl.bots.stats import ConsumerRow, RoomCounters, Sample, SentRow, StreamSample
 from sfuctl.scenario.metrics import METRICS, BotInfo, Recorder, parse_metric_key
 from sfuctl.scenario.runner import evaluate
 from sfuctl.scenario.model import Threshold
@@ -37,7 +37,7 @@ def test_metric_keys(key: str, name: str, tags: dict) -> None:
     [
         ("consumer.bitrate", "unknown metric 'consumer.bitrate'; did you mean consumer.bitrate_bps?"),
         ("nothing.like.it", "unknown metric 'nothing.like.it'; see docs/scenarios.md for the list"),
-        ("bots.join_ms{kind=video}", "bots.join_ms has no tag 'kind'; its tags: room, group, role"),
+        ("bots.join_ms{kind=video}", "bots.join_ms has no tag 'kind'; its tags: room, group, role, topology"),
         ("consumer.jitter_ms{kind}", "bad tag filter 'kind' in 'consumer.jitter_ms{kind}': write tag=value"),
         ("consumer.jitter_ms{kind=a,kind=b}", "tag 'kind' is given twice in 'consumer.jitter_ms{kind=a,kind=b}'"),
         ("Consumer.Jitter", "bad metric 'Consumer.Jitter': expected NAME or NAME{tag=value,...}, e.g. consumer.jitter_ms{kind=video}"),
@@ -69,7 +69,7 @@ def recorder() -> Recorder:
                                          "rooms": 1, "peers": 2, "producers": 3, "consumers": 3, "transports": 4},
                               "rooms": [{"name": "room-1", "producers": [], "consumers": [
                                   {"kind": "video", "peer_name": "bot-1", "score": 10 - second, "fraction_lost": 0.0,
-                                   "jitter_ms": 1.0, "rtt_ms": None}]}]})
+                                   "jitter_ms": 1.0, "rtt_ms": None, "bitrate_bps": 5e5}]}]})
     rec.end = 4.0
     return rec
 
@@ -98,6 +98,10 @@ def values(rec: Recorder, key: str, after: float = 0.0) -> list[float]:
         # bots over the time they were joined in the window (bot-1 from 0.1 s, bot-2 from 0.3 s)
         ("bots.received_bitrate_bps{group=lossy}", 0.0, [297_500 * 8 / 3.9]),
         ("bots.sent_bitrate_bps", 1.0, [210_000 * 8 / 3.0, 195_000 * 8 / 3.0]),
+        # the topology a bot's room belongs to: every bot here is in the SFU's room-1
+        ("bots.sent_bitrate_bps{topology=sfu}", 1.0, [210_000 * 8 / 3.0, 195_000 * 8 / 3.0]),
+        ("bots.sent_bitrate_bps{topology=mesh}", 1.0, []),
+        ("consumer.bitrate_bps{kind=video,topology=sfu}", 0.0, [560_000.0, 480_000.0]),
         # events: kept from `after` on
         ("bots.join_ms", 0.0, [80.0, 120.0]),
         ("bots.join_ms", 0.2, [120.0]),
@@ -105,6 +109,8 @@ def values(rec: Recorder, key: str, after: float = 0.0) -> list[float]:
         # server samples, one per snapshot
         ("server.cpu_percent", 2.0, [20.0, 30.0, 40.0]),
         ("server.consumer.score{group=lossy}", 0.0, [9.0, 8.0, 7.0, 6.0]),
+        ("server.consumer.score{topology=sfu}", 3.0, [7.0, 6.0]),
+        ("server.consumer.score{topology=mesh}", 0.0, []),
         ("server.consumer.rtt_ms", 0.0, []),
     ],
 )
@@ -112,12 +118,26 @@ def test_values(key: str, after: float, expected: list) -> None:
     assert sorted(values(recorder(), key, after)) == pytest.approx(sorted(expected))
 
 
+def test_bot_cpu_is_one_value_per_room_and_bots_sample_while_bots_are_joined() -> None:
+    rec = Recorder({})
+    rec.t0 = 100.0
+    for second, (sfu, mesh) in enumerate([(0, 0), (2, 3), (2, 3)], 1):  # joined bots in each room
+        rec.on_sample(100.0 + second, Sample.from_counters(second, {
+            "room-1": RoomCounters(active=sfu, cpu_s=0.05 * sfu, interval_s=0.5),
+            "mesh-room-1": RoomCounters(active=mesh, cpu_s=0.15 * mesh, interval_s=0.5),
+        }))
+    rec.end = 3.0
+    assert sorted(values(rec, "bots.cpu_percent")) == pytest.approx([10.0, 10.0, 30.0, 30.0])  # none while no bot
+    assert values(rec, "bots.cpu_percent{topology=mesh}") == pytest.approx([30.0, 30.0])
+    assert values(rec, "bots.cpu_percent{room=room-1}", after=2.5) == pytest.approx([10.0])
+
+
 def test_the_final_report_replaces_the_live_join_events_and_adds_first_frames_errors_and_drops() -> None:
     rec = recorder()
     bot = {"index": 0, "joined": True, "status": "disconnected", "join_ms": 80.0, "joined_at_s": 0.5, "left_at_s": 4.0,
-           "errors": ["subscribe failed: x"], "consumers": [{"kind": "video", "first_frame_ms": 400.0, "first_frame_at_s": 0.5}]}
+           "transports": 2, "errors": ["subscribe failed: x"], "consumers": [{"kind": "video", "first_frame_ms": 400.0, "first_frame_at_s": 0.5}]}
     failed = {"index": 1, "joined": False, "status": "failed", "join_ms": None, "joined_at_s": None, "left_at_s": None,
-              "errors": [], "consumers": []}
+              "transports": 0, "errors": [], "consumers": []}
     rec.finish({"bots": [bot, failed]}, 4.0)
     assert values(rec, "bots.join_ms") == [80.0]
     assert values(rec, "bots.join_failed") == [1.0]

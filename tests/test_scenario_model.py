@@ -11,7 +11,6 @@ import pytest
 from sfuctl.bots.impairment import ImpairmentConfig, ImpairmentStep
 from sfuctl.scenario.metrics import METRICS
 from sfuctl.scenario.model import (
-    MESH_MISSING,
     ScenarioError,
     load_scenario,
     parse_bandwidth,
@@ -73,6 +72,24 @@ def test_a_valid_file_becomes_a_scenario(tmp_path: Path) -> None:
         "consumer.fraction_lost", {"kind": "video", "group": "bad"}, 5.0, True, 22)
     assert third.expression.text == "max < 0.1"
     assert scenario.with_url("ws://127.0.0.1:9").server.url == "ws://127.0.0.1:9"
+
+
+@pytest.mark.parametrize(
+    ("line", "topologies", "rooms"),
+    [
+        ("", ("sfu",), ["room-1", "room-2"]),
+        ('topology = "sfu"', ("sfu",), ["room-1", "room-2"]),
+        ('topology = "mesh"', ("mesh",), ["mesh-room-1", "mesh-room-2"]),
+        ('topology = ["sfu", "mesh"]', ("sfu", "mesh"), ["room-1", "room-2", "mesh-room-1", "mesh-room-2"]),
+        ('topology = ["mesh", "sfu"]', ("mesh", "sfu"), ["mesh-room-1", "mesh-room-2", "room-1", "room-2"]),
+    ],
+)
+def test_topology(tmp_path: Path, line: str, topologies: tuple, rooms: list) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text(f'{line}\nduration = "10s"\n[bots]\ncount = 32\nrooms = 2\nramp = 10\n[thresholds]\n'
+                    f'"bots.cpu_percent{{topology={topologies[-1]},room={rooms[-1]}}}" = ["avg < 50"]\n')
+    scenario = load_scenario(path)
+    assert (scenario.topologies, scenario.room_names) == (topologies, rooms)  # 16 per mesh room is allowed
 
 
 @pytest.mark.parametrize(
@@ -144,9 +161,44 @@ def test_a_valid_file_becomes_a_scenario(tmp_path: Path) -> None:
             'duration = "10s\n',
             ["s.toml:1: not valid TOML: Illegal character '\\n'"],
         ),
-        (  # mesh is named as missing
+        (  # a topology that does not exist, and one listed twice
+            'topology = "p2p"\nduration = "10s"\n[bots]\ncount = 5\n',
+            ['s.toml:1: topology: expected "sfu", "mesh" or a list of them, e.g. topology = ["sfu", "mesh"] to run '
+             "the same call both ways at once, not 'p2p'"],
+        ),
+        (
+            'duration = "10s"\ntopology = ["mesh", "sfu", "mesh"]\n[bots]\ncount = 5\n',
+            ["s.toml:2: topology: 'mesh' is listed twice; list each topology at most once, e.g. "
+             'topology = ["sfu", "mesh"]'],
+        ),
+        (  # an empty list
+            'topology = []\nduration = "10s"\n[bots]\ncount = 5\n',
+            ['s.toml:1: topology: expected "sfu", "mesh" or a list of them, e.g. topology = ["sfu", "mesh"] to run '
+             "the same call both ways at once, not []"],
+        ),
+        (  # the old key is gone
             'mode = "mesh"\nduration = "10s"\n[bots]\ncount = 5\n',
-            [f"s.toml:1: mode: {MESH_MISSING}"],
+            ["s.toml:1: mode: unknown key; known keys here: name, description, topology, duration, stages, server, "
+             "bots, network, thresholds"],
+        ),
+        (  # a mesh room too big to measure the topology
+            'topology = "mesh"\nduration = "10s"\n[bots]\ncount = 34\nrooms = 2\nramp = 10\n',
+            ["s.toml:1: topology: 17 bots in a mesh room: a full mesh of n peers has n(n-1)/2 connections (136 here) "
+             "and every peer sends its media n-1 times, so a mesh room takes at most 16 bots; use bots.rooms = 3 or "
+             "more, or fewer bots"],
+        ),
+        (  # both topologies in one process would mix their CPU
+            'topology = ["sfu", "mesh"]\nduration = "10s"\n[bots]\ncount = 4\nprocesses = 1\n',
+            ["s.toml:5: bots.processes: 1 process for 2 topologies: each topology's bots run in processes of their "
+             "own so that bots.cpu_percent does not mix them; use processes = 2 or more, or leave it out"],
+        ),
+        (  # tag values are the scenario's own: its topologies and the rooms they have
+            'topology = "mesh"\nduration = "10s"\n[bots]\ncount = 4\n[thresholds]\n'
+            '"bots.sent_bitrate_bps{topology=sfu}" = ["avg > 1"]\n"bots.cpu_percent{room=room-1}" = ["avg < 50"]\n',
+            ["s.toml:6: thresholds.\"bots.sent_bitrate_bps{topology=sfu}\": no topology 'sfu' in this scenario; use "
+             "one of mesh",
+             "s.toml:7: thresholds.\"bots.cpu_percent{room=room-1}\": no room 'room-1' in this scenario; use one of "
+             "mesh-room-1"],
         ),
     ],
 )
@@ -186,22 +238,13 @@ def test_bad_units_are_refused(parse, value: object) -> None:
         parse(value)
 
 
-def test_the_shipped_scenarios_are_valid_and_mesh_says_what_is_missing() -> None:
+def test_the_shipped_scenarios_are_valid() -> None:
     files = sorted((ROOT / "scenarios").glob("*.toml"))
     assert {f.stem for f in files} >= {"demo", "smoke", "meeting", "webinar", "lossy", "churn", "mesh"}
     for path in files:
-        if path.stem == "mesh":
-            with pytest.raises(ScenarioError) as error:
-                load_scenario(path)
-            assert error.value.problems == [f"{path}:{_line(path, 'mode =')}: mode: {MESH_MISSING}"]
-        else:
-            assert load_scenario(path).thresholds, path
+        assert load_scenario(path).thresholds, path
 
 
 def test_the_docs_describe_every_metric() -> None:
     documented = set(re.findall(r"^\| `([a-z_.]+)` \| (?:window|event|sample) \|", (ROOT / "docs" / "scenarios.md").read_text(), re.M))
     assert documented == set(METRICS)
-
-
-def _line(path: Path, prefix: str) -> int:
-    return next(i for i, line in enumerate(path.read_text().splitlines(), 1) if line.startswith(prefix))

@@ -79,3 +79,56 @@ loss = "20%"
         ("bot-1", "bad", 0.0, 6.0), ("bot-2", "none", 1.0, 7.0), ("bot-3", "bad", 6.0, None), ("bot-4", "none", 7.0, None)]
     # what crosses the pipe to a bot process comes back the same
     assert [BotPlan.from_dict(p.to_dict()) for p in plans] == plans
+
+
+@pytest.mark.parametrize(
+    ("topology", "expected"),
+    [
+        ('"sfu"', [(0, "bot-1", "room-1", False), (1, "bot-2", "room-2", False), (2, "bot-3", "room-1", False)]),
+        ('"mesh"', [(0, "mesh-bot-1", "mesh-room-1", True), (1, "mesh-bot-2", "mesh-room-2", True),
+                    (2, "mesh-bot-3", "mesh-room-1", True)]),
+        ('["sfu", "mesh"]', [(0, "bot-1", "room-1", False), (1, "bot-2", "room-2", False), (2, "bot-3", "room-1", False),
+                             (3, "mesh-bot-1", "mesh-room-1", True), (4, "mesh-bot-2", "mesh-room-2", True),
+                             (5, "mesh-bot-3", "mesh-room-1", True)]),
+    ],
+)
+def test_each_topology_runs_the_same_call_in_rooms_and_names_of_its_own(tmp_path: Path, topology: str, expected: list) -> None:
+    text = f"""
+topology = {topology}
+duration = "10s"
+[bots]
+count = 3
+rooms = 2
+publishers = 1
+ramp = 2
+[[network]]
+name = "bad"
+share = "50%"
+loss = "5%"
+"""
+    plans, infos = plan_scenario(parse_scenario(text, tmp_path / "s.toml"))
+    assert [(p.index, p.name, p.room, p.mesh) for p in plans] == expected
+    assert [info.name for info in infos.values()] == [name for _, name, _, _ in expected]
+    # the same call either way: who publishes, when each joins, who is behind the bad network
+    calls = [plans[i:i + 3] for i in range(0, len(plans), 3)]
+    for call in calls:
+        assert [(p.publish, p.start_offset, p.impaired) for p in call] == [(True, 0.0, True), (True, 0.5, True),
+                                                                          (False, 1.0, False)]
+    assert [infos[p.index].topology for p in plans] == ["mesh" if p.mesh else "sfu" for p in plans]
+
+
+def test_a_network_group_limited_to_a_room_applies_to_that_room_only(tmp_path: Path) -> None:
+    text = """
+topology = ["sfu", "mesh"]
+duration = "10s"
+[bots]
+count = 2
+ramp = 2
+[[network]]
+name = "bad"
+rooms = ["mesh-room-1"]
+loss = "5%"
+"""
+    plans, _ = plan_scenario(parse_scenario(text, tmp_path / "s.toml"))
+    assert [(p.name, p.impaired) for p in plans] == [("bot-1", False), ("bot-2", False), ("mesh-bot-1", True),
+                                                     ("mesh-bot-2", True)]

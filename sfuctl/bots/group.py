@@ -1,5 +1,6 @@
 """The bots of one process: started on the ramp (and stopped at their own time when planned so), driven by one
-tick timer and one pacer, sampled per interval."""
+tick timer and one pacer, sampled per interval; each sample gives the process's CPU time to the rooms in
+proportion to their joined bots."""
 
 from __future__ import annotations
 
@@ -68,6 +69,7 @@ class BotGroup:
         self._tick_timer: asyncio.TimerHandle | None = None
         self._sample_timer: asyncio.TimerHandle | None = None
         self._last_sample_at = 0.0
+        self._last_cpu = 0.0  # time.process_time() at the last sample
 
     async def run(self, stop: asyncio.Event, start_at: float | None = None) -> list[dict]:
         loop = self._loop
@@ -91,6 +93,7 @@ class BotGroup:
         tasks = [asyncio.create_task(self._run_bot(bot, stop, start)) for bot in self.bots]
         self._tick_timer = loop.call_at(start, self._tick)
         self._last_sample_at = start
+        self._last_cpu = time.process_time()
         self._sample_timer = loop.call_at(start + self.config.sample_interval, self._sample)
         try:
             await stop.wait()
@@ -156,6 +159,9 @@ class BotGroup:
         clock = time.monotonic()
         for bot in self.bots:
             bot.collect(counters.setdefault(bot.plan.room, RoomCounters()), interval, streams, clock)
+        cpu = time.process_time()
+        share_cpu(counters, cpu - self._last_cpu, interval)
+        self._last_cpu = cpu
         if self.on_counters is not None:
             self.on_counters(counters)
         if self.on_streams is not None and streams is not None:
@@ -168,6 +174,16 @@ def _bot_class(config: BotsConfig, plan: BotPlan) -> type[Bot]:
     if plan.mesh:
         return MeshBot
     return Bot if config.mode == "websocket" else HttpBot
+
+
+def share_cpu(counters: dict[str, RoomCounters], cpu_s: float, interval: float) -> None:
+    """Give `cpu_s` seconds of CPU, used over `interval` seconds, to the rooms in proportion to their active
+    (joined) bots; with none active it goes to no room."""
+    active = sum(room.active for room in counters.values())
+    for room in counters.values():
+        room.interval_s = interval
+        if active:
+            room.cpu_s = cpu_s * room.active / active
 
 
 async def _set_at(event: asyncio.Event, stop: asyncio.Event, at: float) -> None:

@@ -1,5 +1,8 @@
 """run_bots: the library entry point. Runs the bots in this process, or spread over child processes
 (`python -m sfuctl.bots.child`, one JSON object per line each way), and returns the BotsReport.
+
+Mesh bots and SFU bots go to processes of their own whenever there are enough processes (split_plans), so
+each process's CPU is one topology's.
 """
 
 from __future__ import annotations
@@ -168,6 +171,7 @@ async def _run_processes(
     on_start: Callable[[float], None],
 ) -> list[dict]:
     count = min(config.processes, len(plans))
+    shares = split_plans(plans, count)
     children: list[_Child] = []
     rounds: dict[int, list[dict[str, RoomCounters]]] = {}
     live = count  # processes still reporting
@@ -193,7 +197,7 @@ async def _run_processes(
             start_new_session=True,  # Ctrl-C reaches the parent only; it tells the children to stop
             limit=LINE_LIMIT,
         )
-        child = _Child(number, process, plans[number::count])
+        child = _Child(number, process, shares[number])
         children.append(child)
         child.send({
             "config": config.to_dict(), "plans": [p.to_dict() for p in child.plans], "media": paths,
@@ -235,6 +239,22 @@ async def _run_processes(
         else:
             bots.extend(placeholder_bot(plan, child.joins.get(plan.index), child.failure()) for plan in child.plans)
     return sorted(bots, key=lambda bot: bot["index"])
+
+
+def split_plans(plans: list[BotPlan], count: int) -> list[list[BotPlan]]:
+    """The plans of each of `count` processes (1 <= count <= len(plans)): with at least as many processes as
+    kinds of bot (mesh or not), each process gets one kind only, the kinds getting processes in proportion
+    to their bots (at least one each); within a kind, and with fewer processes, bots go round-robin."""
+    kinds: dict[bool, list[BotPlan]] = {}
+    for plan in plans:
+        kinds.setdefault(plan.mesh, []).append(plan)
+    if count < len(kinds):
+        return [plans[number::count] for number in range(count)]
+    shares = dict.fromkeys(kinds, 1)
+    for _ in range(count - len(kinds)):  # each further process to the kind with the most bots per process
+        busiest = max(kinds, key=lambda kind: len(kinds[kind]) / shares[kind])
+        shares[busiest] += 1
+    return [kinds[kind][number::shares[kind]] for kind in kinds for number in range(shares[kind])]
 
 
 async def _reap(process: asyncio.subprocess.Process) -> None:

@@ -11,8 +11,10 @@ from typing import NamedTuple
 class RoomCounters:
     """Sums over the bots of one room in one process for one sample interval.
 
-    Gauges (bots, joined, ...), rates (bps) and interval deltas (expected, lost, lost_first) add up across
-    processes; jitter and RTT carry sums and counts so their means merge exactly.
+    Gauges (bots, joined, ...), rates (bps) and interval deltas (expected, lost, lost_first, cpu_s) add up
+    across processes; jitter and RTT carry sums and counts so their means merge exactly. cpu_s is the share
+    of its process's CPU time the room's active bots used over the interval of `interval_s` seconds (the
+    processes sample together, so their intervals merge by max).
     """
 
     bots: int = 0
@@ -33,11 +35,13 @@ class RoomCounters:
     rtt_count: int = 0
     freezes: int = 0
     freeze_ms: float = 0.0
+    cpu_s: float = 0.0
+    interval_s: float = 0.0
 
     def merge(self, other: RoomCounters) -> None:
         for f in fields(self):
-            if f.name == "jitter_max":
-                self.jitter_max = max(self.jitter_max, other.jitter_max)
+            if f.name in ("jitter_max", "interval_s"):
+                setattr(self, f.name, max(getattr(self, f.name), getattr(other, f.name)))
             else:
                 setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
@@ -66,6 +70,7 @@ class RoomCounters:
             rtt_ms=self.rtt_sum / self.rtt_count if self.rtt_count else None,
             freezes=self.freezes,
             freeze_ms=self.freeze_ms,
+            cpu_percent=self.cpu_s / self.interval_s / self.active * 100 if self.active and self.interval_s else None,
         )
 
 
@@ -75,7 +80,8 @@ class RoomSample:
 
     loss is RFC 3550 loss after NACK recovery over the interval, loss_before_recovery counts first
     transmissions that were missing; jitter and RTT are means over the room's consumers; freezes and
-    freeze_ms are totals since the start.
+    freeze_ms are totals since the start. cpu_percent is the bot processes' CPU per active bot, % of a core
+    (None without active bots).
     """
 
     room: str
@@ -94,6 +100,7 @@ class RoomSample:
     rtt_ms: float | None
     freezes: int
     freeze_ms: float
+    cpu_percent: float | None
 
 
 @dataclass(frozen=True)

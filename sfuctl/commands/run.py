@@ -12,6 +12,7 @@ from rich.console import Console
 
 from ..bots.report import summary_table
 from ..runtime import run as run_loop
+from ..scenario.comparison import compare, comparison_table
 from ..scenario.html import write_html
 from ..scenario.json_report import write_failure_json, write_json
 from ..scenario.junit import write_failure_junit, write_junit
@@ -80,6 +81,8 @@ def run(
     if result.report is not None and not quiet:
         out.print(summary_table(result.report))
     out.print(verdict_table(result))
+    if result.recorder is not None and "mesh" in scenario.topologies:
+        out.print(comparison_table(compare(scenario, result.recorder)))
     out.print(outcome_line(result))
     code = result.exit_code
     for path, write in ((json_path, write_json), (junit_path, write_junit), (html_path, write_html)):
@@ -97,8 +100,10 @@ def run(
 
 
 def describe(scenario: Scenario) -> str:
-    """'10 bots in 2 rooms · 1 stage, 45 s · embedded server · 6 thresholds'"""
-    return (f"{_count(scenario.max_bots, 'bot')} in {_count(scenario.bots.rooms, 'room')} · "
+    """'10 bots in 2 rooms · 1 stage, 45 s · embedded server · 6 thresholds', with ' per topology (sfu, mesh)'
+    after the rooms when the call does not only run through the SFU."""
+    topologies = "" if scenario.topologies == ("sfu",) else f" per topology ({', '.join(scenario.topologies)})"
+    return (f"{_count(scenario.max_bots, 'bot')} in {_count(scenario.bots.rooms, 'room')}{topologies} · "
             f"{_count(len(scenario.stages), 'stage')}, {scenario.duration:g} s · "
             f"{scenario.server.url or 'embedded server'} · {_count(len(scenario.thresholds), 'threshold')}")
 

@@ -1,6 +1,7 @@
 """The `--html` output of `sfuctl run`: one self-contained page (inline CSS and SVG, no script, no link, no
-URL) with the verdicts and plots of bitrate, loss, jitter and RTT per room over time, the server's CPU
-and bitrate, and the join-time and first-frame histograms."""
+URL) with the verdicts, the topologies side by side (when the call also ran as a mesh), plots of bitrate,
+loss, jitter and RTT per room over time, the server's CPU and bitrate, and the join-time and first-frame
+histograms."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from html import escape
 from pathlib import Path
 
 from ..bots.stats import room_sort_key
+from .comparison import compare, comparison_caption, comparison_lines
 from .junit import verdict_message
 from .metrics import METRICS, Recorder
+from .model import Scenario
 from .runner import RunResult
 from .svg import Band, Line, histogram, line_chart
 
@@ -20,7 +23,7 @@ h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 17px; margin: 28px 0 8p
 .pass { background: #2e7d32; } .fail { background: #c62828; } .incomplete { background: #ef6c00; }
 table { border-collapse: collapse; width: 100%; font-size: 13px; }
 th, td { text-align: left; padding: 3px 8px; border-bottom: 1px solid #ddd; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 tr.failed td { color: #c62828; font-weight: 600; }
 .meta { color: #555; } .note { color: #555; font-size: 13px; }
 svg.chart { display: block; margin: 8px 0 16px; }
@@ -37,6 +40,8 @@ def render_html(result: RunResult) -> str:
     scenario = result.scenario
     recorder = result.recorder
     body = [_header(result), _verdicts(result)]
+    if recorder is not None and "mesh" in scenario.topologies:
+        body.append(_topologies(scenario, recorder))
     if recorder is not None and recorder.t0 is not None:
         body.append(_charts(result, recorder))
     if result.report is not None:
@@ -70,7 +75,8 @@ def _header(result: RunResult) -> str:
         f"<h1>{escape(scenario.name)} {badge}</h1>",
         f'<p class="meta">{escape(scenario.description)}</p>' if scenario.description else "",
         f'<p class="meta">file {escape(str(scenario.path))} · server {escape(server)} · ran {result.duration_s:.1f} s · '
-        f"stages: {escape(stages)} · {scenario.bots.rooms} room(s), ramp {scenario.bots.ramp:g}/s</p>",
+        f"stages: {escape(stages)} · {scenario.bots.rooms} room(s), ramp {scenario.bots.ramp:g}/s · "
+        f"topology {escape(' + '.join(scenario.topologies))}</p>",
     ]
     if result.error:
         lines.append(f'<p class="badge fail">{escape(result.error)}</p>')
@@ -109,6 +115,17 @@ def _verdicts(result: RunResult) -> str:
         rows.append('<tr><td colspan="6">no thresholds</td></tr>')
     return ("<h2>Thresholds</h2>\n<table><tr><th>metric</th><th>expression</th><th>after</th><th>measured</th>"
             "<th>samples</th><th>result</th></tr>\n" + "\n".join(rows) + "\n</table>")
+
+
+def _topologies(scenario: Scenario, recorder: Recorder) -> str:
+    rows = compare(scenario, recorder)
+    head = "".join(f'<th class="num">{escape(row.topology)}</th>' for row in rows)
+    lines = "\n".join(
+        f"<tr><td>{escape(label)}</td>" + "".join(f'<td class="num">{escape(cell)}</td>' for cell in cells) + "</tr>"
+        for label, cells in comparison_lines(rows)
+    )
+    return (f"<h2>Topologies (per peer)</h2>\n<table><tr><th></th>{head}</tr>\n{lines}\n</table>\n"
+            f'<p class="note">{escape(comparison_caption(rows))}</p>')
 
 
 def _charts(result: RunResult, recorder: Recorder) -> str:

@@ -1,5 +1,6 @@
 """The `--json` output of `sfuctl run` (schema `sfuctl.scenario.result/1`, docs/scenarios.md): the verdicts,
-every metric's aggregates, per-room and per-consumer time series, the server's series and the bots' report."""
+every metric's aggregates, per-room and per-consumer time series, the server's series, the topologies side by
+side and the bots' report."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import datetime
 import json
 from pathlib import Path
 
+from .comparison import compare
 from .metrics import METRICS, Recorder, StreamTrack
 from .model import Scenario
 from .runner import RunResult
@@ -35,6 +37,7 @@ def result_dict(result: RunResult) -> dict:
         "rooms": _rooms(recorder) if recorder is not None else {},
         "consumers": _consumers(recorder, report) if recorder is not None else [],
         "server_series": _server(recorder) if recorder is not None else {},
+        "topologies": [row.to_dict() for row in compare(result.scenario, recorder)] if recorder is not None else [],
         "bots": report,
     }
 
@@ -45,6 +48,7 @@ def scenario_dict(scenario: Scenario) -> dict:
         "file": str(scenario.path),
         "description": scenario.description,
         "duration_s": scenario.duration,
+        "topologies": list(scenario.topologies),
         "stages": [{"duration_s": s.duration, "bots": s.bots} for s in scenario.stages],
         "rooms": scenario.bots.rooms,
         "publishers": scenario.bots.publishers,

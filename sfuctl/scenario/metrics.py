@@ -6,7 +6,8 @@ Times are seconds since the first bot's start. How each metric turns into sample
 - window: one value per stream (or bot) over the measured window [after, end], from the bots' per-second
   rows; a stream that was open for only part of the window counts over the part it was open.
 - event: one value per event (a join, a first frame), kept when the event happened at or after `after`.
-- sample: one value per object per stats snapshot of the server (every second), kept from `after` on.
+- sample: one value per object per stats snapshot of the server (every second), or per room per bots
+  sample (bots.cpu_percent), kept from `after` on.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from dataclasses import dataclass, field
 from ..bots.group import JoinEvent
 from ..bots.stats import Sample, StreamSample
 from .thresholds import aggregate
+from .topology import topology_of
 
-STREAM_TAGS = ("room", "kind", "group")
-BOT_TAGS = ("room", "group", "role")
+STREAM_TAGS = ("room", "kind", "group", "topology")
+BOT_TAGS = ("room", "group", "role", "topology")
+ROOM_TAGS = ("room", "topology")
 KINDS = ("audio", "video")
 ROLES = ("publisher", "subscriber")
 NO_GROUP = "none"  # the `group` tag of bots in no network group
@@ -68,6 +71,8 @@ METRICS: dict[str, Metric] = _metrics(
      "uplink bitrate of each bot (all its tracks) over the time it was joined"),
     ("bots.received_bitrate_bps", "bit/s", "window", BOT_TAGS,
      "downlink bitrate of each bot (all its consumers) over the time it was joined: missing streams lower it"),
+    ("bots.cpu_percent", "% of a core", "sample", ROOM_TAGS,
+     "CPU of the bot processes per joined bot, % of a core: one value per room per bots sample"),
     ("server.cpu_percent", "% of a core", "sample", (), "CPU of the server process (all threads)"),
     ("server.bitrate_in_bps", "bit/s", "sample", (), "bitrate received from publishers"),
     ("server.bitrate_out_bps", "bit/s", "sample", (), "bitrate sent to subscribers"),
@@ -141,6 +146,10 @@ class BotInfo:
     def role(self) -> str:
         return "publisher" if self.publisher else "subscriber"
 
+    @property
+    def topology(self) -> str:
+        return topology_of(self.room)
+
 
 @dataclass
 class StreamTrack:
@@ -179,6 +188,7 @@ class RoomPoint:
     jitter_ms: float | None
     rtt_ms: float | None
     freezes: int
+    cpu_percent: float | None
 
 
 class Recorder:
@@ -197,10 +207,13 @@ class Recorder:
         self.sent: dict[tuple[int, str], StreamTrack] = {}
         self.rooms: dict[str, list[RoomPoint]] = {}
         self.server: list[tuple[float, dict]] = []
+        # per snapshot: room -> (bitrate the server receives from its producers, sends to its consumers)
+        self.server_rooms: list[tuple[float, dict[str, tuple[float, float]]]] = []
         self.server_objects: dict[str, list[tuple[float, float, dict[str, str]]]] = {m: [] for m in SERVER_OBJECTS}
         self.events: dict[str, list[tuple[float, float, dict[str, str]]]] = {}
         self.joined_at: dict[int, float] = {}  # bot -> when it joined (s)
         self.left_at: dict[int, float] = {}  # bot -> when it left (s), known from the final report
+        self.transports: dict[int, int] = {}  # joined bot -> ICE/DTLS connections it had, from the final report
         self.report: dict | None = None
 
     def elapsed(self, now: float) -> float:
@@ -243,7 +256,7 @@ class Recorder:
         for room in [*sample.rooms.values(), sample.total]:
             self.rooms.setdefault(room.room, []).append(
                 RoomPoint(t, room.active, room.sent_bitrate_bps, room.received_bitrate_bps, room.loss,
-                          room.loss_before_recovery, room.jitter_ms, room.rtt_ms, room.freezes)
+                          room.loss_before_recovery, room.jitter_ms, room.rtt_ms, room.freezes, room.cpu_percent)
             )
 
     def on_snapshot(self, now: float, snapshot: dict) -> None:
@@ -251,6 +264,11 @@ class Recorder:
         if self.t0 is None or t < 0 or t > self.end:
             return
         self.server.append((t, snapshot["server"]))
+        self.server_rooms.append((t, {
+            room["name"]: (math.fsum(p["bitrate_bps"] for p in room["producers"]),
+                           math.fsum(c["bitrate_bps"] for c in room["consumers"]))
+            for room in snapshot["rooms"]
+        }))
         for room in snapshot["rooms"]:
             for metric, (collection, key) in SERVER_OBJECTS.items():
                 samples = self.server_objects[metric]
@@ -273,7 +291,8 @@ class Recorder:
 
     def _object_tags(self, room: str, item: dict) -> dict[str, str]:
         bot = self.by_name.get(item.get("peer_name", ""))
-        return {"room": room, "kind": item["kind"], "group": bot.group if bot is not None else NO_GROUP}
+        return {"room": room, "kind": item["kind"], "group": bot.group if bot is not None else NO_GROUP,
+                "topology": topology_of(room)}
 
     def finish(self, report: dict | None, end: float) -> None:
         """The run ended at `end` (s since the start): take the bots' final report for the event metrics."""
@@ -293,6 +312,7 @@ class Recorder:
             if bot["left_at_s"] is not None:
                 self.left_at[bot["index"]] = bot["left_at_s"]
             if bot["joined"]:
+                self.transports[bot["index"]] = bot["transports"]
                 left = min(_or(bot["left_at_s"], self.end), self.end)
                 events["bots.errors"].extend((left, 1.0, tags) for _ in bot["errors"])
             if bot["join_ms"] is not None and bot["joined"]:
@@ -310,7 +330,7 @@ class Recorder:
         self.events = events
 
     def bot_tags(self, info: BotInfo) -> dict[str, str]:
-        return {"room": info.room, "group": info.group, "role": info.role}
+        return {"room": info.room, "group": info.group, "role": info.role, "topology": info.topology}
 
     # -- queries ------------------------------------------------------------------------------------------
     def values(self, metric: Metric, tags: dict[str, str], after: float = 0.0, now: float | None = None) -> list[float]:
@@ -342,6 +362,14 @@ class Recorder:
         if name in ("bots.sent_bitrate_bps", "bots.received_bitrate_bps"):
             tracks = self.sent.values() if name == "bots.sent_bitrate_bps" else self.consumers.values()
             return self._per_bot_bitrate(tracks, tags, after, end)
+        if name == "bots.cpu_percent":
+            return [
+                point.cpu_percent
+                for room, points in self.rooms.items()
+                if room != "total" and _matches({"room": room, "topology": topology_of(room)}, tags)
+                for point in points
+                if point.cpu_percent is not None and after <= point.t <= end + LATE
+            ]
         raise ValueError(f"no samples are recorded for {name}")
 
     def window(self, after: float, now: float | None = None) -> float:
@@ -353,7 +381,7 @@ class Recorder:
         info = self.bots.get(track.bot)
         if info is None:
             return {"kind": track.kind}
-        return {"room": info.room, "kind": track.kind, "group": info.group}
+        return {"room": info.room, "kind": track.kind, "group": info.group, "topology": info.topology}
 
     def _per_bot_bitrate(self, tracks: Iterable[StreamTrack], tags: dict[str, str], after: float, end: float) -> list[float]:
         """Each joined bot's bytes in the window over the seconds it was joined in the window (at least

@@ -19,9 +19,10 @@ from ..bots.impairment import ImpairmentConfig, ImpairmentStep
 from .metrics import KINDS, NO_GROUP, ROLES, Metric, parse_metric_key
 from .thresholds import Expression, parse_expression
 from .toml_lines import key_lines, line_of
+from .topology import DEFAULT_TOPOLOGY, MAX_MESH_ROOM, TOPOLOGIES, room_name
 
 KeyPath = tuple[str | int, ...]
-TOP_KEYS = ("name", "description", "mode", "duration", "stages", "server", "bots", "network", "thresholds")
+TOP_KEYS = ("name", "description", "topology", "duration", "stages", "server", "bots", "network", "thresholds")
 BOTS_KEYS = ("count", "rooms", "publishers", "audio", "video", "subscribe", "media", "ramp", "lifetime",
              "processes", "seed", "join_timeout")
 IMPAIRMENT_KEYS = ("loss", "delay", "jitter", "bandwidth")
@@ -29,11 +30,6 @@ NETWORK_KEYS = ("name", "share", "rooms", "role", *IMPAIRMENT_KEYS, "timeline")
 WINDOW_KEYS = ("from", "to", *IMPAIRMENT_KEYS)
 THRESHOLD_KEYS = ("expect", "after", "abort_on_fail")
 GROUP_ROLES = ("all", "publishers", "subscribers")
-MESH_MISSING = (
-    'mode "mesh" is not supported yet: a full-mesh call needs peer-to-peer bots (each bot offering to every '
-    "other) and a signaling method on the server that relays SDP between the peers of a room, and sfuctl has "
-    'neither; remove `mode` (or set mode = "sfu") to run the same call through the SFU'
-)
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _BANDWIDTH = re.compile(r"(\d+(?:\.\d+)?)\s*(kbps|mbps|gbps)", re.IGNORECASE)
@@ -145,6 +141,7 @@ class Scenario:
     stages: tuple[Stage, ...]
     network: tuple[NetworkGroup, ...]
     thresholds: tuple[Threshold, ...]
+    topologies: tuple[str, ...] = (DEFAULT_TOPOLOGY,)
 
     @property
     def duration(self) -> float:
@@ -156,7 +153,11 @@ class Scenario:
 
     @property
     def room_names(self) -> list[str]:
-        return [f"room-{i + 1}" for i in range(self.bots.rooms)]
+        """Every room of the run: those of each topology's call, in the order of `topologies`."""
+        return [name for topology in self.topologies for name in self.rooms_of(topology)]
+
+    def rooms_of(self, topology: str) -> list[str]:
+        return [room_name(topology, i + 1) for i in range(self.bots.rooms)]
 
     def stage_at(self, t: float) -> int:
         """Index of the stage running at `t` seconds (the last one from its end on)."""
@@ -281,25 +282,40 @@ class _Reader:
         self.unknown(data, (), TOP_KEYS)
         name = self.get(data, ("name",), _string("a name"), self.path.stem)
         description = self.get(data, ("description",), _string("a description"), "")
-        mode = self.get(data, ("mode",), _choice(("sfu", "mesh")), "sfu")
-        if mode == "mesh":
-            self.problem(("mode",), MESH_MISSING)
+        topologies = self.get(data, ("topology",), _topologies, (DEFAULT_TOPOLOGY,))
         server = self.server(_table(self, data, ("server",)))
         bots_table = _table(self, data, ("bots",))
         bots = self.bots(bots_table)
         stages = self.stages(data, bots_table, bots)
         # Without usable stages the rest is still checked, against a run of unknown length.
         duration = math.fsum(stage.duration for stage in stages) if stages else math.inf
-        rooms = [f"room-{i + 1}" for i in range(bots.rooms)]
+        rooms = [room_name(topology, i + 1) for topology in topologies for i in range(bots.rooms)]
         max_bots = max((stage.bots for stage in stages), default=0)
         if bots.rooms > max_bots > 0:
             self.problem(("bots", "rooms"), f"{bots.rooms} rooms for at most {max_bots} bots: "
                                             f"use at most {max_bots} rooms or more bots")
+        self.check_topologies(topologies, bots, max_bots)
         network = self.network(data.get("network", []), duration, rooms)
-        thresholds = self.thresholds(_table(self, data, ("thresholds",)), duration, rooms, [g.name for g in network])
+        thresholds = self.thresholds(_table(self, data, ("thresholds",)), duration, rooms, [g.name for g in network],
+                                     topologies)
         if not stages:
             return None
-        return Scenario(self.path, name, description, server, bots, tuple(stages), tuple(network), tuple(thresholds))
+        return Scenario(self.path, name, description, server, bots, tuple(stages), tuple(network), tuple(thresholds),
+                        topologies)
+
+    def check_topologies(self, topologies: tuple[str, ...], bots: BotsSettings, max_bots: int) -> None:
+        """A mesh room small enough to measure the topology rather than the bots; a process per topology."""
+        per_room = math.ceil(max_bots / bots.rooms)
+        if "mesh" in topologies and per_room > MAX_MESH_ROOM:
+            self.problem(("topology",), f"{per_room} bots in a mesh room: a full mesh of n peers has n(n-1)/2 "
+                                        f"connections ({per_room * (per_room - 1) // 2} here) and every peer sends "
+                                        f"its media n-1 times, so a mesh room takes at most {MAX_MESH_ROOM} bots; "
+                                        f"use bots.rooms = {math.ceil(max_bots / MAX_MESH_ROOM)} or more, or fewer bots")
+        if bots.processes is not None and bots.processes < len(topologies):
+            self.problem(("bots", "processes"), f"{bots.processes} process for {len(topologies)} topologies: each "
+                                                "topology's bots run in processes of their own so that "
+                                                "bots.cpu_percent does not mix them; use processes = "
+                                                f"{len(topologies)} or more, or leave it out")
 
     def server(self, table: dict) -> ServerSettings:
         self.unknown(table, ("server",), ("url", "workers"))
@@ -457,7 +473,8 @@ class _Reader:
             windows.append(NetworkWindow(start, end, self.impairment(table, where, base)))
         return windows
 
-    def thresholds(self, table: dict, duration: float, rooms: list[str], groups: list[str]) -> list[Threshold]:
+    def thresholds(self, table: dict, duration: float, rooms: list[str], groups: list[str],
+                   topologies: tuple[str, ...]) -> list[Threshold]:
         thresholds: list[Threshold] = []
         for metric_key, value in table.items():
             key = ("thresholds", metric_key)
@@ -467,7 +484,8 @@ class _Reader:
                 self.problem(key, str(exc))
                 continue
             for tag, tag_value in tags.items():
-                allowed = {"kind": KINDS, "role": ROLES, "room": rooms, "group": [*groups, NO_GROUP]}[tag]
+                allowed = {"kind": KINDS, "role": ROLES, "room": rooms, "group": [*groups, NO_GROUP],
+                           "topology": topologies}[tag]
                 if tag_value not in allowed:
                     self.problem(key, f"no {tag} {tag_value!r} in this scenario; use one of {', '.join(allowed)}")
             after, abort, expressions = 0.0, False, value
@@ -517,6 +535,19 @@ def _string_list(what: str) -> Callable[[object], list[str]]:
             raise ValueError(f"expected a list of {what} (strings), not {value!r}")
         return value
     return convert
+
+
+def _topologies(value: object) -> tuple[str, ...]:
+    """A topology's name or a list of them (each at most once) -> the topologies, in the order given."""
+    items = value if isinstance(value, list) else [value]
+    if not items or not all(isinstance(item, str) and item in TOPOLOGIES for item in items):
+        raise ValueError(f'expected "sfu", "mesh" or a list of them, e.g. topology = ["sfu", "mesh"] to run the '
+                         f"same call both ways at once, not {value!r}")
+    twice = [item for index, item in enumerate(items) if item in items[:index]]
+    if twice:
+        raise ValueError(f"{twice[0]!r} is listed twice; list each topology at most once, e.g. "
+                         'topology = ["sfu", "mesh"]')
+    return tuple(items)
 
 
 def _choice(choices: tuple[str, ...]) -> Callable[[object], str]:

@@ -6,6 +6,9 @@ new bots join the lowest empty wanted slots, one every 1/ramp seconds (one limit
 surplus bots leave from the highest slot down, also one every 1/ramp seconds. With a lifetime, each bot
 leaves that long after it started and a new bot (a new index and name) takes its slot at the next join
 opportunity. Network groups are given to slots, so a replacement inherits its predecessor's network.
+
+With several topologies the same call runs once per topology at the same time: the same slots (in rooms
+named for the topology) on the same schedule, the SFU's bots first in index order, then the mesh's.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from dataclasses import dataclass
 from ..bots.config import BotPlan
 from .metrics import NO_GROUP, BotInfo
 from .model import NetworkGroup, Scenario, Stage
+from .topology import DEFAULT_TOPOLOGY, bot_name, room_name
 
 EPSILON = 1e-9
 
@@ -32,10 +36,12 @@ class Slot:
     group: NetworkGroup | None
 
 
-def layout(count: int, rooms: int, publishers: int | None, groups: tuple[NetworkGroup, ...]) -> list[Slot]:
-    """The first `count` slots; each group takes its share of the slots still free in each room, spread
-    evenly over the positions (the first free one first)."""
-    places = [(f"room-{i % rooms + 1}", i // rooms) for i in range(count)]
+def layout(
+    count: int, rooms: int, publishers: int | None, groups: tuple[NetworkGroup, ...], topology: str = DEFAULT_TOPOLOGY
+) -> list[Slot]:
+    """The first `count` slots of a topology's call; each group takes its share of the slots still free in
+    each room, spread evenly over the positions (the first free one first)."""
+    places = [(room_name(topology, i % rooms + 1), i // rooms) for i in range(count)]
     roles = [publishers is None or position < publishers for _, position in places]
     owner: list[NetworkGroup | None] = [None] * count
     for group in groups:
@@ -109,26 +115,30 @@ def schedule(stages: tuple[Stage, ...], ramp: float, lifetime: float | None) -> 
 def plan_scenario(scenario: Scenario) -> tuple[list[BotPlan], dict[int, BotInfo]]:
     """Every bot of the run, and what each one is (for the metrics' tags)."""
     settings = scenario.bots
-    slots = layout(scenario.max_bots, settings.rooms, settings.publishers, scenario.network)
+    bots = schedule(scenario.stages, settings.ramp, settings.lifetime)
     plans: list[BotPlan] = []
     infos: dict[int, BotInfo] = {}
-    for index, (number, start, stop) in enumerate(schedule(scenario.stages, settings.ramp, settings.lifetime)):
-        slot = slots[number]
-        group = slot.group
-        name = f"bot-{index + 1}"
-        plans.append(
-            BotPlan(
-                index=index,
-                name=name,
-                room=slot.room,
-                publish=slot.publisher,
-                subscribe=settings.subscribe,
-                start_offset=round(start, 6),
-                impaired=group is not None and group.impaired,
-                stop_offset=round(stop, 6) if stop is not None else None,
-                network=group.timeline() if group is not None and group.impaired else (),
+    for topology in scenario.topologies:
+        slots = layout(scenario.max_bots, settings.rooms, settings.publishers, scenario.network, topology)
+        for number, (slot_number, start, stop) in enumerate(bots):
+            slot = slots[slot_number]
+            group = slot.group
+            index = len(plans)
+            name = bot_name(topology, number + 1)
+            plans.append(
+                BotPlan(
+                    index=index,
+                    name=name,
+                    room=slot.room,
+                    publish=slot.publisher,
+                    subscribe=settings.subscribe,
+                    start_offset=round(start, 6),
+                    impaired=group is not None and group.impaired,
+                    stop_offset=round(stop, 6) if stop is not None else None,
+                    network=group.timeline() if group is not None and group.impaired else (),
+                    mesh=topology == "mesh",
+                )
             )
-        )
-        infos[index] = BotInfo(name, slot.room, group.name if group is not None else NO_GROUP, slot.publisher,
-                               round(start, 6), round(stop, 6) if stop is not None else None)
+            infos[index] = BotInfo(name, slot.room, group.name if group is not None else NO_GROUP, slot.publisher,
+                                   round(start, 6), round(stop, 6) if stop is not None else None)
     return plans, infos

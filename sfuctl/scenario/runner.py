@@ -192,7 +192,8 @@ async def _run(
             media=media,
             ramp=settings.ramp,
             duration=scenario.duration + END_MARGIN,
-            processes=min(settings.processes or default_processes(), len(plans)),
+            # at least a process per topology, so that bots.cpu_percent never mixes them
+            processes=max(len(scenario.topologies), min(settings.processes or default_processes(), len(plans))),
             seed=seed,
             join_timeout=settings.join_timeout,
             connect_timeout=min(10.0, settings.join_timeout / 2),
