@@ -15,10 +15,11 @@ import time
 
 from sfuctl.client.offer import SEND_CODECS, OfferSection, connection_offer, parse_answer
 from sfuctl.client.signaling import SignalingClient, SignalingError
-from sfuctl.rtc.connection import Connection
+from sfuctl.rtc.connection import Connection, IceRole
 from sfuctl.rtc.sdp import MediaAnswer, Offer, accepted_extensions, build_answer, choose_codec, dtls_role_for, parse_offer
 
-from .bot import Bot, JoinError
+from .bot import Bot, BotEnv, JoinError
+from .config import BotPlan
 from .impairment import ImpairmentConfig
 from .publisher import Publisher, StreamSender
 from .subscriber import ConsumerInfo, ConsumerStream, Subscriber
@@ -83,8 +84,8 @@ class MeshLink:
 class MeshBot(Bot):
     """A Bot whose media goes peer to peer; statistics, report and lifecycle are a Bot's."""
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, plan: BotPlan, env: BotEnv) -> None:
+        super().__init__(plan, env)
         self._links: dict[str, MeshLink] = {}  # open links by remote peer id
         self._all_links: list[MeshLink] = []  # closed ones too, for their figures
         self._names: dict[str, str] = {}
@@ -117,7 +118,7 @@ class MeshBot(Bot):
         self._all_links.append(link)
         return link
 
-    async def _connect(self, link: MeshLink, role: str) -> Connection:
+    async def _connect(self, link: MeshLink, role: IceRole) -> Connection:
         link.connection, link.socket = await open_bot_connection(
             certificate=self.env.certificate,
             impairment=ImpairmentConfig(),
@@ -127,7 +128,7 @@ class MeshBot(Bot):
             on_rtcp=link.on_rtcp,
             on_state=lambda state: self._on_link_state(link, state),
             connect_timeout=self.env.connect_timeout,
-            role=role,  # type: ignore[arg-type]
+            role=role,
         )
         return link.connection
 
