@@ -48,9 +48,13 @@ def unavailable_reason() -> str | None:
 
 
 class Chromium:
-    """One headless Chromium with a fresh profile; `open` gives pages that tests drive from any event loop."""
+    """One headless Chromium with a fresh profile; `open` gives pages that tests drive from any event loop.
 
-    def __init__(self) -> None:
+    `extra_flags` go after CHROMIUM_FLAGS, e.g. `--use-file-for-fake-video-capture=PATH` for another camera.
+    """
+
+    def __init__(self, extra_flags: tuple[str, ...] = ()) -> None:
+        self._flags = CHROMIUM_FLAGS + extra_flags
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="chromium", daemon=True)
         self._profile = tempfile.mkdtemp(prefix="sfuctl-chromium-")
@@ -76,9 +80,12 @@ class Chromium:
         """Run a Playwright coroutine function on the browser's loop and await its result from this one."""
         return await asyncio.wrap_future(self._submit(function(*args, **kwargs)))
 
-    async def open(self, url: str, server_messages: Callable[[str], str] | None = None) -> BrowserPage:
-        """A new page at `url`; `server_messages` (if given) rewrites each websocket frame the page receives."""
-        return await self.call(self._open, url, server_messages)
+    async def open(
+        self, url: str, server_messages: Callable[[str], str] | None = None, init_script: str | None = None
+    ) -> BrowserPage:
+        """A new page at `url`; `server_messages` (if given) rewrites each websocket frame the page receives, and
+        `init_script` (if given) runs in the page before its own scripts."""
+        return await self.call(self._open, url, server_messages, init_script)
 
     def _submit(self, coroutine: Awaitable[T]) -> Future:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop)
@@ -91,13 +98,17 @@ class Chromium:
             self._profile,
             executable_path=CHROMIUM,
             headless=True,
-            args=list(CHROMIUM_FLAGS),
+            args=list(self._flags),
             viewport={"width": 1280, "height": 720},
         )
 
-    async def _open(self, url: str, server_messages: Callable[[str], str] | None) -> BrowserPage:
+    async def _open(
+        self, url: str, server_messages: Callable[[str], str] | None, init_script: str | None
+    ) -> BrowserPage:
         page = await self._context.new_page()
         opened = BrowserPage(self, page)
+        if init_script is not None:
+            await page.add_init_script(init_script)
         if server_messages is not None:
             await page.route_web_socket("**/ws", _rewriting_route(server_messages))
         await page.goto(url)

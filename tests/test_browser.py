@@ -5,15 +5,18 @@ from __future__ import annotations
 import asyncio
 import json
 import multiprocessing
+import random
 import re
 import time
 from collections.abc import Callable
+from pathlib import Path
 from urllib.parse import urlencode
 
 import aiohttp
 import pytest
 import websockets
 
+from sfuctl.client.signaling import SignalingClient
 from sfuctl.media import MediaSpec, make_media
 
 from . import whip_client
@@ -22,6 +25,23 @@ from .peers import AiortcPeer, UdpRelay
 from .test_forwarding import consumers_of, next_notification, stats, wait_for
 
 DECODED_FRAMES = 40  # about two seconds of the fake camera
+# Records the page's RTCPeerConnections (window.peerConnections) so a test can read their getStats.
+RECORD_PEER_CONNECTIONS = """
+window.peerConnections = [];
+window.RTCPeerConnection = class extends RTCPeerConnection {
+  constructor(...args) { super(...args); window.peerConnections.push(this); }
+};
+"""
+# availableOutgoingBitrate of the connection that sends video (Chromium's bandwidth estimate), or null.
+AVAILABLE_OUTGOING_BITRATE = """async () => {
+  for (const pc of window.peerConnections) {
+    const report = [...(await pc.getStats()).values()];
+    if (report.some((s) => s.type === "outbound-rtp" && s.kind === "video")) {
+      return report.find((s) => s.type === "candidate-pair" && s.nominated)?.availableOutgoingBitrate ?? null;
+    }
+  }
+  return null;
+}"""
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +50,41 @@ def chromium():
     if reason is not None:
         pytest.skip(reason)
     browser = Chromium()
+    browser.start()
+    yield browser
+    browser.stop()
+
+
+def write_detailed_y4m(path: Path, width: int = 512, height: int = 288, fps: int = 30, frames: int = 60) -> None:
+    """Moving stripes under per-frame noise: hard to encode, so the encoder uses whatever bitrate it is given.
+
+    512x288 because Chromium scales a bandwidth-limited camera down to 3/4: 384x216 still reaches 1 Mbps, while
+    424x240 becomes 318x180, which Chromium caps at 600 kbps. Stripes and noise are each 0-127 per pixel, so
+    adding the planes as big integers adds each byte without a carry.
+    """
+    rng = random.Random(7)
+    size = width * height
+    low_bits = bytes(range(128)) * 2  # translate table: a byte -> its value & 127
+    chroma = bytes([128]) * (2 * (width // 2) * (height // 2))
+    with path.open("wb") as out:
+        out.write(f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+        for frame in range(frames):
+            pattern = bytes(((k % 64) * 2 + 4 * frame) % 128 for k in range(width + 64))
+            stripes = b"".join(pattern[y % 64 : y % 64 + width] for y in range(height))
+            noise = rng.randbytes(size).translate(low_bits)
+            luma = (int.from_bytes(stripes, "big") + int.from_bytes(noise, "big")).to_bytes(size, "big")
+            out.write(b"FRAME\n" + luma + chroma)
+
+
+@pytest.fixture
+def detailed_chromium(tmp_path: Path):
+    """A Chromium of its own whose fake camera plays a detailed source (the default camera needs ~200 kbps)."""
+    reason = unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    source = tmp_path / "detailed.y4m"
+    write_detailed_y4m(source)
+    browser = Chromium(extra_flags=(f"--use-file-for-fake-video-capture={source}",))
     browser.start()
     yield browser
     browser.stop()
@@ -280,3 +335,37 @@ async def test_leave_and_rejoin(server, chromium):
     finally:
         await stay.close()
         await roam.close()
+
+
+async def test_a_browser_ramps_up_its_video_on_the_servers_receiver_reports(server, detailed_chromium):
+    # No REMB or transport-cc: Chromium's loss-based estimate grows (~8% a second) only while the server's RTCP
+    # receiver reports keep coming and show no loss; reports that stop, or claim loss, keep it at or below ~300 kbps.
+    page = await detailed_chromium.open(page_url(server, "ramp", "pub"), init_script=RECORD_PEER_CONNECTIONS)
+    client = await SignalingClient.connect(server.url)
+
+    async def video_producer() -> dict | None:
+        snapshot = await client.request("getStats", room="ramp")
+        return next((p for room in snapshot["rooms"] for p in room["producers"] if p["kind"] == "video"), None)
+
+    async def sending() -> bool:
+        producer = await video_producer()
+        return producer is not None and producer["bitrate_bps"] > 0
+
+    try:
+        assert await wait_for_async(sending, 15), (page.console[-10:], page.errors)
+        samples, available = [], []
+        for _ in range(16):  # one per server report interval
+            samples.append(await video_producer())
+            available.append(await page.evaluate(AVAILABLE_OUTGOING_BITRATE))
+            await asyncio.sleep(1)
+        assert None not in samples and None not in available, (samples, available)
+        bitrates = [s["bitrate_bps"] for s in samples]
+        first, last = sum(bitrates[:3]) / 3, sum(bitrates[-3:]) / 3
+        assert last > 2 * first, (bitrates, available)  # measured 3.2-3.8x
+        assert available[-1] > 2 * available[0], (bitrates, available)  # measured 3.3-3.5x
+        assert samples[-1]["packets_lost"] <= 0.01 * samples[-1]["packets"], samples[-1]
+        assert max(s["fraction_lost"] for s in samples) < 0.02, samples  # Chromium's threshold for "no loss"
+        await assert_clean(page)
+    finally:
+        await client.close()
+        await page.close()
