@@ -146,7 +146,8 @@ class Bot:
                 self.error = f"{self._stage}: the run ended before the bot joined"
             await self._leave()
 
-    async def _join(self) -> None:
+    async def _join_room(self) -> dict:
+        """Open the websocket, join the plan's room and start listening; the join result."""
         self.status = "joining"
         self.join_started_at = time.monotonic()
         self._stage = "connecting signaling"
@@ -156,6 +157,10 @@ class Bot:
         self.peer_id = joined["peerId"]
         self._tasks.append(asyncio.create_task(self._notifications(), name=f"{self.plan.name}-notifications"))
         self._tasks.append(asyncio.create_task(self._watch_signaling(), name=f"{self.plan.name}-signaling"))
+        return joined
+
+    async def _join(self) -> None:
+        joined = await self._join_room()
         if self.plan.publish and self.env.tracks:
             self._stage = "publishing"
             await self._publish()

@@ -14,7 +14,7 @@ import asyncio
 import time
 
 from sfuctl.client.offer import SEND_CODECS, OfferSection, connection_offer, parse_answer
-from sfuctl.client.signaling import SignalingClient, SignalingError
+from sfuctl.client.signaling import SignalingError
 from sfuctl.rtc.connection import Connection, IceRole
 from sfuctl.rtc.sdp import MediaAnswer, Offer, accepted_extensions, build_answer, choose_codec, dtls_role_for, parse_offer
 
@@ -92,15 +92,7 @@ class MeshBot(Bot):
 
     # -- joining --------------------------------------------------------------------------------------
     async def _join(self) -> None:
-        self.status = "joining"
-        self.join_started_at = time.monotonic()
-        self._stage = "connecting signaling"
-        self.signaling = await SignalingClient.connect(self.env.url, timeout=self.env.connect_timeout)
-        self._stage = "joining"
-        joined = await self.signaling.request("join", room=self.plan.room, name=self.plan.name)
-        self.peer_id = joined["peerId"]
-        self._tasks.append(asyncio.create_task(self._notifications(), name=f"{self.plan.name}-notifications"))
-        self._tasks.append(asyncio.create_task(self._watch_signaling(), name=f"{self.plan.name}-signaling"))
+        joined = await self._join_room()
         peers = [p for p in joined.get("peers", []) if isinstance(p, dict) and isinstance(p.get("id"), str)]
         for peer in peers:
             self._names[peer["id"]] = str(peer.get("name", ""))
