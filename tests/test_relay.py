@@ -8,15 +8,7 @@ import pytest
 
 from sfuctl.client.signaling import SignalingClient, SignalingError
 
-
-async def next_notification(client: SignalingClient, method: str, timeout: float = 5.0) -> dict:
-    async def wait() -> dict:
-        while True:
-            name, params = await client.notifications.get()
-            if name == method:
-                return params
-
-    return await asyncio.wait_for(wait(), timeout)
+from .test_forwarding import next_notification
 
 
 async def test_relay_reaches_the_named_peer_of_the_room_only(server) -> None:
@@ -27,10 +19,10 @@ async def test_relay_reaches_the_named_peer_of_the_room_only(server) -> None:
         await clients[2].request("join", room="elsewhere", name="eve")
         data = {"type": "offer", "sdp": "v=0\r\n", "nested": [1, {"x": None}]}
         assert await clients[0].request("relay", to=bob["peerId"], data=data) == {}
-        relayed = await next_notification(clients[1], "relayed")
+        relayed = await next_notification(clients[1], "relayed", 5.0)
         assert relayed == {"from": alice["peerId"], "data": data}
         await clients[1].request("relay", to=alice["peerId"], data={"type": "answer"})
-        assert (await next_notification(clients[0], "relayed"))["data"] == {"type": "answer"}
+        assert (await next_notification(clients[0], "relayed", 5.0))["data"] == {"type": "answer"}
         await asyncio.sleep(0.2)
         assert all(name != "relayed" for name, _ in _drain(clients[2]))
     finally:
@@ -67,7 +59,7 @@ async def test_bad_relay_requests_get_clear_errors_and_deliver_nothing(server, p
             assert all(name != "relayed" for name, _ in _drain(client))
         # The session still works after the error.
         await clients[0].request("relay", to=peer["peerId"], data={"ok": True})
-        assert (await next_notification(clients[1], "relayed"))["data"] == {"ok": True}
+        assert (await next_notification(clients[1], "relayed", 5.0))["data"] == {"ok": True}
     finally:
         for client in clients:
             await client.close()

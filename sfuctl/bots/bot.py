@@ -11,12 +11,13 @@ import itertools
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sfuctl.client.offer import RECEIVE_CODECS, SEND_CODECS, OfferSection, connection_offer, parse_answer
 from sfuctl.client.signaling import SignalingClient, SignalingError
 from sfuctl.encoded import EncodedTrack
-from sfuctl.rtc.connection import Connection
+from sfuctl.rtc.connection import Connection, IceRole
 from sfuctl.rtc.dtls import DtlsCertificate
 
 from .config import BotPlan
@@ -241,6 +242,27 @@ class Bot:
         self.errors.append(reason)
         self._lost.set()
 
+    async def _open_connection(
+        self,
+        name: str,
+        on_rtp: Callable[[bytes], None],
+        on_rtcp: Callable[[bytes], None],
+        on_state: Callable[[str], None],
+        role: IceRole = "controlling",
+    ) -> tuple[Connection, BotSocket]:
+        """A transport on its own socket, impaired by this bot's timeline (`name` seeds its impairment draws)."""
+        return await open_bot_connection(
+            certificate=self.env.certificate,
+            impairment=ImpairmentConfig(),
+            changes=self._impairment_changes(),
+            seed=f"{self.env.seed}:{self.plan.index}:{name}",
+            on_rtp=on_rtp,
+            on_rtcp=on_rtcp,
+            on_state=on_state,
+            connect_timeout=self.env.connect_timeout,
+            role=role,
+        )
+
     def _impairment_changes(self) -> tuple[tuple[float, ImpairmentConfig], ...]:
         """This bot's impairment timeline on the loop's clock, for its sockets."""
         start = self.env.loop_started_at
@@ -248,16 +270,7 @@ class Bot:
 
     # -- publishing -----------------------------------------------------------------------------------
     async def _publish(self) -> None:
-        conn, sock = await open_bot_connection(
-            certificate=self.env.certificate,
-            impairment=ImpairmentConfig(),
-            changes=self._impairment_changes(),
-            seed=f"{self.env.seed}:{self.plan.index}:send",
-            on_rtp=_ignore,
-            on_rtcp=self._on_send_rtcp,
-            on_state=self._on_send_state,
-            connect_timeout=self.env.connect_timeout,
-        )
+        conn, sock = await self._open_connection("send", _ignore, self._on_send_rtcp, self._on_send_state)
         self._send = (conn, sock)
         self._send_ready = self.loop.create_future()
         sections = []
@@ -434,16 +447,7 @@ class Bot:
             subscriber = self.subscriber = Subscriber(
                 self._send_recv_rtcp, self.cname, self.rng.randint(1, 0xFFFFFFFF), time.monotonic
             )
-            self._recv = await open_bot_connection(
-                certificate=self.env.certificate,
-                impairment=ImpairmentConfig(),
-                changes=self._impairment_changes(),
-                seed=f"{self.env.seed}:{self.plan.index}:recv",
-                on_rtp=subscriber.on_rtp,
-                on_rtcp=subscriber.on_rtcp,
-                on_state=self._on_recv_state,
-                connect_timeout=self.env.connect_timeout,
-            )
+            self._recv = await self._open_connection("recv", subscriber.on_rtp, subscriber.on_rtcp, self._on_recv_state)
             self._recv_ready = self.loop.create_future()
         return self._recv[0]
 

@@ -20,10 +20,9 @@ from sfuctl.rtc.sdp import MediaAnswer, Offer, accepted_extensions, build_answer
 
 from .bot import Bot, BotEnv, JoinError
 from .config import BotPlan
-from .impairment import ImpairmentConfig
 from .publisher import Publisher, StreamSender
 from .subscriber import ConsumerInfo, ConsumerStream, Subscriber
-from .udp import BotSocket, open_bot_connection
+from .udp import BotSocket
 
 KINDS = ("video", "audio")
 # a=direction of an m-line from (this side sends, this side receives)
@@ -111,16 +110,8 @@ class MeshBot(Bot):
         return link
 
     async def _connect(self, link: MeshLink, role: IceRole) -> Connection:
-        link.connection, link.socket = await open_bot_connection(
-            certificate=self.env.certificate,
-            impairment=ImpairmentConfig(),
-            changes=self._impairment_changes(),
-            seed=f"{self.env.seed}:{self.plan.index}:{link.remote_id}",
-            on_rtp=link.on_rtp,
-            on_rtcp=link.on_rtcp,
-            on_state=lambda state: self._on_link_state(link, state),
-            connect_timeout=self.env.connect_timeout,
-            role=role,
+        link.connection, link.socket = await self._open_connection(
+            f"link-{len(self._all_links)}", link.on_rtp, link.on_rtcp, lambda state: self._on_link_state(link, state), role
         )
         return link.connection
 
