@@ -8,6 +8,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from sfuctl.encoded import EncodedTrack, load_track
+from sfuctl.rtc.batching import REPORT_INTERVAL
 
 from .impairment import ImpairmentConfig, ImpairmentStep
 
@@ -44,7 +45,7 @@ class BotsConfig:
     impaired: tuple[int, ...] | None = None
     connect_timeout: float = 10.0
     join_timeout: float = 20.0
-    rtcp_interval: float = 1.0
+    rtcp_interval: float = REPORT_INTERVAL
     sample_interval: float = 1.0
     decode: bool = False
     mode: str = "websocket"

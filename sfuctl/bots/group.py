@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sfuctl.encoded import EncodedTrack
+from sfuctl.rtc.batching import TICK_INTERVAL  # NACK / PLI work and RTCP report checks
 from sfuctl.rtc.dtls import DtlsCertificate
 
 from .bot import Bot, BotEnv
@@ -22,7 +23,6 @@ from .stats import RoomCounters, StreamSample
 
 log = logging.getLogger(__name__)
 
-TICK_INTERVAL = 0.02  # NACK / PLI work and RTCP report checks
 LEAVE_TIMEOUT = 10.0
 
 

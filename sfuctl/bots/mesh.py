@@ -30,7 +30,8 @@ DIRECTIONS = {(True, True): "sendrecv", (True, False): "sendonly", (False, True)
 
 
 class MeshLink:
-    """The connection to one other peer: the streams sent to it (a Publisher) and received from it (a Subscriber).
+    """The connection to one other peer: the streams sent to it (a Publisher) and received from it (a Subscriber),
+    both registered with the connection's one RtcpRouter (each compound RTCP packet is parsed once).
 
     `ready` resolves True when the connection is up, False when the peer left first, or fails with JoinError.
     """
@@ -39,6 +40,7 @@ class MeshLink:
         self.remote_id = remote_id
         self.remote_name = remote_name
         self.subscriber = subscriber
+        self.router = subscriber.router
         self.announced_at = announced_at
         self.sections: list[OfferSection] = []  # our offer, when we offered
         self.publisher: Publisher | None = None
@@ -51,12 +53,6 @@ class MeshLink:
 
     def on_rtp(self, data: bytes) -> None:
         self.subscriber.on_rtp(data)
-
-    def on_rtcp(self, data: bytes) -> None:
-        """Feedback about our streams (NACK, PLI, RR) and reports about theirs (SR) share the connection."""
-        if self.publisher is not None:
-            self.publisher.on_rtcp(data)
-        self.subscriber.on_rtcp(data)
 
     def send_rtcp(self, data: bytes) -> None:
         if self.connection is not None:
@@ -111,7 +107,7 @@ class MeshBot(Bot):
 
     async def _connect(self, link: MeshLink, role: IceRole) -> Connection:
         link.connection, link.socket = await self._open_connection(
-            f"link-{len(self._all_links)}", link.on_rtp, link.on_rtcp, lambda state: self._on_link_state(link, state), role
+            f"link-{len(self._all_links)}", link.on_rtp, link.router.route, lambda state: self._on_link_state(link, state), role
         )
         return link.connection
 
@@ -163,7 +159,7 @@ class MeshBot(Bot):
                 self._receive(link, section.mid, section.kind, media.ssrc, media.codec.clock_rate,
                               media.codec.has_feedback("nack"))
         if senders:
-            link.publisher = Publisher(senders, link.send_rtcp, self.cname)
+            link.publisher = Publisher(senders, link.send_rtcp, self.cname, link.router)
         conn.set_remote(answer.ice, answer.fingerprints, answer.dtls_role, answer.candidates)  # type: ignore[arg-type]
 
     async def _answer(self, remote_id: str, sdp: object) -> None:
@@ -202,7 +198,7 @@ class MeshBot(Bot):
             msid = (self.cname, f"{self.cname}-{m.kind}") if sends else None
             answers.append(MediaAnswer(m, codec, direction, ssrc, self.cname, msid, accepted_extensions(m)))
         if senders:
-            link.publisher = Publisher(senders, link.send_rtcp, self.cname)
+            link.publisher = Publisher(senders, link.send_rtcp, self.cname, link.router)
         assert conn.local_candidate is not None
         answer = build_answer(session_id=self.rng.getrandbits(62), ice=conn.local_ice, fingerprint=conn.local_fingerprint,
                               candidate=conn.local_candidate, setup="passive", media=answers)

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from sfuctl.encoded import EncodedTrack, FrameCursor
 from sfuctl.rtc import rtcp
 from sfuctl.rtc.nack import RetransmissionBuffer
+from sfuctl.rtc.rtcp_router import RtcpRouter
+from sfuctl.rtc.send_stream import SendStream
 
 _pack_header = struct.Struct("!BBHII").pack_into
 _pack_vp8_header = struct.Struct("!BBHIIBBH").pack_into  # RTP header + the 4-byte VP8 descriptor
@@ -21,12 +23,12 @@ RTP_HEADER_SIZE = 12
 
 
 class StreamSender:
-    """One outgoing stream: paces a FrameCursor, keeps recent packets for NACK, reports itself in SRs."""
+    """One outgoing stream: paces a FrameCursor, keeps recent packets for NACK; its SendStream (`rtcp`, the unit
+    the server's consumers use too) answers NACKs, counts PLI/FIR, reads the server's reports and builds SRs."""
 
     __slots__ = (
         "active", "kind", "codec", "ssrc", "payload_type", "clock_rate", "cursor", "packets", "octets", "frames",
-        "keyframes", "retransmitted", "nacks", "plis", "firs", "fraction_lost", "packets_lost", "jitter_ms",
-        "rtt_ms", "_send", "_header", "_vp8", "_seq", "_picture_id", "_rtx", "_last_ts", "_last_time",
+        "keyframes", "rtcp", "_send", "_header", "_vp8", "_seq", "_picture_id", "_rtx", "_last_ts", "_last_time",
         "_first_packet",
     )
 
@@ -51,15 +53,6 @@ class StreamSender:
         self.octets = 0
         self.frames = 0
         self.keyframes = 0
-        self.retransmitted = 0
-        self.nacks = 0
-        self.plis = 0
-        self.firs = 0
-        # From the server's receiver reports about this stream.
-        self.fraction_lost = 0.0
-        self.packets_lost = 0
-        self.jitter_ms: float | None = None
-        self.rtt_ms: float | None = None
         self._send = send_rtp
         self._vp8 = track.codec == "VP8"
         self._header = bytearray(VP8_HEADER_SIZE if self._vp8 else 12)
@@ -69,6 +62,46 @@ class StreamSender:
         self._last_ts = 0
         self._last_time: float | None = None
         self._first_packet = True
+        self.rtcp = SendStream(
+            ssrc,
+            track.clock_rate,
+            send_rtp=send_rtp,
+            lookup=self._rtx.get if self._rtx is not None else None,
+            on_keyframe_request=self._on_keyframe_request,
+        )
+
+    # What the server's feedback said about this stream.
+    @property
+    def retransmitted(self) -> int:
+        return self.rtcp.retransmitted
+
+    @property
+    def nacks(self) -> int:
+        return self.rtcp.nacks_received
+
+    @property
+    def plis(self) -> int:
+        return self.rtcp.plis_received
+
+    @property
+    def firs(self) -> int:
+        return self.rtcp.firs_received
+
+    @property
+    def fraction_lost(self) -> float:
+        return self.rtcp.fraction_lost
+
+    @property
+    def packets_lost(self) -> int:
+        return self.rtcp.packets_lost
+
+    @property
+    def jitter_ms(self) -> float | None:
+        return self.rtcp.jitter_ms
+
+    @property
+    def rtt_ms(self) -> float | None:
+        return self.rtcp.rtt_ms
 
     def __repr__(self) -> str:
         return f"<StreamSender {self.kind} ssrc={self.ssrc}>"
@@ -122,37 +155,17 @@ class StreamSender:
 
     def retransmit(self, lost: list[int]) -> None:
         """Answer a NACK with the packets still in the buffer."""
-        self.nacks += 1
-        rtx = self._rtx
-        if rtx is None:
-            return
-        for sequence in lost:
-            packet = rtx.get(sequence)
-            if packet is not None:
-                self.retransmitted += 1
-                self._send(packet)
+        self.rtcp.on_nack(lost)
 
-    def request_keyframe(self, fir: bool = False) -> None:
-        if fir:
-            self.firs += 1
-        else:
-            self.plis += 1
+    def _on_keyframe_request(self, now: float) -> None:
         self.cursor.request_keyframe()
-
-    def on_report_block(self, block: rtcp.ReportBlock, arrival_ntp_middle: int) -> None:
-        self.fraction_lost = block.fraction_lost / 256
-        self.packets_lost = block.packets_lost
-        self.jitter_ms = block.jitter * 1000 / self.clock_rate
-        rtt = rtcp.rtt_ms(block.lsr, block.dlsr, arrival_ntp_middle)
-        if rtt is not None:
-            self.rtt_ms = rtt
 
     def sender_report(self, now: float, ntp: int) -> rtcp.SenderReport | None:
         """An SR mapping `ntp` (wall clock) to this stream's RTP time at loop time `now`."""
         if self._last_time is None:
             return None
-        rtp_ts = (self._last_ts + int((now - self._last_time) * self.clock_rate)) & 0xFFFFFFFF
-        return rtcp.SenderReport(self.ssrc, ntp, rtp_ts, self.packets & 0xFFFFFFFF, self.octets & 0xFFFFFFFF)
+        rtp_ts = self._last_ts + int((now - self._last_time) * self.clock_rate)
+        return self.rtcp.sender_report(ntp, rtp_ts, self.packets, self.octets)
 
     def stats(self, elapsed: float) -> dict:
         """Figures for the report; bytes and bitrate count whole RTP packets (header + payload)."""
@@ -181,41 +194,25 @@ class StreamSender:
 class Publisher:
     """A bot's send transport: its streams, the feedback the server sends about them, and their SRs."""
 
-    def __init__(self, senders: list[StreamSender], send_rtcp: Callable[[bytes], None], cname: str) -> None:
+    def __init__(
+        self, senders: list[StreamSender], send_rtcp: Callable[[bytes], None], cname: str, router: RtcpRouter | None = None
+    ) -> None:
+        """`router`: the connection's RTCP router when other streams share the connection (a mesh link)."""
         self.senders = senders
-        self.by_ssrc = {s.ssrc: s for s in senders}
-        self.invalid_rtcp = 0
+        self.router = router if router is not None else RtcpRouter()
+        for sender in senders:
+            self.router.add_sending(sender.ssrc, sender.rtcp)
         self._send_rtcp = send_rtcp
         self._cname = cname
 
+    @property
+    def invalid_rtcp(self) -> int:
+        """RTCP datagrams on this connection that did not parse."""
+        return self.router.invalid
+
     def on_rtcp(self, data: bytes) -> None:
         """Feedback from the server: NACK -> retransmit, PLI/FIR -> next keyframe, RR -> loss, jitter, RTT."""
-        try:
-            packets = rtcp.parse_compound(data)
-        except ValueError:
-            self.invalid_rtcp += 1
-            return
-        by_ssrc = self.by_ssrc
-        for packet in packets:
-            if isinstance(packet, rtcp.Nack):
-                sender = by_ssrc.get(packet.media_ssrc)
-                if sender is not None:
-                    sender.retransmit(packet.lost)
-            elif isinstance(packet, rtcp.Pli):
-                sender = by_ssrc.get(packet.media_ssrc)
-                if sender is not None:
-                    sender.request_keyframe()
-            elif isinstance(packet, rtcp.Fir):
-                for ssrc, _ in packet.entries:
-                    sender = by_ssrc.get(ssrc)
-                    if sender is not None:
-                        sender.request_keyframe(fir=True)
-            elif isinstance(packet, (rtcp.ReceiverReport, rtcp.SenderReport)) and packet.reports:
-                arrival = rtcp.ntp_middle(rtcp.ntp_now())
-                for block in packet.reports:
-                    sender = by_ssrc.get(block.ssrc)
-                    if sender is not None:
-                        sender.on_report_block(block, arrival)
+        self.router.route(data)
 
     def send_reports(self, now: float) -> None:
         """One compound packet: an SR per stream that has sent, then SDES with the CNAME of each."""

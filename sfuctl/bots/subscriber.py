@@ -1,7 +1,8 @@
 """The receiving side of a bot: per-consumer statistics from RTP headers and RTCP, no decoding.
 
-Per packet: read_header, ReceptionStats.update (RFC 3550 A.1/A.3/A.8), NackGenerator.on_packet and the
-FrameTracker. Once per tick (tens of ms): NACK and PLI; once per report interval: RR + SDES.
+Per packet: read_header, ReceiveStream.receive (RFC 3550 A.1/A.3/A.8 statistics and NACK tracking, the unit
+the server's producers use too) and the FrameTracker, the bot's own frame, freeze and loss accounting that
+checks the server independently. Once per tick (tens of ms): NACK and PLI; once per report interval: RR + SDES.
 """
 
 from __future__ import annotations
@@ -11,18 +12,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sfuctl.rtc import rtcp
-from sfuctl.rtc.nack import NackGenerator
+from sfuctl.rtc.batching import KEYFRAME_RETRY_INTERVAL
+from sfuctl.rtc.receive_stream import ReceiveStream
 from sfuctl.rtc.reception import ReceptionStats
+from sfuctl.rtc.rtcp_router import RtcpRouter, receiver_reports
 from sfuctl.rtc.rtp import is_keyframe, read_header
 
 from .decode import FrameDecoder
 from .frames import FrameTracker
 
-NACK_BATCH = 64
-PLI_INTERVAL = 1.0
 # A video consumer that has packets but no keyframe after this long asks for one.
 KEYFRAME_WAIT = 1.0
-REPORT_BLOCKS_MAX = 31
 NACK_GIVE_UP = 1.5  # NackGenerator stops after 1 s; a late retransmission still completes its frame
 REORDER_ALLOWANCE = 0.1
 
@@ -50,8 +50,7 @@ class ConsumerStream:
 
     __slots__ = (
         "info", "announced_at", "video", "packets", "bytes", "keyframes", "first_packet_at", "first_frame_at",
-        "closed_at", "nacks_sent", "nacked_packets", "plis_sent", "reception", "nack", "frames", "decoder",
-        "_last_ts", "_last_pli_at", "_prev",
+        "closed_at", "rtcp", "frames", "decoder", "_last_ts", "_prev",
     )
 
     def __init__(self, info: ConsumerInfo, announced_at: float, decode: bool = False) -> None:
@@ -64,29 +63,41 @@ class ConsumerStream:
         self.first_packet_at: float | None = None
         self.first_frame_at: float | None = None
         self.closed_at: float | None = None
-        self.nacks_sent = 0
-        self.nacked_packets = 0
-        self.plis_sent = 0
-        self.reception = ReceptionStats(info.clock_rate)
-        self.nack = NackGenerator() if info.nack else None
+        # A PLI at most once per retry interval, and only when this bot sees a reason (never merged).
+        self.rtcp = ReceiveStream(
+            info.ssrc, info.clock_rate, nack=info.nack, merge_window=KEYFRAME_RETRY_INTERVAL,
+            retry_interval=KEYFRAME_RETRY_INTERVAL,
+        )
         # Without NACK a missing packet never comes: give it up after a reordering allowance.
         self.frames = FrameTracker(
             info.clock_rate, detect_freezes=self.video, max_age=NACK_GIVE_UP if info.nack else REORDER_ALLOWANCE
         )
         self.decoder = FrameDecoder(info.codec) if decode else None
         self._last_ts: int | None = None
-        self._last_pli_at = float("-inf")
         self._prev = (0, 0, 0, 0, 0, 0.0, 0)
+
+    @property
+    def reception(self) -> ReceptionStats:
+        return self.rtcp.reception
+
+    @property
+    def nacks_sent(self) -> int:
+        return self.rtcp.nacks_sent
+
+    @property
+    def nacked_packets(self) -> int:
+        return self.rtcp.nacked_packets
+
+    @property
+    def plis_sent(self) -> int:
+        return self.rtcp.plis_sent
 
     def receive(self, data: bytes, now: float) -> None:
         """Hot path; raises ValueError for a malformed header."""
         marker, _, sequence, timestamp, _, offset = read_header(data)
         self.packets += 1
         self.bytes += len(data)
-        self.reception.update(sequence, timestamp, now)
-        nack = self.nack
-        if nack is not None:
-            nack.on_packet(sequence, now)
+        self.rtcp.receive(sequence, timestamp, now)
         video = self.video
         if not self.frames.on_packet(sequence, timestamp, marker or not video, now):
             return
@@ -105,29 +116,14 @@ class ConsumerStream:
 
     def feedback(self, now: float, sender_ssrc: int) -> list[bytes]:
         """RTCP feedback due now: NACKs for missing packets, a PLI when a frame was given up or no keyframe came."""
-        out: list[bytes] = []
-        nack = self.nack
-        if nack is not None and nack.missing:
-            lost = nack.due(now)
-            for start in range(0, len(lost), NACK_BATCH):
-                batch = lost[start : start + NACK_BATCH]
-                self.nacks_sent += 1
-                self.nacked_packets += len(batch)
-                out.append(bytes(rtcp.Nack(sender_ssrc, self.info.ssrc, batch)))
-        if self.video:
-            given_up = self.frames.expire(now) if self.frames.missing else 0
-            starving = (
-                self.first_frame_at is None
-                and self.first_packet_at is not None
-                and now - self.first_packet_at > KEYFRAME_WAIT
-            )
-            if (given_up or starving) and now - self._last_pli_at >= PLI_INTERVAL:
-                self._last_pli_at = now
-                self.plis_sent += 1
-                out.append(bytes(rtcp.Pli(sender_ssrc, self.info.ssrc)))
-        elif self.frames.missing:
-            self.frames.expire(now)
-        return out
+        given_up = self.frames.expire(now) if self.frames.missing else 0
+        starving = (
+            self.video
+            and self.first_frame_at is None
+            and self.first_packet_at is not None
+            and now - self.first_packet_at > KEYFRAME_WAIT
+        )
+        return self.rtcp.feedback(now, sender_ssrc, want_keyframe=self.video and bool(given_up or starving))
 
     def interval(self) -> tuple[int, int, int, int, int, float, int]:
         """(bytes, expected, lost, lost before recovery, freezes, frozen seconds, frames given up) since the
@@ -188,13 +184,21 @@ class ConsumerStream:
 class Subscriber:
     """A bot's receive transport: its consumers by SSRC, SRs in, RR/NACK/PLI out."""
 
-    def __init__(self, send_rtcp: Callable[[bytes], None], cname: str, rtcp_ssrc: int, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        send_rtcp: Callable[[bytes], None],
+        cname: str,
+        rtcp_ssrc: int,
+        clock: Callable[[], float],
+        router: RtcpRouter | None = None,
+    ) -> None:
+        """`router`: the connection's RTCP router when other streams share the connection (a mesh link)."""
         self.streams: list[ConsumerStream] = []
         self.by_ssrc: dict[int, ConsumerStream] = {}
         self.rtcp_ssrc = rtcp_ssrc
+        self.router = router if router is not None else RtcpRouter(clock)
         self.unknown_packets = 0
         self.invalid_packets = 0
-        self.invalid_rtcp = 0
         self._send_rtcp = send_rtcp
         self._cname = cname
         self._clock = clock
@@ -202,6 +206,7 @@ class Subscriber:
     def add(self, stream: ConsumerStream) -> None:
         self.streams.append(stream)
         self.by_ssrc[stream.info.ssrc] = stream
+        self.router.add_receiving(stream.info.ssrc, stream.rtcp)
 
     def close(self, consumer_id: str, now: float) -> None:
         """The consumer is gone (its producer closed): keep its figures, stop routing its SSRC."""
@@ -209,6 +214,12 @@ class Subscriber:
             if stream.info.consumer_id == consumer_id:
                 stream.closed_at = now
                 del self.by_ssrc[ssrc]
+                self.router.remove_receiving(ssrc, stream.rtcp)
+
+    @property
+    def invalid_rtcp(self) -> int:
+        """RTCP datagrams on this connection that did not parse."""
+        return self.router.invalid
 
     def on_rtp(self, data: bytes) -> None:
         try:
@@ -221,17 +232,8 @@ class Subscriber:
             self.invalid_packets += 1
 
     def on_rtcp(self, data: bytes) -> None:
-        try:
-            packets = rtcp.parse_compound(data)
-        except ValueError:
-            self.invalid_rtcp += 1
-            return
-        now = self._clock()
-        for packet in packets:
-            if isinstance(packet, rtcp.SenderReport):
-                stream = self.by_ssrc.get(packet.ssrc)
-                if stream is not None:
-                    stream.reception.on_sender_report(packet.ntp_timestamp, now)
+        """SRs about our consumers (their LSR goes into our next report blocks)."""
+        self.router.route(data)
 
     def tick(self, now: float) -> None:
         for stream in self.by_ssrc.values():
@@ -240,11 +242,10 @@ class Subscriber:
 
     def send_report(self, now: float) -> None:
         """RR blocks for every open consumer that has received something, then SDES."""
-        blocks = [s.reception.report_block(s.info.ssrc, now) for s in self.by_ssrc.values() if s.packets]
+        blocks = [b for b in (s.rtcp.report_block(now) for s in self.by_ssrc.values()) if b is not None]
         sdes = bytes(rtcp.Sdes(self.rtcp_ssrc, self._cname))
         if not blocks:
             self._send_rtcp(bytes(rtcp.ReceiverReport(self.rtcp_ssrc)) + sdes)
             return
-        for start in range(0, len(blocks), REPORT_BLOCKS_MAX):
-            rr = rtcp.ReceiverReport(self.rtcp_ssrc, blocks[start : start + REPORT_BLOCKS_MAX])
-            self._send_rtcp(bytes(rr) + sdes)
+        for packet in receiver_reports(self.rtcp_ssrc, blocks, sdes):
+            self._send_rtcp(packet)

@@ -10,6 +10,7 @@ from ..rtc import rtcp
 from ..rtc.meter import Meter
 from ..rtc.rtp import build_extension_block, read_header, seq_distance
 from ..rtc.sdp import MID_URI, Codec
+from ..rtc.send_stream import SendStream
 from .stats import QualityMonitor
 
 if TYPE_CHECKING:
@@ -50,17 +51,15 @@ class Consumer:
         self.paused = False
         self.closed = False
         self.meter = Meter()
-        self.retransmitted = 0
-        self.nacks_received = 0
-        self.plis_received = 0
-        self.firs_received = 0
-        # From the peer's receiver reports (RFC 3550 6.4.2).
-        self.fraction_lost = 0.0
-        self.packets_lost = 0
-        self.jitter_ms = 0.0
-        self.rtt_ms: float | None = None
-        self.reports_received = 0
         self.quality = QualityMonitor(idle_score=10)
+        self.rtcp = SendStream(
+            self.ssrc,
+            codec.clock_rate,
+            send_rtp=self._resend,
+            lookup=self._retransmission if producer.rtx_buffer is not None else None,
+            on_keyframe_request=self._on_keyframe_request,
+            on_report=self._on_report,
+        )
 
         ext_items = [(extensions[MID_URI], mid.encode())] if MID_URI in extensions else []
         ext_block = build_extension_block(ext_items)
@@ -105,52 +104,40 @@ class Consumer:
         meter.bytes += len(packet)
         self._send_rtp(packet)
 
-    def retransmit(self, lost: list[int]) -> None:
-        """Answer a NACK from the producer's retransmission buffer."""
-        self.nacks_received += 1
-        buffer = self.producer.rtx_buffer
-        if buffer is None or not self._synced or self.paused:
-            return
+    def _retransmission(self, out_seq: int) -> bytes | None:
+        """The packet to resend for a NACKed sequence number of ours, from the producer's buffer (None if gone)."""
+        if not self._synced or self.paused:
+            return None
+        sequence = (out_seq - self._seq_offset) & 0xFFFF
+        if seq_distance(sequence, self._sync_seq) < 0:
+            return None
+        data = self.producer.rtx_buffer.get(sequence)  # type: ignore[union-attr]
+        if data is None:
+            return None
+        marker, _, _, timestamp, _, offset = read_header(data)
+        ts = (timestamp + self._ts_offset) & 0xFFFFFFFF
         header = self._header
-        for out_seq in lost:
-            sequence = (out_seq - self._seq_offset) & 0xFFFF
-            if seq_distance(sequence, self._sync_seq) < 0:
-                continue
-            data = buffer.get(sequence)
-            if data is None:
-                continue
-            marker, _, _, timestamp, _, offset = read_header(data)
-            ts = (timestamp + self._ts_offset) & 0xFFFFFFFF
-            _pack_header(header, 0, self._first_byte | (data[0] & 0x20), self._second_byte[marker], out_seq, ts)
-            packet = b"".join((header, data[offset:]))
-            self.retransmitted += 1
-            self.meter.add(len(packet))
-            self.transport.connection.send_rtp(packet)
+        _pack_header(header, 0, self._first_byte | (data[0] & 0x20), self._second_byte[marker], out_seq, ts)
+        return b"".join((header, data[offset:]))
+
+    def _resend(self, packet: bytes) -> None:
+        self.meter.add(len(packet))
+        self._send_rtp(packet)
 
     # -- feedback and control -------------------------------------------------------------------------
-    def on_keyframe_request(self, now: float, fir: bool = False) -> None:
-        if fir:
-            self.firs_received += 1
-        else:
-            self.plis_received += 1
+    def _on_keyframe_request(self, now: float) -> None:
         self.producer.request_keyframe(now)
 
-    def on_report_block(self, block: rtcp.ReportBlock, arrival_ntp_middle: int) -> None:
-        """Take loss, jitter and RTT from the peer's receiver report about this stream; update the score."""
-        self.reports_received += 1
+    def _on_report(self, block: rtcp.ReportBlock) -> None:
+        """The peer's receiver report about this stream updates the score (loss net of what NACK repaired)."""
+        retransmitted = self.rtcp.retransmitted
         self.quality.update(
-            packets=self.meter.packets - self.retransmitted,
+            packets=self.meter.packets - retransmitted,
             expected=block.highest_sequence,
             lost=block.packets_lost,
-            repaired=self.retransmitted,
+            repaired=retransmitted,
             reported_fraction=block.fraction_lost / 256,
         )
-        self.fraction_lost = self.quality.fraction_lost
-        self.packets_lost = block.packets_lost
-        self.jitter_ms = block.jitter * 1000 / self._clock_rate
-        rtt = rtcp.rtt_ms(block.lsr, block.dlsr, arrival_ntp_middle)
-        if rtt is not None:
-            self.rtt_ms = rtt
 
     def sender_report(self, now: float) -> rtcp.SenderReport | None:
         """An SR for this stream, mapping the producer's NTP time line to this consumer's timestamps."""
@@ -160,11 +147,10 @@ class Consumer:
         source = self.producer.last_sender_report
         if source is not None:  # follow the publisher's RTP/NTP mapping, so the peer's tracks stay in sync
             _, rtp_ts, arrival = source
-            rtp_ts = (rtp_ts + self._ts_offset + int((now - arrival) * clock)) & 0xFFFFFFFF
+            rtp_ts = rtp_ts + self._ts_offset + int((now - arrival) * clock)
         else:
-            rtp_ts = (self._ts + int((now - self._last_time) * clock)) & 0xFFFFFFFF
-        packets = self.meter.packets & 0xFFFFFFFF
-        return rtcp.SenderReport(self.ssrc, rtcp.ntp_now(), rtp_ts, packets, self.meter.bytes & 0xFFFFFFFF, [])
+            rtp_ts = self._ts + int((now - self._last_time) * clock)
+        return self.rtcp.sender_report(rtcp.ntp_now(), rtp_ts, self.meter.packets, self.meter.bytes)
 
     def on_transport_connected(self, now: float) -> None:
         if self._waiting_keyframe:
@@ -193,6 +179,7 @@ class Consumer:
         self.producer.remove_consumer(self)
 
     def stats(self) -> dict:
+        s = self.rtcp
         return {
             "id": self.id,
             "peer": self.peer.id,
@@ -207,15 +194,15 @@ class Consumer:
             "packets": self.meter.packets,
             "bytes": self.meter.bytes,
             "bitrate_bps": round(self.meter.bitrate_bps),
-            "packets_lost": self.packets_lost,
-            "fraction_lost": round(self.fraction_lost, 4),
-            "jitter_ms": round(self.jitter_ms, 2),
-            "rtt_ms": None if self.rtt_ms is None else round(self.rtt_ms, 2),
-            "nack_count": self.nacks_received,
-            "pli_count": self.plis_received,
-            "fir_count": self.firs_received,
-            "retransmitted": self.retransmitted,
-            "reports_received": self.reports_received,
+            "packets_lost": s.packets_lost,
+            "fraction_lost": round(self.quality.fraction_lost, 4),
+            "jitter_ms": round(s.jitter_ms or 0.0, 2),
+            "rtt_ms": None if s.rtt_ms is None else round(s.rtt_ms, 2),
+            "nack_count": s.nacks_received,
+            "pli_count": s.plis_received,
+            "fir_count": s.firs_received,
+            "retransmitted": s.retransmitted,
+            "reports_received": s.reports_received,
             "score": self.quality.score,
             "producer_score": self.producer.quality.score,
         }

@@ -29,17 +29,17 @@ class CounterSpec:
 PRODUCER_COUNTERS = (
     CounterSpec("sfuctl_rtp_received_packets", "RTP packets received from publishers.", lambda p: p.meter.packets),
     CounterSpec("sfuctl_rtp_received_bytes", "RTP bytes (header and payload, before SRTP) received from publishers.", lambda p: p.meter.bytes),
-    CounterSpec("sfuctl_rtcp_nacks_sent", "Generic NACK packets sent to publishers.", lambda p: p.nacks_sent),
-    CounterSpec("sfuctl_rtcp_plis_sent", "PLI packets sent to publishers.", lambda p: p.plis_sent),
-    CounterSpec("sfuctl_rtcp_firs_sent", "FIR packets sent to publishers.", lambda p: p.firs_sent),
+    CounterSpec("sfuctl_rtcp_nacks_sent", "Generic NACK packets sent to publishers.", lambda p: p.rtcp.nacks_sent),
+    CounterSpec("sfuctl_rtcp_plis_sent", "PLI packets sent to publishers.", lambda p: p.rtcp.plis_sent),
+    CounterSpec("sfuctl_rtcp_firs_sent", "FIR packets sent to publishers.", lambda p: p.rtcp.firs_sent),
 )
 CONSUMER_COUNTERS = (
     CounterSpec("sfuctl_rtp_sent_packets", "RTP packets sent to subscribers, retransmissions included.", lambda c: c.meter.packets),
     CounterSpec("sfuctl_rtp_sent_bytes", "RTP bytes (header and payload, before SRTP) sent to subscribers.", lambda c: c.meter.bytes),
-    CounterSpec("sfuctl_rtp_retransmitted_packets", "RTP packets retransmitted on a subscriber's NACK.", lambda c: c.retransmitted),
-    CounterSpec("sfuctl_rtcp_nacks_received", "Generic NACK packets received from subscribers.", lambda c: c.nacks_received),
-    CounterSpec("sfuctl_rtcp_plis_received", "PLI packets received from subscribers.", lambda c: c.plis_received),
-    CounterSpec("sfuctl_rtcp_firs_received", "FIR packets received from subscribers.", lambda c: c.firs_received),
+    CounterSpec("sfuctl_rtp_retransmitted_packets", "RTP packets retransmitted on a subscriber's NACK.", lambda c: c.rtcp.retransmitted),
+    CounterSpec("sfuctl_rtcp_nacks_received", "Generic NACK packets received from subscribers.", lambda c: c.rtcp.nacks_received),
+    CounterSpec("sfuctl_rtcp_plis_received", "PLI packets received from subscribers.", lambda c: c.rtcp.plis_received),
+    CounterSpec("sfuctl_rtcp_firs_received", "FIR packets received from subscribers.", lambda c: c.rtcp.firs_received),
 )
 
 
@@ -107,25 +107,25 @@ class SfuCollector(Collector):
             ["room", "kind"],
             _aggregate(consumers, lambda c: c.meter.bitrate_bps, sum).items(),
         )
-        reported = [(labels, c) for labels, c in consumers if c.reports_received]
+        reported = [(labels, c) for labels, c in consumers if c.rtcp.reports_received]
         yield _gauge(
             "sfuctl_consumer_loss_ratio",
             "Mean share of packets lost on the way to subscribers (their receiver reports, last ~5 s).",
             ["room", "kind"],
-            _aggregate(reported, lambda c: c.fraction_lost, _mean).items(),
+            _aggregate(reported, lambda c: c.quality.fraction_lost, _mean).items(),
         )
         yield _gauge(
             "sfuctl_consumer_jitter_seconds",
             "Mean interarrival jitter reported by subscribers.",
             ["room", "kind"],
-            _aggregate(reported, lambda c: c.jitter_ms / 1000, _mean).items(),
+            _aggregate(reported, lambda c: (c.rtcp.jitter_ms or 0.0) / 1000, _mean).items(),
         )
-        with_rtt = [(labels, c) for labels, c in reported if c.rtt_ms is not None]
+        with_rtt = [(labels, c) for labels, c in reported if c.rtcp.rtt_ms is not None]
         yield _gauge(
             "sfuctl_consumer_rtt_seconds",
             "Mean round-trip time to subscribers (RTCP LSR/DLSR).",
             ["room", "kind"],
-            _aggregate(with_rtt, lambda c: c.rtt_ms / 1000, _mean).items(),
+            _aggregate(with_rtt, lambda c: c.rtcp.rtt_ms / 1000, _mean).items(),
         )
         yield _gauge(
             "sfuctl_consumer_score_min",

@@ -4,24 +4,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..rtc import rtcp
-from ..rtc.nack import NackGenerator, RetransmissionBuffer
-from ..rtc.reception import ReceptionStats
+from ..rtc.meter import Meter
+from ..rtc.nack import RetransmissionBuffer
+from ..rtc.receive_stream import ReceiveStream
 from ..rtc.rtp import is_keyframe, read_header
 from ..rtc.sdp import Codec
-from ..rtc.meter import Meter
 from .stats import QualityMonitor
 
 if TYPE_CHECKING:
+    from ..rtc.rtcp import ReportBlock
     from .consumer import Consumer
     from .peer import Peer
     from .transport import Transport
-
-# Keyframe requests sent to a publisher are at most this often; requests in between are merged into one.
-KEYFRAME_REQUEST_INTERVAL = 0.5
-NACK_BATCH = 64
-# A consumer still waiting for a keyframe (the request or the keyframe was lost) asks again this often.
-KEYFRAME_RETRY_INTERVAL = 1.0
 
 
 class Producer:
@@ -35,26 +29,34 @@ class Producer:
         self.transport = transport
         self.kind = kind
         self.codec = codec
-        self.ssrc = ssrc
         self.mid = mid
         self.paused = False
         self.closed = False
         self.consumers: list[Consumer] = []
-        self.reception = ReceptionStats(codec.clock_rate)
+        # PLI when NACK is negotiated (RFC 4585 implies it) or FIR is not; FIR only for a ccm fir-only codec.
+        use_fir = not codec.has_feedback("nack", "pli") and codec.has_feedback("ccm", "fir")
+        self.rtcp = ReceiveStream(ssrc, codec.clock_rate, nack=codec.has_feedback("nack"), fir=use_fir)
+        self.reception = self.rtcp.reception
         self.meter = Meter()
         self.quality = QualityMonitor(idle_score=0)
-        self.nack = NackGenerator() if codec.has_feedback("nack") else None
         self.rtx_buffer = RetransmissionBuffer() if kind == "video" else None
         self.waiting_consumers = 0
         self.invalid_packets = 0
-        self.nacks_sent = 0
-        self.plis_sent = 0
-        self.firs_sent = 0
         self.keyframes = 0
-        self.last_sender_report: tuple[int, int, float] | None = None  # (ntp, rtp timestamp, arrival)
-        self._keyframe_pending = False
-        self._last_keyframe_request = float("-inf")
-        self._fir_seq = 0
+
+    @property
+    def ssrc(self) -> int | None:
+        """The publisher's SSRC; None until the transport learns an unsignaled one."""
+        return self.rtcp.ssrc
+
+    @ssrc.setter
+    def ssrc(self, ssrc: int) -> None:
+        self.rtcp.ssrc = ssrc
+
+    @property
+    def last_sender_report(self) -> tuple[int, int, float] | None:
+        """(NTP time, RTP timestamp, arrival) of the publisher's last SR."""
+        return self.rtcp.last_sender_report
 
     # -- media path -----------------------------------------------------------------------------------
     def receive(self, data: bytes, now: float) -> None:
@@ -67,9 +69,7 @@ class Producer:
         if payload_type != self.codec.payload_type:
             return
         self.meter.add(len(data))
-        self.reception.update(sequence, timestamp, now)
-        if self.nack is not None:
-            self.nack.on_packet(sequence, now)
+        self.rtcp.receive(sequence, timestamp, now)
         if self.rtx_buffer is not None:
             self.rtx_buffer.store(sequence, data)
         if self.paused or not self.consumers:
@@ -85,41 +85,25 @@ class Producer:
 
     # -- feedback ------------------------------------------------------------------------------------
     def request_keyframe(self, now: float) -> None:
-        """Ask the publisher for a keyframe, merging requests that come closer than the interval."""
+        """Ask the publisher for a keyframe, merging requests that come closer than the merge window."""
         if self.kind != "video" or self.closed:
             return
-        if now - self._last_keyframe_request >= KEYFRAME_REQUEST_INTERVAL:
-            self._send_keyframe_request(now)
-        else:
-            self._keyframe_pending = True
-
-    def on_sender_report(self, report: rtcp.SenderReport, now: float) -> None:
-        self.reception.on_sender_report(report.ntp_timestamp, now)
-        self.last_sender_report = (report.ntp_timestamp, report.rtp_timestamp, now)
+        request = self.rtcp.request_keyframe(now, self.transport.rtcp_ssrc)
+        if request is not None:
+            self.transport.send_rtcp(request)
 
     def tick(self, now: float) -> None:
-        """Frequent work (every few tens of ms): NACKs for missing packets, merged keyframe requests."""
-        if self.nack is not None and self.nack.missing:
-            lost = self.nack.due(now)
-            for start in range(0, len(lost), NACK_BATCH):  # keep each NACK packet well under the MTU
-                self.nacks_sent += 1
-                batch = lost[start : start + NACK_BATCH]
-                self.transport.send_rtcp(bytes(rtcp.Nack(self.transport.rtcp_ssrc, self.ssrc or 0, batch)))
-        since = now - self._last_keyframe_request
-        if (self._keyframe_pending and since >= KEYFRAME_REQUEST_INTERVAL) or (
-            self.waiting_consumers and since >= KEYFRAME_RETRY_INTERVAL
-        ):
-            self._send_keyframe_request(now)
+        """Frequent work (every tick): NACKs for missing packets, merged or repeated keyframe requests."""
+        for packet in self.rtcp.feedback(now, self.transport.rtcp_ssrc, want_keyframe=self.waiting_consumers > 0):
+            self.transport.send_rtcp(packet)
 
     def update_quality(self) -> None:
         """Once per report interval: loss over the last intervals and the score, as the server receives them."""
         r = self.reception
         self.quality.update(packets=r.packets_received, expected=r.expected, lost=r.packets_lost)
 
-    def report_block(self, now: float) -> rtcp.ReportBlock | None:
-        if self.ssrc is None or not self.reception.packets_received:
-            return None
-        return self.reception.report_block(self.ssrc, now)
+    def report_block(self, now: float) -> ReportBlock | None:
+        return self.rtcp.report_block(now)
 
     def add_consumer(self, consumer: Consumer) -> None:
         self.consumers.append(consumer)
@@ -159,23 +143,10 @@ class Producer:
             "fraction_lost": round(self.quality.fraction_lost, 4),
             "jitter_ms": round(r.jitter_ms, 2),
             "rtt_ms": None,  # a publisher's RTCP carries no report about the server (that needs XR DLRR)
-            "nack_count": self.nacks_sent,
-            "pli_count": self.plis_sent,
-            "fir_count": self.firs_sent,
+            "nack_count": self.rtcp.nacks_sent,
+            "pli_count": self.rtcp.plis_sent,
+            "fir_count": self.rtcp.firs_sent,
             "keyframes": self.keyframes,
             "consumers": len(self.consumers),
             "score": self.quality.score,
         }
-
-    def _send_keyframe_request(self, now: float) -> None:
-        self._keyframe_pending = False
-        self._last_keyframe_request = now
-        if self.ssrc is None:
-            return
-        if self.codec.has_feedback("nack", "pli") or not self.codec.has_feedback("ccm", "fir"):
-            self.plis_sent += 1
-            self.transport.send_rtcp(bytes(rtcp.Pli(self.transport.rtcp_ssrc, self.ssrc)))
-        else:
-            self._fir_seq = (self._fir_seq + 1) & 0xFF
-            self.firs_sent += 1
-            self.transport.send_rtcp(bytes(rtcp.Fir(self.transport.rtcp_ssrc, [(self.ssrc, self._fir_seq)])))

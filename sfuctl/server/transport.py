@@ -1,7 +1,7 @@
 """Transport: the server end of one peer's ICE + DTLS + SRTP connection.
 
 It owns the Connection (the media plane) and routes what comes out of it: RTP to producers by SSRC, RTCP
-feedback to the producers and consumers it names. Replacing the media plane means replacing Connection.
+through its RtcpRouter to the producers' and consumers' RTCP units it names. Replacing the media plane means replacing Connection.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Callable
 from ..rtc import rtcp
 from ..rtc.connection import Connection
 from ..rtc.ice import IceParameters
+from ..rtc.rtcp_router import RtcpRouter, receiver_reports
 from ..rtc.rtp import read_extensions
 from ..rtc.sdp import MID_URI, MediaAnswer, Offer, build_answer, dtls_role_for
 from .errors import bad_request
@@ -37,7 +38,7 @@ class Transport:
         self.rtcp_ssrc = random.randint(1, 0xFFFFFFFF)
         self.connected = False
         self.closed = False
-        self.invalid_rtcp = 0
+        self.rtcp_router = RtcpRouter()
         self.producers: dict[int, Producer] = {}
         self.producers_by_mid: dict[str, Producer] = {}
         self.consumers: dict[int, Consumer] = {}
@@ -52,11 +53,16 @@ class Transport:
             certificate=worker.certificate,
             send=worker.sender(),
             on_rtp=self._on_rtp,
-            on_rtcp=self._on_rtcp,
+            on_rtcp=self.rtcp_router.route,
             on_state=self._on_state,
             consent_timeout=worker.config.consent_timeout,
         )
         worker.register(self)
+
+    @property
+    def invalid_rtcp(self) -> int:
+        """RTCP datagrams that did not parse."""
+        return self.rtcp_router.invalid
 
     @property
     def state(self) -> str:
@@ -92,6 +98,7 @@ class Transport:
         self.producers_by_mid[producer.mid] = producer
         if producer.ssrc is not None:
             self.producers[producer.ssrc] = producer
+            self.rtcp_router.add_receiving(producer.ssrc, producer.rtcp)
         if mid_extension_id is not None:
             self._mid_extension_id = mid_extension_id
 
@@ -99,15 +106,19 @@ class Transport:
         self.producers_by_mid.pop(producer.mid, None)
         if producer.ssrc is not None and self.producers.get(producer.ssrc) is producer:
             del self.producers[producer.ssrc]
+            self.rtcp_router.remove_receiving(producer.ssrc, producer.rtcp)
 
     def add_consumer(self, consumer: Consumer) -> None:
         self.consumers[consumer.ssrc] = consumer
         self.consumers_by_mid[consumer.mid] = consumer
+        self.rtcp_router.add_sending(consumer.ssrc, consumer.rtcp)
         if self.connected:
             consumer.on_transport_connected(time.monotonic())
 
     def remove_consumer(self, consumer: Consumer) -> None:
-        self.consumers.pop(consumer.ssrc, None)
+        if self.consumers.get(consumer.ssrc) is consumer:
+            del self.consumers[consumer.ssrc]
+            self.rtcp_router.remove_sending(consumer.ssrc, consumer.rtcp)
         if self.consumers_by_mid.get(consumer.mid) is consumer:
             del self.consumers_by_mid[consumer.mid]
 
@@ -133,40 +144,8 @@ class Transport:
             return None
         producer.ssrc = int.from_bytes(data[8:12], "big")
         self.producers[producer.ssrc] = producer
+        self.rtcp_router.add_receiving(producer.ssrc, producer.rtcp)
         return producer
-
-    def _on_rtcp(self, data: bytes) -> None:
-        try:
-            packets = rtcp.parse_compound(data)
-        except ValueError:
-            self.invalid_rtcp += 1
-            return
-        now = time.monotonic()
-        for packet in packets:
-            if isinstance(packet, (rtcp.SenderReport, rtcp.ReceiverReport)):
-                if isinstance(packet, rtcp.SenderReport):
-                    producer = self.producers.get(packet.ssrc)
-                    if producer is not None:
-                        producer.on_sender_report(packet, now)
-                if packet.reports:
-                    arrival = rtcp.ntp_middle(rtcp.ntp_now())
-                    for block in packet.reports:
-                        consumer = self.consumers.get(block.ssrc)
-                        if consumer is not None:
-                            consumer.on_report_block(block, arrival)
-            elif isinstance(packet, rtcp.Nack):
-                consumer = self.consumers.get(packet.media_ssrc)
-                if consumer is not None:
-                    consumer.retransmit(packet.lost)
-            elif isinstance(packet, rtcp.Pli):
-                consumer = self.consumers.get(packet.media_ssrc)
-                if consumer is not None:
-                    consumer.on_keyframe_request(now)
-            elif isinstance(packet, rtcp.Fir):
-                for ssrc, _ in packet.entries:
-                    consumer = self.consumers.get(ssrc)
-                    if consumer is not None:
-                        consumer.on_keyframe_request(now, fir=True)
 
     def _on_state(self, state: str) -> None:
         log.debug("transport %s: %s", self.id, state)
@@ -198,8 +177,8 @@ class Transport:
             block = producer.report_block(now)
             if block is not None:
                 blocks.append(block)
-        for start in range(0, len(blocks), 31):
-            self.send_rtcp(bytes(rtcp.ReceiverReport(self.rtcp_ssrc, blocks[start : start + 31])) + sdes)
+        for packet in receiver_reports(self.rtcp_ssrc, blocks, sdes):
+            self.send_rtcp(packet)
         for consumer in self.consumers.values():
             consumer.meter.sample(now)
             report = consumer.sender_report(now)

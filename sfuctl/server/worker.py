@@ -8,6 +8,7 @@ import socket
 import time
 from collections.abc import Callable
 
+from ..rtc.batching import REPORT_INTERVAL, TICK_INTERVAL
 from ..rtc.dtls import DtlsCertificate
 from ..rtc.ice import stun_username
 from .config import ServerConfig
@@ -16,8 +17,6 @@ from .transport import Transport
 
 log = logging.getLogger(__name__)
 
-TICK_INTERVAL = 0.02  # NACK and keyframe-request work
-REPORT_INTERVAL = 1.0  # RTCP reports and bitrate samples
 # Receive buffer asked for the media socket (Linux doubles it, capped by net.core.rmem_max): the default
 # ~200 KB holds ~90 datagrams, less than a few publishers' keyframe bursts while the loop is busy fanning out.
 # Not more: past the bursts, a deeper queue only turns an overload into seconds of delay.
