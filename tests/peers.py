@@ -47,7 +47,8 @@ class AiortcPeer:
         self.joined = await self.signaling.request("join", room=self.room, name=self.name)
         return self.joined
 
-    async def publish(self, media_path: str, audio_path: str | None = None) -> list[dict]:
+    async def publish(self, media_path: str, audio_path: str | None = None, rewrite_offer=None) -> list[dict]:
+        """Publish video (and audio) from files; `rewrite_offer(sdp) -> sdp` edits the offer the server gets."""
         pc = self.publish_pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.player = MediaPlayer(media_path, loop=True)
         pc.addTrack(self.player.video)
@@ -55,7 +56,8 @@ class AiortcPeer:
             self.audio_player = MediaPlayer(audio_path, loop=True)
             pc.addTrack(self.audio_player.audio)
         await pc.setLocalDescription(await pc.createOffer())
-        result = await self.signaling.request("publish", sdp=pc.localDescription.sdp)
+        sdp = pc.localDescription.sdp
+        result = await self.signaling.request("publish", sdp=rewrite_offer(sdp) if rewrite_offer else sdp)
         await pc.setRemoteDescription(RTCSessionDescription(result["sdp"], "answer"))
         return result["producers"]
 

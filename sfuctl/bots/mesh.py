@@ -201,7 +201,7 @@ class MeshBot(Bot):
             link.publisher = Publisher(senders, link.send_rtcp, self.cname, link.router)
         assert conn.local_candidate is not None
         answer = build_answer(session_id=self.rng.getrandbits(62), ice=conn.local_ice, fingerprint=conn.local_fingerprint,
-                              candidate=conn.local_candidate, setup="passive", media=answers)
+                              candidate=conn.local_candidate, setup="passive", media=answers, bundle=offer.bundle)
         conn.set_remote(offer.ice, offer.fingerprints, dtls_role_for(offer.setup), offer.candidates)  # type: ignore[arg-type]
         assert self.signaling is not None
         await self.signaling.request("relay", to=link.remote_id, data={"type": "answer", "sdp": answer})

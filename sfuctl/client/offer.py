@@ -205,7 +205,8 @@ def parse_answer(text: str) -> Answer:
         media[mid] = _answer_media(m, mid)
     return Answer(
         ice=IceParameters(first.ice.usernameFragment, first.ice.password),
-        fingerprints=[(f.algorithm, f.value) for f in first.dtls.fingerprints],
+        # aiortc adds media-level fingerprints to the session-level ones: the same one may come twice.
+        fingerprints=list(dict.fromkeys((f.algorithm, f.value) for f in first.dtls.fingerprints)),
         setup=setup,
         candidates=candidates,
         ice_lite=bool(first.ice.iceLite),

@@ -1,7 +1,15 @@
 """SDP offers in, SDP answers out: the server always answers, the client always offers.
 
-Parsing reuses aiortc's SDP parser; the answer is written here because it carries what an ICE-lite SFU
-says and aiortc does not (a=ice-lite, one host candidate, per-consumer SSRC and msid).
+Parsing reuses aiortc's SDP parser (which reads ICE and DTLS attributes at session or media level, as RFC 8866
+and RFC 9429 allow) plus a pass of its own for what aiortc drops (a=bundle-only, the offered formats of m-lines
+it cannot read). The answer is written here because it carries what an ICE-lite SFU says and aiortc does not
+(a=ice-lite, one host candidate, per-consumer SSRC and msid).
+
+BUNDLE (RFC 9143): an m-line offered with port 0 and a=bundle-only inside the BUNDLE group (what JSEP's
+max-bundle policy writes for every m-line but the first) is accepted into the group like any other; the answer
+names only accepted m-lines in its group and writes a rejected m-line with port 0, the offer's protocol and
+formats, and the session-level fingerprint that strict parsers (GStreamer, Pion, libdatachannel) look for.
+A transport carries one BUNDLE group: m-lines outside it (an offer without BUNDLE) are rejected but the first.
 """
 
 from __future__ import annotations
@@ -55,6 +63,9 @@ class MediaOffer:
     ssrc: int | None
     cname: str | None
     rejected: bool
+    proto: str = "UDP/TLS/RTP/SAVPF"
+    formats: tuple[str, ...] = ()
+    bundle_only: bool = False
 
 
 @dataclass
@@ -66,6 +77,7 @@ class Offer:
     setup: str
     candidates: list[tuple[str, int]]
     media: list[MediaOffer]
+    bundle: tuple[str, ...] | None = None  # the mids of the offer's BUNDLE group; None when it has none
 
 
 @dataclass
@@ -96,10 +108,25 @@ def parse_offer(text: str) -> Offer:
     session = parse_session(text)
     if not session.media:
         raise ValueError("SDP has no m= section")
-    # A renegotiation may start with a rejected m-line (port 0, no ICE attributes, as JSEP writes it).
-    first = next((m for m in session.media if m.port != 0), session.media[0])
+    sections = _raw_sections(text)
+    mids = [m.rtp.muxId for m in session.media]
+    bundle = _bundle_group(session, mids)
+    in_bundle = set(bundle or ())
+    bundle_only = [
+        "bundle-only" in attributes and mid in in_bundle for (_, attributes), mid in zip(sections, mids)
+    ]
+    live = [m for m, only in zip(session.media, bundle_only) if m.port != 0 or only]
+    # Every accepted m-line shares the server's one transport: the BUNDLE group's, or without a group the first
+    # live m-line's. An m-line outside it would need a transport of its own (GStreamer's bundle-policy=none
+    # offers one per m-line) and is rejected.
+    carried = set(bundle) if bundle is not None else {live[0].rtp.muxId} if live else set()
+    # ICE and DTLS come from the first live m-line (the BUNDLE tag); a renegotiation may start with a rejected
+    # m-line (port 0, no ICE attributes, as JSEP writes it).
+    first = live[0] if live else session.media[0]
     if first.ice is None or not first.ice.usernameFragment or not first.ice.password:
         raise ValueError("SDP lacks a=ice-ufrag / a=ice-pwd")
+    if first.dtls is None and "\na=fingerprint:" in text:  # aiortc drops the fingerprints of an m-line without a=setup
+        raise ValueError("SDP lacks a=setup (RFC 8842: an offer says a=setup:actpass)")
     if first.dtls is None or not first.dtls.fingerprints:
         raise ValueError("SDP lacks a=fingerprint and a=setup")
     media: list[MediaOffer] = []
@@ -108,8 +135,12 @@ def parse_offer(text: str) -> Offer:
         for c in m.ice_candidates:
             if c.protocol.lower() == "udp" and (c.ip, c.port) not in candidates:
                 candidates.append((c.ip, c.port))
+        proto, formats = sections[index][0]
+        rejected = (m.port == 0 and not bundle_only[index]) or m.rtp.muxId not in carried
         if m.kind not in ("audio", "video"):
-            media.append(MediaOffer(index, m.rtp.muxId or str(index), m.kind, "inactive", [], {}, None, None, True))
+            media.append(
+                MediaOffer(index, m.rtp.muxId or str(index), m.kind, "inactive", [], {}, None, None, True, proto, formats)
+            )
             continue
         if not m.rtp.muxId:
             raise ValueError(f"m-line {index} ({m.kind}) has no a=mid")
@@ -124,19 +155,49 @@ def parse_offer(text: str) -> Offer:
                 extensions={e.uri: e.id for e in m.rtp.headerExtensions},
                 ssrc=primary_ssrc,
                 cname=cname,
-                rejected=m.port == 0,
+                rejected=rejected,
+                proto=proto,
+                formats=formats,
+                bundle_only=bundle_only[index],
             )
         )
-    mids = [m.mid for m in media]
-    if len(set(mids)) != len(mids):
+    offered_mids = [m.mid for m in media]
+    if len(set(offered_mids)) != len(offered_mids):
         raise ValueError("SDP repeats an a=mid value")
     return Offer(
         ice=IceParameters(first.ice.usernameFragment, first.ice.password),
-        fingerprints=[(f.algorithm, f.value) for f in first.dtls.fingerprints],
+        fingerprints=list(dict.fromkeys((f.algorithm, f.value) for f in first.dtls.fingerprints)),
         setup=aiortc_sdp.DTLS_ROLE_SETUP[first.dtls.role],
         candidates=candidates,
         media=media,
+        bundle=bundle,
     )
+
+
+def _bundle_group(session: aiortc_sdp.SessionDescription, mids: list[str | None]) -> tuple[str, ...] | None:
+    """The mids of the offer's BUNDLE group (RFC 9143), None without one; ValueError if it names an absent mid."""
+    groups = [g for g in session.group if g.semantic == "BUNDLE"]
+    if not groups:
+        return None
+    if len(groups) > 1:
+        raise ValueError("SDP has several a=group:BUNDLE lines; this server takes one BUNDLE group")
+    group = tuple(str(mid) for mid in groups[0].items)
+    for mid in group:
+        if mid not in mids:
+            raise ValueError(f"a=group:BUNDLE names mid {mid!r}, which no m-line has")
+    return group
+
+
+def _raw_sections(text: str) -> list[tuple[tuple[str, tuple[str, ...]], set[str]]]:
+    """Per m-line: (protocol, formats) from its m= line and the names of its a= attributes."""
+    sections: list[tuple[tuple[str, tuple[str, ...]], set[str]]] = []
+    for line in text.splitlines():
+        if line.startswith("m="):
+            fields = line[2:].split()
+            sections.append(((fields[2] if len(fields) > 2 else "", tuple(fields[3:])), set()))
+        elif line.startswith("a=") and sections:
+            sections[-1][1].add(line[2:].split(":", 1)[0].strip())
+    return sections
 
 
 def choose_codec(offer: MediaOffer, name: str | None = None) -> Codec | None:
@@ -174,27 +235,32 @@ def build_answer(
     candidate: tuple[str, int],
     setup: str,
     media: list[MediaAnswer],
+    bundle: tuple[str, ...] | None = None,
 ) -> str:
-    """Write the answer SDP for a list of answered m-lines, in the offer's order."""
+    """Write the answer SDP for a list of answered m-lines, in the offer's order.
+
+    `bundle` is the offer's BUNDLE group: the answer's group names the accepted m-lines of it, and is left out
+    when the offer had none (RFC 9143: the answerer never creates a group).
+    """
     host, port = candidate
-    bundle = [m.offer.mid for m in media if m.codec is not None]
+    bundle_mids = [m.offer.mid for m in media if m.codec is not None and bundle is not None and m.offer.mid in bundle]
+    algorithm, value = fingerprint.split(" ", 1)
     lines = [
         "v=0",
         f"o=sfuctl {session_id} 2 IN IP4 {host}",
         "s=sfuctl",
         "t=0 0",
         "a=ice-lite",
+        f"a=fingerprint:{algorithm} {value}",
         "a=msid-semantic: WMS *",
     ]
-    if bundle:
-        lines.append("a=group:BUNDLE " + " ".join(bundle))
-    algorithm, value = fingerprint.split(" ", 1)
+    if bundle_mids:
+        lines.append("a=group:BUNDLE " + " ".join(bundle_mids))
     for m in media:
         offer = m.offer
         if m.codec is None:
-            formats = " ".join(str(c.payload_type) for c in offer.codecs) or "0"
-            proto = "UDP/TLS/RTP/SAVPF" if offer.kind in ("audio", "video") else "UDP/DTLS/SCTP"
-            lines += [f"m={offer.kind} 0 {proto} {formats}", f"c=IN IP4 {host}", f"a=mid:{offer.mid}", "a=inactive"]
+            formats = " ".join(offer.formats) or " ".join(str(c.payload_type) for c in offer.codecs) or "0"
+            lines += [f"m={offer.kind} 0 {offer.proto} {formats}", f"c=IN IP4 {host}", f"a=mid:{offer.mid}", "a=inactive"]
             continue
         codec = m.codec
         lines += [

@@ -44,6 +44,7 @@ class Transport:
         self.consumers: dict[int, Consumer] = {}
         self.consumers_by_mid: dict[str, Consumer] = {}
         self._remote_ice: IceParameters | None = None
+        self._bundle: tuple[str, ...] | None = None
         self._setup = "passive"
         self._mid_extension_id: int | None = None
         self._session_id = random.randint(1, 2**62)
@@ -72,6 +73,7 @@ class Transport:
     def apply_offer(self, offer: Offer) -> None:
         """Start ICE/DTLS on the first offer; later offers must keep the same ICE credentials."""
         self.check_offer(offer)
+        self._bundle = offer.bundle
         if self._remote_ice is None:
             self._remote_ice = offer.ice
             role = dtls_role_for(offer.setup)
@@ -92,6 +94,7 @@ class Transport:
             candidate=(ip, self.worker.rtc_port),
             setup=self._setup,
             media=media,
+            bundle=self._bundle,
         )
 
     def add_producer(self, producer: Producer, mid_extension_id: int | None) -> None:
@@ -132,14 +135,22 @@ class Transport:
         producer.receive(data, time.monotonic())
 
     def _learn_ssrc(self, data: bytes) -> Producer | None:
-        """Bind an unsignaled SSRC to its producer through the MID header extension (slow path)."""
-        if self._mid_extension_id is None or all(p.ssrc is not None for p in self.producers_by_mid.values()):
+        """Bind an unsignaled SSRC to its producer (slow path): by the MID header extension, else by payload type
+        when exactly one producer without an SSRC has it (an offer written before its sender knew its SSRC)."""
+        unbound = [p for p in self.producers_by_mid.values() if p.ssrc is None]
+        if not unbound:
             return None
-        try:
-            mid = read_extensions(data).get(self._mid_extension_id)
-        except ValueError:
-            return None
-        producer = self.producers_by_mid.get(mid.decode(errors="replace")) if mid else None
+        producer = None
+        if self._mid_extension_id is not None:
+            try:
+                mid = read_extensions(data).get(self._mid_extension_id)
+            except ValueError:
+                return None
+            producer = self.producers_by_mid.get(mid.decode(errors="replace")) if mid else None
+        if producer is None:
+            payload_type = data[1] & 0x7F
+            matching = [p for p in unbound if p.codec.payload_type == payload_type]
+            producer = matching[0] if len(matching) == 1 else None
         if producer is None or producer.ssrc is not None:
             return None
         producer.ssrc = int.from_bytes(data[8:12], "big")

@@ -1,0 +1,227 @@
+"""The answerer against real offers (tests/offers/README.md says where each came from), one table row each.
+
+Every row is answered the way the server answers it (a Peer publishing, or subscribing through build_answer)
+and the answer is read back by the client's parser: same m-lines in the same order, the chosen codec under the
+offer's payload type, rejected m-lines with port 0 and the offer's protocol, a BUNDLE group of accepted mids.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from sfuctl.client.offer import parse_answer
+from sfuctl.media import MediaSpec, make_media
+from sfuctl.rtc.ice import IceParameters
+from sfuctl.rtc.sdp import MediaAnswer, Offer, accepted_extensions, build_answer, choose_codec, parse_offer
+from sfuctl.server.errors import SignalingError
+from sfuctl.server.peer import Peer
+
+from .peers import AiortcPeer
+from .test_forwarding import wait_for
+
+OFFERS = Path(__file__).parent / "offers"
+SERVER_ICE = IceParameters("srvfrag1", "s" * 24)
+FINGERPRINT = "sha-256 " + ":".join(["CD"] * 32)
+
+# file -> (setup, BUNDLE group, [(mid, kind, direction, chosen codec, its payload type, primary SSRC, bundle-only)]);
+# an m-line outside the offer's one transport (no BUNDLE group: GStreamer's bundle-policy=none) is in UNBUNDLED.
+CAPTURED = {
+    "chromium-send": ("actpass", ("0", "1"), [
+        ("0", "audio", "sendonly", "opus", 111, 2182388937, False),
+        ("1", "video", "sendonly", "VP8", 96, 2853795796, False),
+    ]),
+    "chromium-recv": ("actpass", ("0", "1"), [
+        ("0", "video", "recvonly", "VP8", 96, None, False),
+        ("1", "audio", "recvonly", "opus", 111, None, False),
+    ]),
+    "aiortc-send": ("actpass", ("0", "1"), [
+        ("0", "audio", "sendonly", "opus", 96, 3807938126, False),
+        ("1", "video", "sendonly", "VP8", 97, 565375357, False),
+    ]),
+    "aiortc-recv": ("actpass", ("0", "1"), [
+        ("0", "video", "recvonly", "VP8", 97, 3073459125, False),  # aiortc writes its RTCP SSRCs in recvonly m-lines
+        ("1", "audio", "recvonly", "opus", 96, 976548162, False),
+    ]),
+    "ffmpeg-whip": ("passive", ("0", "1"), [
+        ("0", "audio", "sendonly", "opus", 111, 1764216522, False),
+        ("1", "video", "sendonly", "H264", 106, 1764216523, False),
+    ]),
+    "gst-none-send": ("actpass", None, [
+        ("video0", "video", "sendrecv", "VP8", 96, 1946506982, False),
+        ("audio1", "audio", "sendrecv", "opus", 97, 3942584388, False),
+    ]),
+    "gst-max-bundle-send": ("actpass", ("video0", "audio1"), [
+        ("video0", "video", "sendrecv", "VP8", 96, 692296376, False),
+        ("audio1", "audio", "sendrecv", "opus", 97, 1775415211, True),
+    ]),
+    "gst-none-recv": ("actpass", None, [
+        ("video0", "video", "recvonly", "VP8", 96, None, False),
+        ("audio1", "audio", "recvonly", "opus", 97, None, False),
+    ]),
+    "gst-max-bundle-recv": ("actpass", ("video0", "audio1"), [
+        ("video0", "video", "recvonly", "VP8", 96, None, False),
+        ("audio1", "audio", "recvonly", "opus", 97, None, True),
+    ]),
+}
+
+
+UNBUNDLED = {("gst-none-send", "audio1"), ("gst-none-recv", "audio1")}
+
+
+def captured(name: str) -> str:
+    return (OFFERS / f"{name}.sdp").read_bytes().decode()
+
+
+@pytest.mark.parametrize("name", sorted(CAPTURED))
+def test_captured_offer_parses_to_what_its_peer_meant(name: str) -> None:
+    setup, bundle, rows = CAPTURED[name]
+    offer = parse_offer(captured(name))
+    assert offer.setup == setup
+    assert offer.bundle == bundle
+    assert offer.fingerprints and all(algorithm.startswith("sha-") for algorithm, _ in offer.fingerprints)
+    got = []
+    for m in offer.media:
+        codec = choose_codec(m)
+        assert codec is not None and m.rejected == ((name, m.mid) in UNBUNDLED), m.mid
+        got.append((m.mid, m.kind, m.direction, codec.name, codec.payload_type, m.ssrc, m.bundle_only))
+    assert got == rows
+
+
+def assert_answer_fits(offer: Offer, answer_text: str) -> None:
+    """The answer a strict offerer expects: every offered m-line once, in order, well-formed either way."""
+    answer = parse_answer(answer_text)
+    assert answer.ice == SERVER_ICE or answer.ice.ufrag != ""
+    assert [m.mid for m in answer.media.values()] == [m.mid for m in offer.media]
+    lines = answer_text.split("\r\n")
+    m_lines = [line for line in lines if line.startswith("m=")]
+    groups = [line.split()[1:] for line in lines if line.startswith("a=group:BUNDLE")]
+    assert lines[-1] == "" and all(line.isprintable() for line in lines)
+    assert any(line.startswith("a=fingerprint:") for line in lines[: lines.index(m_lines[0])]), "session-level fingerprint"
+    for m, m_line in zip(offer.media, m_lines):
+        kind, port, proto, *formats = m_line[2:].split()
+        answered = answer.media[m.mid]
+        assert kind == m.kind and proto == m.proto
+        if answered.direction == "inactive":
+            assert port == "0" and "a=bundle-only" not in answer_text
+            assert not groups or m.mid not in groups[0]
+        else:
+            codec = choose_codec(m)
+            assert port != "0" and formats == [str(codec.payload_type)]
+            assert answered.codec.payload_type == codec.payload_type
+            assert offer.bundle is None or m.mid in groups[0]
+    if offer.bundle is None:
+        assert not groups, "an answer never creates a BUNDLE group (RFC 9143)"
+    elif groups:
+        assert set(groups[0]) <= set(offer.bundle)
+
+
+@pytest.mark.parametrize("name", sorted(n for n in CAPTURED if n.endswith("-send") or n == "ffmpeg-whip"))
+async def test_a_captured_publish_offer_becomes_producers_and_a_fitting_answer(server, name: str) -> None:
+    router = server.worker.router("offers")
+    peer = Peer(name=name, router=router, worker=server.worker, notify=lambda *_: None, on_closed=lambda: None)
+    router.add_peer(peer)
+    try:
+        result = peer.publish(captured(name))
+        offer = parse_offer(captured(name))
+        assert sorted((p["kind"], p["codec"], p["mid"]) for p in result["producers"]) == sorted(
+            (row[1], row[3], row[0]) for row in CAPTURED[name][2] if (name, row[0]) not in UNBUNDLED
+        )
+        assert_answer_fits(offer, result["sdp"])
+        setup = "active" if CAPTURED[name][0] == "passive" else "passive"
+        assert f"a=setup:{setup}" in result["sdp"]
+    finally:
+        peer.close()
+
+
+@pytest.mark.parametrize("name", sorted(n for n in CAPTURED if n.endswith("-recv")))
+def test_a_captured_receive_offer_gets_a_fitting_answer(name: str) -> None:
+    offer = parse_offer(captured(name))
+    answers = [
+        MediaAnswer(m, None if m.rejected else choose_codec(m), "sendonly", ssrc=1000 + m.index, cname="c",
+                    msid=("s", f"t{m.index}"), extensions=accepted_extensions(m))
+        for m in offer.media
+    ]
+    # The second m-line rejected, as for a subscription the server cannot serve.
+    answers[1] = MediaAnswer(offer.media[1], None, "inactive")
+    text = build_answer(session_id=1, ice=SERVER_ICE, fingerprint=FINGERPRINT, candidate=("127.0.0.1", 40000),
+                        setup="passive", media=answers, bundle=offer.bundle)
+    assert_answer_fits(offer, text)
+
+
+def edit(name: str, old: str, new: str, count: int = -1) -> str:
+    text = captured(name)
+    assert old in text, old
+    return text.replace(old, new, count)
+
+
+def test_ice_and_dtls_attributes_are_read_at_session_level() -> None:
+    text = captured("gst-max-bundle-send")
+    media_level = [line for line in text.split("\r\n") if line.split(":", 1)[0] in ("a=ice-ufrag", "a=ice-pwd", "a=fingerprint", "a=setup")]
+    stripped = "\r\n".join(line for line in text.split("\r\n") if line not in media_level)
+    session_level = stripped.replace("t=0 0\r\n", "t=0 0\r\n" + "\r\n".join(dict.fromkeys(media_level)) + "\r\n", 1)
+    assert parse_offer(session_level).ice == parse_offer(text).ice
+    assert parse_offer(session_level).fingerprints == parse_offer(text).fingerprints
+
+
+def test_a_data_channel_m_line_is_rejected_with_its_own_protocol_and_format() -> None:
+    text = captured("chromium-send") + (
+        "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\na=mid:2\r\n"
+        "a=sctp-port:5000\r\na=max-message-size:262144\r\n"
+    )
+    text = text.replace("a=group:BUNDLE 0 1", "a=group:BUNDLE 0 1 2")
+    offer = parse_offer(text)
+    answers = [MediaAnswer(m, choose_codec(m), "recvonly") for m in offer.media]
+    answer = build_answer(session_id=1, ice=SERVER_ICE, fingerprint=FINGERPRINT, candidate=("127.0.0.1", 40000),
+                          setup="passive", media=answers, bundle=offer.bundle)
+    assert "m=application 0 UDP/DTLS/SCTP webrtc-datachannel\r\n" in answer
+    assert "a=group:BUNDLE 0 1\r\n" in answer
+    assert_answer_fits(offer, answer)
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        (edit("gst-max-bundle-send", "a=group:BUNDLE video0 audio1", "a=group:BUNDLE video0 audio1 data2"),
+         "a=group:BUNDLE names mid 'data2', which no m-line has"),
+        (edit("chromium-send", "a=setup:actpass\r\n", ""), "lacks a=setup"),
+        (edit("aiortc-send", "a=ice-pwd:SsaxvFC85342163ZCCvDgq\r\n", ""), "lacks a=ice-ufrag / a=ice-pwd"),
+        (edit("ffmpeg-whip", "a=mid:1", "a=mid:0").replace("BUNDLE 0 1", "BUNDLE 0"), "repeats an a=mid"),
+        (edit("chromium-send", "a=setup:actpass", "a=setup:holdconn", 1), "malformed SDP"),
+    ],
+    ids=["bundle-names-missing-mid", "no-setup", "no-ice-pwd", "repeated-mid", "setup-holdconn"],
+)
+async def test_broken_variants_of_captured_offers_are_refused_naming_the_fault(server, text: str, error: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(error)):
+        parse_offer(text)
+    router = server.worker.router("broken")
+    peer = Peer(name="broken", router=router, worker=server.worker, notify=lambda *_: None, on_closed=lambda: None)
+    router.add_peer(peer)
+    with pytest.raises(SignalingError, match="invalid SDP offer"):
+        peer.publish(text)
+    assert peer.send_transport is None and not router.producers
+    peer.close()
+
+
+async def test_streams_offered_without_ssrc_or_mid_extension_are_bound_by_payload_type(server, tmp_path) -> None:
+    """An offer written before its sender knew its SSRCs (webrtcbin can) and without the MID extension."""
+    media = make_media(MediaSpec(width=320, height=180, fps=25, video_bitrate=300_000, duration=3.0), tmp_path)
+    publisher, watcher = AiortcPeer(server.url, "unsignaled", "alice"), AiortcPeer(server.url, "unsignaled", "bob")
+
+    def strip(sdp: str) -> str:
+        return "".join(line for line in sdp.splitlines(keepends=True)
+                       if not line.startswith(("a=ssrc", "a=extmap")))
+
+    try:
+        await publisher.join()
+        producers = await publisher.publish(str(media.video), str(media.audio), rewrite_offer=strip)
+        await watcher.join()
+        await watcher.subscribe(producers)
+        assert await wait_for(lambda: watcher.video() and watcher.video()[0].frames >= 25
+                              and watcher.audio() and watcher.audio()[0].frames >= 25, 15)
+        assert all(p.ssrc is not None for p in server.worker.routers["unsignaled"].producers.values())
+    finally:
+        await publisher.close()
+        await watcher.close()
