@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ..bots.report import percentile
+from .histogram import LogHistogram
 
 AGGREGATES = ("p50", "p90", "p95", "p99", "avg", "min", "max", "count", "sum", "rate")
 OPERATORS: dict[str, Callable[[float, float], bool]] = {
@@ -73,22 +74,26 @@ def parse_expression(text: str) -> Expression:
     return Expression(aggregate, op, float(number.replace("_", "")), text)
 
 
-def aggregate(name: str, values: Sequence[float], window_s: float) -> float | None:
-    """The aggregate `name` of `values`; `window_s` (seconds measured) is only used by `rate`."""
+def aggregate(name: str, values: Sequence[float] | LogHistogram, window_s: float) -> float | None:
+    """The aggregate `name` of `values` (the samples, or a histogram of them: merged load agents' samples);
+    `window_s` (seconds measured) is only used by `rate`."""
+    histogram = values if isinstance(values, LogHistogram) else None
+    total = histogram.sum if histogram is not None else math.fsum(values)
     if name == "count":
         return float(len(values))
     if name == "sum":
-        return float(math.fsum(values))
+        return float(total)
     if name == "rate":
-        return math.fsum(values) / window_s if window_s > 0 else None
-    if not values:
+        return total / window_s if window_s > 0 else None
+    if not len(values):
         return None
     if name == "avg":
-        return math.fsum(values) / len(values)
+        return total / len(values)
     if name == "min":
-        return float(min(values))
+        return float(histogram.min if histogram is not None else min(values))
     if name == "max":
-        return float(max(values))
+        return float(histogram.max if histogram is not None else max(values))
     if name in ("p50", "p90", "p95", "p99"):
-        return percentile(list(values), int(name[1:]) / 100)
+        fraction = int(name[1:]) / 100
+        return histogram.percentile(fraction) if histogram is not None else percentile(list(values), fraction)
     raise ValueError(f"unknown aggregate {name!r}; use one of {', '.join(AGGREGATES)}")
