@@ -74,14 +74,16 @@ async def run_bots(
     plans: list[BotPlan] | None = None,
     on_streams: Callable[[StreamSample], None] | None = None,
     on_start: Callable[[float], None] | None = None,
+    start_at: float | None = None,
 ) -> BotsReport:
     """Run `config` until its duration ends or `stop` is set; every bot leaves cleanly, then the report.
 
     on_sample gets a Sample every `config.sample_interval` seconds, on_join a JoinEvent per bot that
     finished joining (or failed to), on_streams the per-stream rows of each interval (a StreamSample per
     process), on_start the time.monotonic() at which the plans' offsets start counting. `plans` replaces
-    plan_bots(config) (e.g. bots that leave at their own time). Raises ServerUnreachable or BotsError
-    before any bot starts.
+    plan_bots(config) (e.g. bots that leave at their own time). `start_at` (Unix time) is when the plans'
+    offsets start counting (load agents start together); default: as soon as the bots are ready. Raises
+    ServerUnreachable or BotsError before any bot starts.
     """
     stop = stop if stop is not None else asyncio.Event()
     if config.mode == "websocket":  # a WHIP/WHEP endpoint that does not answer is each bot's join error
@@ -119,10 +121,13 @@ async def run_bots(
     try:
         if config.processes == 1:
             group = BotGroup(config, plans, tracks, on_join=on_join, on_counters=on_counters, on_streams=on_streams)
-            starting(0.0)
-            bots = await group.run(stop)
+            delay = max(0.0, start_at - time.time()) if start_at is not None else 0.0
+            starting(delay)
+            bots = await group.run(stop, start_at=loop.time() + delay)
         else:
-            bots = await _run_processes(config, plans, paths, stop, on_join, on_counters, on_streams, starting)
+            bots = await _run_processes(
+                config, plans, paths, stop, on_join, on_counters, on_streams, starting, start_at
+            )
     finally:
         for timer in timers:
             timer.cancel()
@@ -169,6 +174,7 @@ async def _run_processes(
     on_counters: Callable[[dict[str, RoomCounters]], None],
     on_streams: Callable[[StreamSample], None] | None,
     on_start: Callable[[float], None],
+    start_at: float | None,
 ) -> list[dict]:
     count = min(config.processes, len(plans))
     shares = split_plans(plans, count)
@@ -219,10 +225,11 @@ async def _run_processes(
         if not stop.is_set():
             if not all(c.ready.is_set() for c in children):
                 raise BotsError(f"bot processes did not load their media within {CHILD_READY_TIMEOUT:g} s")
-            start_at = time.time() + START_MARGIN
+            now = time.time()
+            start_at = max(start_at, now) if start_at is not None else now + START_MARGIN
             for child in children:
                 child.send({"start": start_at})
-            on_start(START_MARGIN)
+            on_start(start_at - now)
             await stop.wait()
     finally:
         for child in children:

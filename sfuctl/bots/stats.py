@@ -105,11 +105,13 @@ class RoomSample:
 
 @dataclass(frozen=True)
 class Sample:
-    """The periodic aggregate given to on_sample: per room and in total; `elapsed` seconds since the start."""
+    """The periodic aggregate given to on_sample: per room and in total; `elapsed` seconds since the start;
+    `counters`: the mergeable sums it was made of (what a load agent sends on)."""
 
     elapsed: float
     rooms: dict[str, RoomSample]
     total: RoomSample
+    counters: dict[str, RoomCounters] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_counters(cls, elapsed: float, counters: dict[str, RoomCounters]) -> Sample:
@@ -117,7 +119,7 @@ class Sample:
         for room in counters.values():
             total.merge(room)
         rooms = {name: c.sample(name) for name, c in sorted(counters.items(), key=lambda item: room_sort_key(item[0]))}
-        return cls(elapsed=elapsed, rooms=rooms, total=total.sample("total"))
+        return cls(elapsed=elapsed, rooms=rooms, total=total.sample("total"), counters=counters)
 
     def worst_loss(self) -> tuple[str, float] | None:
         """The room with the highest loss in this interval."""
