@@ -21,3 +21,12 @@ async def server() -> RunningServer:
     running = await start_server(ServerConfig(host="127.0.0.1", port=0, rtc_ports=(0, 0), consent_timeout=5.0))
     yield running
     await running.close()
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """A real redis-server of its own on a free loopback port (tests/redis_server.py), stopped after the test."""
+    from .redis_server import redis_server
+
+    with redis_server() as url:
+        yield url
