@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from . import __version__
+from .commands.agent import agent
 from .commands.bots import bots
 from .commands.media import media
 from .commands.run import run
@@ -30,6 +31,7 @@ main.add_command(bots)
 main.add_command(media)
 main.add_command(stats)
 main.add_command(run)
+main.add_command(agent)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,10 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ..bots.config import BotsConfig, default_processes
+from ..agents.controller import Controller
+from ..agents.link import AgentsError, AgentsSettings, connect
+from ..agents.report import agents_table
+from ..bots.config import BotsConfig, default_processes, plan_bots
 from ..bots.group import JoinEvent
 from ..bots.impairment import ImpairmentConfig
 from ..bots.report import BotsReport, summary_table
@@ -59,6 +62,8 @@ EXIT_ERROR = 2
 @click.option("--decode", is_flag=True, help="Decode every received frame to prove it is intact (costs a decoder per stream).")
 @click.option("--join-timeout", type=click.FloatRange(1, 600), default=20.0, show_default=True, help="Seconds before a bot that has not joined counts as failed.")
 @click.option("--mesh", is_flag=True, help="Connect the bots of each room to each other directly (a full mesh: one connection per pair); the server only relays their SDP.")
+@click.option("--agents", "agents_url", metavar="REDIS_URL", envvar="SFUCTL_AGENTS", default=None, help="Run the bots on the `sfuctl agent`s registered at this Redis (redis://HOST:PORT), split by their cores.")
+@click.option("--agents-secret", envvar="SFUCTL_AGENTS_SECRET", default=None, help="The secret the agents share, to sign the plans (or SFUCTL_AGENTS_SECRET).")
 def bots(
     url: str,
     whip: str | None,
@@ -84,10 +89,24 @@ def bots(
     decode: bool,
     join_timeout: float,
     mesh: bool,
+    agents_url: str | None,
+    agents_secret: str | None,
 ) -> None:
     """Headless bots join rooms, publish pre-encoded audio/video (no encoding), subscribe to each other
-    (no decoding) and report per-consumer loss, jitter, RTT, freezes and join times (RFC 3550)."""
+    (no decoding) and report per-consumer loss, jitter, RTT, freezes and join times (RFC 3550). With
+    --agents they run on load agents on other machines (docs/agents.md), with one report.
+
+    \b
+    Exit status:
+      0   every bot joined
+      1   a bot failed to join, or (--agents) Redis or an agent is unreachable or lost
+      2   a bad command line or configuration, or the server does not answer
+    """
     errors = Console(stderr=True)
+    if agents_url is not None and not agents_secret:
+        sys.exit(_error(errors, "--agents needs --agents-secret (or SFUCTL_AGENTS_SECRET): the agents run only "
+                                "plans signed with their secret"))
+    agents = AgentsSettings(agents_url, agents_secret) if agents_url is not None and agents_secret else None
     if whip and whep:
         sys.exit(_error(errors, "give --whip or --whep, not both (run two sfuctl bots for both)"))
     mode = "whip" if whip else "whep" if whep else "websocket"
@@ -121,13 +140,13 @@ def bots(
             run(check_server(config.url, timeout=5.0))
         except ServerUnreachable as exc:
             sys.exit(_error(errors, unreachable(exc)))
-    if not config.media:
+    if not config.media and agents is None:  # agents make their own default media
         try:
             config = replace(config, media=_default_media(errors))
         except OSError as exc:
             sys.exit(_error(errors, f"cannot write test media to {default_cache_dir()}: {exc.strerror or exc}; "
                                     "set SFUCTL_CACHE_DIR or pass --media"))
-    sys.exit(run(_run(config, json_path, errors)))
+    sys.exit(run(_run(config, json_path, errors, agents)))
 
 
 def _default_media(console: Console) -> tuple[str, ...]:
@@ -144,7 +163,7 @@ def _default_media(console: Console) -> tuple[str, ...]:
     return tuple(str(path) for path in (files.video, files.audio) if path is not None)
 
 
-async def _run(config: BotsConfig, json_path: Path | None, console: Console) -> int:
+async def _run(config: BotsConfig, json_path: Path | None, console: Console, agents: AgentsSettings | None) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -175,14 +194,30 @@ async def _run(config: BotsConfig, json_path: Path | None, console: Console) -> 
     def on_sample(sample: Sample) -> None:
         progress.update(task, line=live_line(sample))
 
+    outcome = None
     try:
         with progress:
-            report = await run_bots(config, on_sample, on_join=on_join, stop=stop)
+            if agents is None:
+                report = await run_bots(config, on_sample, on_join=on_join, stop=stop)
+            else:
+                client = await connect(agents.url)
+                try:
+                    controller = Controller(client, agents.url, agents.secret,
+                                            lambda line: console.print(f"warning: {line}", highlight=False))
+                    report, outcome = await controller.run(config, plan_bots(config), stop=stop, on_sample=on_sample,
+                                                           on_join=on_join)
+                finally:
+                    await client.aclose()
     except ServerUnreachable as exc:
         return _error(console, unreachable(exc))
     except BotsError as exc:
         return _error(console, str(exc))
+    except AgentsError as exc:
+        console.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
+        return EXIT_BOTS_FAILED
     Console().print(summary_table(report))
+    if outcome is not None:
+        Console().print(agents_table(outcome))
     _print_failures(report, console)
     if json_path is not None:
         try:
@@ -190,6 +225,9 @@ async def _run(config: BotsConfig, json_path: Path | None, console: Console) -> 
         except OSError as exc:
             return _error(console, f"cannot write {json_path}: {exc.strerror or exc}")
         console.print(f"report: {json_path}", highlight=False)
+    if outcome is not None and outcome.error is not None:
+        console.print(f"error: {outcome.error}", highlight=False, markup=False, soft_wrap=True)
+        return EXIT_BOTS_FAILED
     return EXIT_BOTS_FAILED if report.failed else EXIT_OK
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from ..agents.link import AgentsError, AgentsSettings, connect
+from ..agents.report import agents_table
 from ..bots.report import summary_table
 from ..runtime import run as run_loop
 from ..scenario.comparison import compare, comparison_table
@@ -41,6 +43,8 @@ def _url(ctx: click.Context, param: click.Parameter, value: str | None) -> str |
 @click.option("--validate", is_flag=True, help="Only check the scenario file (exit 0 valid, 1 not).")
 @click.option("--url", default=None, callback=_url, help="Use the server at this signaling URL instead of the scenario's.")
 @click.option("--quiet", "-q", is_flag=True, help="No live view or progress lines; only the verdict.")
+@click.option("--agents", "agents_url", metavar="REDIS_URL", envvar="SFUCTL_AGENTS", default=None, help="Run the bots on the `sfuctl agent`s registered at this Redis (redis://HOST:PORT); the server must be a URL they all reach.")
+@click.option("--agents-secret", envvar="SFUCTL_AGENTS_SECRET", default=None, help="The secret the agents share, to sign the plans (or SFUCTL_AGENTS_SECRET).")
 def run(
     scenario_file: Path,
     json_path: Path | None,
@@ -49,17 +53,21 @@ def run(
     validate: bool,
     url: str | None,
     quiet: bool,
+    agents_url: str | None,
+    agents_secret: str | None,
 ) -> None:
     """Run the load scenario SCENARIO (a TOML file, docs/scenarios.md): start the embedded server (or use
     the scenario's or --url's), run the bots through the stages with a live view, then judge every
-    threshold and print the verdict.
+    threshold and print the verdict. With --agents the bots run on load agents on other machines
+    (docs/agents.md) and the thresholds are judged on their merged samples.
 
     \b
     Exit status:
       0   every threshold held
       99  a threshold failed (or aborted the run with abort_on_fail)
       1   the run itself failed: a bad scenario file, a server that does not start or answer, bots that
-          cannot join at all; also a run interrupted by Ctrl-C or SIGTERM (outputs marked incomplete)
+          cannot join at all, Redis or an agent unreachable or lost; also a run interrupted by Ctrl-C or
+          SIGTERM (outputs marked incomplete)
       2   a bad command line
     """
     out = Console()
@@ -75,11 +83,25 @@ def run(
     if validate:
         out.print(f"{scenario_file}: valid · {describe(scenario)}", highlight=False, markup=False, soft_wrap=True)
         return
+    agents = None
+    if agents_url is not None:
+        if not agents_secret:
+            raise click.UsageError("--agents needs --agents-secret (or SFUCTL_AGENTS_SECRET): the agents run only "
+                                   "plans signed with their secret")
+        try:
+            run_loop(_check_redis(agents_url))
+        except AgentsError as exc:
+            errors.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
+            sys.exit(EXIT_RUN_FAILED)
+        agents = AgentsSettings(agents_url, agents_secret)
     if not quiet:
-        out.print(f"sfuctl run {scenario.name}: {describe(scenario)}", highlight=False, markup=False)
-    result = run_loop(_run(scenario, out, quiet))
+        where = f" · on the agents at {agents_url}" if agents_url else ""
+        out.print(f"sfuctl run {scenario.name}: {describe(scenario)}{where}", highlight=False, markup=False)
+    result = run_loop(_run(scenario, out, quiet, agents))
     if result.report is not None and not quiet:
         out.print(summary_table(result.report))
+    if result.agents is not None:
+        out.print(agents_table(result.agents))
     out.print(verdict_table(result))
     if result.recorder is not None and "mesh" in scenario.topologies:
         out.print(comparison_table(compare(scenario, result.recorder)))
@@ -112,7 +134,13 @@ def _count(number: int, noun: str) -> str:
     return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
-async def _run(scenario: Scenario, console: Console, quiet: bool) -> RunResult:
+async def _check_redis(url: str) -> None:
+    """AgentsError in one line when the agents' Redis does not answer."""
+    client = await connect(url)
+    await client.aclose()
+
+
+async def _run(scenario: Scenario, console: Console, quiet: bool, agents: AgentsSettings | None) -> RunResult:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     if quiet:
@@ -130,7 +158,7 @@ async def _run(scenario: Scenario, console: Console, quiet: bool) -> RunResult:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
     with view:
-        return await run_scenario(scenario, stop=stop, observer=view)
+        return await run_scenario(scenario, stop=stop, observer=view, agents=agents)
 
 
 def _write_failure(

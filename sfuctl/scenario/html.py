@@ -1,13 +1,14 @@
 """The `--html` output of `sfuctl run`: one self-contained page (inline CSS and SVG, no script, no link, no
 URL) with the verdicts, the topologies side by side (when the call also ran as a mesh), plots of bitrate,
 loss, jitter and RTT per room over time, the server's CPU and bitrate, and the join-time and first-frame
-histograms."""
+histograms; with load agents, their table and their machines' CPU."""
 
 from __future__ import annotations
 
 from html import escape
 from pathlib import Path
 
+from ..agents.cpu import BUSY_WARNING
 from ..bots.stats import room_sort_key
 from .comparison import compare, comparison_caption, comparison_lines
 from .junit import verdict_message
@@ -46,6 +47,8 @@ def render_html(result: RunResult) -> str:
         body.append(_charts(result, recorder))
     if result.report is not None:
         body.append(_bots(result))
+    if result.agents is not None:
+        body.append(_agents(result))
     title = f"sfuctl run {scenario.name}"
     return (
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
@@ -191,6 +194,29 @@ def _bots(result: RunResult) -> str:
         "<th>rx Mb/s</th><th>loss % after / before</th><th>jitter p95 ms</th><th>freezes</th><th>join p95 ms</th></tr>\n"
         + "\n".join(rows) + "\n</table>"
         + (f"\n<h2>Failed joins</h2>\n<ul>{''.join(failures)}</ul>" if failures else "")
+    )
+
+
+def _agents(result: RunResult) -> str:
+    """The load agents: bots, start skew, their machines' CPU (a generator over ~85% reports false loss)."""
+    agents = result.agents
+    assert agents is not None
+    rows = []
+    for agent in agents.agents:
+        data = agent.to_dict()
+        css = ' class="failed"' if agent.lost or agent.cpu_busy_samples else ""
+        rows.append(
+            f"<tr{css}><td>{escape(agent.name)}</td><td>{escape(agent.host)}</td><td class=\"num\">{agent.cores}</td>"
+            f"<td class=\"num\">{agent.joined}/{agent.bots}</td><td class=\"num\">{_ms(agent.start_skew_ms)}</td>"
+            f"<td class=\"num\">{_ms(data['cpu_max_percent'])}</td><td class=\"num\">{agent.cpu_busy_samples}</td>"
+            f"<td>{escape(agent.error or '')}</td></tr>"
+        )
+    cpu = [Line(agent.name, list(agent.cpu)) for agent in agents.agents]
+    return (
+        "<h2>Load agents</h2>\n<table><tr><th>agent</th><th>host</th><th>cores</th><th>bots joined</th>"
+        f"<th>start skew ms</th><th>CPU max %</th><th>s over {BUSY_WARNING:.0f}%</th><th></th></tr>\n"
+        + "\n".join(rows) + "\n</table>\n"
+        + line_chart("Agents' CPU (all cores of each machine)", "%", cpu, result.scenario.duration)
     )
 
 

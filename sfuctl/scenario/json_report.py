@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from .comparison import compare
-from .metrics import METRICS, Recorder, StreamTrack
+from .metrics import METRICS, Recorder, summary_of
 from .model import Scenario
 from .runner import RunResult
 
@@ -33,13 +33,32 @@ def result_dict(result: RunResult) -> dict:
         "duration_s": result.duration_s,
         "server": {"url": result.server_url, "embedded": result.embedded},
         "verdicts": [verdict.to_dict() for verdict in result.verdicts],
-        "metrics": {name: recorder.summary(name) for name in METRICS} if recorder is not None else {},
+        "metrics": _metrics(result),
         "rooms": _rooms(recorder) if recorder is not None else {},
-        "consumers": _consumers(recorder, report) if recorder is not None else [],
+        "consumers": _consumers(result, report),
         "server_series": _server(recorder) if recorder is not None else {},
         "topologies": [row.to_dict() for row in compare(result.scenario, recorder)] if recorder is not None else [],
         "bots": report,
+        "agents": _agents(result),
     }
+
+
+def _metrics(result: RunResult) -> dict:
+    """Every metric's aggregates over the whole run; through agents, the window metrics from their merged
+    histograms."""
+    recorder = result.recorder
+    if recorder is None:
+        return {}
+    merged = result.agents.metrics if result.agents is not None else {}
+    return {name: summary_of(merged[name], recorder.window(0.0)) if name in merged else recorder.summary(name)
+            for name in METRICS}
+
+
+def _agents(result: RunResult) -> dict | None:
+    agents = result.agents
+    if agents is None:
+        return None
+    return {"start_skew_ms": agents.start_skew_ms, "agents": [agent.to_dict() for agent in agents.agents]}
 
 
 def scenario_dict(scenario: Scenario) -> dict:
@@ -113,39 +132,11 @@ def _rooms(recorder: Recorder) -> dict:
     }
 
 
-def _consumers(recorder: Recorder, report: dict | None) -> list[dict]:
-    """Each consumer the bots had, with one entry per sample interval in each series."""
-    known = {c["consumer_id"]: c for bot in (report or {}).get("bots", []) for c in bot["consumers"]}
-    out = []
-    for consumer_id, track in recorder.consumers.items():
-        info = recorder.bots.get(track.bot)
-        final = known.get(consumer_id, {})
-        out.append({
-            "consumer_id": consumer_id,
-            "bot": info.name if info is not None else None,
-            "room": info.room if info is not None else None,
-            "group": info.group if info is not None else None,
-            "kind": track.kind,
-            "producer_name": final.get("producer_name"),
-            "series": consumer_series(track),
-        })
-    return out
-
-
-def consumer_series(track: StreamTrack) -> dict:
-    """Per interval: bitrate, loss after and before recovery, jitter, RTT and freezes of one consumer."""
-    rows = range(len(track.t))
-    return {
-        "t": [_r(track.t[i]) for i in rows],
-        "bitrate_bps": [round(track.bytes[i] * 8 / track.seconds[i]) if track.seconds[i] > 0 else None for i in rows],
-        "fraction_lost": [_r(max(0, track.lost[i]) / track.expected[i], 6) if track.expected[i] > 0 else None
-                          for i in rows],
-        "fraction_lost_before_recovery": [_r(track.lost_first[i] / track.expected[i], 6) if track.expected[i] > 0
-                                          else None for i in rows],
-        "jitter_ms": [_r(track.jitter_ms[i]) for i in rows],
-        "rtt_ms": [_r(track.rtt_ms[i]) for i in rows],
-        "freezes": [track.freezes[i] for i in rows],
-    }
+def _consumers(result: RunResult, report: dict | None) -> list[dict]:
+    """Each consumer the bots had: recorded here, or by the load agents that ran them."""
+    if result.agents is not None:
+        return result.agents.consumers
+    return result.recorder.consumer_entries(report) if result.recorder is not None else []
 
 
 def _server(recorder: Recorder) -> dict:

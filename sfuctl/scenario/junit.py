@@ -38,6 +38,9 @@ def junit_tree(result: RunResult) -> ET.ElementTree:
     for name, value in (("scenario", str(scenario.path)), ("status", result.status),
                         ("server", result.server_url or ""), ("exit_code", str(result.exit_code))):
         ET.SubElement(properties, "property", name=name, value=value)
+    if result.agents is not None:  # which agents ran the bots, each with its bots joined / planned
+        ET.SubElement(properties, "property", name="agents", value=", ".join(
+            f"{a.name} {a.joined}/{a.bots}" + (" lost" if a.lost else "") for a in result.agents.agents))
     for verdict in result.verdicts:
         case = ET.SubElement(suite, "testcase", classname=f"{scenario.name}.{verdict.threshold.key}",
                              name=verdict.threshold.label, time="0")

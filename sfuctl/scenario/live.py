@@ -167,6 +167,9 @@ class TerminalView(_Progress):
     def aborting(self, verdict: Verdict) -> None:
         self.print(f"aborting: {verdict.threshold.label} failed (abort_on_fail); every bot leaves…", style="bold red")
 
+    def warning(self, message: str) -> None:
+        self.print(f"warning: {message}", style="yellow")
+
     def stopping(self) -> None:
         self.print("stopping: every bot leaves, then the verdict and the outputs (marked incomplete)…")
 
@@ -248,6 +251,9 @@ class PlainView(_Progress):
 
     def stopping(self) -> None:
         self.print("stopping: every bot leaves, then the verdict and the outputs (marked incomplete)…")
+
+    def warning(self, message: str) -> None:
+        self.print(f"warning: {message}")
 
 
 class QuietView(_Progress):

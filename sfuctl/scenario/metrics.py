@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from ..bots.group import JoinEvent
 from ..bots.stats import Sample, StreamSample
+from .histogram import LogHistogram
 from .thresholds import aggregate
 from .topology import topology_of
 
@@ -402,13 +403,33 @@ class Recorder:
 
     def summary(self, name: str) -> dict:
         """Every aggregate of a metric over the whole run, untagged (for the JSON output)."""
-        metric = METRICS[name]
-        values = self.values(metric, {}, 0.0)
-        window = self.window(0.0)
-        return {"samples": len(values), **{a: _round(aggregate(a, values, window)) for a in SUMMARY_AGGREGATES}}
+        return summary_of(self.values(METRICS[name], {}, 0.0), self.window(0.0))
+
+    def consumer_entries(self, report: dict | None) -> list[dict]:
+        """Each consumer the bots had, with one entry per sample interval in each series (the JSON output)."""
+        known = {c["consumer_id"]: c for bot in (report or {}).get("bots", []) for c in bot["consumers"]}
+        out = []
+        for consumer_id, track in self.consumers.items():
+            info = self.bots.get(track.bot)
+            final = known.get(consumer_id, {})
+            out.append({
+                "consumer_id": consumer_id,
+                "bot": info.name if info is not None else None,
+                "room": info.room if info is not None else None,
+                "group": info.group if info is not None else None,
+                "kind": track.kind,
+                "producer_name": final.get("producer_name"),
+                "series": consumer_series(track),
+            })
+        return out
 
 
 SUMMARY_AGGREGATES = ("count", "sum", "min", "max", "avg", "p50", "p90", "p95", "p99")
+
+
+def summary_of(values: list[float] | LogHistogram, window: float) -> dict:
+    """Every aggregate of a metric's samples (or of a histogram of them) over a window of `window` s."""
+    return {"samples": len(values), **{a: _round(aggregate(a, values, window)) for a in SUMMARY_AGGREGATES}}
 
 
 def _matches(own: dict[str, str], wanted: dict[str, str]) -> bool:
@@ -446,3 +467,23 @@ def _consumer_value(track: StreamTrack, name: str, rows: list[int]) -> float | N
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 6)
+
+
+def consumer_series(track: StreamTrack) -> dict:
+    """Per interval: bitrate, loss after and before recovery, jitter, RTT and freezes of one consumer."""
+    rows = range(len(track.t))
+    return {
+        "t": [_rounded(track.t[i]) for i in rows],
+        "bitrate_bps": [round(track.bytes[i] * 8 / track.seconds[i]) if track.seconds[i] > 0 else None for i in rows],
+        "fraction_lost": [_rounded(max(0, track.lost[i]) / track.expected[i], 6) if track.expected[i] > 0 else None
+                          for i in rows],
+        "fraction_lost_before_recovery": [_rounded(track.lost_first[i] / track.expected[i], 6) if track.expected[i] > 0
+                                          else None for i in rows],
+        "jitter_ms": [_rounded(track.jitter_ms[i]) for i in rows],
+        "rtt_ms": [_rounded(track.rtt_ms[i]) for i in rows],
+        "freezes": [track.freezes[i] for i in rows],
+    }
+
+
+def _rounded(value: float | None, digits: int = 3) -> float | None:
+    return None if value is None else round(value, digits)

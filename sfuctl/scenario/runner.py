@@ -15,6 +15,8 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
+from ..agents.controller import AgentsResult, Controller, Measure
+from ..agents.link import AgentsError, AgentsSettings, connect
 from ..bots.config import BotPlan, BotsConfig, default_processes
 from ..bots.group import JoinEvent
 from ..bots.report import BotsReport
@@ -23,6 +25,7 @@ from ..bots.stats import Sample, StreamSample
 from ..client.stats import StatsFailure, watch
 from ..media import ensure_default_media
 from .embedded import embedded_server
+from .histogram import LogHistogram
 from .metrics import Recorder
 from .model import Scenario, Threshold
 from .plan import plan_scenario
@@ -81,6 +84,7 @@ class RunResult:
     started_at: float = 0.0  # Unix time
     duration_s: float = 0.0
     aborted_by: str | None = None  # the threshold that stopped the run
+    agents: AgentsResult | None = None  # the run went through load agents
 
     @property
     def complete(self) -> bool:
@@ -117,12 +121,24 @@ class RunObserver:
 
     def aborting(self, verdict: Verdict) -> None: ...
 
+    def warning(self, message: str) -> None: ...
 
-def evaluate(thresholds: tuple[Threshold, ...], recorder: Recorder, now: float | None = None) -> list[Verdict]:
-    """Judge each threshold on what `recorder` holds (`now`: seconds since the start, while the run goes)."""
+
+def evaluate(
+    thresholds: tuple[Threshold, ...],
+    recorder: Recorder,
+    now: float | None = None,
+    merged: dict[Threshold, LogHistogram] | None = None,
+) -> list[Verdict]:
+    """Judge each threshold on what `recorder` holds (`now`: seconds since the start, while the run goes), or
+    on the histogram `merged` has for it (what load agents measured)."""
     verdicts = []
     for threshold in thresholds:
-        values = recorder.values(threshold.metric, dict(threshold.tags), threshold.after, now)
+        values: list[float] | LogHistogram
+        if merged is not None and threshold in merged:
+            values = merged[threshold]
+        else:
+            values = recorder.values(threshold.metric, dict(threshold.tags), threshold.after, now)
         value = aggregate(threshold.expression.aggregate, values, recorder.window(threshold.after, now))
         verdicts.append(Verdict(threshold, value, len(values), threshold.expression.holds(value)))
     return verdicts
@@ -133,9 +149,11 @@ async def run_scenario(
     *,
     stop: asyncio.Event | None = None,
     observer: RunObserver | None = None,
+    agents: AgentsSettings | None = None,
 ) -> RunResult:
     """Run `scenario` until its stages end, a threshold with abort_on_fail fails, or `stop` is set (then
-    the result is 'interrupted'). Never raises for the run's own failures: they are the result's `error`."""
+    the result is 'interrupted'); with `agents`, the bots run on the load agents registered there. Never
+    raises for the run's own failures: they are the result's `error`."""
     stop = stop if stop is not None else asyncio.Event()
     observer = observer if observer is not None else RunObserver()
     result = RunResult(scenario, started_at=time.time())
@@ -143,14 +161,19 @@ async def run_scenario(
     recorder = result.recorder = Recorder(infos)
     began = time.monotonic()
     try:
-        media = scenario.bots.media or await asyncio.to_thread(_default_media, observer.media_progress)
+        if agents is not None and scenario.server.url is None:
+            raise RunFailed("the embedded server runs on this machine only: with --agents give a server every agent "
+                            "can reach (--url ws://HOST:PORT or server.url in the scenario)")
+        media = scenario.bots.media  # agents make their own default media
+        if not media and agents is None:
+            media = await asyncio.to_thread(_default_media, observer.media_progress)
         if stop.is_set():
             result.status = "interrupted"
         else:
             async with _server(scenario) as (url, embedded):
                 result.server_url, result.embedded = url, embedded
                 observer.server_ready(url, embedded)
-                result.report = await _run(scenario, plans, media, url, recorder, stop, observer, result)
+                result.report = await _run(scenario, plans, media, url, recorder, stop, observer, result, agents)
     except RunFailed as exc:
         result.status, result.error = "failed", str(exc)
     result.duration_s = round(time.monotonic() - began, 3)
@@ -164,8 +187,20 @@ async def run_scenario(
             errors = [bot["error"] for bot in result.report.bots if bot["error"]]
             result.status = "failed"
             result.error = "no bot could join" + (f": {errors[0]}" if errors else "")
-    result.verdicts = evaluate(scenario.thresholds, recorder)
+    result.verdicts = evaluate(scenario.thresholds, recorder, merged=_merged(scenario, result.agents))
     return result
+
+
+def _measured_by_agents(scenario: Scenario) -> list[Threshold]:
+    """The thresholds on window metrics: only the agents hold those samples, so they send histograms."""
+    return [t for t in scenario.thresholds if t.metric.timing == "window"]
+
+
+def _merged(scenario: Scenario, agents: AgentsResult | None) -> dict[Threshold, LogHistogram] | None:
+    if agents is None:
+        return None
+    histograms = agents.thresholds or [LogHistogram() for _ in _measured_by_agents(scenario)]
+    return dict(zip(_measured_by_agents(scenario), histograms))
 
 
 async def _run(
@@ -177,6 +212,7 @@ async def _run(
     stop: asyncio.Event,
     observer: RunObserver,
     result: RunResult,
+    agents: AgentsSettings | None,
 ) -> BotsReport:
     settings = scenario.bots
     seed = settings.seed if settings.seed is not None else int.from_bytes(os.urandom(4), "big")
@@ -200,9 +236,18 @@ async def _run(
         )
     except ValueError as exc:
         raise RunFailed(str(exc)) from None
+    controller: Controller | None = None
     started = asyncio.Event()
     ended = asyncio.Event()  # the scenario's time is over or the run was stopped: no more samples count
     aborted: list[Verdict] = []
+
+    def _live(controller: Controller | None) -> dict[Threshold, LogHistogram] | None:
+        """The agents' latest histograms of the abort_on_fail thresholds they measure."""
+        if controller is None:
+            return None
+        live = [t for t in _measured_by_agents(scenario) if t.abort_on_fail]
+        return {threshold: histogram for index, threshold in enumerate(live)
+                if (histogram := controller.live(index)) is not None}
 
     def on_start(t0: float) -> None:
         recorder.t0 = t0
@@ -242,8 +287,11 @@ async def _run(
             if recorder.t0 is None:
                 continue
             now = recorder.elapsed(time.monotonic())
-            due = tuple(t for t in watched if now >= t.after)
-            failed = [v for v in evaluate(due, recorder, now) if not v.passed]
+            merged = _live(controller)
+            # through agents, a window metric is judged once they sent its samples
+            due = tuple(t for t in watched if now >= t.after
+                        and (merged is None or t.metric.timing != "window" or t in merged))
+            failed = [v for v in evaluate(due, recorder, now, merged) if not v.passed]
             if failed and not ended.is_set():
                 aborted.append(failed[0])
                 observer.aborting(failed[0])
@@ -256,9 +304,27 @@ async def _run(
         asyncio.create_task(_stats(url, on_snapshot, observer.server_lost)),
     ]
     try:
-        report = await run_bots(
-            config, on_sample, on_join=on_join, stop=stop, plans=plans, on_streams=on_streams, on_start=on_start
-        )
+        if agents is None:
+            report = await run_bots(
+                config, on_sample, on_join=on_join, stop=stop, plans=plans, on_streams=on_streams, on_start=on_start
+            )
+        else:
+            client = await connect(agents.url)
+            try:
+                controller = Controller(client, agents.url, agents.secret, observer.warning)
+                measure = Measure(scenario.duration, [
+                    {"metric": t.metric.name, "tags": dict(t.tags), "after": t.after, "live": t.abort_on_fail}
+                    for t in _measured_by_agents(scenario)
+                ], recorder.bots)
+                report, result.agents = await controller.run(config, plans, stop=stop, on_sample=on_sample,
+                                                             on_join=on_join, on_start=on_start, measure=measure)
+            finally:
+                await client.aclose()
+            if result.agents.error is not None:
+                result.status, result.error = "failed", result.agents.error
+                return report
+    except AgentsError as exc:
+        raise RunFailed(str(exc)) from None
     except ServerUnreachable as exc:
         raise RunFailed(f"{exc} (is the server running?)") from None
     except BotsError as exc:
