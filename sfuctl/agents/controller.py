@@ -170,10 +170,13 @@ class Controller:
                                     fields.get("version", ""), bots=len(share)), share)
         started_wall = time.time()
         began = time.monotonic()
-        await run.send_plans()
-        if await run.wait_ready():
-            await run.start(on_start)
-            await run.follow(on_sample, on_join)
+        try:
+            await run.send_plans()
+            if await run.wait_ready():
+                await run.start(on_start)
+                await run.follow(on_sample, on_join)
+        finally:
+            await self.client.delete(run_key(run.id))  # everything in it has been read
         result = run.result()
         report = build_report(config, run.bots(), media=list(config.media), started_at=started_wall,
                               duration=time.monotonic() - began, stopped_by=run.stopped_by())
