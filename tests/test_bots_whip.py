@@ -15,7 +15,7 @@ from sfuctl.server.config import ServerConfig
 
 UNAUTHORIZED = (
     "publishing (WHIP): http://127.0.0.1:{port}/whip/room-1 answered 401 Unauthorized: "
-    "this server needs 'Authorization: Bearer <token>'"
+    "unauthorized: this server needs 'Authorization: Bearer <token>' (its --whip-token)"
 )
 
 
@@ -53,7 +53,7 @@ async def test_a_whep_bot_plays_what_a_whip_bot_publishes_and_both_resources_are
         assert consumer["producer_peer"] == ""
     assert consumers["video"]["keyframes"] >= 1 and consumers["video"]["freezes"] == 0
     assert played.total["streams_received"] == 2 and played.total["packets_received"] == consumers["video"]["packets"] + consumers["audio"]["packets"]
-    assert server.runner.app[HTTP_SESSIONS_KEY].peers == {}  # each bot DELETEd its resource when it left
+    assert server.runner.app[HTTP_SESSIONS_KEY].resources == {}  # each bot DELETEd its resource when it left
 
 
 @pytest.mark.parametrize(

@@ -11,9 +11,20 @@ from rich.console import Console
 
 from ..runtime import run, setup_logging
 from ..server.app import start_server
+from ..server.auth import Authenticator
 from ..server.config import ServerConfig, parse_port_range
 from ..server.front import start_front
 from ..server.supervisor import split_port_range
+
+
+def _read_key(path: str | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        with open(path, encoding="utf-8") as file:
+            return file.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.BadParameter(f"cannot read {path}: {exc}", param_hint="--auth-key-file") from None
 
 
 def _port_range(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, int]:
@@ -30,7 +41,11 @@ def _port_range(ctx: click.Context, param: click.Parameter, value: str) -> tuple
 @click.option("--rtc-port-range", envvar="SFUCTL_RTC_PORT_RANGE", default="40000-40099", show_default=True, callback=_port_range, help="UDP ports for media; the worker takes the first free one and every transport shares it.")
 @click.option("--consent-timeout", envvar="SFUCTL_CONSENT_TIMEOUT", default=30.0, show_default=True, type=click.FloatRange(1, 300), help="Seconds without ICE consent before a peer is dropped.")
 @click.option("--workers", envvar="SFUCTL_WORKERS", default=os.cpu_count() or 1, show_default="number of cores", type=click.IntRange(1, 64), help="Worker processes; each room lives on one worker (one core).")
-@click.option("--whip-token", envvar="SFUCTL_WHIP_TOKEN", default=None, help="Require 'Authorization: Bearer TOKEN' on WHIP/WHEP requests.")
+@click.option("--auth-secret", envvar="SFUCTL_AUTH_SECRET", default=None, help="HS256 secret (32+ bytes): joining, WHIP/WHEP, stats and /metrics need an access token (docs/security.md).")
+@click.option("--auth-key-file", envvar="SFUCTL_AUTH_KEY_FILE", default=None, type=click.Path(exists=True, dir_okay=False), help="PEM public key (RSA, Ed25519 or EC P-256): access tokens signed with its private key are accepted.")
+@click.option("--metrics-token", envvar="SFUCTL_METRICS_TOKEN", default=None, help="A bearer secret that may read /metrics (a Prometheus scraper); /metrics then needs it or an admin token.")
+@click.option("--allowed-origin", "allowed_origins", envvar="SFUCTL_ALLOWED_ORIGIN", multiple=True, help="A browser Origin the websocket accepts, e.g. https://meet.example.com (repeatable; default: any).")
+@click.option("--whip-token", envvar="SFUCTL_WHIP_TOKEN", default=None, help="A shared secret for WHIP/WHEP only ('Authorization: Bearer TOKEN', any room); the websocket is not covered.")
 @click.option("--log-level", envvar="SFUCTL_LOG_LEVEL", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
 def serve(
     host: str,
@@ -39,15 +54,22 @@ def serve(
     rtc_port_range: tuple[int, int],
     consent_timeout: float,
     workers: int,
+    auth_secret: str | None,
+    auth_key_file: str | None,
+    metrics_token: str | None,
+    allowed_origins: tuple[str, ...],
     whip_token: str | None,
     log_level: str,
 ) -> None:
     """Run the SFU: websocket signaling, rooms, forwarding, RTCP and stats.
 
     \b
-    Example:
+    Examples:
       sfuctl serve --port 8080 --rtc-port-range 40000-40099 --workers 2
+      SFUCTL_AUTH_SECRET=$(openssl rand -hex 32) sfuctl serve   # access tokens required
     Every option can also be set as SFUCTL_<OPTION>, e.g. SFUCTL_ANNOUNCED_IP=10.0.0.5.
+    Without --auth-secret or --auth-key-file anyone may join any room (fine on loopback, not on a network).
+    Exit status: 0 stopped, 1 cannot listen, 2 bad option.
     """
     setup_logging(log_level)
     config = ServerConfig(
@@ -57,7 +79,15 @@ def serve(
         rtc_ports=rtc_port_range,
         consent_timeout=consent_timeout,
         whip_token=whip_token,
+        auth_secret=auth_secret,
+        auth_public_key=_read_key(auth_key_file),
+        metrics_token=metrics_token,
+        allowed_origins=allowed_origins,
     )
+    try:
+        Authenticator(config)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--auth-secret" if "secret" in str(exc) else "--auth-key-file") from None
     try:
         split_port_range(rtc_port_range, workers)
     except ValueError as exc:
@@ -83,6 +113,8 @@ async def _serve(config: ServerConfig, workers: int, log_level: str, console: Co
         f"[bold green]sfuctl serve[/] signaling [cyan]{server.url}[/] · media [cyan]udp {config.candidate_ip}:"
         f"{','.join(map(str, media_ports))}[/] · {workers} worker(s) · Ctrl-C to stop"
     )
+    if not config.auth_enabled:
+        console.print("[yellow]open server:[/] anyone who reaches it may join any room (--auth-secret requires access tokens)")
     try:
         await stop.wait()
     finally:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from .auth import Authenticator, origin_allowed
 from .config import ServerConfig
 from .metrics import metrics_handler
 from .signaling import SignalingSession
@@ -21,17 +22,19 @@ log = logging.getLogger(__name__)
 WORKER_KEY = web.AppKey("worker", Worker)
 HTTP_SESSIONS_KEY = web.AppKey("http_sessions", HttpSessions)
 OPEN_SOCKETS_KEY = web.AppKey("open_sockets", set)
+AUTH_KEY = web.AppKey("auth", Authenticator)
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"  # the page served at / (docs/browser.md)
 
 
 async def websocket_handler(request: web.Request) -> web.StreamResponse:
     """One signaling session per websocket (GET / or /ws with Upgrade: websocket)."""
     worker = request.app[WORKER_KEY]
+    check_origin(request, worker.config)
     # Frames above the protocol limit still reach the session so that it can answer 'too_large'. No
     # permessage-deflate: its zlib state costs ~130 KB per peer, more than all of a peer's media state.
     ws = web.WebSocketResponse(max_msg_size=4 * worker.config.max_message_bytes, heartbeat=20, compress=False)
     await ws.prepare(request)
-    session = SignalingSession(worker, ws.send_str, ws.close)
+    session = SignalingSession(worker, ws.send_str, ws.close, request.app[AUTH_KEY], request.query.get("token"))
     request.app[OPEN_SOCKETS_KEY].add(ws)
     try:
         async for message in ws:
@@ -43,6 +46,13 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         request.app[OPEN_SOCKETS_KEY].discard(ws)
         await session.finish()
     return ws
+
+
+def check_origin(request: web.Request, config: ServerConfig) -> None:
+    """403 before the upgrade when a browser page from an origin not in --allowed-origin opens the websocket."""
+    origin = request.headers.get("Origin")
+    if not origin_allowed(origin, config.allowed_origins):
+        raise web.HTTPForbidden(text=f"origin {origin} is not allowed (--allowed-origin)\n")
 
 
 def close_websockets_on_shutdown(app: web.Application) -> None:
@@ -71,11 +81,12 @@ def add_page_routes(app: web.Application, websocket: Callable[[web.Request], Awa
 def build_app(worker: Worker) -> web.Application:
     app = web.Application()
     app[WORKER_KEY] = worker
+    auth = app[AUTH_KEY] = Authenticator(worker.config)
     close_websockets_on_shutdown(app)
     add_page_routes(app, websocket_handler)
     app.router.add_get("/ws", websocket_handler)
-    app.router.add_get("/metrics", metrics_handler(worker))
-    sessions = app[HTTP_SESSIONS_KEY] = HttpSessions(worker, worker.config.whip_token)
+    app.router.add_get("/metrics", metrics_handler(worker, auth))
+    sessions = app[HTTP_SESSIONS_KEY] = HttpSessions(worker, auth)
     add_routes(app, sessions)
     return app
 

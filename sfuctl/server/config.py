@@ -16,6 +16,15 @@ class ServerConfig:
     consent_timeout: float = 30.0
     max_message_bytes: int = 256 * 1024
     whip_token: str | None = None
+    auth_secret: str | None = None  # HS256 secret: access tokens required (docs/security.md)
+    auth_public_key: str | None = None  # PEM public key (RS256/EdDSA/ES256): access tokens required
+    metrics_token: str | None = None  # a bearer secret that may read /metrics (a Prometheus scraper)
+    allowed_origins: tuple[str, ...] = ()  # browser Origins the websocket accepts (empty: any)
+    internal_token: str | None = None  # the front's credential towards its workers (random per start)
+
+    @property
+    def auth_enabled(self) -> bool:
+        return self.auth_secret is not None or self.auth_public_key is not None
 
     @property
     def candidate_ip(self) -> str:

@@ -22,3 +22,13 @@ def not_found(what: str, ident: object) -> SignalingError:
 
 def wrong_state(message: str) -> SignalingError:
     return SignalingError("wrong_state", message)
+
+
+def unauthorized(message: str) -> SignalingError:
+    """No token, or one that does not verify (forged, expired, malformed)."""
+    return SignalingError("unauthorized", message)
+
+
+def forbidden(message: str) -> SignalingError:
+    """A valid token that does not grant what was asked; the message names the missing grant."""
+    return SignalingError("forbidden", message)

@@ -8,9 +8,12 @@ Rooms go to the worker with the fewest peers when first seen and stay there whil
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
+import secrets
 import time
+from urllib.parse import quote
 
 import aiohttp
 from aiohttp import WSMsgType, web
@@ -18,8 +21,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from .app import OPEN_SOCKETS_KEY, add_page_routes, close_websockets_on_shutdown
+from .app import OPEN_SOCKETS_KEY, add_page_routes, check_origin, close_websockets_on_shutdown
+from .auth import Authenticator, Grant, check_metrics_access, hide_addresses
 from .config import ServerConfig
+from .errors import SignalingError
 from .signaling import STATS_INTERVAL_RANGE, stats_room
 from .stats import SCHEMA_VERSION, process_cpu_percent
 from .supervisor import WorkerProcess, start_workers
@@ -36,6 +41,7 @@ class Front:
 
     def __init__(self, config: ServerConfig, workers: list[WorkerProcess]) -> None:
         self.config = config
+        self.auth = Authenticator(config)
         self.workers = workers
         self.owner: dict[str, tuple[WorkerProcess, float]] = {}
         self.load = {w.index: 0 for w in workers}
@@ -71,13 +77,18 @@ class Front:
         parts = await asyncio.gather(*(self._worker_stats(w, room) for w in self.workers))
         return merge_snapshots([p for p in parts if p is not None], self.workers, process_cpu_percent())
 
+    def internal_url(self, worker: WorkerProcess) -> str:
+        """A worker's websocket URL with the front's own credential (an admin on the worker)."""
+        token = self.config.internal_token
+        return worker.ws_url + (f"?token={quote(token)}" if token else "")
+
     async def metrics_text(self) -> bytes:
         texts = await asyncio.gather(*(self._get_text(w.http_url + "/metrics") for w in self.workers))
         return merge_metrics([t for t in texts if t is not None], [w.index for w, t in zip(self.workers, texts) if t])
 
     async def _worker_stats(self, worker: WorkerProcess, room: str | None) -> dict | None:
         try:
-            async with self.http.ws_connect(worker.ws_url) as ws:
+            async with self.http.ws_connect(self.internal_url(worker)) as ws:
                 await ws.send_json({"id": 1, "method": "getStats", "params": {"room": room} if room else {}})
                 reply = await asyncio.wait_for(ws.receive_json(), 5)
                 return reply.get("result") if reply.get("ok") else None
@@ -87,7 +98,8 @@ class Front:
 
     async def _get_text(self, url: str) -> str | None:
         try:
-            async with self.http.get(url) as response:
+            headers = {"Authorization": f"Bearer {self.config.internal_token}"} if self.config.internal_token else {}
+            async with self.http.get(url, headers=headers) as response:
                 return await response.text()
         except aiohttp.ClientError:
             return None
@@ -109,11 +121,13 @@ class Front:
 
 
 class RelaySession:
-    """One participant's websocket, relayed to the worker of the room it joins."""
+    """One participant's websocket, relayed to the worker of the room it joins. The worker checks the
+    participant's access token (passed on from the URL, or in `join`); the front checks it for stats."""
 
-    def __init__(self, front: Front, client: web.WebSocketResponse) -> None:
+    def __init__(self, front: Front, client: web.WebSocketResponse, url_token: str | None = None) -> None:
         self.front = front
         self.client = client
+        self.token = url_token
         self.worker: WorkerProcess | None = None
         self.upstream: aiohttp.ClientWebSocketResponse | None = None
         self._pump: asyncio.Task | None = None
@@ -134,6 +148,8 @@ class RelaySession:
         if method in STATS_METHODS and request_id is not None:
             await self._stats_request(method, request_id, params)
             return
+        if method == "join" and isinstance(params.get("token"), str):
+            self.token = params["token"]
         if method == "join" and isinstance(params.get("room"), str) and params["room"]:
             worker = self.front.place(params["room"])
         else:
@@ -144,7 +160,8 @@ class RelaySession:
 
     async def _connect(self, worker: WorkerProcess) -> None:
         await self._disconnect()
-        self.upstream = await self.front.http.ws_connect(worker.ws_url, max_msg_size=0)
+        url = worker.ws_url + (f"?token={quote(self.token)}" if self.token else "")
+        self.upstream = await self.front.http.ws_connect(url, max_msg_size=0)
         self.worker = worker
         self._pump = asyncio.create_task(self._relay_down(self.upstream), name="front-relay")
 
@@ -167,8 +184,10 @@ class RelaySession:
     async def _stats_request(self, method: str, request_id: object, params: dict) -> None:
         try:
             room = stats_room(params)
+            grant = self.front.auth.verify(self.token)
+            grant.require("admin")
             if method == "getStats":
-                result: dict = await self.front.snapshot(room)
+                result: dict = await self._snapshot(grant, room)
             elif method == "subscribeStats":
                 interval = params.get("interval", 1.0)
                 low, high = STATS_INTERVAL_RANGE
@@ -176,7 +195,7 @@ class RelaySession:
                     raise ValueError(f"'interval' must be a number of seconds from {low} to {high}")
                 if self._stats is not None:
                     self._stats.cancel()
-                self._stats = asyncio.create_task(self._push_stats(float(interval), room))
+                self._stats = asyncio.create_task(self._push_stats(float(interval), room, grant))
                 result = {"interval": interval}
             else:
                 if self._stats is not None:
@@ -185,13 +204,21 @@ class RelaySession:
                 result = {}
         except ValueError as exc:
             reply = {"id": request_id, "ok": False, "error": {"code": "bad_request", "message": str(exc)}}
+        except SignalingError as exc:
+            reply = {"id": request_id, "ok": False, "error": {"code": exc.code, "message": exc.message}}
         else:
             reply = {"id": request_id, "ok": True, "result": result}
         await self.client.send_str(json.dumps(reply))
+        if reply.get("error", {}).get("code") == "unauthorized":  # as a worker does: the connection ends
+            await self.client.close()
 
-    async def _push_stats(self, interval: float, room: str | None) -> None:
+    async def _snapshot(self, grant: Grant, room: str | None) -> dict:
+        snapshot = await self.front.snapshot(room)
+        return snapshot if grant.sees_addresses else hide_addresses(snapshot)
+
+    async def _push_stats(self, interval: float, room: str | None, grant: Grant) -> None:
         while not self.client.closed:
-            await self.client.send_str(json.dumps({"method": "stats", "params": await self.front.snapshot(room)}))
+            await self.client.send_str(json.dumps({"method": "stats", "params": await self._snapshot(grant, room)}))
             await asyncio.sleep(interval)
 
 
@@ -253,11 +280,12 @@ def build_front_app(front: Front) -> web.Application:
     """The public listener of a multi-worker server."""
 
     async def websocket(request: web.Request) -> web.StreamResponse:
+        check_origin(request, front.config)
         client = web.WebSocketResponse(max_msg_size=4 * front.config.max_message_bytes, heartbeat=20, compress=False)
         await client.prepare(request)
         request.app[OPEN_SOCKETS_KEY].add(client)
         try:
-            await RelaySession(front, client).run()
+            await RelaySession(front, client, request.query.get("token")).run()
         finally:
             request.app[OPEN_SOCKETS_KEY].discard(client)
         return client
@@ -278,6 +306,7 @@ def build_front_app(front: Front) -> web.Application:
             return web.Response(status=upstream.status, body=body, headers={h: upstream.headers[h] for h in kept if h in upstream.headers})
 
     async def metrics(request: web.Request) -> web.Response:
+        check_metrics_access(front.auth, request)
         return web.Response(body=await front.metrics_text(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     app = web.Application()
@@ -316,6 +345,7 @@ class RunningFront:
 
 async def start_front(config: ServerConfig, count: int, log_level: str, own_session: bool = False) -> RunningFront:
     """Start `count` workers and the public listener in front of them (own_session: see start_workers)."""
+    config = dataclasses.replace(config, internal_token=secrets.token_urlsafe(32))
     workers = await start_workers(config, count, log_level, own_session)
     front = Front(config, workers)
     await front.start()

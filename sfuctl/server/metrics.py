@@ -11,6 +11,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, ProcessCol
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from .auth import Authenticator, check_metrics_access
+
 if TYPE_CHECKING:
     from .worker import Worker
 
@@ -143,13 +145,14 @@ class SfuCollector(Collector):
         yield from _counters(self._consumer_counts, [(labels, c.id, c) for labels, c in consumers], rooms)
 
 
-def metrics_handler(worker: Worker) -> Callable[[web.Request], Awaitable[web.Response]]:
+def metrics_handler(worker: Worker, auth: Authenticator) -> Callable[[web.Request], Awaitable[web.Response]]:
     """The GET /metrics handler of one worker: its rooms plus this process's CPU and memory."""
     registry = CollectorRegistry()
     registry.register(SfuCollector(worker))
     ProcessCollector(registry=registry)
 
     async def handler(request: web.Request) -> web.Response:
+        check_metrics_access(auth, request)
         return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     return handler

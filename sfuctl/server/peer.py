@@ -8,6 +8,7 @@ import time
 from typing import TYPE_CHECKING, Callable
 
 from ..rtc.sdp import MID_URI, MediaAnswer, Offer, accepted_extensions, answer_direction, choose_codec, parse_offer
+from .auth import OPEN, Grant
 from .consumer import Consumer
 from .errors import bad_request, not_found, wrong_state
 from .producer import Producer
@@ -30,9 +31,12 @@ def new_id(prefix: str) -> str:
 class Peer:
     """A participant; everything it owns closes with it."""
 
-    def __init__(self, *, name: str, router: Router, worker: Worker, notify: Notify, on_closed: Callable[[], None]) -> None:
-        self.id = new_id("peer")
+    def __init__(
+        self, *, name: str, router: Router, worker: Worker, notify: Notify, on_closed: Callable[[], None], grant: Grant = OPEN
+    ) -> None:
+        self.id = grant.identity or new_id("peer")
         self.name = name
+        self.grant = grant  # what its access token allows (auth.py); OPEN on an open server
         self.cname = self.id
         self.router = router
         self.worker = worker
@@ -52,6 +56,7 @@ class Peer:
     def publish(self, sdp: str) -> dict:
         """Answer the peer's offer for its send transport: each sending m-line becomes a producer."""
         offer = self.parse(sdp)
+        self.grant.require_publishing(offer)
         transport = self.send_transport
         if transport is not None:
             transport.check_offer(offer)
@@ -91,6 +96,7 @@ class Peer:
     # -- subscribe ------------------------------------------------------------------------------------
     def subscribe(self, sdp: str, subscriptions: dict) -> dict:
         """Answer the peer's offer for its receive transport; `subscriptions` maps m-line mids to producer ids."""
+        self.grant.require("subscribe")
         offer = self.parse(sdp)
         if not isinstance(subscriptions, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in subscriptions.items()

@@ -8,6 +8,7 @@ import logging
 import time
 from typing import Any, Awaitable, Callable
 
+from .auth import Authenticator, Grant, hide_addresses
 from .errors import SignalingError, bad_request, not_found, wrong_state
 from .peer import Peer, producer_info
 from .stats import build_snapshot, process_cpu_percent
@@ -30,12 +31,32 @@ def stats_room(params: dict) -> str | None:
     return room
 
 
-class SignalingSession:
-    """One websocket client. A bad message gets an error reply and changes nothing else."""
+def replace_identity(worker: Worker, room: str, identity: str | None) -> None:
+    """A second join with the same identity in a room replaces the first: the old peer is told
+    `duplicate_identity` and closed (websocket and WHIP/WHEP peers alike)."""
+    router = worker.routers.get(room)
+    old = router.peers.get(identity) if router is not None and identity is not None else None
+    if old is not None:
+        old.notify("closed", {"code": "duplicate_identity", "message": f"another connection joined room {room!r} as {identity!r}"})
+        old.close("replaced by a new connection with the same identity")
 
-    def __init__(self, worker: Worker, send: Callable[[str], Awaitable[None]], close: Callable[[], Awaitable[None]]) -> None:
+
+class SignalingSession:
+    """One websocket client. A bad message gets an error reply and changes nothing else; an `unauthorized`
+    one also ends the connection. `url_token` is the access token of the websocket's URL (?token=)."""
+
+    def __init__(
+        self,
+        worker: Worker,
+        send: Callable[[str], Awaitable[None]],
+        close: Callable[[], Awaitable[None]],
+        auth: Authenticator,
+        url_token: str | None = None,
+    ) -> None:
         self.worker = worker
+        self.auth = auth
         self.peer: Peer | None = None
+        self._url_token = url_token
         self._send = send
         self._close = close
         self._outbox: asyncio.Queue[str | None] = asyncio.Queue()
@@ -85,6 +106,8 @@ class SignalingSession:
             result = handler(params)
         except SignalingError as exc:
             self._reply(request_id, error=exc)
+            if exc.code == "unauthorized":
+                self._outbox.put_nowait(None)
         except Exception as exc:  # a bug must not take the session down
             log.exception("request %r failed", message.get("method"))
             self._reply(request_id, error=SignalingError("internal", f"internal error: {type(exc).__name__}"))
@@ -106,14 +129,24 @@ class SignalingSession:
     def _join(self, params: dict) -> dict:
         if self.peer is not None:
             raise wrong_state(f"already joined room {self.peer.router.name!r}; send 'leave' first")
+        grant = self.auth.verify(params.get("token", self._url_token))
         room = params.get("room")
         name = params.get("name", "")
         if not isinstance(room, str) or not room or len(room) > MAX_NAME_LENGTH:
             raise bad_request(f"'room' must be a non-empty string of at most {MAX_NAME_LENGTH} characters")
         if not isinstance(name, str) or len(name) > MAX_NAME_LENGTH:
             raise bad_request(f"'name' must be a string of at most {MAX_NAME_LENGTH} characters")
+        grant.require_room(room)
+        replace_identity(self.worker, room, grant.identity)
         router = self.worker.router(room)
-        peer = Peer(name=name or "anonymous", router=router, worker=self.worker, notify=self.notify, on_closed=self._on_peer_closed)
+        peer = Peer(
+            name=grant.name or name or grant.identity or "anonymous",
+            router=router,
+            worker=self.worker,
+            notify=self.notify,
+            on_closed=self._on_peer_closed,
+            grant=grant,
+        )
         others = [p.info() for p in router.peers.values()]
         router.add_peer(peer)
         self.peer = peer
@@ -161,6 +194,7 @@ class SignalingSession:
         """Pass `data` (any JSON object) to another peer of the room as a `relayed` notification: the
         signaling of peers that connect to each other directly (a mesh call, docs/protocol.md)."""
         peer = self._require_peer()
+        peer.grant.require("data")
         to, data = params.get("to"), params.get("data")
         if not isinstance(to, str):
             raise bad_request("'to' must be the peerId of another peer in your room")
@@ -172,8 +206,18 @@ class SignalingSession:
         target.notify("relayed", {"from": peer.id, "data": data})
         return {}
 
+    def _stats_grant(self) -> Grant:
+        """Who asks for stats: the joined peer, else the URL's token; `admin` is needed when auth is on."""
+        grant = self.peer.grant if self.peer is not None else self.auth.verify(self._url_token)
+        grant.require("admin")
+        return grant
+
+    def _snapshot(self, grant: Grant, room: str | None) -> dict:
+        snapshot = build_snapshot(self.worker, time.time(), process_cpu_percent(), room)
+        return snapshot if grant.sees_addresses else hide_addresses(snapshot)
+
     def _get_stats(self, params: dict) -> dict:
-        return build_snapshot(self.worker, time.time(), process_cpu_percent(), stats_room(params))
+        return self._snapshot(self._stats_grant(), stats_room(params))
 
     def _subscribe_stats(self, params: dict) -> dict:
         """Push a 'stats' notification now and every `interval` seconds; a second call replaces the first."""
@@ -182,8 +226,9 @@ class SignalingSession:
         if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not low <= interval <= high:
             raise bad_request(f"'interval' must be a number of seconds from {low} to {high}")
         room = stats_room(params)
+        grant = self._stats_grant()
         self._unsubscribe_stats({})
-        self._stats_task = asyncio.create_task(self._push_stats(float(interval), room), name="signaling-stats")
+        self._stats_task = asyncio.create_task(self._push_stats(float(interval), room, grant), name="signaling-stats")
         return {"interval": interval}
 
     def _unsubscribe_stats(self, params: dict) -> dict:
@@ -192,11 +237,11 @@ class SignalingSession:
             self._stats_task = None
         return {}
 
-    async def _push_stats(self, interval: float, room: str | None) -> None:
+    async def _push_stats(self, interval: float, room: str | None, grant: Grant) -> None:
         while True:
             if self._outbox.qsize() < STATS_MAX_BACKLOG:
                 try:
-                    self.notify("stats", build_snapshot(self.worker, time.time(), process_cpu_percent(), room))
+                    self.notify("stats", self._snapshot(grant, room))
                 except Exception:  # a bug must not end the stream
                     log.exception("stats snapshot failed")
             await asyncio.sleep(interval)

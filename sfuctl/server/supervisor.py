@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import os
 import signal
 import sys
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from .config import ServerConfig
 
 READY_TIMEOUT = 30.0
+CONFIG_VARIABLE = "SFUCTL_WORKER_CONFIG"  # a worker's ServerConfig as JSON
 
 
 @dataclass
@@ -77,12 +79,14 @@ async def start_workers(
 
 
 async def _spawn(index: int, config: ServerConfig, log_level: str, own_session: bool) -> WorkerProcess:
+    # The settings (secrets included) go in the environment, which other users cannot read, not in argv.
+    environment = {**os.environ, CONFIG_VARIABLE: json.dumps(dataclasses.asdict(config))}
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "sfuctl.server.worker_main",
-        json.dumps(dataclasses.asdict(config)),
         log_level,
+        env=environment,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         start_new_session=own_session,

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sys
 
 from ..runtime import run, setup_logging
 from .app import start_server
 from .config import ServerConfig
+from .supervisor import CONFIG_VARIABLE
 
 
 async def _main(config: ServerConfig) -> None:
@@ -29,9 +31,10 @@ async def _main(config: ServerConfig) -> None:
 
 
 def main() -> None:
-    settings = json.loads(sys.argv[1])
+    settings = json.loads(os.environ.pop(CONFIG_VARIABLE))
     settings["rtc_ports"] = tuple(settings["rtc_ports"])
-    setup_logging(sys.argv[2] if len(sys.argv) > 2 else "warning")
+    settings["allowed_origins"] = tuple(settings["allowed_origins"])
+    setup_logging(sys.argv[1] if len(sys.argv) > 1 else "warning")
     run(_main(ServerConfig(**settings)))
 
 
