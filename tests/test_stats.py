@@ -8,17 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from sfuctl.server.stats import (
-    FIELDS,
-    LOSS_INTERVALS,
-    CpuMeter,
-    LossWindow,
-    QualityMonitor,
-    ScoreHistory,
-    ice_dtls_states,
-    interval_score,
-    validate_snapshot,
-)
+from sfuctl.server.cpu import CpuMeter
+from sfuctl.server.quality import LOSS_INTERVALS, LossWindow, QualityMonitor, ScoreHistory, interval_score
+from sfuctl.server.transport import ice_dtls_states
+from sfuctl.stats_schema import FIELDS, validate_snapshot
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "stats.md"
 

@@ -19,7 +19,7 @@ from websockets.sync.client import connect as sync_connect
 from sfuctl.client.signaling import SignalingClient, SignalingError
 from sfuctl.client.stats import watch
 from sfuctl.commands.stats import LiveView, stats
-from sfuctl.server.stats import validate_snapshot
+from sfuctl.stats_schema import validate_snapshot
 
 
 async def wait_for(predicate, timeout: float = 10.0) -> bool:

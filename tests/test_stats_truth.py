@@ -23,7 +23,8 @@ from sfuctl.client.signaling import SignalingClient
 from sfuctl.media import MediaSpec, make_media
 from sfuctl.server.app import start_server
 from sfuctl.server.config import ServerConfig
-from sfuctl.server.stats import LOSS_INTERVALS, validate_snapshot
+from sfuctl.server.quality import LOSS_INTERVALS
+from sfuctl.stats_schema import validate_snapshot
 
 from .peers import AiortcPeer, SsrcCounts, UdpRelay
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Callable
 
-from ..server.stats import validate_snapshot
+from ..stats_schema import validate_snapshot
 from .signaling import SignalingClient, SignalingError
 
 EXIT_BAD_SNAPSHOT = 1

@@ -11,7 +11,7 @@ from ..rtc.meter import Meter
 from ..rtc.rtp import build_extension_block, read_header, seq_distance
 from ..rtc.sdp import MID_URI, Codec
 from ..rtc.send_stream import SendStream
-from .stats import QualityMonitor
+from .quality import QualityMonitor
 
 if TYPE_CHECKING:
     from .peer import Peer

@@ -21,12 +21,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
+from ..stats_schema import SCHEMA_VERSION
 from .app import OPEN_SOCKETS_KEY, add_page_routes, check_origin, close_websockets_on_shutdown
 from .auth import Authenticator, Grant, check_metrics_access, hide_addresses
 from .config import ServerConfig
 from .errors import SignalingError
 from .signaling import STATS_INTERVAL_RANGE, stats_room
-from .stats import SCHEMA_VERSION, process_cpu_percent
+from .cpu import process_cpu_percent
 from .supervisor import WorkerProcess, start_workers
 
 log = logging.getLogger(__name__)

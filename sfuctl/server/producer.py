@@ -9,7 +9,7 @@ from ..rtc.nack import RetransmissionBuffer
 from ..rtc.receive_stream import ReceiveStream
 from ..rtc.rtp import is_keyframe, read_header
 from ..rtc.sdp import Codec
-from .stats import QualityMonitor
+from .quality import QualityMonitor
 
 if TYPE_CHECKING:
     from ..rtc.rtcp import ReportBlock

@@ -11,7 +11,7 @@ from typing import Any, Awaitable, Callable
 from .auth import Authenticator, Grant, hide_addresses
 from .errors import SignalingError, bad_request, not_found, wrong_state
 from .peer import Peer, producer_info
-from .stats import build_snapshot, process_cpu_percent
+from .cpu import process_cpu_percent
 from .worker import Worker
 
 log = logging.getLogger(__name__)
@@ -213,7 +213,7 @@ class SignalingSession:
         return grant
 
     def _snapshot(self, grant: Grant, room: str | None) -> dict:
-        snapshot = build_snapshot(self.worker, time.time(), process_cpu_percent(), room)
+        snapshot = self.worker.snapshot(time.time(), process_cpu_percent(), room)
         return snapshot if grant.sees_addresses else hide_addresses(snapshot)
 
     def _get_stats(self, params: dict) -> dict:

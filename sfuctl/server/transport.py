@@ -18,7 +18,6 @@ from ..rtc.rtcp_router import RtcpRouter, receiver_reports
 from ..rtc.rtp import read_extensions
 from ..rtc.sdp import MID_URI, MediaAnswer, Offer, build_answer, dtls_role_for
 from .errors import bad_request
-from .stats import ice_dtls_states
 
 if TYPE_CHECKING:
     from .consumer import Consumer
@@ -224,3 +223,14 @@ class Transport:
             "srtp_errors": c.srtp_errors,
             "invalid_rtcp": self.invalid_rtcp,
         }
+
+
+def ice_dtls_states(state: str, ice_selected: bool, srtp_ready: bool) -> tuple[str, str]:
+    """ICE and DTLS states from a connection's combined state, its selected pair and its SRTP keys."""
+    if state in ("closed", "failed"):
+        return state, state
+    if state == "new":
+        return "new", "new"
+    if not ice_selected:
+        return "checking", "new"
+    return "connected", "connected" if srtp_ready else "connecting"

@@ -12,6 +12,7 @@ from ..rtc.batching import REPORT_INTERVAL, TICK_INTERVAL
 from ..rtc.dtls import DtlsCertificate
 from ..rtc.ice import stun_username
 from .config import ServerConfig
+from ..stats_schema import SCHEMA_VERSION
 from .router import Router
 from .transport import Transport
 
@@ -143,6 +144,40 @@ class Worker(asyncio.DatagramProtocol):
                         transport.report(now)
                 except Exception:
                     log.exception("periodic work for transport %s failed", transport.id)
+
+    def snapshot(self, now: float, cpu_percent: float, room: str | None = None) -> dict:
+        """The stats snapshot (docs/stats.md) at wall-clock time `now`; `room` keeps only that room (totals stay whole)."""
+        routers = list(self.routers.values())
+        peers = producers = consumers = 0
+        bitrate_in = bitrate_out = 0.0
+        for router in routers:
+            peers += len(router.peers)
+            for producer in router.producers.values():
+                producers += 1
+                bitrate_in += producer.meter.bitrate_bps
+            for peer in router.peers.values():
+                for consumer in peer.consumers.values():
+                    consumers += 1
+                    bitrate_out += consumer.meter.bitrate_bps
+        worker_stats = self.stats()
+        return {
+            "version": SCHEMA_VERSION,
+            "time": round(now, 3),
+            "server": {
+                "uptime_s": round(max(0.0, now - self.started_at), 1),
+                "rooms": len(routers),
+                "peers": peers,
+                "producers": producers,
+                "consumers": consumers,
+                "transports": worker_stats["transports"],
+                "bitrate_in_bps": round(bitrate_in),
+                "bitrate_out_bps": round(bitrate_out),
+                "cpu_percent": round(cpu_percent, 1),
+                "rtc_port": worker_stats["rtc_port"],
+                "unknown_datagrams": worker_stats["unknown_datagrams"],
+            },
+            "rooms": [router.stats() for router in routers if room is None or router.name == room],
+        }
 
     def stats(self) -> dict:
         return {
