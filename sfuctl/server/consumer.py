@@ -11,6 +11,7 @@ from ..rtc.meter import Meter
 from ..rtc.rtp import build_extension_block, read_header, seq_distance
 from ..rtc.sdp import MID_URI, Codec
 from ..rtc.send_stream import SendStream
+from .events import CloseListeners
 from .quality import QualityMonitor
 
 if TYPE_CHECKING:
@@ -50,6 +51,8 @@ class Consumer:
         self.ssrc = ssrc if ssrc is not None else random.randint(1, 0xFFFFFFFF)
         self.paused = False
         self.closed = False
+        self.close_reason: str | None = None
+        self.on_close: CloseListeners[Consumer] = CloseListeners()  # its producer, transport and peer listen
         self.meter = Meter()
         self.quality = QualityMonitor(idle_score=10)
         self.rtcp = SendStream(
@@ -169,14 +172,22 @@ class Consumer:
         self._synced = False
         self._start_waiting()
 
-    def close(self) -> None:
+    @property
+    def waiting_keyframe(self) -> bool:
+        return self._waiting_keyframe
+
+    @property
+    def cname(self) -> str:
+        """The CNAME this stream is sent under: its publisher's."""
+        return self.producer.cname
+
+    def close(self, reason: str) -> None:
+        """Idempotent: stop, and tell the owners (producer, transport, peer) why."""
         if self.closed:
             return
         self.closed = True
-        if self._waiting_keyframe:
-            self._waiting_keyframe = False
-            self.producer.waiting_consumers -= 1
-        self.producer.remove_consumer(self)
+        self.close_reason = reason
+        self.on_close.emit(self)
 
     def stats(self) -> dict:
         s = self.rtcp
@@ -185,8 +196,8 @@ class Consumer:
             "peer": self.peer.id,
             "peer_name": self.peer.name,
             "producer_id": self.producer.id,
-            "producer_peer": self.producer.peer.id,
-            "producer_peer_name": self.producer.peer.name,
+            "producer_peer": self.producer.peer_id,
+            "producer_peer_name": self.producer.peer_name,
             "kind": self.kind,
             "codec": self.codec.name,
             "ssrc": self.ssrc,
@@ -210,7 +221,7 @@ class Consumer:
     def _start_waiting(self) -> None:
         if self.kind == "video" and not self._waiting_keyframe:
             self._waiting_keyframe = True
-            self.producer.waiting_consumers += 1
+            self.producer.consumer_waiting(True)
 
     def _sync(self, sequence: int, timestamp: int, now: float) -> None:
         self._seq_offset = (self._seq + 1 - sequence) & 0xFFFF
@@ -223,4 +234,4 @@ class Consumer:
         self._synced = True
         if self._waiting_keyframe:
             self._waiting_keyframe = False
-            self.producer.waiting_consumers -= 1
+            self.producer.consumer_waiting(False)

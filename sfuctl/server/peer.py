@@ -7,10 +7,11 @@ import secrets
 import time
 from typing import TYPE_CHECKING, Callable
 
-from ..rtc.sdp import MID_URI, MediaAnswer, Offer, accepted_extensions, answer_direction, choose_codec, parse_offer
+from ..rtc.sdp import MID_URI, MediaAnswer, MediaOffer, Offer, accepted_extensions, answer_direction, choose_codec, parse_offer
 from .auth import OPEN, Grant
 from .consumer import Consumer
 from .errors import bad_request, not_found, wrong_state
+from .events import CloseListeners
 from .producer import Producer
 from .transport import Transport
 
@@ -21,6 +22,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Notify = Callable[[str, dict], None]
+# Why a consumer closed: the peer asked (unsubscribe, renegotiation, leaving: it is not told) or its connection
+# ended (it is told: consumerClosed).
+UNSUBSCRIBED = "unsubscribed"
+TRANSPORT_CLOSED = "transport closed"
 
 
 def new_id(prefix: str) -> str:
@@ -47,6 +52,7 @@ class Peer:
         self.recv_transport: Transport | None = None
         self.producers: dict[str, Producer] = {}
         self.consumers: dict[str, Consumer] = {}
+        self.on_close: CloseListeners[Peer] = CloseListeners()  # its router listens
         self._on_closed = on_closed
 
     def info(self) -> dict:
@@ -75,11 +81,11 @@ class Peer:
         transport.apply_offer(offer)
         offered_mids = {m.mid for m in offer.media}
         for producer in [p for p in transport.producers_by_mid.values() if p.mid not in offered_mids]:
-            self.router.close_producer(producer)
+            producer.close()
         for answer, existing in plan:
             receiving = answer.direction == "recvonly"
             if existing is not None and not receiving:
-                self.router.close_producer(existing)
+                existing.close()
             elif existing is None and receiving:
                 m = answer.offer
                 producer = Producer(
@@ -87,6 +93,7 @@ class Peer:
                 )
                 transport.add_producer(producer, answer.extensions.get(MID_URI))
                 self.producers[producer.id] = producer
+                producer.on_close.add(self._on_producer_closed)
                 self.router.add_producer(producer)
         return {
             "sdp": transport.answer([a for a, _ in plan]),
@@ -98,6 +105,21 @@ class Peer:
         """Answer the peer's offer for its receive transport; `subscriptions` maps m-line mids to producer ids."""
         self.grant.require("subscribe")
         offer = self.parse(sdp)
+        self._check_subscriptions(offer, subscriptions)
+        transport = self._receive_transport(offer)
+        rejected: list[dict] = []
+        answers = [
+            self._consume(transport, m, self.router.producers.get(subscriptions.get(m.mid, "")), rejected)
+            for m in offer.media
+        ]
+        return {
+            "sdp": transport.answer(answers),
+            "consumers": [consumer_info(c) for c in transport.consumers_by_mid.values()],
+            "rejected": rejected,
+        }
+
+    def _check_subscriptions(self, offer: Offer, subscriptions: object) -> None:
+        """Raise (before anything changes) unless every subscription names an m-line and a producer of its kind."""
         if not isinstance(subscriptions, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in subscriptions.items()
         ):
@@ -112,57 +134,55 @@ class Peer:
                 raise not_found("producer", producer_id)
             if producer.kind != m.kind:
                 raise bad_request(f"mid {mid!r} is {m.kind} but producer {producer_id} is {producer.kind}")
+        if self.recv_transport is not None:
+            self.recv_transport.check_offer(offer)
+
+    def _receive_transport(self, offer: Offer) -> Transport:
+        """The receive transport, opened on the first offer, with the offer applied."""
         transport = self.recv_transport
-        if transport is not None:
-            transport.check_offer(offer)
-        else:
+        if transport is None:
             transport = self.recv_transport = self._create_transport()
         transport.apply_offer(offer)
+        return transport
 
-        answers: list[MediaAnswer] = []
-        rejected: list[dict] = []
-        for m in offer.media:
-            consumer = transport.consumers_by_mid.get(m.mid)
-            producer = self.router.producers.get(subscriptions.get(m.mid, ""))
-            receiving = answer_direction(m.direction, server_sends=True) == "sendonly"
-            if consumer is not None and (producer is not consumer.producer or not receiving or m.rejected):
-                self._close_consumer(consumer, notify=False)
-                consumer = None
-            codec = choose_codec(m, producer.codec.name) if producer else choose_codec(m)
-            if producer is None or not receiving or m.rejected or codec is None:
-                if producer is not None and codec is None:
-                    rejected.append({"mid": m.mid, "producerId": producer.id, "reason": f"no {producer.codec.name} codec offered"})
-                answers.append(MediaAnswer(m, None if m.rejected else codec, "inactive"))
-                continue
-            if consumer is None:
-                consumer = Consumer(
-                    id=new_id("c"),
-                    peer=self,
-                    producer=producer,
-                    transport=transport,
-                    codec=codec,
-                    mid=m.mid,
-                    extensions=accepted_extensions(m),
-                )
-                self.consumers[consumer.id] = consumer
-                producer.add_consumer(consumer)
-                transport.add_consumer(consumer)
-            answers.append(
-                MediaAnswer(
-                    m,
-                    consumer.codec,
-                    "sendonly",
-                    ssrc=consumer.ssrc,
-                    cname=producer.peer.cname,
-                    msid=(producer.peer.id, producer.id),
-                    extensions=accepted_extensions(m),
-                )
+    def _consume(self, transport: Transport, m: MediaOffer, producer: Producer | None, rejected: list[dict]) -> MediaAnswer:
+        """One m-line of a receive offer: keep, replace, open or close its consumer; its answer.
+
+        A producer the offer offers no codec of is added to `rejected`.
+        """
+        consumer = transport.consumers_by_mid.get(m.mid)
+        receiving = answer_direction(m.direction, server_sends=True) == "sendonly"
+        if consumer is not None and (producer is not consumer.producer or not receiving or m.rejected):
+            consumer.close(UNSUBSCRIBED)
+            consumer = None
+        codec = choose_codec(m, producer.codec.name) if producer else choose_codec(m)
+        if producer is None or not receiving or m.rejected or codec is None:
+            if producer is not None and codec is None:
+                rejected.append({"mid": m.mid, "producerId": producer.id, "reason": f"no {producer.codec.name} codec offered"})
+            return MediaAnswer(m, None if m.rejected else codec, "inactive")
+        if consumer is None:
+            consumer = Consumer(
+                id=new_id("c"),
+                peer=self,
+                producer=producer,
+                transport=transport,
+                codec=codec,
+                mid=m.mid,
+                extensions=accepted_extensions(m),
             )
-        return {
-            "sdp": transport.answer(answers),
-            "consumers": [consumer_info(c) for c in transport.consumers_by_mid.values()],
-            "rejected": rejected,
-        }
+            self.consumers[consumer.id] = consumer
+            consumer.on_close.add(self._on_consumer_closed)
+            producer.add_consumer(consumer)
+            transport.add_consumer(consumer)
+        return MediaAnswer(
+            m,
+            consumer.codec,
+            "sendonly",
+            ssrc=consumer.ssrc,
+            cname=producer.cname,
+            msid=(producer.peer_id, producer.id),
+            extensions=accepted_extensions(m),
+        )
 
     # -- control --------------------------------------------------------------------------------------
     def consumer(self, consumer_id: object) -> Consumer:
@@ -178,31 +198,22 @@ class Peer:
         return producer
 
     def unsubscribe(self, consumer_id: object) -> None:
-        self._close_consumer(self.consumer(consumer_id), notify=False)
-
-    def on_producer_closed(self, consumer: Consumer) -> None:
-        """The router closes consumers whose producer went away; the peer hears of it."""
-        self._close_consumer(consumer, notify=True)
-
-    def forget_producer(self, producer: Producer) -> None:
-        self.producers.pop(producer.id, None)
-        if self.send_transport is not None:
-            self.send_transport.remove_producer(producer)
+        self.consumer(consumer_id).close(UNSUBSCRIBED)
 
     def close(self, reason: str = "left") -> None:
-        """Idempotent: close producers (the room hears), consumers and transports, then leave the router."""
+        """Idempotent: close consumers, producers (the room hears) and transports, then tell the owners."""
         if self.closed:
             return
         self.closed = True
         log.info("peer %s (%s) closed: %s", self.id, self.name, reason)
         for consumer in list(self.consumers.values()):
-            self._close_consumer(consumer, notify=False)
+            consumer.close(UNSUBSCRIBED)
         for producer in list(self.producers.values()):
-            self.router.close_producer(producer)
+            producer.close()
         for transport in (self.send_transport, self.recv_transport):
             if transport is not None:
                 transport.close()
-        self.router.remove_peer(self)
+        self.on_close.emit(self)
         self._on_closed()
 
     def stats(self) -> dict:
@@ -211,14 +222,14 @@ class Peer:
             "transports": [t.stats() for t in (self.send_transport, self.recv_transport) if t is not None],
         }
 
-    def _close_consumer(self, consumer: Consumer, notify: bool) -> None:
-        if consumer.closed:
-            return
-        consumer.close()
-        consumer.transport.remove_consumer(consumer)
+    def _on_consumer_closed(self, consumer: Consumer) -> None:
+        """Forget a closed consumer; the peer is told unless it asked for the close itself."""
         self.consumers.pop(consumer.id, None)
-        if notify and not self.closed:
+        if consumer.close_reason != UNSUBSCRIBED and not self.closed:
             self.notify("consumerClosed", {"consumerId": consumer.id, "producerId": consumer.producer.id, "mid": consumer.mid})
+
+    def _on_producer_closed(self, producer: Producer) -> None:
+        self.producers.pop(producer.id, None)
 
     def parse(self, sdp: object) -> Offer:
         """Parse an offer from this peer; SignalingError (bad_request) says what is wrong."""
@@ -241,9 +252,9 @@ class Peer:
         other live connection; a peer that closed one connection on purpose stays in the room.
         """
         for consumer in list(transport.consumers.values()):
-            self._close_consumer(consumer, notify=True)
+            consumer.close(TRANSPORT_CLOSED)
         for producer in list(transport.producers_by_mid.values()):
-            self.router.close_producer(producer)
+            producer.close()
         transport.close()
         if transport is self.send_transport:
             self.send_transport = None
@@ -255,14 +266,14 @@ class Peer:
 
 
 def producer_info(p: Producer) -> dict:
-    return {"id": p.id, "peerId": p.peer.id, "peerName": p.peer.name, "kind": p.kind, "codec": p.codec.name, "mid": p.mid, "paused": p.paused}
+    return {"id": p.id, "peerId": p.peer_id, "peerName": p.peer_name, "kind": p.kind, "codec": p.codec.name, "mid": p.mid, "paused": p.paused}
 
 
 def consumer_info(c: Consumer) -> dict:
     return {
         "id": c.id,
         "producerId": c.producer.id,
-        "peerId": c.producer.peer.id,
+        "peerId": c.producer.peer_id,
         "kind": c.kind,
         "codec": c.codec.name,
         "mid": c.mid,

@@ -9,6 +9,7 @@ from ..rtc.nack import RetransmissionBuffer
 from ..rtc.receive_stream import ReceiveStream
 from ..rtc.rtp import is_keyframe, read_header
 from ..rtc.sdp import Codec
+from .events import CloseListeners
 from .quality import QualityMonitor
 
 if TYPE_CHECKING:
@@ -16,6 +17,10 @@ if TYPE_CHECKING:
     from .consumer import Consumer
     from .peer import Peer
     from .transport import Transport
+
+
+# Why a consumer closed when its producer did (its peer is told: consumerClosed).
+PRODUCER_CLOSED = "producer closed"
 
 
 class Producer:
@@ -43,6 +48,7 @@ class Producer:
         self.waiting_consumers = 0
         self.invalid_packets = 0
         self.keyframes = 0
+        self.on_close: CloseListeners[Producer] = CloseListeners()  # its transport, peer and router listen
 
     @property
     def ssrc(self) -> int | None:
@@ -52,6 +58,19 @@ class Producer:
     @ssrc.setter
     def ssrc(self, ssrc: int) -> None:
         self.rtcp.ssrc = ssrc
+
+    @property
+    def peer_id(self) -> str:
+        return self.peer.id
+
+    @property
+    def peer_name(self) -> str:
+        return self.peer.name
+
+    @property
+    def cname(self) -> str:
+        """The publisher's RTCP CNAME, which its consumers carry on (so the subscriber can sync its tracks)."""
+        return self.peer.cname
 
     @property
     def last_sender_report(self) -> tuple[int, int, float] | None:
@@ -107,10 +126,17 @@ class Producer:
 
     def add_consumer(self, consumer: Consumer) -> None:
         self.consumers.append(consumer)
+        consumer.on_close.add(self._on_consumer_closed)
 
-    def remove_consumer(self, consumer: Consumer) -> None:
+    def _on_consumer_closed(self, consumer: Consumer) -> None:
         if consumer in self.consumers:
             self.consumers.remove(consumer)
+            if consumer.waiting_keyframe:
+                self.waiting_consumers -= 1
+
+    def consumer_waiting(self, waiting: bool) -> None:
+        """A consumer starts (True) or stops (False) waiting for a keyframe."""
+        self.waiting_consumers += 1 if waiting else -1
 
     def set_paused(self, paused: bool, now: float) -> None:
         if paused == self.paused:
@@ -122,16 +148,20 @@ class Producer:
             self.request_keyframe(now)
 
     def close(self) -> None:
-        """Stop receiving; consumers are closed by the router, which owns the fan-out."""
+        """Idempotent: close every consumer of this producer, then tell the owners (transport, peer, router)."""
+        if self.closed:
+            return
         self.closed = True
-        self.consumers.clear()
+        for consumer in list(self.consumers):
+            consumer.close(PRODUCER_CLOSED)
+        self.on_close.emit(self)
 
     def stats(self) -> dict:
         r = self.reception
         return {
             "id": self.id,
-            "peer": self.peer.id,
-            "peer_name": self.peer.name,
+            "peer": self.peer_id,
+            "peer_name": self.peer_name,
             "kind": self.kind,
             "codec": self.codec.name,
             "ssrc": self.ssrc,

@@ -25,8 +25,9 @@ class Router:
     def add_peer(self, peer: Peer) -> None:
         self.broadcast("peerJoined", {"peer": peer.info()})
         self.peers[peer.id] = peer
+        peer.on_close.add(self._on_peer_closed)
 
-    def remove_peer(self, peer: Peer) -> None:
+    def _on_peer_closed(self, peer: Peer) -> None:
         if self.peers.pop(peer.id, None) is None:
             return
         self.broadcast("peerLeft", {"peerId": peer.id})
@@ -35,17 +36,14 @@ class Router:
 
     def add_producer(self, producer: Producer) -> None:
         self.producers[producer.id] = producer
+        producer.on_close.add(self._on_producer_closed)
         self.broadcast("producerAdded", {"producer": producer_info(producer)}, exclude=producer.peer)
 
-    def close_producer(self, producer: Producer) -> None:
-        """Close a producer and every consumer of it; the consumers' peers and the room are told."""
+    def _on_producer_closed(self, producer: Producer) -> None:
+        """A producer closed (its consumers first, their peers told): the room hears."""
         if self.producers.pop(producer.id, None) is None:
             return
-        for consumer in list(producer.consumers):
-            consumer.peer.on_producer_closed(consumer)
-        producer.close()
-        producer.peer.forget_producer(producer)
-        self.broadcast("producerClosed", {"producerId": producer.id, "peerId": producer.peer.id}, exclude=producer.peer)
+        self.broadcast("producerClosed", {"producerId": producer.id, "peerId": producer.peer_id}, exclude=producer.peer)
 
     def set_producer_paused(self, producer: Producer, paused: bool) -> None:
         producer.set_paused(paused, time.monotonic())

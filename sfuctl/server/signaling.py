@@ -187,7 +187,7 @@ class SignalingSession:
 
     def _close_producer(self, params: dict) -> dict:
         peer = self._require_peer()
-        peer.router.close_producer(peer.producer(params.get("producerId")))
+        peer.producer(params.get("producerId")).close()
         return {}
 
     def _relay(self, params: dict) -> dict:

@@ -103,8 +103,9 @@ class Transport:
             self.rtcp_router.add_receiving(producer.ssrc, producer.rtcp)
         if mid_extension_id is not None:
             self._mid_extension_id = mid_extension_id
+        producer.on_close.add(self._on_producer_closed)
 
-    def remove_producer(self, producer: Producer) -> None:
+    def _on_producer_closed(self, producer: Producer) -> None:
         self.producers_by_mid.pop(producer.mid, None)
         if producer.ssrc is not None and self.producers.get(producer.ssrc) is producer:
             del self.producers[producer.ssrc]
@@ -114,10 +115,11 @@ class Transport:
         self.consumers[consumer.ssrc] = consumer
         self.consumers_by_mid[consumer.mid] = consumer
         self.rtcp_router.add_sending(consumer.ssrc, consumer.rtcp)
+        consumer.on_close.add(self._on_consumer_closed)
         if self.connected:
             consumer.on_transport_connected(time.monotonic())
 
-    def remove_consumer(self, consumer: Consumer) -> None:
+    def _on_consumer_closed(self, consumer: Consumer) -> None:
         if self.consumers.get(consumer.ssrc) is consumer:
             del self.consumers[consumer.ssrc]
             self.rtcp_router.remove_sending(consumer.ssrc, consumer.rtcp)
@@ -193,7 +195,7 @@ class Transport:
             consumer.meter.sample(now)
             report = consumer.sender_report(now)
             if report is not None:
-                self.send_rtcp(bytes(report) + bytes(rtcp.Sdes(consumer.ssrc, consumer.producer.peer.cname)))
+                self.send_rtcp(bytes(report) + bytes(rtcp.Sdes(consumer.ssrc, consumer.cname)))
 
     def close(self) -> None:
         """Idempotent: stop the connection and forget the routes (producers/consumers are closed by the peer)."""
