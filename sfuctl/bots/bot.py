@@ -22,11 +22,12 @@ from sfuctl.rtc.dtls import DtlsCertificate
 
 from .config import BotPlan
 from .impairment import ImpairmentConfig
+from .link import Link
 from .pacer import Pacer
 from .publisher import Publisher, StreamSender
 from .stats import ConsumerRow, RoomCounters, SentRow, StreamSample
 from .subscriber import ConsumerInfo, ConsumerStream, Subscriber
-from .udp import BotSocket, open_bot_connection
+from .udp import open_bot_connection
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +59,12 @@ class JoinError(Exception):
     """A bot could not join; the message says at which step and why."""
 
 
-def _ignore(data: bytes) -> None:
-    """RTP arriving on the send transport (there should be none)."""
-
-
 class Bot:
     """States: waiting -> joining -> joined -> left, or joining -> failed; joined -> disconnected if the server
-    or the network drops it. Times are time.monotonic() seconds (the loop's clock has 1 ms grain with uvloop)."""
+    or the network drops it. Times are time.monotonic() seconds (the loop's clock has 1 ms grain with uvloop).
+
+    A bot is its lifecycle plus its links (sfuctl.bots.link): an SFU bot's send and receive links here, a mesh
+    bot's link per peer, a WHIP/WHEP bot's one link; ticks, reports, leaving and figures go over `links`."""
 
     def __init__(self, plan: BotPlan, env: BotEnv) -> None:
         self.plan = plan
@@ -79,14 +79,12 @@ class Bot:
         self.join_started_at: float | None = None
         self.joined_at: float | None = None
         self.left_at: float | None = None
-        self.send_started_at: float | None = None
         self.signaling: SignalingClient | None = None
-        self.publisher: Publisher | None = None
-        self.subscriber: Subscriber | None = None
+        self.links: list[Link] = []  # every link opened, closed ones too (their figures stay in the report)
         self.next_report_at = float("inf")
         self._stage = "waiting"
-        self._send: tuple[Connection, BotSocket] | None = None
-        self._recv: tuple[Connection, BotSocket] | None = None
+        self._send_link: Link | None = None
+        self._recv_link: Link | None = None
         self._send_ready: asyncio.Future[None] | None = None
         self._recv_ready: asyncio.Future[None] | None = None
         self._wanted: dict[str, dict] = {}  # producer id -> producerAdded info, for open subscriptions
@@ -107,6 +105,14 @@ class Bot:
         self._closed_collected: set[str] = set()  # closed consumers whose last interval was collected
         self._last_collected = False  # the bot left and its last interval was collected
         self.transports = 0  # ICE/DTLS connections that reached "connected"
+
+    @property
+    def publisher(self) -> Publisher | None:
+        return self._send_link.publisher if self._send_link is not None else None
+
+    @property
+    def subscriber(self) -> Subscriber | None:
+        return self._recv_link.subscriber if self._recv_link is not None else None
 
     @property
     def joined(self) -> bool:
@@ -191,26 +197,18 @@ class Bot:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._stop_sending()
+        for link in self._live_links():
+            link.stop_sending()
         await self._signal_leave()
-        self._close_transports()
+        for link in self._live_links():
+            link.close()
         await self._close_signaling()
         self.left_at = time.monotonic()
         if self.status == "joined":
             self.status = "left"
 
-    def _stop_sending(self) -> None:
-        """Stop the senders and say BYE for them (before leaving)."""
-        if self.publisher is not None:
-            self.publisher.stop()
-            if self._send is not None and self._send[0].state == "connected":
-                self.publisher.send_bye()
-
-    def _close_transports(self) -> None:
-        for pair in (self._send, self._recv):
-            if pair is not None:
-                pair[0].close()
-                pair[1].close()
+    def _live_links(self) -> list[Link]:
+        return [link for link in self.links if not link.closed]
 
     # -- signaling (websocket here; sfuctl.bots.http_bot replaces these for WHIP/WHEP) ----------------
     async def _publish_offer(self, offer: str) -> str:
@@ -242,26 +240,25 @@ class Bot:
         self.errors.append(reason)
         self._lost.set()
 
-    async def _open_connection(
-        self,
-        name: str,
-        on_rtp: Callable[[bytes], None],
-        on_rtcp: Callable[[bytes], None],
-        on_state: Callable[[str], None],
-        role: IceRole = "controlling",
-    ) -> tuple[Connection, BotSocket]:
-        """A transport on its own socket, impaired by this bot's timeline (`name` seeds its impairment draws)."""
-        return await open_bot_connection(
+    def _add_link(self, link: Link) -> Link:
+        self.links.append(link)
+        return link
+
+    async def _connect_link(self, link: Link, on_state: Callable[[str], None], role: IceRole = "controlling") -> Connection:
+        """Open the link's transport on its own socket, impaired by this bot's timeline (the link's name seeds
+        its impairment draws); RTP goes to its subscriber, RTCP through its router."""
+        link.connection, link.socket = await open_bot_connection(
             certificate=self.env.certificate,
             impairment=ImpairmentConfig(),
             changes=self._impairment_changes(),
-            seed=f"{self.env.seed}:{self.plan.index}:{name}",
-            on_rtp=on_rtp,
-            on_rtcp=on_rtcp,
+            seed=f"{self.env.seed}:{self.plan.index}:{link.name}",
+            on_rtp=link.on_rtp,
+            on_rtcp=link.router.route,
             on_state=on_state,
             connect_timeout=self.env.connect_timeout,
             role=role,
         )
+        return link.connection
 
     def _impairment_changes(self) -> tuple[tuple[float, ImpairmentConfig], ...]:
         """This bot's impairment timeline on the loop's clock, for its sockets."""
@@ -270,8 +267,8 @@ class Bot:
 
     # -- publishing -----------------------------------------------------------------------------------
     async def _publish(self) -> None:
-        conn, sock = await self._open_connection("send", _ignore, self._on_send_rtcp, self._on_send_state)
-        self._send = (conn, sock)
+        link = self._send_link = self._add_link(Link("send"))
+        conn = await self._connect_link(link, self._on_send_state)
         self._send_ready = self.loop.create_future()
         sections = []
         used: set[int] = set()
@@ -310,12 +307,8 @@ class Bot:
                     nack=media.codec.has_feedback("nack"),
                 )
             )
-        self.publisher = Publisher(senders, conn.send_rtcp, self.cname)
+        link.publisher = Publisher(senders, link.send_rtcp, self.cname, link.router)
         conn.set_remote(answer.ice, answer.fingerprints, answer.dtls_role, answer.candidates)  # type: ignore[arg-type]
-
-    def _on_send_rtcp(self, data: bytes) -> None:
-        if self.publisher is not None:
-            self.publisher.on_rtcp(data)
 
     def _on_send_state(self, state: str) -> None:
         ready = self._send_ready
@@ -324,7 +317,8 @@ class Bot:
             if ready is not None and not ready.done():
                 ready.set_result(None)
             if self.publisher is not None and not self._leaving:
-                self.send_started_at = time.monotonic()
+                assert self._send_link is not None
+                self._send_link.started_at = time.monotonic()
                 for sender in self.publisher.senders:
                     self.env.pacer.add(sender)
         elif state in ("failed", "closed"):
@@ -443,17 +437,14 @@ class Bot:
 
     async def _open_receive(self) -> Connection:
         """The receive transport and its Subscriber, opened on first use."""
-        if self._recv is None:
-            subscriber = self.subscriber = Subscriber(
-                self._send_recv_rtcp, self.cname, self.rng.randint(1, 0xFFFFFFFF), time.monotonic
-            )
-            self._recv = await self._open_connection("recv", subscriber.on_rtp, subscriber.on_rtcp, self._on_recv_state)
+        link = self._recv_link
+        if link is None:
+            link = self._recv_link = self._add_link(Link("recv"))
+            link.subscriber = Subscriber(link.send_rtcp, self.cname, self.rng.randint(1, 0xFFFFFFFF), time.monotonic, link.router)
+            await self._connect_link(link, self._on_recv_state)
             self._recv_ready = self.loop.create_future()
-        return self._recv[0]
-
-    def _send_recv_rtcp(self, data: bytes) -> None:
-        if self._recv is not None:
-            self._recv[0].send_rtcp(data)
+        assert link.connection is not None
+        return link.connection
 
     def _on_recv_state(self, state: str) -> None:
         ready = self._recv_ready
@@ -476,36 +467,29 @@ class Bot:
     # -- periodic work (driven by the process's BotGroup) ----------------------------------------------
     def tick(self, now: float) -> None:
         """NACK/PLI every tick; SR/RR/SDES at randomized RTCP intervals (RFC 3550 6.3.1: 0.5-1.5 x)."""
-        subscriber = self.subscriber
-        if subscriber is not None:
-            subscriber.tick(now)
+        links = self._live_links()
+        for link in links:
+            link.tick(now)
         if now >= self.next_report_at:
             self.next_report_at = now + self.env.rtcp_interval * self.rng.uniform(0.5, 1.5)
-            if self.publisher is not None:
-                self.publisher.send_reports(now)
-            if subscriber is not None and subscriber.by_ssrc:
-                subscriber.send_report(now)
+            for link in links:
+                link.send_reports(now)
 
     def _sending(self) -> list[tuple[StreamSender, float | None]]:
-        """Every stream this bot sends, with when it started sending (None: not yet)."""
-        if self.publisher is None:
-            return []
-        return [(sender, self.send_started_at) for sender in self.publisher.senders]
+        """Every stream this bot sends, with when its link started sending (None: not yet)."""
+        return [pair for link in self.links for pair in link.sending()]
 
     def _receiving(self) -> list[tuple[ConsumerStream, float | None]]:
-        """Every stream this bot receives (closed ones too), with the RTT of the transport it arrives on."""
-        if self.subscriber is None:
-            return []
-        rtt = self.recv_rtt_ms
-        return [(stream, rtt) for stream in self.subscriber.streams]
+        """Every stream this bot receives (closed ones too), with the RTT of the link it arrives on."""
+        return [(stream, link.rtt_ms) for link in self.links for stream in link.receiving()]
 
     @property
     def send_rtt_ms(self) -> float | None:
-        return self._send[1].rtt.rtt_ms if self._send is not None else None
+        return self._send_link.stun_rtt_ms if self._send_link is not None else None
 
     @property
     def recv_rtt_ms(self) -> float | None:
-        return self._recv[1].rtt.rtt_ms if self._recv is not None else None
+        return self._recv_link.stun_rtt_ms if self._recv_link is not None else None
 
     def collect(
         self, counters: RoomCounters, interval: float, streams: StreamSample | None = None, now: float | None = None

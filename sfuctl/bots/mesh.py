@@ -20,60 +20,30 @@ from sfuctl.rtc.sdp import MediaAnswer, Offer, accepted_extensions, build_answer
 
 from .bot import Bot, BotEnv, JoinError
 from .config import BotPlan
+from .link import Link
 from .publisher import Publisher, StreamSender
 from .subscriber import ConsumerInfo, ConsumerStream, Subscriber
-from .udp import BotSocket
 
 KINDS = ("video", "audio")
 # a=direction of an m-line from (this side sends, this side receives)
 DIRECTIONS = {(True, True): "sendrecv", (True, False): "sendonly", (False, True): "recvonly", (False, False): "inactive"}
 
 
-class MeshLink:
-    """The connection to one other peer: the streams sent to it (a Publisher) and received from it (a Subscriber),
-    both registered with the connection's one RtcpRouter (each compound RTCP packet is parsed once).
+class MeshLink(Link):
+    """The link to one other peer: the streams sent to it (its Publisher) and received from it (its Subscriber).
 
     `ready` resolves True when the connection is up, False when the peer left first, or fails with JoinError.
     """
 
-    def __init__(self, remote_id: str, remote_name: str, subscriber: Subscriber, announced_at: float) -> None:
+    def __init__(self, name: str, remote_id: str, remote_name: str, announced_at: float) -> None:
+        super().__init__(name)
         self.remote_id = remote_id
         self.remote_name = remote_name
-        self.subscriber = subscriber
-        self.router = subscriber.router
         self.announced_at = announced_at
         self.sections: list[OfferSection] = []  # our offer, when we offered
-        self.publisher: Publisher | None = None
-        self.connection: Connection | None = None
-        self.socket: BotSocket | None = None
-        self.started_at: float | None = None  # when it connected (time.monotonic())
         self.remote_left = False
         self.ready: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self.ready.add_done_callback(_retrieve)
-
-    def on_rtp(self, data: bytes) -> None:
-        self.subscriber.on_rtp(data)
-
-    def send_rtcp(self, data: bytes) -> None:
-        if self.connection is not None:
-            self.connection.send_rtcp(data)
-
-    @property
-    def rtt_ms(self) -> float | None:
-        """STUN RTT on the offering side; the peer's receiver reports (LSR/DLSR) on the answering one."""
-        if self.socket is not None and self.socket.rtt.rtt_ms is not None:
-            return self.socket.rtt.rtt_ms
-        if self.publisher is not None:
-            rtts = [s.rtt_ms for s in self.publisher.senders if s.rtt_ms is not None]
-            if rtts:
-                return sum(rtts) / len(rtts)
-        return None
-
-    def close(self) -> None:
-        if self.connection is not None:
-            self.connection.close()
-        if self.socket is not None:
-            self.socket.close()
 
 
 class MeshBot(Bot):
@@ -82,7 +52,6 @@ class MeshBot(Bot):
     def __init__(self, plan: BotPlan, env: BotEnv) -> None:
         super().__init__(plan, env)
         self._links: dict[str, MeshLink] = {}  # open links by remote peer id
-        self._all_links: list[MeshLink] = []  # closed ones too, for their figures
         self._names: dict[str, str] = {}
 
     # -- joining --------------------------------------------------------------------------------------
@@ -98,18 +67,15 @@ class MeshBot(Bot):
         await self._connect_transports()
 
     def _open_link(self, remote_id: str) -> MeshLink:
-        subscriber = Subscriber(lambda data: link.send_rtcp(data), self.cname, self.rng.randint(1, 0xFFFFFFFF),
-                                time.monotonic)
-        link = MeshLink(remote_id, self._names.get(remote_id, ""), subscriber, time.monotonic())
+        rtcp_ssrc = self.rng.randint(1, 0xFFFFFFFF)
+        link = MeshLink(f"link-{len(self.links) + 1}", remote_id, self._names.get(remote_id, ""), time.monotonic())
+        link.subscriber = Subscriber(link.send_rtcp, self.cname, rtcp_ssrc, time.monotonic, link.router)
         self._links[remote_id] = link
-        self._all_links.append(link)
+        self._add_link(link)
         return link
 
     async def _connect(self, link: MeshLink, role: IceRole) -> Connection:
-        link.connection, link.socket = await self._open_connection(
-            f"link-{len(self._all_links)}", link.on_rtp, link.router.route, lambda state: self._on_link_state(link, state), role
-        )
-        return link.connection
+        return await self._connect_link(link, lambda state: self._on_link_state(link, state), role)
 
     async def _offer(self, remote_id: str) -> MeshLink:
         """Offer a connection to a peer that was in the room before us; its answer comes as a notification."""
@@ -224,6 +190,7 @@ class MeshBot(Bot):
             clock_rate=clock_rate,
             nack=nack,
         )
+        assert link.subscriber is not None
         link.subscriber.add(ConsumerStream(info, link.announced_at, self.env.decode))
 
     # -- what the server and the links say ------------------------------------------------------------
@@ -284,7 +251,8 @@ class MeshBot(Bot):
             self._links.pop(link.remote_id, None)
             if link.publisher is not None:
                 link.publisher.stop()
-            if not self._leaving:  # like an SFU consumer, a stream is closed when its sender goes away
+            # like an SFU consumer, a stream is closed when its sender goes away
+            if not self._leaving and link.subscriber is not None:
                 now = time.monotonic()
                 for stream in list(link.subscriber.by_ssrc.values()):
                     link.subscriber.close(stream.info.consumer_id, now)
@@ -298,41 +266,11 @@ class MeshBot(Bot):
                 self.errors.append(f"direct connection to {who} failed (no ICE consent or DTLS error)")
             link.close()
 
-    # -- Bot's hooks ----------------------------------------------------------------------------------
-    def tick(self, now: float) -> None:
-        """NACK/PLI every tick; SR + RR on each link at randomized RTCP intervals."""
-        links = list(self._links.values())
-        for link in links:
-            link.subscriber.tick(now)
-        if now >= self.next_report_at:
-            self.next_report_at = now + self.env.rtcp_interval * self.rng.uniform(0.5, 1.5)
-            for link in links:
-                if link.publisher is not None:
-                    link.publisher.send_reports(now)
-                if link.subscriber.by_ssrc:
-                    link.subscriber.send_report(now)
-
-    def _stop_sending(self) -> None:
-        for link in self._links.values():
-            if link.publisher is not None:
-                link.publisher.stop()
-                if link.connection is not None and link.connection.state == "connected":
-                    link.publisher.send_bye()
-
-    def _close_transports(self) -> None:
-        for link in list(self._links.values()):
-            link.close()
-
-    def _sending(self) -> list[tuple[StreamSender, float | None]]:
-        return [(s, link.started_at) for link in self._all_links if link.publisher for s in link.publisher.senders]
-
-    def _receiving(self) -> list[tuple[ConsumerStream, float | None]]:
-        return [(stream, link.rtt_ms) for link in self._all_links for stream in link.subscriber.streams]
-
+    # -- figures --------------------------------------------------------------------------------------
     @property
     def send_rtt_ms(self) -> float | None:
         """The mean RTT over the links (each carries both directions)."""
-        rtts = [rtt for link in self._all_links if (rtt := link.rtt_ms) is not None]
+        rtts = [rtt for link in self.links if (rtt := link.rtt_ms) is not None]
         return sum(rtts) / len(rtts) if rtts else None
 
     @property
