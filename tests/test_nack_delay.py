@@ -55,11 +55,11 @@ def pair():
     consumer = Consumer(id="c", peer=peer, producer=producer, transport=subscriber, codec=VP8, mid="0", extensions={})
     producer.add_consumer(consumer)
     subscriber.add_consumer(consumer)
-    return producer, consumer, publisher, subscriber
+    return worker, producer, consumer, publisher, subscriber
 
 
 async def test_a_nack_is_retransmitted_before_its_datagram_is_done_with() -> None:
-    producer, consumer, _, subscriber = pair()
+    _, producer, consumer, _, subscriber = pair()
     for sequence in range(100, 110):
         producer.receive(build_packet(96, sequence, sequence * 3000, PUBLISHER_SSRC, KEYFRAME), 0.0)
     sent = subscriber.connection.rtp
@@ -77,14 +77,31 @@ async def test_a_nack_is_retransmitted_before_its_datagram_is_done_with() -> Non
 async def test_a_gap_is_nacked_by_the_first_tick_after_it(phase: float) -> None:
     """Ticks run at k * TICK_INTERVAL; the gap shows `phase` of an interval after tick 10."""
     gap_at = (10 + phase) * TICK_INTERVAL
-    producer, _, publisher, _ = pair()
+    worker, producer, _, publisher, _ = pair()
     for sequence in (1, 2, 5):
         producer.receive(build_packet(96, sequence, sequence * 3000, PUBLISHER_SSRC, KEYFRAME), gap_at)
     nacks: list[rtcp.Nack] = []
     ticks = 0
     while not nacks and ticks < 10:
         ticks += 1
-        publisher.tick((11 + ticks - 1) * TICK_INTERVAL)
+        worker.tick((11 + ticks - 1) * TICK_INTERVAL, report=False)
         nacks = [p for p in (rtcp.parse_compound(d)[0] for d in publisher.connection.rtcp) if isinstance(p, rtcp.Nack)]
     assert ticks == 1  # the NACK waits for the next tick and no longer
     assert [(n.media_ssrc, n.lost) for n in nacks] == [(PUBLISHER_SSRC, [3, 4])]
+
+
+async def test_the_worker_ticks_a_producer_only_while_it_has_feedback_pending() -> None:
+    worker, producer, consumer, publisher, _ = pair()
+    assert producer in worker._feedback  # the new video consumer waits for a keyframe: retries are due
+    producer.receive(build_packet(96, 1, 3000, PUBLISHER_SSRC, KEYFRAME), 0.0)
+    worker.tick(TICK_INTERVAL, report=False)
+    assert not consumer.waiting_keyframe and producer not in worker._feedback
+    producer.receive(build_packet(96, 4, 12000, PUBLISHER_SSRC, KEYFRAME), 0.03)  # 2 and 3 missing
+    assert producer in worker._feedback
+    worker.tick(2 * TICK_INTERVAL, report=False)
+    for sequence in (2, 3):  # the retransmissions arrive
+        producer.receive(build_packet(96, sequence, sequence * 3000, PUBLISHER_SSRC, KEYFRAME), 0.05)
+    worker.tick(3 * TICK_INTERVAL, report=False)
+    assert producer not in worker._feedback
+    nacks = [p for p in (rtcp.parse_compound(d)[0] for d in publisher.connection.rtcp) if isinstance(p, rtcp.Nack)]
+    assert [n.lost for n in nacks] == [[2, 3]]

@@ -165,3 +165,26 @@ def test_keyframe_requests_are_counted_by_kind_and_passed_on() -> None:
 def test_sender_report_wraps_its_counters() -> None:
     report = Owner({}).stream().sender_report(5, 2**32 + 7, 2**32 + 1, 2**33 + 2)
     assert bytes(report) == bytes(rtcp.SenderReport(MEDIA, 5, 7, 1, 2))
+
+
+@pytest.mark.parametrize(
+    ("sequences", "request_at", "calls", "pending"),
+    [
+        pytest.param([1, 2, 3], None, 0, False, id="in-order-nothing-due"),
+        pytest.param([1, 2, 5], None, 1, True, id="a-gap"),
+        pytest.param([1, 3, 5], None, 2, True, id="two-gaps"),
+        pytest.param([1, 2, 3], 0.1, 1, True, id="a-merged-keyframe-request"),
+    ],
+)
+def test_on_due_says_when_feedback_may_come_due(sequences, request_at, calls: int, pending: bool) -> None:
+    due: list[None] = []
+    stream = ReceiveStream(MEDIA, 90000, nack=True, on_due=lambda: due.append(None))
+    for sequence in sequences:
+        stream.receive(sequence, sequence * 3000, 0.0)
+    if request_at is not None:
+        stream.request_keyframe(0.0, ME)  # sent at once: nothing pending
+        stream.request_keyframe(request_at, ME)  # merged: pending until the window ends
+    assert (len(due), stream.pending) == (calls, pending)
+    stream.feedback(1.0, ME)
+    if request_at is not None:
+        assert not stream.pending

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from sfuctl.rtc.rtp import seq_distance
 
 
@@ -11,7 +13,8 @@ class NackGenerator:
     An entry is forgotten when its packet arrives, when it is older than max_age seconds, or once it
     has been NACKed max_retries times. At most max_missing entries are kept (oldest dropped first); a
     jump ahead by more than max_missing, or two sequential packets that far behind, is taken as a
-    stream restart and resets the state.
+    stream restart and resets the state. `on_gap`, if given, is called when a gap adds entries (so that an
+    owner can look at `due` only while something is missing).
     """
 
     def __init__(
@@ -20,11 +23,13 @@ class NackGenerator:
         max_retries: int = 10,
         retry_interval: float = 0.05,
         max_missing: int = 512,
+        on_gap: Callable[[], None] | None = None,
     ) -> None:
         self._max_age = max_age
         self._max_retries = max_retries
         self._retry_interval = retry_interval
         self._max_missing = max_missing
+        self._on_gap = on_gap
         self._highest: int | None = None
         self._restart_seq: int | None = None
         # sequence -> [first noticed, last NACKed (None before the first), NACKs sent]; in sequence order
@@ -64,6 +69,8 @@ class NackGenerator:
             self._missing[(highest + offset) & 0xFFFF] = [now, None, 0]
         for _ in range(len(self._missing) - self._max_missing):
             del self._missing[next(iter(self._missing))]
+        if self._on_gap is not None:
+            self._on_gap()
 
     def due(self, now: float) -> list[int]:
         """Sequence numbers to NACK now, oldest first; drops expired entries."""

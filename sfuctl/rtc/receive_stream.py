@@ -7,6 +7,8 @@ else runs per tick or per report interval.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from . import rtcp
 from .batching import KEYFRAME_MERGE_WINDOW, KEYFRAME_RETRY_INTERVAL, NACK_BATCH, batches
 from .nack import NackGenerator
@@ -19,11 +21,14 @@ class ReceiveStream:
     Keyframe requests: `request_keyframe` sends one at once unless one went out less than `merge_window` ago, in
     which case it is merged into one sent when the window ends; `feedback(..., want_keyframe=True)` asks again
     once `retry_interval` has passed since the last request. `fir` picks FIR (RFC 5104) over PLI (RFC 4585).
+
+    `on_due`, if given, is called when feedback may become due (a gap to NACK, a merged keyframe request), so
+    that an owner can tick only the streams with something pending (see `pending`).
     """
 
     __slots__ = (
         "ssrc", "reception", "nack", "nacks_sent", "nacked_packets", "plis_sent", "firs_sent", "last_sender_report",
-        "_fir", "_merge_window", "_retry_interval", "_keyframe_pending", "_last_keyframe_request", "_fir_seq",
+        "_fir", "_merge_window", "_retry_interval", "_keyframe_pending", "_last_keyframe_request", "_fir_seq", "_on_due",
     )
 
     def __init__(
@@ -35,10 +40,11 @@ class ReceiveStream:
         fir: bool = False,
         merge_window: float = KEYFRAME_MERGE_WINDOW,
         retry_interval: float = KEYFRAME_RETRY_INTERVAL,
+        on_due: Callable[[], None] | None = None,
     ) -> None:
         self.ssrc = ssrc  # None until the owner learns it (an unsignaled SSRC)
         self.reception = ReceptionStats(clock_rate)
-        self.nack = NackGenerator() if nack else None
+        self.nack = NackGenerator(on_gap=on_due) if nack else None
         self.nacks_sent = 0  # NACK packets
         self.nacked_packets = 0  # sequence numbers in them
         self.plis_sent = 0
@@ -50,6 +56,12 @@ class ReceiveStream:
         self._keyframe_pending = False
         self._last_keyframe_request = float("-inf")
         self._fir_seq = 0
+        self._on_due = on_due
+
+    @property
+    def pending(self) -> bool:
+        """Packets still to NACK or a merged keyframe request still to send."""
+        return self._keyframe_pending or (self.nack is not None and self.nack.missing > 0)
 
     def receive(self, sequence: int, timestamp: int, now: float) -> None:
         """Hot path: account for one packet (retransmissions included)."""
@@ -68,6 +80,8 @@ class ReceiveStream:
         if now - self._last_keyframe_request >= self._merge_window:
             return self._keyframe_request(now, sender_ssrc)
         self._keyframe_pending = True
+        if self._on_due is not None:
+            self._on_due()
         return None
 
     def feedback(self, now: float, sender_ssrc: int, want_keyframe: bool = False) -> list[bytes]:

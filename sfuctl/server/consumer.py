@@ -80,6 +80,7 @@ class Consumer:
         self._sync_seq = 0
         self._synced = False
         self._waiting_keyframe = False
+        self._sdes: bytes | None = None
         self._start_waiting()
 
     # -- media path -----------------------------------------------------------------------------------
@@ -142,8 +143,8 @@ class Consumer:
             reported_fraction=block.fraction_lost / 256,
         )
 
-    def sender_report(self, now: float) -> rtcp.SenderReport | None:
-        """An SR for this stream, mapping the producer's NTP time line to this consumer's timestamps."""
+    def sender_report(self, now: float) -> bytes | None:
+        """SR + SDES for this stream, mapping the producer's NTP time line to this consumer's timestamps."""
         if self._last_time is None:
             return None
         clock = self._clock_rate
@@ -153,7 +154,9 @@ class Consumer:
             rtp_ts = rtp_ts + self._ts_offset + int((now - arrival) * clock)
         else:
             rtp_ts = self._ts + int((now - self._last_time) * clock)
-        return self.rtcp.sender_report(rtcp.ntp_now(), rtp_ts, self.meter.packets, self.meter.bytes)
+        if self._sdes is None:  # built once: the SSRC and the publisher's CNAME never change
+            self._sdes = bytes(rtcp.Sdes(self.ssrc, self.cname))
+        return bytes(self.rtcp.sender_report(rtcp.ntp_now(), rtp_ts, self.meter.packets, self.meter.bytes)) + self._sdes
 
     def on_transport_connected(self, now: float) -> None:
         if self._waiting_keyframe:

@@ -40,7 +40,9 @@ class Producer:
         self.consumers: list[Consumer] = []
         # PLI when NACK is negotiated (RFC 4585 implies it) or FIR is not; FIR only for a ccm fir-only codec.
         use_fir = not codec.has_feedback("nack", "pli") and codec.has_feedback("ccm", "fir")
-        self.rtcp = ReceiveStream(ssrc, codec.clock_rate, nack=codec.has_feedback("nack"), fir=use_fir)
+        self.rtcp = ReceiveStream(
+            ssrc, codec.clock_rate, nack=codec.has_feedback("nack"), fir=use_fir, on_due=self._feedback_due
+        )
         self.reception = self.rtcp.reception
         self.meter = Meter()
         self.quality = QualityMonitor(idle_score=0)
@@ -112,9 +114,17 @@ class Producer:
             self.transport.send_rtcp(request)
 
     def tick(self, now: float) -> None:
-        """Frequent work (every tick): NACKs for missing packets, merged or repeated keyframe requests."""
+        """Every tick while `pending`: NACKs for missing packets, merged or repeated keyframe requests."""
         for packet in self.rtcp.feedback(now, self.transport.rtcp_ssrc, want_keyframe=self.waiting_consumers > 0):
             self.transport.send_rtcp(packet)
+
+    @property
+    def pending(self) -> bool:
+        """Something may come due at a tick: packets to NACK, a merged keyframe request, consumers waiting."""
+        return not self.closed and (self.waiting_consumers > 0 or self.rtcp.pending)
+
+    def _feedback_due(self) -> None:
+        self.transport.feedback_due(self)
 
     def update_quality(self) -> None:
         """Once per report interval: loss over the last intervals and the score, as the server receives them."""
@@ -137,6 +147,8 @@ class Producer:
     def consumer_waiting(self, waiting: bool) -> None:
         """A consumer starts (True) or stops (False) waiting for a keyframe."""
         self.waiting_consumers += 1 if waiting else -1
+        if waiting:
+            self._feedback_due()
 
     def set_paused(self, paused: bool, now: float) -> None:
         if paused == self.paused:

@@ -38,6 +38,7 @@ class Transport:
         self.connected = False
         self.closed = False
         self.rtcp_router = RtcpRouter()
+        self._sdes = bytes(rtcp.Sdes(self.rtcp_ssrc, cname))  # the SDES closing each of its RRs
         self.producers: dict[int, Producer] = {}
         self.producers_by_mid: dict[str, Producer] = {}
         self.consumers: dict[int, Consumer] = {}
@@ -173,15 +174,15 @@ class Transport:
     def send_rtcp(self, packet: bytes) -> None:
         self.connection.send_rtcp(packet)
 
-    def tick(self, now: float) -> None:
-        for producer in self.producers_by_mid.values():
-            producer.tick(now)
+    def feedback_due(self, producer: Producer) -> None:
+        """A producer of this transport has NACKs or keyframe requests pending: the worker ticks it."""
+        self.worker.feedback_due(producer)
 
     def report(self, now: float) -> None:
         """Once per interval: RR for the producers, SR for each consumer, bitrate samples and producer scores."""
         if not self.connected:
             return
-        sdes = bytes(rtcp.Sdes(self.rtcp_ssrc, self.cname))
+        sdes = self._sdes
         blocks = []
         for producer in self.producers_by_mid.values():
             producer.meter.sample(now)
@@ -195,7 +196,7 @@ class Transport:
             consumer.meter.sample(now)
             report = consumer.sender_report(now)
             if report is not None:
-                self.send_rtcp(bytes(report) + bytes(rtcp.Sdes(consumer.ssrc, consumer.cname)))
+                self.send_rtcp(report)
 
     def close(self) -> None:
         """Idempotent: stop the connection and forget the routes (producers/consumers are closed by the peer)."""

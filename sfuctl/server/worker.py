@@ -7,6 +7,7 @@ import logging
 import socket
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ..rtc.batching import REPORT_INTERVAL, TICK_INTERVAL
 from ..rtc.dtls import DtlsCertificate
@@ -15,6 +16,9 @@ from .config import ServerConfig
 from ..stats_schema import SCHEMA_VERSION
 from .router import Router
 from .transport import Transport
+
+if TYPE_CHECKING:
+    from .producer import Producer
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +41,7 @@ class Worker(asyncio.DatagramProtocol):
         self.started_at = time.time()
         self._by_ufrag: dict[str, Transport] = {}
         self._by_addr: dict[tuple, Transport] = {}
+        self._feedback: set[Producer] = set()  # producers with NACKs or keyframe requests pending
         self._udp: asyncio.DatagramTransport | None = None
         self._ticker: asyncio.Task | None = None
 
@@ -89,6 +94,10 @@ class Worker(asyncio.DatagramProtocol):
         for addr in [a for a, t in self._by_addr.items() if t is transport]:
             del self._by_addr[addr]
 
+    def feedback_due(self, producer: Producer) -> None:
+        """Tick this producer until nothing is pending (work per tick follows what is due, not every stream)."""
+        self._feedback.add(producer)
+
     def send(self, data: bytes, addr: tuple) -> None:
         if self._udp is not None:
             self._udp.sendto(data, addr)
@@ -137,13 +146,24 @@ class Worker(asyncio.DatagramProtocol):
             report = now >= next_report
             if report:
                 next_report = now + REPORT_INTERVAL
+            self.tick(now, report)
+
+    def tick(self, now: float, report: bool) -> None:
+        """One tick: feedback of the producers with something pending; every transport's reports when `report`."""
+        for producer in list(self._feedback):
+            try:
+                if producer.pending:
+                    producer.tick(now)
+            except Exception:
+                log.exception("feedback for producer %s failed", producer.id)
+            if not producer.pending:
+                self._feedback.discard(producer)
+        if report:
             for transport in list(self.transports):
                 try:
-                    transport.tick(now)
-                    if report:
-                        transport.report(now)
+                    transport.report(now)
                 except Exception:
-                    log.exception("periodic work for transport %s failed", transport.id)
+                    log.exception("reports of transport %s failed", transport.id)
 
     def snapshot(self, now: float, cpu_percent: float, room: str | None = None) -> dict:
         """The stats snapshot (docs/stats.md) at wall-clock time `now`; `room` keeps only that room (totals stay whole)."""
