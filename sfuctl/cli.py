@@ -11,6 +11,7 @@ from .commands.media import media
 from .commands.run import run
 from .commands.serve import serve
 from .commands.stats import stats
+from .commands.token import token
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -32,6 +33,7 @@ main.add_command(media)
 main.add_command(stats)
 main.add_command(run)
 main.add_command(agent)
+main.add_command(token)
 
 
 if __name__ == "__main__":

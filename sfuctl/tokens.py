@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterable
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import jwt
 
@@ -104,3 +105,12 @@ def mint(secret: str, body: dict) -> str:
 def scrub(text: str) -> str:
     """`text` with credentials (?token=..., Bearer ..., JWTs) replaced by '***', for logs and reports."""
     return _CREDENTIAL.sub(lambda m: (m.group(1) or "") + "***", text)
+
+
+def url_with_token(url: str, token: str | None) -> str:
+    """`url` with `?token=` set (replacing any), or unchanged when `token` is None."""
+    if token is None:
+        return url
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "token"] + [("token", token)]
+    return urlunsplit(parts._replace(query=urlencode(query)))

@@ -18,6 +18,9 @@ import websockets
 
 from sfuctl.client.signaling import SignalingClient
 from sfuctl.media import MediaSpec, make_media
+from sfuctl.server.app import start_server
+from sfuctl.server.config import ServerConfig
+from sfuctl.tokens import claims, mint
 
 from . import whip_client
 from .browser import BrowserPage, Chromium, unavailable_reason
@@ -369,3 +372,30 @@ async def test_a_browser_ramps_up_its_video_on_the_servers_receiver_reports(serv
     finally:
         await client.close()
         await page.close()
+
+
+async def test_the_page_joins_with_a_token_and_a_second_join_as_the_same_identity_replaces_it(chromium):
+    secret = "page-secret-" + "p" * 32
+    running = await start_server(ServerConfig(host="127.0.0.1", port=0, rtc_ports=(0, 0), consent_timeout=5.0, auth_secret=secret))
+    token = mint(secret, claims(room="guarded", identity="alice", name="Alice", ttl=60))
+    base = f"http://127.0.0.1:{running.port}/"
+    without = await chromium.open(f"{base}?{urlencode({'room': 'guarded', 'autojoin': '1'})}")
+    first = await chromium.open(f"{base}?{urlencode({'room': 'guarded', 'token': token, 'autojoin': '1'})}")
+    second = None
+    try:
+        await without.wait_until("sfuctl.errors.length > 0 && sfuctl.state === 'idle'", 10)
+        assert "unauthorized" in await without.evaluate("document.querySelector('#errors').textContent")
+        await first.wait_until("sfuctl.state === 'joined'", 15)
+        assert await first.evaluate("sfuctl.peerId") == "alice"
+        assert [p.name for p in running.worker.routers["guarded"].peers.values()] == ["Alice"]
+        second = await chromium.open(f"{base}?{urlencode({'room': 'guarded', 'token': token, 'autojoin': '1'})}")
+        await second.wait_until("sfuctl.state === 'joined'", 15)
+        await first.wait_until("sfuctl.state === 'idle'", 10)
+        assert any("duplicate_identity" in e for e in await first.evaluate("sfuctl.errors"))
+        assert list(running.worker.routers["guarded"].peers) == ["alice"]
+        await assert_clean(second)
+    finally:
+        for page in (without, first, second):
+            if page is not None:
+                await page.close()
+        await running.close()

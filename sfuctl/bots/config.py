@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from sfuctl.encoded import EncodedTrack, load_track
 from sfuctl.rtc.batching import REPORT_INTERVAL
+from sfuctl.tokens import check_secret
 
 from .impairment import ImpairmentConfig, ImpairmentStep
 
@@ -26,6 +27,8 @@ class BotsConfig:
     `mode` "whip" / "whep": `url` is a WHIP / WHEP endpoint (http[s]://) every bot publishes to / plays from,
     with `token` as its bearer token; the room is the URL's last path segment.
     `mesh`: the bots of a room connect to each other directly (a full mesh; the server only relays signaling).
+    `token`: one access token for every bot (?token= on the websocket, Bearer on WHIP/WHEP); `auth_secret`:
+    the server's secret, to mint each bot its own token (docs/security.md).
     """
 
     url: str
@@ -51,6 +54,7 @@ class BotsConfig:
     mode: str = "websocket"
     token: str | None = None
     mesh: bool = False
+    auth_secret: str | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -75,6 +79,12 @@ class BotsConfig:
             raise ValueError(f"processes must be between 1 and 256, not {self.processes}")
         if self.mesh and self.mode != "websocket":
             raise ValueError("a mesh call needs the sfuctl server's signaling (ws://), not WHIP/WHEP")
+        if self.token is not None and self.auth_secret is not None:
+            raise ValueError("give a token or an auth secret to mint tokens with, not both")
+        if self.token is not None and self.mode == "websocket" and self.count > 1:
+            raise ValueError("one token gives every bot the same identity (each join would replace the last): use the auth secret to mint one per bot")
+        if self.auth_secret is not None:
+            check_secret(self.auth_secret)
         if not (self.audio or self.video):
             raise ValueError("bots need audio or video (both --no-audio and --no-video were given)")
         for name in ("connect_timeout", "join_timeout", "rtcp_interval", "sample_interval"):

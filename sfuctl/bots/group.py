@@ -88,6 +88,7 @@ class BotGroup:
             started_at=time.monotonic() + (start - loop.time()),
             loop_started_at=start,
             token=self.config.token,
+            auth_secret=self.config.auth_secret,
         )
         self.bots = [_bot_class(self.config, plan)(plan, env) for plan in self.plans]
         tasks = [asyncio.create_task(self._run_bot(bot, stop, start)) for bot in self.bots]

@@ -75,7 +75,8 @@ class HttpBot(Bot):
         conn.set_remote(answer.ice, answer.fingerprints, answer.dtls_role, answer.candidates)  # type: ignore[arg-type]
 
     def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.env.token}"} if self.env.token else {}
+        token = self.env.access_token(self.plan, self.cname)
+        return {"Authorization": f"Bearer {token}"} if token else {}
 
     async def _post(self, offer: str) -> str:
         """POST the offer to the endpoint; the answer SDP. Any status but 201 is a JoinError naming it."""

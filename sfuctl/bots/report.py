@@ -65,7 +65,7 @@ def build_report(
         started_at=datetime.datetime.fromtimestamp(started_at, datetime.timezone.utc).isoformat(timespec="seconds"),
         duration_s=round(duration, 3),
         stopped_by=stopped_by,
-        config={**config.to_dict(), "token": "***" if config.token else None},  # never write the secret
+        config={**config.to_dict(), "token": _hidden(config.token), "auth_secret": _hidden(config.auth_secret)},  # never write secrets
         media=media,
         rooms=[summarize(name, rooms[name]) for name in sorted(rooms, key=room_sort_key)],
         total=summarize("total", bots),
@@ -184,3 +184,6 @@ def summary_table(report: BotsReport) -> Table:
 def _ms(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
+
+def _hidden(secret: str | None) -> str | None:
+    return "***" if secret else None

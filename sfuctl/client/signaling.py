@@ -9,6 +9,8 @@ from typing import Any, Callable
 
 import websockets
 
+from ..tokens import scrub
+
 
 class SignalingError(Exception):
     """The server answered a request with an error (code and message as sent), or the connection is gone."""
@@ -37,7 +39,7 @@ class SignalingClient:
         try:
             ws = await asyncio.wait_for(websockets.connect(url, max_size=4 * 1024 * 1024, open_timeout=timeout), timeout)
         except (OSError, asyncio.TimeoutError, websockets.InvalidURI, websockets.InvalidHandshake) as exc:
-            raise ConnectionError(f"cannot reach the sfuctl server at {url}: {exc or type(exc).__name__}") from None
+            raise ConnectionError(f"cannot reach the sfuctl server at {scrub(url)}: {scrub(str(exc)) or type(exc).__name__}") from None
         return cls(ws, **kwargs)
 
     async def request(self, method: str, timeout: float = 10.0, **params: Any) -> dict:

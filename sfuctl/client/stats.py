@@ -6,10 +6,13 @@ import asyncio
 from typing import Callable
 
 from ..stats_schema import validate_snapshot
+from ..tokens import scrub, url_with_token
 from .signaling import SignalingClient, SignalingError
 
 EXIT_BAD_SNAPSHOT = 1
 EXIT_UNREACHABLE = 2
+EXIT_REFUSED = 3
+REFUSALS = ("unauthorized", "forbidden")
 CONNECT_TIMEOUT = 5.0
 RETRY_DELAYS = (0.5, 5.0)  # first and longest wait between reconnection attempts (doubling)
 
@@ -22,15 +25,20 @@ class StatsFailure(Exception):
         self.status = status
 
 
-async def fetch_snapshot(url: str, room: str | None = None, timeout: float = CONNECT_TIMEOUT) -> dict:
-    """One snapshot via `getStats`; StatsFailure when the server is unreachable or its answer is unreadable."""
+async def fetch_snapshot(url: str, room: str | None = None, timeout: float = CONNECT_TIMEOUT, token: str | None = None) -> dict:
+    """One snapshot via `getStats` (with an admin `token` on a server with auth); StatsFailure when the server
+    is unreachable, refuses, or its answer is unreadable."""
     try:
-        client = await SignalingClient.connect(url, timeout=timeout)
+        client = await SignalingClient.connect(url_with_token(url, token), timeout=timeout)
     except ConnectionError as exc:
-        raise StatsFailure(str(exc), EXIT_UNREACHABLE) from None
+        raise StatsFailure(scrub(str(exc)), EXIT_UNREACHABLE) from None
     try:
         snapshot = await client.request("getStats", timeout=timeout, **_room_param(room))
-    except (SignalingError, asyncio.TimeoutError) as exc:
+    except SignalingError as exc:
+        if exc.code in REFUSALS:
+            raise _refused(url, "getStats", exc) from None
+        raise StatsFailure(f"getStats failed on {url}: {exc}", EXIT_UNREACHABLE) from None
+    except asyncio.TimeoutError as exc:
         raise StatsFailure(f"getStats failed on {url}: {exc or 'timed out'}", EXIT_UNREACHABLE) from None
     finally:
         await client.close()
@@ -43,6 +51,7 @@ async def watch(
     room: str | None,
     on_snapshot: Callable[[dict], None],
     on_disconnected: Callable[[str], None],
+    token: str | None = None,
 ) -> None:
     """Subscribe to the server's stats stream and hand over each snapshot, forever.
 
@@ -52,9 +61,9 @@ async def watch(
     delay = RETRY_DELAYS[0]
     while True:
         try:
-            client = await SignalingClient.connect(url, timeout=CONNECT_TIMEOUT)
+            client = await SignalingClient.connect(url_with_token(url, token), timeout=CONNECT_TIMEOUT)
         except ConnectionError as exc:
-            on_disconnected(str(exc))
+            on_disconnected(scrub(str(exc)))
         else:
             try:
                 await client.request("subscribeStats", interval=interval, **_room_param(room))
@@ -62,6 +71,8 @@ async def watch(
                 while True:
                     on_snapshot(_checked(await _next_stats(client, max(5.0, 3 * interval)), url))
             except SignalingError as exc:
+                if exc.code in REFUSALS:
+                    raise _refused(url, "subscribeStats", exc) from None
                 if exc.code != "closed":
                     raise StatsFailure(f"{url} refused subscribeStats: {exc}", EXIT_BAD_SNAPSHOT) from None
                 on_disconnected("the server closed the connection")
@@ -95,6 +106,10 @@ def _checked(snapshot: dict, url: str) -> dict:
     except ValueError as exc:
         raise StatsFailure(f"{url} sent a snapshot this sfuctl cannot read ({exc})", EXIT_BAD_SNAPSHOT) from None
     return snapshot
+
+
+def _refused(url: str, method: str, error: SignalingError) -> StatsFailure:
+    return StatsFailure(f"{url} refused {method}: {error}; pass an admin token (--token)", EXIT_REFUSED)
 
 
 def _room_param(room: str | None) -> dict:

@@ -35,13 +35,15 @@ EXIT_ERROR = 2
     epilog=(
         "Example: sfuctl bots --count 50 --rooms 10 --duration 60 --json report.json\n\n"
         "The same 5-peer call as a full mesh: sfuctl bots --count 5 --mesh --duration 30\n\n"
+        "A server with access tokens: SFUCTL_AUTH_SECRET=... sfuctl bots --count 10 (one token minted per bot)\n\n"
         "Impairment is approximate and applies per bot, both directions: --delay is added round-trip time."
     ),
 )
 @click.option("--url", envvar="SFUCTL_URL", default="ws://127.0.0.1:8080", show_default=True, help="Signaling URL of the SFU.")
 @click.option("--whip", metavar="URL", default=None, help="Publish to this WHIP endpoint (any server) instead of --url; bots only publish.")
 @click.option("--whep", metavar="URL", default=None, help="Play from this WHEP endpoint (any server) instead of --url; bots only receive.")
-@click.option("--token", envvar="SFUCTL_WHIP_TOKEN", default=None, help="Bearer token for --whip/--whep (Authorization: Bearer TOKEN).")
+@click.option("--token", envvar="SFUCTL_WHIP_TOKEN", default=None, help="One access token (or --whip-token secret) for every bot: ?token= on the websocket, Bearer on --whip/--whep.")
+@click.option("--auth-secret", envvar="SFUCTL_AUTH_SECRET", default=None, help="The server's --auth-secret: mint each bot its own token (its room, identity and role).")
 @click.option("--count", type=click.IntRange(1, 10_000), default=10, show_default=True, help="Number of bots.")
 @click.option("--rooms", type=click.IntRange(1), default=1, show_default=True, help="Spread bots over room-1..N.")
 @click.option("--room", default=None, help="Put every bot in this room (instead of --rooms).")
@@ -69,6 +71,7 @@ def bots(
     whip: str | None,
     whep: str | None,
     token: str | None,
+    auth_secret: str | None,
     count: int,
     rooms: int,
     room: str | None,
@@ -116,6 +119,7 @@ def bots(
             mode=mode,
             mesh=mesh,
             token=token,
+            auth_secret=auth_secret,
             count=count,
             rooms=min(rooms, count),
             room=room,

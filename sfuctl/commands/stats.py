@@ -15,12 +15,13 @@ from ..runtime import run
 
 @click.command()
 @click.option("--url", envvar="SFUCTL_URL", default="ws://127.0.0.1:8080", show_default=True, help="Signaling URL of the server.")
+@click.option("--token", envvar="SFUCTL_TOKEN", default=None, help="An admin access token, for a server started with --auth-secret (sfuctl token create --admin).")
 @click.option("--room", default=None, help="Show only this room.")
 @click.option("--sort", type=click.Choice(list(SORTS)), default="worst", show_default=True, help="Row order within a room (worst first by default).")
 @click.option("--interval", type=click.FloatRange(0.1, 60), default=1.0, show_default=True, help="Seconds between updates.")
 @click.option("--once", is_flag=True, help="Print one snapshot and exit.")
 @click.option("--json", "as_json", is_flag=True, help="Print snapshots as JSON, one per line (docs/stats.md), not the dashboard.")
-def stats(url: str, room: str | None, sort: str, interval: float, once: bool, as_json: bool) -> None:
+def stats(url: str, token: str | None, room: str | None, sort: str, interval: float, once: bool, as_json: bool) -> None:
     """Watch a running SFU: per-consumer bitrate, loss, jitter, RTT, NACK/PLI and quality score.
 
     \b
@@ -28,20 +29,21 @@ def stats(url: str, room: str | None, sort: str, interval: float, once: bool, as
       sfuctl stats --url ws://127.0.0.1:8080      # live dashboard, Ctrl-C to quit
       sfuctl stats --room demo --sort loss
       sfuctl stats --once --json | jq '.rooms[].consumers[] | {peer_name, fraction_lost, rtt_ms}'
+      sfuctl stats --token "$(sfuctl token create --admin)"   # a server with --auth-secret
     Exit status: 0 done, 1 the server's answer is not a version-1 snapshot, 2 the server is unreachable
-    (with --once; the live views keep retrying and say so).
+    (with --once; the live views keep retrying and say so), 3 the server refused (no admin token).
     """
     try:
         if once:
-            snapshot = run(fetch_snapshot(url, room))
+            snapshot = run(fetch_snapshot(url, room, token=token))
             if as_json:
                 click.echo(json.dumps(snapshot))
             else:
                 Console().print(Dashboard().view(snapshot, url=url, room=room, sort=sort))
         elif as_json:
-            run(watch(url, interval, room, lambda s: click.echo(json.dumps(s)), _warn_reconnecting))
+            run(watch(url, interval, room, lambda s: click.echo(json.dumps(s)), _warn_reconnecting, token))
         else:
-            run(_live(url, room, sort, interval))
+            run(_live(url, room, sort, interval, token))
     except StatsFailure as exc:
         click.echo(f"sfuctl stats: {exc}", err=True)
         raise click.exceptions.Exit(exc.status) from None
@@ -80,8 +82,8 @@ class LiveView:
         self.live.update(view, refresh=True)
 
 
-async def _live(url: str, room: str | None, sort: str, interval: float) -> None:
+async def _live(url: str, room: str | None, sort: str, interval: float, token: str | None) -> None:
     with Live(console=Console(), auto_refresh=False, vertical_overflow="crop") as live:
         view = LiveView(live, url, room, sort)
         view.redraw()
-        await watch(url, interval, room, view.on_snapshot, view.on_disconnected)
+        await watch(url, interval, room, view.on_snapshot, view.on_disconnected, token)

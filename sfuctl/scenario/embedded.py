@@ -18,13 +18,14 @@ LOG_LEVEL = "error"
 
 
 @asynccontextmanager
-async def embedded_server(workers: int) -> AsyncIterator[str]:
+async def embedded_server(workers: int, auth_secret: str | None = None) -> AsyncIterator[str]:
     """The signaling URL of a server with `workers` worker processes on 127.0.0.1; stopped on exit.
+    With `auth_secret` it requires access tokens minted with it.
 
     One worker is reached directly; several sit behind a front in this process, as with `sfuctl serve`.
     Raises OSError when a worker does not start or the front cannot listen.
     """
-    config = ServerConfig(host="127.0.0.1", port=0, rtc_ports=(0, 0))
+    config = ServerConfig(host="127.0.0.1", port=0, rtc_ports=(0, 0), auth_secret=auth_secret)
     if workers == 1:
         (worker,) = await start_workers(config, 1, LOG_LEVEL, own_session=True)
         try:

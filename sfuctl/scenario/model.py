@@ -16,6 +16,7 @@ from typing import Any
 
 from ..bots.config import MAX_BOTS
 from ..bots.impairment import ImpairmentConfig, ImpairmentStep
+from ..tokens import check_secret
 from .metrics import KINDS, NO_GROUP, ROLES, Metric, parse_metric_key
 from .thresholds import Expression, parse_expression
 from .toml_lines import key_lines, line_of
@@ -106,10 +107,13 @@ class BotsSettings:
 
 @dataclass(frozen=True)
 class ServerSettings:
-    """`url` of a running server, or None for the embedded one with `workers` worker processes."""
+    """`url` of a running server, or None for the embedded one with `workers` worker processes.
+    `auth_secret`: the embedded server requires access tokens and the runner mints them (bots, stats); with
+    `url`, the running server's secret."""
 
     url: str | None = None
     workers: int = 1
+    auth_secret: str | None = None
 
 
 @dataclass(frozen=True)
@@ -170,7 +174,7 @@ class Scenario:
 
     def with_url(self, url: str | None) -> Scenario:
         """The same scenario against the server at `url` (None keeps the file's choice)."""
-        return self if url is None else replace(self, server=ServerSettings(url=url))
+        return self if url is None else replace(self, server=ServerSettings(url=url, auth_secret=self.server.auth_secret))
 
 
 def parse_duration(value: object) -> float:
@@ -318,12 +322,13 @@ class _Reader:
                                                 f"{len(topologies)} or more, or leave it out")
 
     def server(self, table: dict) -> ServerSettings:
-        self.unknown(table, ("server",), ("url", "workers"))
+        self.unknown(table, ("server",), ("url", "workers", "auth_secret"))
         url = self.get(table, ("server", "url"), _url)
         workers = self.get(table, ("server", "workers"), _integer(1, 64), 1)
+        auth_secret = self.get(table, ("server", "auth_secret"), _secret)
         if url is not None and "workers" in table:
             self.problem(("server", "workers"), "workers is for the embedded server; remove it or remove url")
-        return ServerSettings(url=url, workers=workers)
+        return ServerSettings(url=url, workers=workers, auth_secret=auth_secret)
 
     def bots(self, table: dict) -> BotsSettings:
         self.unknown(table, ("bots",), BOTS_KEYS)
@@ -591,6 +596,13 @@ def _duration(low: float, high: float = 86_400.0) -> Callable[[object], float]:
 
 def _seconds(value: float) -> str:
     return f"{value * 1000:g}ms" if 0 < value < 1 else f"{value:g}s"
+
+
+def _secret(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected the auth secret as a string, not {value!r}")
+    check_secret(value)
+    return value
 
 
 def _url(value: object) -> str:

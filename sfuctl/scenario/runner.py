@@ -24,6 +24,7 @@ from ..bots.runner import BotsError, ServerUnreachable, check_server, run_bots
 from ..bots.stats import Sample, StreamSample
 from ..client.stats import StatsFailure, watch
 from ..media import ensure_default_media
+from ..tokens import claims, mint
 from .embedded import embedded_server
 from .histogram import LogHistogram
 from .metrics import Recorder
@@ -35,6 +36,8 @@ STATS_INTERVAL = 1.0
 # The bots stay this much longer than the scenario, so that their sample at its very end is taken before
 # anyone leaves; what they measure afterwards is not counted.
 END_MARGIN = 0.5
+# The stats stream reconnects with one admin token for the whole run; scenarios last at most a day.
+STATS_TOKEN_TTL = 2 * 86_400.0
 ABORT_CHECK_INTERVAL = 1.0
 
 EXIT_PASSED = 0
@@ -233,6 +236,7 @@ async def _run(
             seed=seed,
             join_timeout=settings.join_timeout,
             connect_timeout=min(10.0, settings.join_timeout / 2),
+            auth_secret=scenario.server.auth_secret,
         )
     except ValueError as exc:
         raise RunFailed(str(exc)) from None
@@ -301,7 +305,7 @@ async def _run(
     tasks = [
         asyncio.create_task(mark_end()),
         asyncio.create_task(check_aborts()),
-        asyncio.create_task(_stats(url, on_snapshot, observer.server_lost)),
+        asyncio.create_task(_stats(url, scenario.server.auth_secret, on_snapshot, observer.server_lost)),
     ]
     try:
         if agents is None:
@@ -341,10 +345,12 @@ async def _run(
     return report
 
 
-async def _stats(url: str, on_snapshot: Callable[[dict], None], on_lost: Callable[[str], None]) -> None:
-    """The server's stats stream for the live view and the server.* metrics; a refusal only ends the stream."""
+async def _stats(url: str, auth_secret: str | None, on_snapshot: Callable[[dict], None], on_lost: Callable[[str], None]) -> None:
+    """The server's stats stream for the live view and the server.* metrics (with an admin token minted
+    from `auth_secret`); a refusal only ends the stream."""
+    token = mint(auth_secret, claims(room=None, identity=None, ttl=STATS_TOKEN_TTL, admin=True)) if auth_secret else None
     with contextlib.suppress(StatsFailure):
-        await watch(url, STATS_INTERVAL, None, on_snapshot, on_lost)
+        await watch(url, STATS_INTERVAL, None, on_snapshot, on_lost, token)
 
 
 def _default_media(progress: Callable[[int, int], None]) -> tuple[str, ...]:
@@ -369,7 +375,7 @@ async def _server(scenario: Scenario) -> AsyncIterator[tuple[str, bool]]:
         return
     async with contextlib.AsyncExitStack() as stack:
         try:
-            url = await stack.enter_async_context(embedded_server(scenario.server.workers))
+            url = await stack.enter_async_context(embedded_server(scenario.server.workers, scenario.server.auth_secret))
         except OSError as exc:
             raise RunFailed(f"the embedded server did not start: {exc}") from None
         yield url, True

@@ -1,5 +1,6 @@
 // The page: a join form, the tiles, errors, a stats overlay refreshed every second, and hooks for tests
-// (window.sfuctl). URL parameters: room, name, autojoin=1, ice=URL[,URL...] (+ iceUser, icePass).
+// (window.sfuctl). URL parameters: room, name, token (an access token, docs/security.md), autojoin=1,
+// ice=URL[,URL...] (+ iceUser, icePass).
 
 import { Session, describe } from "./session.js";
 import { BitrateMeter, outboundStreams } from "./stats.js";
@@ -15,6 +16,7 @@ const params = new URLSearchParams(location.search);
 const form = document.getElementById("join-form");
 const roomInput = document.getElementById("room");
 const nameInput = document.getElementById("name");
+const tokenInput = document.getElementById("token");
 const joinButton = document.getElementById("join");
 const leaveButton = document.getElementById("leave");
 const statusLine = document.getElementById("status");
@@ -30,7 +32,7 @@ function setState(state, text) {
   statusLine.textContent = text;
   const idle = state === "idle";
   joinButton.disabled = !idle;
-  roomInput.disabled = nameInput.disabled = !idle;
+  roomInput.disabled = nameInput.disabled = tokenInput.disabled = !idle;
   leaveButton.disabled = state !== "joined";
 }
 
@@ -100,6 +102,7 @@ async function join(room, name) {
     url: signalingUrl(),
     room,
     name,
+    token: tokenInput.value.trim() || null,
     rtcConfig: rtcConfig(),
     events: {
       peer: (peer) => tiles.ensure(peer.id, peer.name || "anonymous"),
@@ -211,6 +214,7 @@ form.addEventListener("submit", (event) => {
 leaveButton.addEventListener("click", leave);
 roomInput.value = params.get("room") || "";
 nameInput.value = params.get("name") || "";
+tokenInput.value = params.get("token") || "";
 setState("idle", "not in a room");
 scheduleStats();
 

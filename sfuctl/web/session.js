@@ -7,13 +7,15 @@ import { inboundStreams } from "./stats.js";
 
 export class Session {
   /**
-   * url: the signaling websocket; rtcConfig: RTCPeerConnection configuration;
+   * url: the signaling websocket; token: an access token sent with join (null on an open server);
+   * rtcConfig: RTCPeerConnection configuration;
    * events: {peer(peer), peerLeft(peerId), track(peerId, track), trackEnded(peerId, track), error(text), closed(reason)}.
    */
-  constructor({ url, room, name, rtcConfig, events }) {
+  constructor({ url, room, name, token, rtcConfig, events }) {
     this.url = url;
     this.room = room;
     this.name = name;
+    this.token = token;
     this.rtcConfig = rtcConfig;
     this.events = events;
     this.signaling = null;
@@ -38,7 +40,9 @@ export class Session {
       (method, params) => this.notified(method, params),
       (reason) => this.lost(reason),
     );
-    const joined = await this.signaling.request("join", { room: this.room, name: this.name });
+    const request = { room: this.room, name: this.name };
+    if (this.token) request.token = this.token; // in join, not the websocket URL: URLs end up in logs
+    const joined = await this.signaling.request("join", request);
     this.peerId = joined.peerId;
     for (const peer of joined.peers) this.addPeer(peer);
     for (const producer of joined.producers) this.addProducer(producer);
@@ -210,6 +214,9 @@ export class Session {
     switch (method) {
       case "peerJoined":
         this.addPeer(params.peer);
+        break;
+      case "closed": // e.g. duplicate_identity: the same identity joined from elsewhere
+        this.lost(`the server closed the session: ${params.code} (${params.message})`);
         break;
       case "peerLeft":
         for (const producer of [...this.producers.values()]) {
