@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from sfuctl.client.signaling import SignalingClient
 from sfuctl.media import ensure_default_media
+from sfuctl.tokens import scrub
 
 from .config import BotPlan, BotsConfig, load_tracks, plan_bots
 from .group import BotGroup, JoinEvent
@@ -53,7 +54,7 @@ async def check_server(url: str, timeout: float = 5.0) -> None:
         client = await SignalingClient.connect(url, timeout=timeout)
     except ConnectionError as exc:
         reason = str(exc).split(": ", 1)[-1] if ": " in str(exc) else str(exc)
-        raise ServerUnreachable(url, reason) from None
+        raise ServerUnreachable(scrub(url), reason) from None
     await client.close()
 
 
