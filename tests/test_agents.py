@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from sfuctl.agents.link import agent_key, connect, inbox_key, redis_clock, run_key, sign
-from sfuctl.server.app import RunningServer
+from sfuctl.server.app import RunningServer, start_server
+from sfuctl.server.config import ServerConfig
 
 from .redis_server import free_port
 from .scenario_files import RUN, small_media
@@ -192,3 +193,25 @@ async def test_redis_down_at_start_is_one_line_and_exit_1(tmp_path: Path, media:
     process = await asyncio.create_subprocess_exec(*AGENT, "--redis", down, env=ENV, stderr=asyncio.subprocess.PIPE)
     _, err = await process.communicate()
     assert process.returncode == 1 and err.decode().startswith(f"error: cannot reach Redis at {down}")
+
+
+async def test_agents_run_bots_on_a_server_with_access_tokens_without_ever_getting_its_secret(
+    agents: Agents, tmp_path: Path, media: tuple[str, str]
+) -> None:
+    auth_secret = "server-secret-" + "a" * 32
+    server = await start_server(ServerConfig(host="127.0.0.1", port=0, rtc_ports=(0, 0), auth_secret=auth_secret))
+    try:
+        await agents.start("a1")
+        path = meeting(tmp_path, media)
+        path.write_text(path.read_text().replace("[bots]", f'[server]\nauth_secret = "{auth_secret}"\n\n[bots]'))
+        out = tmp_path / "run.json"
+        code, stdout, stderr = await controller(str(path), "--url", server.url, "--agents", agents.redis_url,
+                                                "--json", str(out), "-q")
+        # The agent's plan has no secret (config.auth_secret is null there): each bot joins with its plan's token.
+        assert code == 0, stdout + stderr
+        bots = json.loads(out.read_text())["bots"]["bots"]
+        assert [bot["status"] for bot in bots] == ["left"] * 6
+        assert len({bot["peer_id"] for bot in bots}) == 6
+        assert auth_secret not in out.read_text() and auth_secret not in "".join(agents.output["a1"])
+    finally:
+        await server.close()

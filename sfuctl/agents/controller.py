@@ -10,12 +10,12 @@ import json
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from redis import asyncio as aioredis
 
 from .. import __version__
-from ..bots.config import BotPlan, BotsConfig
+from ..bots.config import BotPlan, BotsConfig, access_token
 from ..bots.group import JoinEvent
 from ..bots.report import BotsReport, build_report, placeholder_bot
 from ..bots.runner import CHILD_LEAVE_TIMEOUT, CHILD_READY_TIMEOUT
@@ -215,11 +215,13 @@ class _Run:
 
     async def send_plans(self) -> None:
         offset, _ = await redis_clock(self.client)
-        config = self.config.to_dict()
+        # The server's auth secret stays here: each bot's plan carries its own token instead.
+        config = {**self.config.to_dict(), "auth_secret": None}
         for name, share in self.shares.items():
+            plans = [replace(plan, token=access_token(self.config, plan)) if self.config.auth_secret else plan for plan in share]
             await self.send(name, {
                 "kind": "plan", "version": self.controller.version, "issued": time.time() + offset,
-                "config": config, "plans": [plan.to_dict() for plan in share],
+                "config": config, "plans": [plan.to_dict() for plan in plans],
                 "measure": self.measure.body(share) if self.measure is not None else None,
             })
 

@@ -19,7 +19,7 @@ from sfuctl.client.signaling import SignalingClient, SignalingError
 from sfuctl.encoded import EncodedTrack
 from sfuctl.rtc.connection import Connection, IceRole
 from sfuctl.rtc.dtls import DtlsCertificate
-from sfuctl.tokens import claims, mint, url_with_token
+from sfuctl.tokens import url_with_token
 
 from .config import BotPlan
 from .impairment import ImpairmentConfig
@@ -33,7 +33,6 @@ from .udp import open_bot_connection
 log = logging.getLogger(__name__)
 
 LEAVE_TIMEOUT = 2.0
-TOKEN_TTL = 3600.0  # a minted token is checked once, at join, moments after minting
 RESUBSCRIBE_DELAY = 0.2
 MAX_RESUBSCRIBE_RETRIES = 5
 
@@ -54,22 +53,7 @@ class BotEnv:
     decode: bool
     started_at: float  # time.monotonic() when the run started
     loop_started_at: float = 0.0  # the same instant on the event loop's clock (impairment timelines)
-    token: str | None = None  # one access token for every bot
-    auth_secret: str | None = None  # mint each bot its own token instead
-
-    def access_token(self, plan: BotPlan, identity: str) -> str | None:
-        """The bot's access token: minted for its room, identity and role when there is a secret."""
-        if self.auth_secret is None:
-            return self.token
-        body = claims(
-            room=plan.room,
-            identity=identity,
-            ttl=TOKEN_TTL,
-            publish=tuple(self.tracks) if plan.publish else (),
-            subscribe=plan.subscribe,
-            data=plan.mesh,
-        )
-        return mint(self.auth_secret, body)
+    access_token: Callable[[BotPlan], str | None] = lambda plan: None  # a bot's token (config.access_token)
 
 
 class JoinError(Exception):
@@ -175,7 +159,7 @@ class Bot:
         self.status = "joining"
         self.join_started_at = time.monotonic()
         self._stage = "connecting signaling"
-        url = url_with_token(self.env.url, self.env.access_token(self.plan, self.cname))
+        url = url_with_token(self.env.url, self.env.access_token(self.plan))
         self.signaling = await SignalingClient.connect(url, timeout=self.env.connect_timeout)
         self._stage = "joining"
         joined = await self.signaling.request("join", room=self.plan.room, name=self.plan.name)

@@ -9,13 +9,14 @@ from urllib.parse import urlsplit
 
 from sfuctl.encoded import EncodedTrack, load_track
 from sfuctl.rtc.batching import REPORT_INTERVAL
-from sfuctl.tokens import check_secret
+from sfuctl.tokens import check_secret, claims, mint
 
 from .impairment import ImpairmentConfig, ImpairmentStep
 
 MAX_BOTS = 10_000
 MAX_ROOM_NAME = 64
 MODES = ("websocket", "whip", "whep")
+TOKEN_TTL = 3600.0  # a bot's token is checked once, when it joins, within the run's first hour
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,7 @@ class BotPlan:
     stop_offset: float | None = None
     network: tuple[ImpairmentStep, ...] = ()
     mesh: bool = False
+    token: str | None = None  # its own access token, minted where the secret is (load agents never get it)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -159,6 +161,30 @@ class BotPlan:
         if self.network:
             return self.network
         return (ImpairmentStep(0.0, default),) if self.impaired else ()
+
+
+def bot_identity(plan: BotPlan, seed: int) -> str:
+    """A bot's identity in its room (its peer id): unique within a run, the same wherever the bot runs."""
+    return f"{plan.name}-{seed:08x}"
+
+
+def access_token(config: BotsConfig, plan: BotPlan) -> str | None:
+    """The bot's access token: its plan's own, one minted from the config's auth secret for its room, identity
+    and role (the kinds it sends, subscribe if it subscribes, data for a mesh), or the config's shared one."""
+    if plan.token is not None:
+        return plan.token
+    if config.auth_secret is None:
+        return config.token
+    kinds = tuple(kind for kind, on in (("audio", config.audio), ("video", config.video)) if on and plan.publish)
+    body = claims(
+        room=plan.room,
+        identity=bot_identity(plan, config.seed),
+        ttl=TOKEN_TTL,
+        publish=kinds,
+        subscribe=plan.subscribe,
+        data=plan.mesh,
+    )
+    return mint(config.auth_secret, body)
 
 
 def plan_bots(config: BotsConfig) -> list[BotPlan]:

@@ -17,7 +17,7 @@ from sfuctl.rtc.dtls import DtlsCertificate
 from .bot import Bot, BotEnv
 from .http_bot import HttpBot
 from .mesh import MeshBot
-from .config import BotPlan, BotsConfig
+from .config import BotPlan, BotsConfig, access_token
 from .pacer import Pacer
 from .stats import RoomCounters, StreamSample
 
@@ -87,8 +87,7 @@ class BotGroup:
             decode=self.config.decode,
             started_at=time.monotonic() + (start - loop.time()),
             loop_started_at=start,
-            token=self.config.token,
-            auth_secret=self.config.auth_secret,
+            access_token=lambda plan: access_token(self.config, plan),
         )
         self.bots = [_bot_class(self.config, plan)(plan, env) for plan in self.plans]
         tasks = [asyncio.create_task(self._run_bot(bot, stop, start)) for bot in self.bots]

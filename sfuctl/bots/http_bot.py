@@ -75,7 +75,7 @@ class HttpBot(Bot):
         conn.set_remote(answer.ice, answer.fingerprints, answer.dtls_role, answer.candidates)  # type: ignore[arg-type]
 
     def _headers(self) -> dict[str, str]:
-        token = self.env.access_token(self.plan, self.cname)
+        token = self.env.access_token(self.plan)
         return {"Authorization": f"Bearer {token}"} if token else {}
 
     async def _post(self, offer: str) -> str:
