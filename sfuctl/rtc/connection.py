@@ -60,6 +60,8 @@ class Connection:
         self.local_fingerprint = certificate.fingerprint
         self.local_candidate: tuple[str, int] | None = None
         self.state = "new"
+        # Called with each decrypted DTLS application-data record (SCTP), once connected.
+        self.on_data: Callable[[bytes], None] | None = None
         self.bytes_received = 0
         self.bytes_sent = 0
         self.packets_received = 0
@@ -98,6 +100,11 @@ class Connection:
         return self._dtls.srtp_profile.name
 
     @property
+    def dtls_role(self) -> DtlsRole | None:
+        """"client" or "server" once the remote description is set (RFC 8832 stream-id parity follows it)."""
+        return self._dtls.role if self._dtls is not None else None
+
+    @property
     def timers(self) -> list[asyncio.Handle]:
         """The loop timers this connection currently holds (empty once closed or failed)."""
         handles = [self._connect_timer, self._ice_timer, self._consent_timer]
@@ -123,6 +130,7 @@ class Connection:
             self._loop,
             on_state=self._on_dtls_state,
             srtp_profiles=self.srtp_profiles,
+            on_data=self._on_dtls_data,
         )
         self._set_state("connecting")
         self._connect_timer = self._loop.call_later(self.connect_timeout, self._on_connect_timeout)
@@ -202,6 +210,11 @@ class Connection:
             return
         self._send_to_remote(data)
 
+    def send_data(self, data: bytes) -> None:
+        """Send one DTLS application-data record (an SCTP packet); dropped when not connected."""
+        if self._dtls is not None and self.state == "connected":
+            self._dtls.send_data(data)
+
     def close(self) -> None:
         """Send DTLS close_notify, cancel every timer and go "closed"; idempotent."""
         self._stop("closed")
@@ -280,6 +293,10 @@ class Connection:
             self._set_state("connected")
         elif state in ("closed", "failed"):
             self._stop(state)
+
+    def _on_dtls_data(self, data: bytes) -> None:
+        if self.on_data is not None:
+            self.on_data(data)
 
     def _on_connect_timeout(self) -> None:
         self._connect_timer = None

@@ -167,6 +167,7 @@ class DtlsEndpoint:
         loop: asyncio.AbstractEventLoop,
         on_state: Callable[[str], None] | None = None,
         srtp_profiles: Sequence[SrtpProfile] = SRTP_PROFILES,
+        on_data: Callable[[bytes], None] | None = None,
     ) -> None:
         if role not in ("client", "server"):
             raise ValueError("DTLS role must be 'client' or 'server'")
@@ -180,6 +181,7 @@ class DtlsEndpoint:
         self._send = send
         self._loop = loop
         self._on_state = on_state
+        self.on_data = on_data
         self._profiles = tuple(srtp_profiles)
         self._timer: asyncio.TimerHandle | None = None
         self._ssl = SSL.Connection(certificate.context(self._profiles), None)
@@ -216,11 +218,14 @@ class DtlsEndpoint:
         self._ssl.bio_write(data)
         if self.state == "connecting":
             self._handshake()
-            return
+            if self.state != "connected":
+                return
         try:
             while True:
-                # Application data (a data channel) is not used: drain and drop it.
-                self._ssl.recv(65536)
+                # Application data is SCTP (data channels); dropped when nobody takes it.
+                record = self._ssl.recv(65536)
+                if self.on_data is not None and self.state == "connected":
+                    self.on_data(record)
         except SSL.WantReadError:
             # May be a retransmitted peer flight our last flight answers again.
             self._flush()
@@ -230,6 +235,18 @@ class DtlsEndpoint:
             self.error = str(exc)
             self._flush()
             self._finish("failed")
+
+    def send_data(self, data: bytes) -> None:
+        """Encrypt and send one application-data record (an SCTP packet); dropped unless connected."""
+        if self.state != "connected":
+            return
+        try:
+            self._ssl.send(data)
+        except SSL.Error as exc:
+            self.error = str(exc)
+            self._finish("failed")
+            return
+        self._flush()
 
     def close(self) -> None:
         """Send close_notify (if the handshake started) and stop; idempotent."""
