@@ -201,7 +201,22 @@ class DashboardView:
             if wide:
                 cells.append(sparkline(list(self.dashboard.bitrates.get(c["id"], ()))))
             table.add_row(*cells, style=SEVERITY_STYLES[severity(c)])
-        return [title, table]
+        return [title, table, *self._data_line(room)]
+
+    @staticmethod
+    def _data_line(room: dict) -> list[RenderableType]:
+        """One line of data channel totals, yellow when messages were dropped; nothing without data channels."""
+        producers, consumers = room.get("data_producers", []), room.get("data_consumers", [])
+        if not producers:
+            return []
+        dropped = sum(p["dropped"] for p in producers) + sum(c["dropped"] for c in consumers)
+        return [
+            Text(
+                f"data · {len(producers)} channels · {sum(p['messages_in'] for p in producers)} messages in · "
+                f"{sum(c['messages_out'] for c in consumers)} relayed · {dropped} dropped",
+                style=SEVERITY_STYLES[1] if dropped else "",
+            )
+        ]
 
 
 def _duration(seconds: float) -> str:

@@ -29,7 +29,14 @@ FIELDS: dict[str, dict[str, str]] = {
         "rtc_port": "int",
         "unknown_datagrams": "int",
     },
-    "room": {"name": "str", "peers": "array", "producers": "array", "consumers": "array"},
+    "room": {
+        "name": "str",
+        "peers": "array",
+        "producers": "array",
+        "consumers": "array",
+        "data_producers": "array",
+        "data_consumers": "array",
+    },
     "peer": {"id": "str", "name": "str", "transports": "array"},
     "transport": {
         "id": "str",
@@ -46,6 +53,9 @@ FIELDS: dict[str, dict[str, str]] = {
         "packets_sent": "int",
         "srtp_errors": "int",
         "invalid_rtcp": "int",
+        "sctp_state": "str?",
+        "data_channels": "int",
+        "data_invalid": "int",
     },
     "producer": {
         "id": "str",
@@ -95,6 +105,29 @@ FIELDS: dict[str, dict[str, str]] = {
         "score": "int",
         "producer_score": "int",
     },
+    "data_producer": {
+        "id": "str",
+        "peer": "str",
+        "peer_name": "str",
+        "label": "str",
+        "stream_id": "int",
+        "messages_in": "int",
+        "bytes_in": "int",
+        "dropped": "int",
+        "dropped_oversize": "int",
+        "dropped_rate": "int",
+        "consumers": "int",
+    },
+    "data_consumer": {
+        "id": "str",
+        "peer": "str",
+        "data_producer": "str",
+        "label": "str",
+        "stream_id": "int",
+        "messages_out": "int",
+        "bytes_out": "int",
+        "dropped": "int",
+    },
 }
 # Where arrays and objects lead: (parent object, field) -> the object type of the value or of its items.
 CHILDREN: dict[tuple[str, str], str] = {
@@ -103,6 +136,8 @@ CHILDREN: dict[tuple[str, str], str] = {
     ("room", "peers"): "peer",
     ("room", "producers"): "producer",
     ("room", "consumers"): "consumer",
+    ("room", "data_producers"): "data_producer",
+    ("room", "data_consumers"): "data_consumer",
     ("peer", "transports"): "transport",
 }
 RANGES: dict[str, tuple[float, float]] = {

@@ -79,7 +79,8 @@ def test_renegotiation_keeps_credentials_and_bumps_the_version() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"mid": "0", "kind": "data", "direction": "recvonly", "codecs": (VP8,)}, "m-line kind must be 'audio' or 'video', not 'data'"),
+        ({"mid": "0", "kind": "data", "direction": "recvonly", "codecs": (VP8,)}, "m-line kind must be 'audio', 'video' or 'application', not 'data'"),
+        ({"mid": "0", "kind": "application", "direction": "recvonly", "codecs": ()}, "application m-line 0 takes no codecs or SSRC and is sendrecv or inactive"),
         ({"mid": "0", "kind": "video", "direction": "up", "codecs": (VP8,)}, "m-line direction must be one of sendonly, recvonly, sendrecv, inactive, not 'up'"),
         ({"mid": "a b", "kind": "video", "direction": "recvonly", "codecs": (VP8,)}, "mid must be a non-empty token, not 'a b'"),
         ({"mid": "0", "kind": "video", "direction": "recvonly", "codecs": ()}, "m-line 0 needs at least one codec"),
@@ -172,3 +173,30 @@ def test_parse_answer_rejects_incomplete_answers(mangle, message: str) -> None:
 def test_parse_answer_reports_a_malformed_sdp() -> None:
     with pytest.raises(ValueError, match=r"^malformed SDP answer: "):
         parse_answer(server_answer().replace("a=rtpmap:102 H264/90000", "a=rtpmap:102"))
+
+
+def test_an_application_section_offers_data_channels_and_the_answer_accepts_or_rejects_it() -> None:
+    sections = [*publish_sections(), OfferSection("2", "application", "sendrecv", ())]
+    parsed = parse_offer(offer(sections))
+    data = parsed.media[2]
+    assert (data.kind, data.mid, data.sctp_port, data.max_message_size, data.rejected) == ("application", "2", 5000, 65536, False)
+    assert parsed.application is data
+    accepted = build_answer(
+        session_id=1,
+        ice=SERVER_ICE,
+        fingerprint=FINGERPRINT,
+        candidate=("127.0.0.1", 40000),
+        setup="passive",
+        media=[MediaAnswer(data, None, "sendrecv", max_message_size=1234)],
+    )
+    assert "a=group:BUNDLE 2" in accepted
+    assert "m=application 40000 UDP/DTLS/SCTP webrtc-datachannel" in accepted and "a=max-message-size:1234" in accepted
+    answer = parse_answer(accepted)
+    assert (answer.media["2"].sctp_port, answer.media["2"].max_message_size) == (5000, 1234)
+    rejected = build_answer(
+        session_id=1, ice=SERVER_ICE, fingerprint=FINGERPRINT, candidate=("127.0.0.1", 40000), setup="passive",
+        media=[MediaAnswer(parsed.media[0], choose_codec(parsed.media[0]), "recvonly"), MediaAnswer(data, None, "inactive")],
+    )  # fmt: skip
+    assert "m=application 0 UDP/DTLS/SCTP webrtc-datachannel" in rejected and "a=group:BUNDLE 0\r" in rejected
+    dropped = parse_offer(offer([*publish_sections(), OfferSection("2", "application", "inactive", ())]))
+    assert dropped.media[2].rejected and dropped.application is None

@@ -167,12 +167,17 @@ def sample_snapshot() -> dict:
     transport = {"id": "t-1", "state": "connected", "ice_state": "connected", "dtls_state": "connected",
                  "srtp_profile": "SRTP_AEAD_AES_128_GCM", "remote_address": "127.0.0.1:5000", "producers": 1,
                  "consumers": 0, "bytes_received": 1, "bytes_sent": 1, "packets_received": 1, "packets_sent": 1,
-                 "srtp_errors": 0, "invalid_rtcp": 0}  # fmt: skip
+                 "srtp_errors": 0, "invalid_rtcp": 0, "sctp_state": None, "data_channels": 0, "data_invalid": 0}  # fmt: skip
     server = {"uptime_s": 1.0, "rooms": 1, "peers": 2, "producers": 1, "consumers": 1, "transports": 2,
               "bitrate_in_bps": 8000, "bitrate_out_bps": 8000, "cpu_percent": 3.5, "rtc_port": 40000,
               "unknown_datagrams": 0}  # fmt: skip
     room = {"name": "demo", "peers": [{"id": "peer-a", "name": "alice", "transports": [transport]}],
-            "producers": [producer], "consumers": [consumer]}  # fmt: skip
+            "producers": [producer], "consumers": [consumer],
+            "data_producers": [{"id": "dp-1", "peer": "peer-a", "peer_name": "alice", "label": "chat", "stream_id": 0,
+                                "messages_in": 5, "bytes_in": 50, "dropped": 1, "dropped_oversize": 0, "dropped_rate": 1,
+                                "consumers": 1}],
+            "data_consumers": [{"id": "dc-1", "peer": "peer-b", "data_producer": "dp-1", "label": "chat", "stream_id": 1,
+                                "messages_out": 4, "bytes_out": 40, "dropped": 0}]}  # fmt: skip
     return {"version": 1, "time": 1700000000.5, "server": server, "rooms": [room]}
 
 

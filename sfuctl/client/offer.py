@@ -14,7 +14,8 @@ from aiortc import sdp as aiortc_sdp
 
 from sfuctl.rtc.connection import Connection
 from sfuctl.rtc.ice import IceParameters
-from sfuctl.rtc.sdp import MID_URI, VIDEO_FEEDBACK, Codec, parse_session
+from sfuctl.rtc.sctp import DEFAULT_MAX_MESSAGE_SIZE
+from sfuctl.rtc.sdp import MID_URI, SCTP_PORT, VIDEO_FEEDBACK, Codec, parse_session
 
 MID_EXTENSION_ID = 1
 DIRECTIONS = ("sendonly", "recvonly", "sendrecv", "inactive")
@@ -35,7 +36,11 @@ SEND_CODECS: dict[str, Codec] = {"opus": OPUS, "VP8": VP8, "H264": H264}
 
 @dataclass(frozen=True)
 class OfferSection:
-    """One m-line of a client offer. A sending section carries its SSRC, CNAME and msid (stream, track)."""
+    """One m-line of a client offer. A sending section carries its SSRC, CNAME and msid (stream, track).
+
+    Kind "application" is the data channel section (SCTP over the transport's DTLS): no codecs, direction
+    "sendrecv" (or "inactive" to drop it).
+    """
 
     mid: str
     kind: str
@@ -46,13 +51,16 @@ class OfferSection:
     msid: tuple[str, str] | None = None
 
     def __post_init__(self) -> None:
-        if self.kind not in ("audio", "video"):
-            raise ValueError(f"m-line kind must be 'audio' or 'video', not {self.kind!r}")
+        if self.kind not in ("audio", "video", "application"):
+            raise ValueError(f"m-line kind must be 'audio', 'video' or 'application', not {self.kind!r}")
         if self.direction not in DIRECTIONS:
             raise ValueError(f"m-line direction must be one of {', '.join(DIRECTIONS)}, not {self.direction!r}")
         if not self.mid or any(c.isspace() for c in self.mid):
             raise ValueError(f"mid must be a non-empty token, not {self.mid!r}")
-        if not self.codecs:
+        if self.kind == "application":
+            if self.codecs or self.ssrc is not None or self.direction not in ("sendrecv", "inactive"):
+                raise ValueError(f"application m-line {self.mid} takes no codecs or SSRC and is sendrecv or inactive")
+        elif not self.codecs:
             raise ValueError(f"m-line {self.mid} needs at least one codec")
         if self.ssrc is not None and not 0 < self.ssrc <= 0xFFFFFFFF:
             raise ValueError(f"SSRC {self.ssrc} outside 1..2^32-1")
@@ -96,6 +104,23 @@ def build_offer(
 
 
 def _section_lines(s: OfferSection, ice: IceParameters, fingerprint: str, host: str, port: int) -> list[str]:
+    transport = [
+        f"a=ice-ufrag:{ice.ufrag}",
+        f"a=ice-pwd:{ice.pwd}",
+        f"a=fingerprint:{fingerprint}",
+        "a=setup:actpass",
+        f"a=candidate:1 1 udp 2130706431 {host} {port} typ host",
+        "a=end-of-candidates",
+    ]
+    if s.kind == "application":
+        return [
+            f"m=application {0 if s.direction == 'inactive' else port} UDP/DTLS/SCTP webrtc-datachannel",
+            f"c=IN IP4 {host}",
+            f"a=mid:{s.mid}",
+            *transport,
+            f"a=sctp-port:{SCTP_PORT}",
+            f"a=max-message-size:{DEFAULT_MAX_MESSAGE_SIZE}",
+        ]
     formats = " ".join(str(c.payload_type) for c in s.codecs)
     if s.direction == "inactive":
         return [f"m={s.kind} 0 UDP/TLS/RTP/SAVPF {formats}", f"c=IN IP4 {host}", f"a=mid:{s.mid}", "a=inactive"]
@@ -120,15 +145,7 @@ def _section_lines(s: OfferSection, ice: IceParameters, fingerprint: str, host: 
         if s.msid is not None:
             lines.append(f"a=msid:{s.msid[0]} {s.msid[1]}")
         lines.append(f"a=ssrc:{s.ssrc} cname:{s.cname or 'sfuctl-bot'}")
-    lines += [
-        f"a=ice-ufrag:{ice.ufrag}",
-        f"a=ice-pwd:{ice.pwd}",
-        f"a=fingerprint:{fingerprint}",
-        "a=setup:actpass",
-        f"a=candidate:1 1 udp 2130706431 {host} {port} typ host",
-        "a=end-of-candidates",
-    ]
-    return lines
+    return lines + transport
 
 
 @dataclass(frozen=True)
@@ -143,6 +160,9 @@ class AnswerMedia:
     cname: str | None = None
     msid: tuple[str, str] | None = None
     extensions: dict[str, int] = field(default_factory=dict)
+    # An accepted application section: the server's SCTP port and a=max-message-size.
+    sctp_port: int | None = None
+    max_message_size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -179,7 +199,7 @@ def connection_offer(connection: Connection, sections: Sequence[OfferSection], *
 def parse_answer(text: str) -> Answer:
     """Read the server's SDP answer; ValueError names what is missing or malformed."""
     session = parse_session(text, "SDP answer")
-    accepted = [m for m in session.media if m.port != 0 and m.kind in ("audio", "video")]
+    accepted = [m for m in session.media if m.port != 0 and m.kind in ("audio", "video", "application")]
     if not accepted:
         raise ValueError("SDP answer accepts no m-line")
     first = accepted[0]
@@ -216,6 +236,11 @@ def parse_answer(text: str) -> Answer:
 
 def _answer_media(m: object, mid: str) -> AnswerMedia:
     direction = m.direction or "sendrecv"
+    if m.kind == "application":
+        if m.port == 0 or m.sctp_port is None:
+            return AnswerMedia(mid, m.kind, "inactive", None)
+        size = m.sctpCapabilities.maxMessageSize if m.sctpCapabilities else None
+        return AnswerMedia(mid, m.kind, "sendrecv", None, sctp_port=m.sctp_port, max_message_size=size)
     if m.port == 0 or direction == "inactive" or not m.rtp.codecs:
         return AnswerMedia(mid, m.kind, "inactive", None)
     c = m.rtp.codecs[0]

@@ -45,6 +45,8 @@ def _port_range(ctx: click.Context, param: click.Parameter, value: str) -> tuple
 @click.option("--auth-key-file", envvar="SFUCTL_AUTH_KEY_FILE", default=None, type=click.Path(exists=True, dir_okay=False), help="PEM public key (RSA, Ed25519 or EC P-256): access tokens signed with its private key are accepted.")
 @click.option("--metrics-token", envvar="SFUCTL_METRICS_TOKEN", default=None, help="A bearer secret that may read /metrics (a Prometheus scraper); /metrics then needs it or an admin token.")
 @click.option("--allowed-origin", "allowed_origins", envvar="SFUCTL_ALLOWED_ORIGIN", multiple=True, help="A browser Origin the websocket accepts, e.g. https://meet.example.com (repeatable; default: any).")
+@click.option("--data-max-message-size", envvar="SFUCTL_DATA_MAX_MESSAGE_SIZE", default=65536, show_default=True, type=click.IntRange(1024, 1 << 20), help="Largest data channel message in bytes (a=max-message-size); bigger ones are dropped and counted.")
+@click.option("--data-rate-limit", envvar="SFUCTL_DATA_RATE_LIMIT", default=200.0, show_default=True, type=click.FloatRange(0, 1e6), help="Data channel messages per second per peer (one second of burst); more are dropped and counted. 0: no limit.")
 @click.option("--whip-token", envvar="SFUCTL_WHIP_TOKEN", default=None, help="A shared secret for WHIP/WHEP only ('Authorization: Bearer TOKEN', any room); the websocket is not covered.")
 @click.option("--log-level", envvar="SFUCTL_LOG_LEVEL", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
 def serve(
@@ -58,6 +60,8 @@ def serve(
     auth_key_file: str | None,
     metrics_token: str | None,
     allowed_origins: tuple[str, ...],
+    data_max_message_size: int,
+    data_rate_limit: float,
     whip_token: str | None,
     log_level: str,
 ) -> None:
@@ -83,6 +87,8 @@ def serve(
         auth_public_key=_read_key(auth_key_file),
         metrics_token=metrics_token,
         allowed_origins=allowed_origins,
+        data_max_message_size=data_max_message_size,
+        data_rate_limit=data_rate_limit,
     )
     try:
         Authenticator(config)

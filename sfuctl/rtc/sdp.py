@@ -21,6 +21,8 @@ from aiortc import sdp as aiortc_sdp
 from .ice import IceParameters
 
 MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
+# The SCTP port of data channels (RFC 8841 a=sctp-port); every browser uses 5000.
+SCTP_PORT = 5000
 SUPPORTED_EXTENSIONS = (MID_URI,)
 VIDEO_FEEDBACK = (("nack", None), ("nack", "pli"), ("ccm", "fir"))
 CODEC_PREFERENCE = {"audio": ("opus",), "video": ("VP8", "H264")}
@@ -66,6 +68,9 @@ class MediaOffer:
     proto: str = "UDP/TLS/RTP/SAVPF"
     formats: tuple[str, ...] = ()
     bundle_only: bool = False
+    # An m=application (data channels) section: its a=sctp-port and a=max-message-size.
+    sctp_port: int | None = None
+    max_message_size: int | None = None
 
 
 @dataclass
@@ -79,10 +84,16 @@ class Offer:
     media: list[MediaOffer]
     bundle: tuple[str, ...] | None = None  # the mids of the offer's BUNDLE group; None when it has none
 
+    @property
+    def application(self) -> MediaOffer | None:
+        """The accepted-looking m=application section (data channels), if the offer has one."""
+        return next((m for m in self.media if m.kind == "application" and not m.rejected), None)
+
 
 @dataclass
 class MediaAnswer:
-    """The server's side of one m-line; codec None rejects it."""
+    """The server's side of one m-line; codec None rejects an audio/video one, max_message_size None an
+    application one."""
 
     offer: MediaOffer
     codec: Codec | None
@@ -91,6 +102,11 @@ class MediaAnswer:
     cname: str | None = None
     msid: tuple[str, str] | None = None
     extensions: dict[str, int] = field(default_factory=dict)
+    max_message_size: int | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return self.codec is not None or (self.offer.kind == "application" and self.max_message_size is not None)
 
 
 def parse_session(text: str, what: str = "SDP") -> aiortc_sdp.SessionDescription:
@@ -137,6 +153,17 @@ def parse_offer(text: str) -> Offer:
                 candidates.append((c.ip, c.port))
         proto, formats = sections[index][0]
         rejected = (m.port == 0 and not bundle_only[index]) or m.rtp.muxId not in carried
+        if m.kind == "application" and m.sctp_port is not None and "SCTP" in proto:
+            if not m.rtp.muxId:
+                raise ValueError(f"m-line {index} (application) has no a=mid")
+            caps = m.sctpCapabilities
+            media.append(
+                MediaOffer(
+                    index, m.rtp.muxId, "application", "sendrecv", [], {}, None, None, rejected, proto, formats,
+                    bundle_only[index], sctp_port=m.sctp_port, max_message_size=caps.maxMessageSize if caps else None,
+                )
+            )
+            continue
         if m.kind not in ("audio", "video"):
             media.append(
                 MediaOffer(index, m.rtp.muxId or str(index), m.kind, "inactive", [], {}, None, None, True, proto, formats)
@@ -243,7 +270,7 @@ def build_answer(
     when the offer had none (RFC 9143: the answerer never creates a group).
     """
     host, port = candidate
-    bundle_mids = [m.offer.mid for m in media if m.codec is not None and bundle is not None and m.offer.mid in bundle]
+    bundle_mids = [m.offer.mid for m in media if m.accepted and bundle is not None and m.offer.mid in bundle]
     algorithm, value = fingerprint.split(" ", 1)
     lines = [
         "v=0",
@@ -256,13 +283,32 @@ def build_answer(
     ]
     if bundle_mids:
         lines.append("a=group:BUNDLE " + " ".join(bundle_mids))
+    transport_lines = [
+        f"a=ice-ufrag:{ice.ufrag}",
+        f"a=ice-pwd:{ice.pwd}",
+        f"a=fingerprint:{algorithm} {value}",
+        f"a=setup:{setup}",
+        f"a=candidate:1 1 udp 2130706431 {host} {port} typ host",
+        "a=end-of-candidates",
+    ]
     for m in media:
         offer = m.offer
-        if m.codec is None:
+        if not m.accepted:
             formats = " ".join(offer.formats) or " ".join(str(c.payload_type) for c in offer.codecs) or "0"
             lines += [f"m={offer.kind} 0 {offer.proto} {formats}", f"c=IN IP4 {host}", f"a=mid:{offer.mid}", "a=inactive"]
             continue
+        if offer.kind == "application":
+            lines += [
+                f"m=application {port} UDP/DTLS/SCTP webrtc-datachannel",
+                f"c=IN IP4 {host}",
+                f"a=mid:{offer.mid}",
+                *transport_lines,
+                f"a=sctp-port:{SCTP_PORT}",
+                f"a=max-message-size:{m.max_message_size}",
+            ]
+            continue
         codec = m.codec
+        assert codec is not None
         lines += [
             f"m={offer.kind} {port} UDP/TLS/RTP/SAVPF {codec.payload_type}",
             f"c=IN IP4 {host}",
@@ -271,12 +317,7 @@ def build_answer(
             f"a={m.direction}",
             "a=rtcp-mux",
             "a=rtcp-rsize",
-            f"a=ice-ufrag:{ice.ufrag}",
-            f"a=ice-pwd:{ice.pwd}",
-            f"a=fingerprint:{algorithm} {value}",
-            f"a=setup:{setup}",
-            f"a=candidate:1 1 udp 2130706431 {host} {port} typ host",
-            "a=end-of-candidates",
+            *transport_lines,
         ]
         for uri, ext_id in m.extensions.items():
             lines.append(f"a=extmap:{ext_id} {uri}")

@@ -21,6 +21,10 @@ class ServerConfig:
     metrics_token: str | None = None  # a bearer secret that may read /metrics (a Prometheus scraper)
     allowed_origins: tuple[str, ...] = ()  # browser Origins the websocket accepts (empty: any)
     internal_token: str | None = None  # the front's credential towards its workers (random per start)
+    # Data channels: the a=max-message-size the server announces and enforces, and each peer's message rate
+    # (messages per second over all its data channels, with one second's worth of burst; 0 = no limit).
+    data_max_message_size: int = 65536
+    data_rate_limit: float = 200.0
 
     @property
     def auth_enabled(self) -> bool:

@@ -44,6 +44,25 @@ CONSUMER_COUNTERS = (
     CounterSpec("sfuctl_rtcp_firs_received", "FIR packets received from subscribers.", lambda c: c.rtcp.firs_received),
 )
 
+DATA_PRODUCER_COUNTERS = (
+    CounterSpec("sfuctl_data_received_messages", "Data channel messages received from peers.", lambda d: d.messages_in),
+    CounterSpec("sfuctl_data_received_bytes", "Data channel message bytes received from peers.", lambda d: d.bytes_in),
+    CounterSpec(
+        "sfuctl_data_dropped_messages",
+        "Data channel messages dropped: over max-message-size or the peer's rate.",
+        lambda d: d.dropped_oversize + d.dropped_rate,
+    ),
+)
+DATA_CONSUMER_COUNTERS = (
+    CounterSpec("sfuctl_data_sent_messages", "Data channel messages relayed to peers.", lambda d: d.messages_out),
+    CounterSpec("sfuctl_data_sent_bytes", "Data channel message bytes relayed to peers.", lambda d: d.bytes_out),
+    CounterSpec(
+        "sfuctl_data_send_dropped_messages",
+        "Data channel messages not relayed: the peer's association was full or closed.",
+        lambda d: d.dropped,
+    ),
+)
+
 
 class RetiredCounts:
     """Keeps counters monotonic while producers and consumers come and go.
@@ -85,6 +104,8 @@ class SfuCollector(Collector):
         self.worker = worker
         self._producer_counts = RetiredCounts(PRODUCER_COUNTERS)
         self._consumer_counts = RetiredCounts(CONSUMER_COUNTERS)
+        self._data_producer_counts = RetiredCounts(DATA_PRODUCER_COUNTERS)
+        self._data_consumer_counts = RetiredCounts(DATA_CONSUMER_COUNTERS)
 
     def collect(self) -> Iterator[Metric]:
         routers = list(self.worker.routers.values())
@@ -143,6 +164,17 @@ class SfuCollector(Collector):
         )
         yield from _counters(self._producer_counts, [(labels, p.id, p) for labels, p in producers], rooms)
         yield from _counters(self._consumer_counts, [(labels, c.id, c) for labels, c in consumers], rooms)
+        data_producers = [((r.name, "data"), d) for r in routers for d in r.data_producers.values()]
+        data_consumers = [((r.name, "data"), d) for r in routers for p in r.peers.values() for d in p.data_consumers.values()]
+        yield _gauge("sfuctl_data_producers", "Data producers, per room.", ["room"], [((r.name,), len(r.data_producers)) for r in routers])
+        yield _gauge(
+            "sfuctl_data_consumers",
+            "Data consumers, per room.",
+            ["room"],
+            [((r.name,), sum(len(p.data_consumers) for p in r.peers.values())) for r in routers],
+        )
+        yield from _counters(self._data_producer_counts, [(labels, d.id, d) for labels, d in data_producers], rooms)
+        yield from _counters(self._data_consumer_counts, [(labels, d.id, d) for labels, d in data_consumers], rooms)
 
 
 def metrics_handler(worker: Worker, auth: Authenticator) -> Callable[[web.Request], Awaitable[web.Response]]:

@@ -7,12 +7,16 @@ import secrets
 import time
 from typing import TYPE_CHECKING, Callable
 
+from ..rtc.dcep import ChannelParameters
 from ..rtc.sdp import MID_URI, MediaAnswer, MediaOffer, Offer, accepted_extensions, answer_direction, choose_codec, parse_offer
 from .auth import OPEN, Grant
 from .consumer import Consumer
+from .data_consumer import DataConsumer
+from .data_producer import DataProducer
 from .errors import bad_request, not_found, wrong_state
 from .events import CloseListeners
 from .producer import Producer
+from .rate_limit import TokenBucket
 from .transport import Transport
 
 if TYPE_CHECKING:
@@ -53,6 +57,11 @@ class Peer:
         self.producers: dict[str, Producer] = {}
         self.consumers: dict[str, Consumer] = {}
         self.on_close: CloseListeners[Peer] = CloseListeners()  # its router listens
+        self.data_producers: dict[str, DataProducer] = {}
+        self.data_consumers: dict[str, DataConsumer] = {}
+        # One message budget for all of this peer's data channels.
+        rate = worker.config.data_rate_limit
+        self.data_rate = TokenBucket(rate, max(1.0, rate), time.monotonic())
         self._on_closed = on_closed
 
     def info(self) -> dict:
@@ -63,11 +72,16 @@ class Peer:
         """Answer the peer's offer for its send transport: each sending m-line becomes a producer."""
         offer = self.parse(sdp)
         self.grant.require_publishing(offer)
+        if offer.application is not None:  # data channels on the send transport become data producers
+            self.grant.require("data")
         transport = self.send_transport
         if transport is not None:
             transport.check_offer(offer)
         plan: list[tuple[MediaAnswer, Producer | None]] = []
         for m in offer.media:
+            if m.kind == "application":
+                plan.append((self._data_answer(m), None))
+                continue
             existing = transport.producers_by_mid.get(m.mid) if transport else None
             codec = existing.codec if existing else choose_codec(m)
             if m.rejected or codec is None:
@@ -109,7 +123,9 @@ class Peer:
         transport = self._receive_transport(offer)
         rejected: list[dict] = []
         answers = [
-            self._consume(transport, m, self.router.producers.get(subscriptions.get(m.mid, "")), rejected)
+            self._data_answer(m)
+            if m.kind == "application"
+            else self._consume(transport, m, self.router.producers.get(subscriptions.get(m.mid, "")), rejected)
             for m in offer.media
         ]
         return {
@@ -184,6 +200,81 @@ class Peer:
             extensions=accepted_extensions(m),
         )
 
+    # -- data channels (transport DataEvents) ----------------------------------------------------------
+    def on_data_open(self, transport: Transport) -> None:
+        """An association is up: on the receive transport, consume every other peer's data producer."""
+        if transport is self.recv_transport:
+            for data_producer in list(self.router.data_producers.values()):
+                self.consume_data(data_producer)
+
+    def on_data_channel(self, transport: Transport, stream_id: int, parameters: ChannelParameters) -> None:
+        """The peer opened a channel: on its send transport it becomes a DataProducer; elsewhere it is closed."""
+        if transport is not self.send_transport or self.closed:
+            assert transport.sctp is not None
+            transport.sctp.close_channel(stream_id)
+            return
+        data_producer = DataProducer(
+            id=new_id("dp"),
+            peer=self,
+            transport=transport,
+            stream_id=stream_id,
+            parameters=parameters,
+            max_message_size=self.worker.config.data_max_message_size,
+            rate=self.data_rate,
+        )
+        transport.data_producers[stream_id] = data_producer
+        self.data_producers[data_producer.id] = data_producer
+        self.notify("dataProducerAdded", {"dataProducer": data_producer.info()})
+        self.router.add_data_producer(data_producer)
+
+    def on_data_channel_closed(self, transport: Transport, stream_id: int) -> None:
+        data_producer = transport.data_producers.get(stream_id)
+        if data_producer is not None:
+            self.router.close_data_producer(data_producer)
+        data_consumer = transport.data_consumers.get(stream_id)
+        if data_consumer is not None:
+            self._close_data_consumer(data_consumer, notify=True)
+
+    def consume_data(self, data_producer: DataProducer) -> None:
+        """Open a channel for `data_producer` on the receive transport (once its association is up)."""
+        transport = self.recv_transport
+        sctp = transport.sctp if transport is not None else None
+        if transport is None or sctp is None or sctp.state != "open" or self.closed or data_producer.peer is self:
+            return
+        stream_id = sctp.open_channel(data_producer.parameters)
+        data_consumer = DataConsumer(id=new_id("dc"), peer=self, data_producer=data_producer, sctp=sctp, stream_id=stream_id)
+        transport.data_consumers[stream_id] = data_consumer
+        self.data_consumers[data_consumer.id] = data_consumer
+        data_producer.add_consumer(data_consumer)
+        self.notify("dataConsumerAdded", data_consumer.info())
+
+    def on_data_producer_closed(self, data_consumer: DataConsumer) -> None:
+        self._close_data_consumer(data_consumer, notify=True)
+
+    def forget_data_producer(self, data_producer: DataProducer) -> None:
+        self.data_producers.pop(data_producer.id, None)
+        if data_producer.transport.data_producers.get(data_producer.stream_id) is data_producer:
+            del data_producer.transport.data_producers[data_producer.stream_id]
+
+    def _close_data_consumer(self, data_consumer: DataConsumer, notify: bool) -> None:
+        if data_consumer.closed:
+            return
+        self.data_consumers.pop(data_consumer.id, None)
+        transport = self.recv_transport
+        if transport is not None and transport.data_consumers.get(data_consumer.stream_id) is data_consumer:
+            del transport.data_consumers[data_consumer.stream_id]
+        data_consumer.close()
+        if notify and not self.closed:
+            self.notify(
+                "dataConsumerClosed", {"dataConsumerId": data_consumer.id, "dataProducerId": data_consumer.data_producer.id}
+            )
+
+    def _data_answer(self, m: MediaOffer) -> MediaAnswer:
+        """Accept an m=application section (data channels) with the server's max-message-size."""
+        if m.rejected:
+            return MediaAnswer(m, None, "inactive")
+        return MediaAnswer(m, None, "sendrecv", max_message_size=self.worker.config.data_max_message_size)
+
     # -- control --------------------------------------------------------------------------------------
     def consumer(self, consumer_id: object) -> Consumer:
         consumer = self.consumers.get(consumer_id) if isinstance(consumer_id, str) else None
@@ -210,6 +301,10 @@ class Peer:
             consumer.close(UNSUBSCRIBED)
         for producer in list(self.producers.values()):
             producer.close()
+        for data_consumer in list(self.data_consumers.values()):
+            self._close_data_consumer(data_consumer, notify=False)
+        for data_producer in list(self.data_producers.values()):
+            self.router.close_data_producer(data_producer)
         for transport in (self.send_transport, self.recv_transport):
             if transport is not None:
                 transport.close()
@@ -243,7 +338,9 @@ class Peer:
             raise bad_request(f"invalid SDP offer: {exc}") from None
 
     def _create_transport(self) -> Transport:
-        return Transport(id=new_id("t"), worker=self.worker, cname=self.cname, on_closed=self._on_transport_closed)
+        return Transport(
+            id=new_id("t"), worker=self.worker, cname=self.cname, on_closed=self._on_transport_closed, data_events=self
+        )
 
     def _on_transport_closed(self, transport: Transport, state: str) -> None:
         """One connection ended: its producers and consumers go with it; the next offer opens a new one.
@@ -255,6 +352,10 @@ class Peer:
             consumer.close(TRANSPORT_CLOSED)
         for producer in list(transport.producers_by_mid.values()):
             producer.close()
+        for data_consumer in list(transport.data_consumers.values()):
+            self._close_data_consumer(data_consumer, notify=True)
+        for data_producer in list(transport.data_producers.values()):
+            self.router.close_data_producer(data_producer)
         transport.close()
         if transport is self.send_transport:
             self.send_transport = None

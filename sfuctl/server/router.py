@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Callable
 from .peer import producer_info
 
 if TYPE_CHECKING:
+    from .data_producer import DataProducer
     from .peer import Peer
     from .producer import Producer
 
@@ -20,6 +21,7 @@ class Router:
         self.created_at = time.time()
         self.peers: dict[str, Peer] = {}
         self.producers: dict[str, Producer] = {}
+        self.data_producers: dict[str, DataProducer] = {}
         self._on_empty = on_empty
 
     def add_peer(self, peer: Peer) -> None:
@@ -45,6 +47,22 @@ class Router:
             return
         self.broadcast("producerClosed", {"producerId": producer.id, "peerId": producer.peer_id}, exclude=producer.peer)
 
+    def add_data_producer(self, data_producer: DataProducer) -> None:
+        """Every other peer gets a DataConsumer of it (now, or when its receive association opens)."""
+        self.data_producers[data_producer.id] = data_producer
+        for peer in list(self.peers.values()):
+            if peer is not data_producer.peer:
+                peer.consume_data(data_producer)
+
+    def close_data_producer(self, data_producer: DataProducer) -> None:
+        """Close a data producer and its consumers; each consumer's peer is told (dataConsumerClosed)."""
+        if self.data_producers.pop(data_producer.id, None) is None:
+            return
+        for data_consumer in list(data_producer.consumers):
+            data_consumer.peer.on_data_producer_closed(data_consumer)
+        data_producer.close()
+        data_producer.peer.forget_data_producer(data_producer)
+
     def set_producer_paused(self, producer: Producer, paused: bool) -> None:
         producer.set_paused(paused, time.monotonic())
         self.broadcast("producerPaused" if paused else "producerResumed", {"producerId": producer.id}, exclude=producer.peer)
@@ -66,4 +84,6 @@ class Router:
             "peers": [peer.stats() for peer in self.peers.values()],
             "producers": producers,
             "consumers": consumers,
+            "data_producers": [d.stats() for d in self.data_producers.values()],
+            "data_consumers": [d.stats() for peer in self.peers.values() for d in peer.data_consumers.values()],
         }

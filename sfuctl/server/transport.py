@@ -9,28 +9,44 @@ from __future__ import annotations
 import logging
 import random
 import time
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Protocol
 
 from ..rtc import rtcp
 from ..rtc.connection import Connection
+from ..rtc.dcep import ChannelParameters
 from ..rtc.ice import IceParameters
 from ..rtc.rtcp_router import RtcpRouter, receiver_reports
+from ..rtc.sctp import SctpAssociation
 from ..rtc.rtp import read_extensions
 from ..rtc.sdp import MID_URI, MediaAnswer, Offer, build_answer, dtls_role_for
 from .errors import bad_request
 
 if TYPE_CHECKING:
     from .consumer import Consumer
+    from .data_consumer import DataConsumer
+    from .data_producer import DataProducer
     from .producer import Producer
     from .worker import Worker
 
 log = logging.getLogger(__name__)
 
 
+class DataEvents(Protocol):
+    """What a transport tells its owner about data channels (the owner decides what they become)."""
+
+    def on_data_open(self, transport: Transport) -> None: ...
+
+    def on_data_channel(self, transport: Transport, stream_id: int, parameters: ChannelParameters) -> None: ...
+
+    def on_data_channel_closed(self, transport: Transport, stream_id: int) -> None: ...
+
+
 class Transport:
     """One ICE/DTLS/SRTP association; holds the producers it receives and the consumers it sends."""
 
-    def __init__(self, *, id: str, worker: Worker, cname: str, on_closed: Callable[[Transport, str], None]) -> None:
+    def __init__(
+        self, *, id: str, worker: Worker, cname: str, on_closed: Callable[[Transport, str], None], data_events: DataEvents | None = None
+    ) -> None:
         self.id = id
         self.worker = worker
         self.cname = cname
@@ -43,6 +59,13 @@ class Transport:
         self.producers_by_mid: dict[str, Producer] = {}
         self.consumers: dict[int, Consumer] = {}
         self.consumers_by_mid: dict[str, Consumer] = {}
+        # Data channels, when the offer had an m=application section: routed by SCTP stream id.
+        self.sctp: SctpAssociation | None = None
+        self.data_producers: dict[int, DataProducer] = {}
+        self.data_consumers: dict[int, DataConsumer] = {}
+        self.data_ignored = 0
+        self._data_events = data_events
+        self._sctp_remote: tuple[int, int] = (0, 0)
         self._remote_ice: IceParameters | None = None
         self._bundle: tuple[str, ...] | None = None
         self._setup = "passive"
@@ -79,6 +102,21 @@ class Transport:
             role = dtls_role_for(offer.setup)
             self._setup = "active" if role == "client" else "passive"
             self.connection.set_remote(offer.ice, offer.fingerprints, role)
+        application = offer.application
+        events = self._data_events
+        if application is not None and self.sctp is None and events is not None:
+            self.sctp = SctpAssociation(
+                self.connection,
+                on_open=lambda: events.on_data_open(self),
+                on_channel=lambda stream_id, p: events.on_data_channel(self, stream_id, p),
+                on_message=self._on_data_message,
+                on_channel_closed=lambda stream_id: events.on_data_channel_closed(self, stream_id),
+            )
+            # RFC 8841: a=max-message-size absent means 64 KiB; 0 means no limit.
+            remote_max = application.max_message_size if application.max_message_size is not None else 65536
+            self._sctp_remote = (application.sctp_port or 5000, remote_max)
+            if self.connected:
+                self.sctp.start(*self._sctp_remote)
 
     def check_offer(self, offer: Offer) -> None:
         """Raise before anything changes if the offer cannot apply to this transport."""
@@ -128,6 +166,13 @@ class Transport:
             del self.consumers_by_mid[consumer.mid]
 
     # -- media plane callbacks --------------------------------------------------------------------------
+    def _on_data_message(self, stream_id: int, ppid: int, payload: bytes) -> None:
+        producer = self.data_producers.get(stream_id)
+        if producer is None:
+            self.data_ignored += 1  # e.g. a message sent back on a channel the server opened
+            return
+        producer.receive(ppid, payload, time.monotonic())
+
     def _on_rtp(self, data: bytes) -> None:
         producer = self.producers.get(int.from_bytes(data[8:12], "big"))
         if producer is None:
@@ -164,6 +209,8 @@ class Transport:
         log.debug("transport %s: %s", self.id, state)
         if state == "connected":
             self.connected = True
+            if self.sctp is not None:
+                self.sctp.start(*self._sctp_remote)
             now = time.monotonic()
             for consumer in list(self.consumers.values()):
                 consumer.on_transport_connected(now)
@@ -205,6 +252,8 @@ class Transport:
         self.closed = True
         self.connected = False
         self.worker.unregister(self)
+        if self.sctp is not None:
+            self.sctp.close()
         self.connection.close()
 
     def stats(self) -> dict:
@@ -225,6 +274,9 @@ class Transport:
             "packets_sent": c.packets_sent,
             "srtp_errors": c.srtp_errors,
             "invalid_rtcp": self.invalid_rtcp,
+            "sctp_state": self.sctp.state if self.sctp is not None else None,
+            "data_channels": len(self.sctp.streams) if self.sctp is not None else 0,
+            "data_invalid": (self.sctp.invalid_messages + self.sctp.errors + self.data_ignored) if self.sctp is not None else 0,
         }
 
 
