@@ -23,9 +23,7 @@ from .test_connection import wait_until
 
 @pytest.fixture
 async def data_server() -> RunningServer:
-    running = await start_server(
-        ServerConfig(host="127.0.0.1", port=0, rtc_ports=(0, 0), consent_timeout=5.0, data_rate_limit=500.0)
-    )
+    running = await start_server(ServerConfig(host="127.0.0.1", port=0, rtc_ports=(0, 0), consent_timeout=5.0))
     yield running
     await running.close()
 
@@ -146,10 +144,10 @@ async def test_unordered_unreliable_under_loss_delivers_most_and_nothing_breaks(
         await wait_until(lambda: len(bob.consumers) == 1, timeout=15)  # a lost DCEP OPEN is retransmitted
         assert next(iter(bob.consumers.values()))["maxRetransmits"] == 0
         sent = 300
-        for seq in range(sent):
+        for seq in range(sent):  # 200 messages per second: within the server's default rate
             assert alice.send.send(fast, f"{seq}")
-            if seq % 20 == 19:
-                await asyncio.sleep(0.02)
+            if seq % 10 == 9:
+                await asyncio.sleep(0.05)
         await asyncio.sleep(1.0)
         got = [int(m) for m in bob.from_peer(alice)]
         ratio = len(got) / sent
@@ -188,15 +186,18 @@ async def test_flood_garbage_and_a_duplicate_open_are_counted_and_others_go_on(d
             await asyncio.sleep(0.01)  # lets the server read its socket (it shares this process)
         assert carol.send.send(chat, "still talking")
         assert alice.send.send(channel, "alice is still connected")
-        await wait_until(lambda: bob.from_peer(carol) == ["still talking"])
-        await wait_until(lambda: "alice is still connected" in bob.from_peer(alice))
+        await wait_until(lambda: bob.from_peer(carol) == ["still talking"], timeout=15)
+        await wait_until(lambda: "alice is still connected" in bob.from_peer(alice), timeout=15)
 
         stats = await room_stats(data_server.url, "flood")
         producer = next(p for p in stats["data_producers"] if p["peer"] == alice.peer_id)
         # Loopback may drop some of the burst; most arrive, and all but the rate's worth are dropped.
         assert 5_000 < producer["messages_in"] <= 10_001
-        assert producer["dropped_rate"] > producer["messages_in"] - 2_000
-        assert len(bob.from_peer(alice)) == producer["messages_in"] - producer["dropped"]
+        assert producer["dropped_rate"] > producer["messages_in"] - 1_000
+        consumer = next(c for c in stats["data_consumers"] if c["data_producer"] == producer["id"])
+        # What passed the limits went to bob's association, or was dropped there when ~1.2 MB already waited.
+        assert consumer["messages_out"] + consumer["dropped"] == producer["messages_in"] - producer["dropped"]
+        assert len(bob.from_peer(alice)) == consumer["messages_out"]
         transport = next(
             t for peer in stats["peers"] if peer["id"] == alice.peer_id for t in peer["transports"] if t["data_channels"]
         )
