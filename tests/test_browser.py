@@ -24,6 +24,7 @@ from sfuctl.tokens import claims, mint
 
 from . import whip_client
 from .browser import BrowserPage, Chromium, unavailable_reason
+from .data_client import DataPeer
 from .peers import AiortcPeer, UdpRelay
 from .test_forwarding import consumers_of, next_notification, stats, wait_for
 
@@ -399,3 +400,38 @@ async def test_the_page_joins_with_a_token_and_a_second_join_as_the_same_identit
             if page is not None:
                 await page.close()
         await running.close()
+
+
+async def test_chat_between_a_browser_and_two_bots_goes_through_the_sfu_both_ways(server, chromium):
+    page = await chromium.open(page_url(server, "chat", "carol"))
+    alice = await DataPeer.join(server.url, "chat", "alice")
+    bob = await DataPeer.join(server.url, "chat", "bob")
+    try:
+        await page.wait_until("sfuctl.state === 'joined'", 10)
+        carol_id = await page.evaluate("sfuctl.peerId")
+        alice_chat = alice.send.open("chat")
+        bob_chat = bob.send.open("chat")
+        # The browser's chat channel reaches both bots; theirs reach it and each other.
+        assert await wait_for(lambda: len(alice.consumers) == len(bob.consumers) == 2, 15)
+        assert {c["label"] for c in alice.consumers.values()} == {"chat"}
+        assert await page.evaluate("sfuctl.chat('hello from chromium')")
+        assert alice.send.send(alice_chat, "hi carol, alice here")
+        assert bob.send.send(bob_chat, "bob: é 漢字")
+        await page.wait_until("sfuctl.messages.length === 3", 10)
+        shown = await page.evaluate("sfuctl.messages")
+        assert {(m["from"], m["text"]) for m in shown} == {
+            (None, "hello from chromium"),
+            ("alice", "hi carol, alice here"),
+            ("bob", "bob: é 漢字"),
+        }
+        log = await page.evaluate("document.querySelector('#chat-log').textContent")
+        assert "alice: hi carol, alice here" in log
+        browser = type("Browser", (), {"peer_id": carol_id})
+        assert await wait_for(lambda: alice.from_peer(browser) and bob.from_peer(browser), 10)
+        assert alice.from_peer(browser) == bob.from_peer(browser) == ["hello from chromium"]
+        assert bob.from_peer(alice) == ["hi carol, alice here"] and alice.from_peer(bob) == ["bob: é 漢字"]
+        await assert_clean(page)
+    finally:
+        await alice.close()
+        await bob.close()
+        await page.close()

@@ -22,9 +22,12 @@ const leaveButton = document.getElementById("leave");
 const statusLine = document.getElementById("status");
 const errorList = document.getElementById("errors");
 const tiles = new Tiles(document.getElementById("tiles"));
+const chatLog = document.getElementById("chat-log");
+const chatInput = document.getElementById("chat-input");
+const chatSend = document.getElementById("chat-send");
 const meter = new BitrateMeter();
 
-const app = { state: "idle", session: null, localStream: null, errors: [] };
+const app = { state: "idle", session: null, localStream: null, errors: [], messages: [] };
 
 function setState(state, text) {
   app.state = state;
@@ -34,6 +37,25 @@ function setState(state, text) {
   joinButton.disabled = !idle;
   roomInput.disabled = nameInput.disabled = tokenInput.disabled = !idle;
   leaveButton.disabled = state !== "joined";
+  chatInput.disabled = chatSend.disabled = state !== "joined";
+}
+
+/** One line in the chat log; `from` is a name, or null for our own messages. */
+function showChat(from, text) {
+  app.messages.push({ from, text });
+  const item = document.createElement("li");
+  const who = document.createElement("b");
+  who.textContent = from ?? "you";
+  item.append(who, `: ${text}`);
+  chatLog.append(item);
+  item.scrollIntoView({ block: "end" });
+}
+
+/** Send a chat message through the SFU; false when the chat channel is not open. */
+function chat(text) {
+  if (!text || !app.session?.sendChat(text)) return false;
+  showChat(null, text);
+  return true;
 }
 
 function showError(text) {
@@ -109,6 +131,7 @@ async function join(room, name) {
       peerLeft: (peerId) => tiles.remove(peerId),
       track: (peerId, track) => tiles.addTrack(peerId, track),
       trackEnded: (peerId, track) => tiles.removeTrack(peerId, track),
+      chat: (peerId, name, text) => showChat(name, text),
       error: showError,
       closed: (reason) => {
         showError(reason);
@@ -212,6 +235,11 @@ form.addEventListener("submit", (event) => {
   join(roomInput.value, nameInput.value);
 });
 leaveButton.addEventListener("click", leave);
+document.getElementById("chat-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  if (chat(chatInput.value.trim())) chatInput.value = "";
+  else showError("the chat is not connected yet");
+});
 roomInput.value = params.get("room") || "";
 nameInput.value = params.get("name") || "";
 tokenInput.value = params.get("token") || "";
@@ -229,7 +257,12 @@ window.sfuctl = {
   get errors() {
     return [...app.errors];
   },
+  /** Chat messages shown, oldest first: {from: name (null for ours), text}. */
+  get messages() {
+    return [...app.messages];
+  },
   join: (room, name) => join(room, name),
+  chat: (text) => chat(text),
   leave: () => leave(),
   async stats() {
     const streams = app.session ? await app.session.streamStats() : [];

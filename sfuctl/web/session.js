@@ -1,6 +1,8 @@
 // One stay in a room (docs/protocol.md): a send connection for our camera and microphone, a receive
 // connection with one recvonly transceiver per producer of the others, renegotiated with a full offer
-// whenever producers come and go. Negotiations run one at a time.
+// whenever producers come and go. Negotiations run one at a time. A "chat" data channel on the send
+// connection becomes the server's data producer; the server opens a channel on the receive connection for each
+// of the others' (dataConsumerAdded says whose).
 
 import { Signaling, SignalingError } from "./signaling.js";
 import { inboundStreams } from "./stats.js";
@@ -9,7 +11,8 @@ export class Session {
   /**
    * url: the signaling websocket; token: an access token sent with join (null on an open server);
    * rtcConfig: RTCPeerConnection configuration;
-   * events: {peer(peer), peerLeft(peerId), track(peerId, track), trackEnded(peerId, track), error(text), closed(reason)}.
+   * events: {peer(peer), peerLeft(peerId), track(peerId, track), trackEnded(peerId, track), chat(peerId, name, text),
+   *          error(text), closed(reason)}.
    */
   constructor({ url, room, name, token, rtcConfig, events }) {
     this.url = url;
@@ -27,6 +30,9 @@ export class Session {
     this.unreceivable = new Set(); // producer ids the server rejected for us (no common codec)
     this.sendPc = null;
     this.recvPc = null;
+    this.chatChannel = null;
+    this.dataConsumers = new Map(); // stream id on the receive connection -> dataConsumerAdded params
+    this.pendingData = new Map(); // stream id -> messages that came before their dataConsumerAdded
     this.queue = Promise.resolve();
     this.syncQueued = false;
     this.producersChanged = false;
@@ -46,9 +52,7 @@ export class Session {
     this.peerId = joined.peerId;
     for (const peer of joined.peers) this.addPeer(peer);
     for (const producer of joined.producers) this.addProducer(producer);
-    if (localStream) {
-      await this.enqueue(() => this.publish(localStream)).catch((error) => this.events.error(describe(error)));
-    }
+    await this.enqueue(() => this.publish(localStream)).catch((error) => this.events.error(describe(error)));
     this.requestSync();
   }
 
@@ -112,9 +116,18 @@ export class Session {
     });
   }
 
+  /** Send one chat message to the room; false if the chat channel is not open (yet). */
+  sendChat(text) {
+    if (this.chatChannel?.readyState !== "open") return false;
+    this.chatChannel.send(text);
+    return true;
+  }
+
+  /** Publish `stream` (null: nothing to show) and the chat channel. */
   async publish(stream) {
     const pc = (this.sendPc = this.createPc("sending"));
-    for (const track of stream.getTracks()) pc.addTransceiver(track, { direction: "sendonly", streams: [stream] });
+    this.chatChannel = pc.createDataChannel("chat");
+    for (const track of stream?.getTracks() ?? []) pc.addTransceiver(track, { direction: "sendonly", streams: [stream] });
     await pc.setLocalDescription(await pc.createOffer());
     let result;
     try {
@@ -132,13 +145,19 @@ export class Session {
    */
   async syncSubscriptions() {
     if (this.closed) return;
+    let changed = false;
     if (!this.recvPc) {
-      if (this.producers.size === 0) return;
       this.recvPc = this.createPc("receiving");
       this.recvPc.ontrack = (event) => this.trackArrived(event);
+      // Only for the m=application section: the server opens the channels that carry the others' messages.
+      this.recvPc.createDataChannel("sfuctl", { negotiated: true, id: 0 });
+      this.recvPc.ondatachannel = (event) => {
+        const channel = event.channel;
+        channel.onmessage = (message) => this.dataArrived(channel.id, message.data);
+      };
+      changed = true;
     }
     const pc = this.recvPc;
-    let changed = false;
     for (const [mid, subscription] of this.subscriptions) {
       if (this.wanted(subscription.producer)) continue;
       this.subscriptions.delete(mid);
@@ -185,6 +204,17 @@ export class Session {
       this.events.error(`cannot receive ${who}: ${rejected.reason}`);
     }
     if (result.rejected.length) this.requestSync(); // free their transceivers
+  }
+
+  dataArrived(streamId, data) {
+    const consumer = this.dataConsumers.get(streamId);
+    if (!consumer) {
+      if (!this.pendingData.has(streamId)) this.pendingData.set(streamId, []);
+      this.pendingData.get(streamId).push(data);
+      return;
+    }
+    if (consumer.label !== "chat" || typeof data !== "string") return;
+    this.events.chat(consumer.peerId, this.peers.get(consumer.peerId)?.name ?? "anonymous", data);
   }
 
   wanted(producer) {
@@ -240,6 +270,18 @@ export class Session {
         if (producer) producer.paused = method === "producerPaused";
         break;
       }
+      case "dataConsumerAdded": {
+        this.dataConsumers.set(params.streamId, params);
+        const pending = this.pendingData.get(params.streamId) ?? [];
+        this.pendingData.delete(params.streamId);
+        for (const data of pending) this.dataArrived(params.streamId, data);
+        break;
+      }
+      case "dataConsumerClosed":
+        for (const [streamId, consumer] of this.dataConsumers) {
+          if (consumer.id === params.dataConsumerId) this.dataConsumers.delete(streamId);
+        }
+        break;
       default: // consumerClosed follows producerClosed, which already renegotiates; others are not for us.
         break;
     }
