@@ -24,7 +24,7 @@ from sfuctl.tokens import claims, mint
 
 from . import whip_client
 from .browser import BrowserPage, Chromium, unavailable_reason
-from .data_client import DataPeer
+from sfuctl.bots.data_peer import DataPeer
 from .peers import AiortcPeer, UdpRelay
 from .test_forwarding import consumers_of, next_notification, stats, wait_for
 

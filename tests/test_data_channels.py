@@ -11,13 +11,13 @@ import pytest
 from aiortc.rtcsctptransport import DataChunk, tsn_plus_one
 from google_crc32c import value as crc32c
 
+from sfuctl.bots.data_peer import DataPeer
+from sfuctl.client.signaling import SignalingClient
 from sfuctl.rtc.dcep import PPID_BINARY, PPID_DCEP, PPID_STRING, ChannelParameters
 from sfuctl.rtc.sctp import SctpAssociation
 from sfuctl.server.app import RunningServer, start_server
 from sfuctl.server.config import ServerConfig
-from sfuctl.client.signaling import SignalingClient
 
-from .data_client import DataPeer
 from .test_connection import wait_until
 
 
@@ -166,7 +166,16 @@ async def test_unordered_unreliable_under_loss_delivers_most_and_nothing_breaks(
         await bob.close()
 
 
-async def test_flood_garbage_and_a_duplicate_open_are_counted_and_others_go_on(data_server: RunningServer) -> None:
+@pytest.fixture
+async def strict_server() -> RunningServer:
+    """A server whose peers may send 50 messages per second: a flood leaves little in the receivers' queues."""
+    running = await start_server(ServerConfig(host="127.0.0.1", port=0, rtc_ports=(0, 0), data_rate_limit=50.0))
+    yield running
+    await running.close()
+
+
+async def test_flood_garbage_and_a_duplicate_open_are_counted_and_others_go_on(strict_server: RunningServer) -> None:
+    data_server = strict_server
     alice = await DataPeer.join(data_server.url, "flood", "alice")
     bob = await DataPeer.join(data_server.url, "flood", "bob")
     carol = await DataPeer.join(data_server.url, "flood", "carol")
@@ -186,14 +195,15 @@ async def test_flood_garbage_and_a_duplicate_open_are_counted_and_others_go_on(d
             await asyncio.sleep(0.01)  # lets the server read its socket (it shares this process)
         assert carol.send.send(chat, "still talking")
         assert alice.send.send(channel, "alice is still connected")
-        await wait_until(lambda: bob.from_peer(carol) == ["still talking"], timeout=15)
-        await wait_until(lambda: "alice is still connected" in bob.from_peer(alice), timeout=15)
+        # The server first works through the flooded messages in its socket (~1 s of one idle core).
+        await wait_until(lambda: bob.from_peer(carol) == ["still talking"], timeout=30)
+        await wait_until(lambda: "alice is still connected" in bob.from_peer(alice), timeout=30)
 
         stats = await room_stats(data_server.url, "flood")
         producer = next(p for p in stats["data_producers"] if p["peer"] == alice.peer_id)
         # Loopback may drop some of the burst; most arrive, and all but the rate's worth are dropped.
         assert 5_000 < producer["messages_in"] <= 10_001
-        assert producer["dropped_rate"] > producer["messages_in"] - 1_000
+        assert producer["dropped_rate"] > producer["messages_in"] - 500
         consumer = next(c for c in stats["data_consumers"] if c["data_producer"] == producer["id"])
         # What passed the limits went to bob's association, or was dropped there when ~1.2 MB already waited.
         assert consumer["messages_out"] + consumer["dropped"] == producer["messages_in"] - producer["dropped"]

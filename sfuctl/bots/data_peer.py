@@ -1,17 +1,19 @@
-"""A lean data-only participant for tests: signaling, a send and a receive connection with m=application only."""
+"""DataPeer: a lean data-only participant (signaling, a send and a receive connection with m=application only),
+for tests and benchmarks of the data path."""
 
 from __future__ import annotations
 
 import asyncio
 import random
 
-from sfuctl.bots.impairment import ImpairmentConfig
-from sfuctl.bots.udp import BotSocket, open_bot_connection
 from sfuctl.client.data import DataLink, Message, data_section
-from sfuctl.client.offer import connection_offer, parse_answer
+from sfuctl.client.offer import RECEIVE_CODECS, OfferSection, connection_offer, parse_answer
 from sfuctl.client.signaling import SignalingClient
 from sfuctl.rtc.connection import Connection
 from sfuctl.rtc.dtls import DtlsCertificate
+
+from .impairment import ImpairmentConfig
+from .udp import BotSocket, open_bot_connection
 
 
 class DataPeer:
@@ -31,17 +33,23 @@ class DataPeer:
         self._connections: list[Connection] = []
 
     @classmethod
-    async def join(cls, url: str, room: str, name: str, loss: float = 0.0) -> DataPeer:
+    async def join(
+        cls, url: str, room: str, name: str, loss: float = 0.0, *, send: bool = True, data: bool = True
+    ) -> DataPeer:
+        """Join `room`; `send` False opens the receive connection only; `data` False offers a recvonly audio
+        m-line instead of m=application (the same connections without SCTP, to compare costs)."""
         signaling = await SignalingClient.connect(url)
         joined = await signaling.request("join", room=room, name=name)
         peer = cls(signaling, joined["peerId"])
         signaling.on_notification = peer._on_notification
-        peer.send = await peer._open("publish", name, loss)
-        peer.recv = await peer._open("subscribe", name, loss)
-        peer.recv.on_message = peer._on_message
+        if send:
+            peer.send = await peer._open("publish", name, loss, data)
+        peer.recv = await peer._open("subscribe", name, loss, data)
+        if peer.recv is not None:
+            peer.recv.on_message = peer._on_message
         return peer
 
-    async def _open(self, method: str, name: str, loss: float) -> DataLink:
+    async def _open(self, method: str, name: str, loss: float, data: bool) -> DataLink | None:
         connected = asyncio.get_running_loop().create_future()
 
         def on_state(state: str) -> None:
@@ -59,12 +67,15 @@ class DataPeer:
         self._sockets.append(sock)
         self._connections.append(connection)
         link = DataLink(connection)
-        offer = connection_offer(connection, [data_section("0")], session_id=random.getrandbits(62))
+        section = data_section("0") if data else OfferSection("0", "audio", "recvonly", RECEIVE_CODECS["audio"])
+        offer = connection_offer(connection, [section], session_id=random.getrandbits(62))
         params = {"subscriptions": {}} if method == "subscribe" else {}
         result = await self.signaling.request(method, sdp=offer, **params)
         answer = parse_answer(result["sdp"])
         connection.set_remote(answer.ice, answer.fingerprints, answer.dtls_role, answer.candidates)  # type: ignore[arg-type]
         await asyncio.wait_for(connected, 10)
+        if not data:
+            return None
         link.start(answer.media["0"])
         await asyncio.wait_for(link.opened.wait(), 10)
         return link
