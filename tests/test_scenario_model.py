@@ -119,7 +119,7 @@ def test_topology(tmp_path: Path, line: str, topologies: tuple, rooms: list) -> 
         (  # unknown key, with the known ones
             'duration = "10s"\n[bots]\ncount = 2\nrampp = 3\n',
             ["s.toml:4: bots.rampp: unknown key; known keys here: count, rooms, publishers, audio, video, subscribe, "
-             "media, ramp, lifetime, processes, seed, join_timeout"],
+             "media, ramp, lifetime, processes, seed, join_timeout, data"],
         ),
         (  # a tag the metric does not have, and a tag value that does not exist
             'duration = "10s"\n[bots]\ncount = 2\n[thresholds]\n"server.cpu_percent{room=room-1}" = ["max < 90"]\n'
@@ -246,5 +246,5 @@ def test_the_shipped_scenarios_are_valid() -> None:
 
 
 def test_the_docs_describe_every_metric() -> None:
-    documented = set(re.findall(r"^\| `([a-z_.]+)` \| (?:window|event|sample) \|", (ROOT / "docs" / "scenarios.md").read_text(), re.M))
+    documented = set(re.findall(r"^\| `([a-z0-9_.]+)` \| (?:window|event|sample) \|", (ROOT / "docs" / "scenarios.md").read_text(), re.M))
     assert documented == set(METRICS)

@@ -14,13 +14,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sfuctl.client.offer import RECEIVE_CODECS, SEND_CODECS, OfferSection, connection_offer, parse_answer
+from sfuctl.client.data import DataLink, data_section
+from sfuctl.client.offer import RECEIVE_CODECS, SEND_CODECS, AnswerMedia, OfferSection, connection_offer, parse_answer
 from sfuctl.client.signaling import SignalingClient, SignalingError
 from sfuctl.encoded import EncodedTrack
 from sfuctl.rtc.connection import Connection, IceRole
 from sfuctl.rtc.dtls import DtlsCertificate
 from sfuctl.tokens import url_with_token
 
+from .chat import ChatTraffic
 from .config import BotPlan
 from .impairment import ImpairmentConfig
 from .link import Link
@@ -33,6 +35,7 @@ from .udp import open_bot_connection
 log = logging.getLogger(__name__)
 
 LEAVE_TIMEOUT = 2.0
+DATA_MID = "data"  # the m=application section's mid on both connections
 RESUBSCRIBE_DELAY = 0.2
 MAX_RESUBSCRIBE_RETRIES = 5
 
@@ -54,6 +57,7 @@ class BotEnv:
     started_at: float  # time.monotonic() when the run started
     loop_started_at: float = 0.0  # the same instant on the event loop's clock (impairment timelines)
     access_token: Callable[[BotPlan], str | None] = lambda plan: None  # a bot's token (config.access_token)
+    data_rate: float = 0.0  # chat messages per second on a data channel (0: none)
 
 
 class JoinError(Exception):
@@ -106,6 +110,7 @@ class Bot:
         self._closed_collected: set[str] = set()  # closed consumers whose last interval was collected
         self._last_collected = False  # the bot left and its last interval was collected
         self.transports = 0  # ICE/DTLS connections that reached "connected"
+        self.chat = ChatTraffic(env.data_rate if plan.publish else 0.0) if env.data_rate else None
 
     @property
     def publisher(self) -> Publisher | None:
@@ -201,6 +206,8 @@ class Bot:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for link in self._live_links():
             link.stop_sending()
+        if self.chat is not None:
+            self.chat.stop()
         await self._signal_leave()
         for link in self._live_links():
             link.close()
@@ -291,8 +298,13 @@ class Bot:
                     msid=(self.cname, f"{self.cname}-{kind}"),
                 )
             )
+        if self.chat is not None:
+            sections.append(data_section(DATA_MID))
         offer = connection_offer(conn, sections, session_id=self.rng.getrandbits(62))
         answer = parse_answer(await self._publish_offer(offer))
+        if self.chat is not None:
+            sections.pop()
+            self._attach_data(conn, answer.media.get(DATA_MID), self.chat.attach_send)
         senders = []
         for section in sections:
             media = answer.media.get(section.mid)
@@ -318,6 +330,8 @@ class Bot:
             self.transports += 1
             if ready is not None and not ready.done():
                 ready.set_result(None)
+            if self.chat is not None and not self._leaving:
+                self.chat.send_connected()
             if self.publisher is not None and not self._leaving:
                 assert self._send_link is not None
                 self._send_link.started_at = time.monotonic()
@@ -365,6 +379,8 @@ class Bot:
                 self._drop(params.get("producerId", ""))
             elif method == "consumerClosed" and self.subscriber is not None:
                 self.subscriber.close(params.get("consumerId", ""), time.monotonic())
+            elif method == "dataConsumerAdded" and self.chat is not None:
+                self.chat.on_consumer_added(params)
 
     async def _watch_signaling(self) -> None:
         assert self.signaling is not None
@@ -395,6 +411,8 @@ class Bot:
     async def _subscribe_once(self) -> None:
         """Send the full receive offer with a recvonly m-line per wanted producer; start the new consumers."""
         conn = await self._open_receive()
+        if self.chat is not None and DATA_MID not in self._sections:
+            self._sections[DATA_MID] = data_section(DATA_MID)
         for producer_id, producer in self._wanted.items():
             if producer_id not in self._mid_of:
                 mid = str(next(self._mids))
@@ -410,6 +428,8 @@ class Bot:
         result = await self.signaling.request("subscribe", sdp=offer, subscriptions=subscriptions)
         answer = parse_answer(result["sdp"])
         if conn.state == "new":
+            if self.chat is not None:
+                self._attach_data(conn, answer.media.get(DATA_MID), self.chat.attach_receive)
             conn.set_remote(answer.ice, answer.fingerprints, answer.dtls_role, answer.candidates)  # type: ignore[arg-type]
         now = time.monotonic()
         assert self.subscriber is not None
@@ -454,8 +474,19 @@ class Bot:
             self.transports += 1
             if ready is not None and not ready.done():
                 ready.set_result(None)
+            if self.chat is not None and not self._leaving:
+                self.chat.receive_connected()
         elif state in ("failed", "closed"):
             self._transport_down(ready, "receive", state)
+
+    def _attach_data(
+        self, conn: Connection, answer: AnswerMedia | None, attach: Callable[[DataLink, AnswerMedia], None]
+    ) -> None:
+        """Give the chat a DataLink on `conn` if the server accepted its m=application section."""
+        if answer is None or answer.sctp_port is None:
+            self.errors.append("the server refused data channels (m=application)")
+            return
+        attach(DataLink(conn), answer)
 
     def _transport_down(self, ready: asyncio.Future[None] | None, which: str, state: str) -> None:
         """A transport failed or closed: a join in progress fails, a joined bot is marked disconnected."""
@@ -585,6 +616,7 @@ class Bot:
             "recv_rtt_ms": self.recv_rtt_ms,
             "sent": sent,
             "consumers": consumers,
+            "data": self.chat.report() if self.chat is not None else None,
         }
 
 

@@ -30,6 +30,7 @@ class BotsConfig:
     `mesh`: the bots of a room connect to each other directly (a full mesh; the server only relays signaling).
     `token`: one access token for every bot (?token= on the websocket, Bearer on WHIP/WHEP); `auth_secret`:
     the server's secret, to mint each bot its own token (docs/security.md).
+    `data_rate`: chat messages per second each publishing bot sends on a data channel (0: no data channels).
     """
 
     url: str
@@ -56,6 +57,7 @@ class BotsConfig:
     token: str | None = None
     mesh: bool = False
     auth_secret: str | None = None
+    data_rate: float = 0.0
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -86,6 +88,10 @@ class BotsConfig:
             raise ValueError("one token gives every bot the same identity (each join would replace the last): use the auth secret to mint one per bot")
         if self.auth_secret is not None:
             check_secret(self.auth_secret)
+        if not 0 <= self.data_rate <= 1000:
+            raise ValueError(f"data rate must be between 0 and 1000 messages per second, not {self.data_rate}")
+        if self.data_rate and (self.mode != "websocket" or self.mesh):
+            raise ValueError("data channels go through the sfuctl server's signaling (ws://), not WHIP/WHEP or a mesh")
         if not (self.audio or self.video):
             raise ValueError("bots need audio or video (both --no-audio and --no-video were given)")
         for name in ("connect_timeout", "join_timeout", "rtcp_interval", "sample_interval"):

@@ -85,6 +85,7 @@ class BotGroup:
             join_timeout=self.config.join_timeout,
             rtcp_interval=self.config.rtcp_interval,
             decode=self.config.decode,
+            data_rate=self.config.data_rate,
             started_at=time.monotonic() + (start - loop.time()),
             loop_started_at=start,
             access_token=lambda plan: access_token(self.config, plan),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from rich.table import Table
 
 from .config import BotPlan, BotsConfig
 from .group import JoinEvent
-from .stats import room_sort_key
+from .stats import percentile, room_sort_key
 
 SCHEMA = "sfuctl.bots.report/1"
 
@@ -71,15 +70,6 @@ def build_report(
         total=summarize("total", bots),
         bots=bots,
     )
-
-
-def percentile(values: list[float], fraction: float) -> float | None:
-    """Nearest-rank percentile (fraction 0..1) of the values; None when there are none."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, math.ceil(fraction * len(ordered)))
-    return ordered[rank - 1]
 
 
 def summarize(name: str, bots: list[dict]) -> dict:
@@ -143,6 +133,7 @@ def placeholder_bot(plan: BotPlan, join: JoinEvent | None, error: str) -> dict:
         "recv_rtt_ms": None,
         "sent": [],
         "consumers": [],
+        "data": None,
     }
 
 

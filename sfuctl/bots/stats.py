@@ -3,6 +3,7 @@ per-stream rows of each interval (StreamSample, handed to on_streams) for caller
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import NamedTuple
 
@@ -189,3 +190,12 @@ def room_sort_key(name: str) -> tuple[str, int, str]:
     """Sort key putting room-2 before room-10."""
     prefix, _, number = name.rpartition("-")
     return (prefix, int(number), name) if number.isdigit() else (name, 0, name)
+
+
+def percentile(values: list[float], fraction: float) -> float | None:
+    """Nearest-rank percentile (fraction 0..1) of the values; None when there are none."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(fraction * len(ordered)))
+    return ordered[rank - 1]

@@ -63,6 +63,7 @@ EXIT_ERROR = 2
 @click.option("--bandwidth", type=click.FloatRange(8, 10_000_000), default=None, help="Token-bucket limit per direction in kbps.")
 @click.option("--decode", is_flag=True, help="Decode every received frame to prove it is intact (costs a decoder per stream).")
 @click.option("--join-timeout", type=click.FloatRange(1, 600), default=20.0, show_default=True, help="Seconds before a bot that has not joined counts as failed.")
+@click.option("--data", "data_rate", type=click.FloatRange(0, 1000), default=0.0, show_default=True, help="Chat messages per second each publishing bot sends on a data channel through the SFU; every bot measures delivery, order and latency per sender (0: no data channels).")
 @click.option("--mesh", is_flag=True, help="Connect the bots of each room to each other directly (a full mesh: one connection per pair); the server only relays their SDP.")
 @click.option("--agents", "agents_url", metavar="REDIS_URL", envvar="SFUCTL_AGENTS", default=None, help="Run the bots on the `sfuctl agent`s registered at this Redis (redis://HOST:PORT), split by their cores.")
 @click.option("--agents-secret", envvar="SFUCTL_AGENTS_SECRET", default=None, help="The secret the agents share, to sign the plans (or SFUCTL_AGENTS_SECRET).")
@@ -91,6 +92,7 @@ def bots(
     bandwidth: float | None,
     decode: bool,
     join_timeout: float,
+    data_rate: float,
     mesh: bool,
     agents_url: str | None,
     agents_secret: str | None,
@@ -118,6 +120,7 @@ def bots(
             url=whip or whep or url,
             mode=mode,
             mesh=mesh,
+            data_rate=data_rate,
             token=token,
             auth_secret=auth_secret,
             count=count,

@@ -72,6 +72,11 @@ METRICS: dict[str, Metric] = _metrics(
      "uplink bitrate of each bot (all its tracks) over the time it was joined"),
     ("bots.received_bitrate_bps", "bit/s", "window", BOT_TAGS,
      "downlink bitrate of each bot (all its consumers) over the time it was joined: missing streams lower it"),
+    ("data.delivery_ratio", "0..1", "event", BOT_TAGS,
+     "per receiving bot and sender: chat messages received / sequence numbers spanned (gaps are losses)"),
+    ("data.out_of_order", "messages", "event", BOT_TAGS, "per receiving bot and sender: messages after a higher one"),
+    ("data.latency_p50_ms", "ms", "event", BOT_TAGS, "per receiving bot and sender: median send-to-receive time"),
+    ("data.latency_p95_ms", "ms", "event", BOT_TAGS, "per receiving bot and sender: 95th percentile of it"),
     ("bots.cpu_percent", "% of a core", "sample", ROOM_TAGS,
      "CPU of the bot processes per joined bot, % of a core: one value per room per bots sample"),
     ("server.cpu_percent", "% of a core", "sample", (), "CPU of the server process (all threads)"),
@@ -100,6 +105,11 @@ SERVER_OBJECTS = {
     "server.consumer.jitter_ms": ("consumers", "jitter_ms"), "server.consumer.rtt_ms": ("consumers", "rtt_ms"),
     "server.producer.score": ("producers", "score"), "server.producer.fraction_lost": ("producers", "fraction_lost"),
     "server.producer.bitrate_bps": ("producers", "bitrate_bps"),
+}
+# data.* metrics: the field of each chat stream of a bot's report (sfuctl.bots.chat) they read.
+DATA_FIELDS = {
+    "data.delivery_ratio": "delivery_ratio", "data.out_of_order": "out_of_order",
+    "data.latency_p50_ms": "latency_p50_ms", "data.latency_p95_ms": "latency_p95_ms",
 }
 _KEY = re.compile(r"(?P<name>[a-z0-9_.]+)(?:\{(?P<tags>[^{}]*)\})?")
 
@@ -301,7 +311,7 @@ class Recorder:
         self.report = report
         events: dict[str, list[tuple[float, float, dict[str, str]]]] = {
             "consumer.first_frame_ms": [], "bots.join_ms": [], "bots.join_failed": [], "bots.disconnected": [],
-            "bots.errors": [],
+            "bots.errors": [], **{name: [] for name in DATA_FIELDS},
         }
         for bot in (report or {}).get("bots", []):
             info = self.bots.get(bot["index"])
@@ -322,6 +332,11 @@ class Recorder:
                 events["bots.join_failed"].append((info.start, 1.0, tags))
             if bot["status"] == "disconnected":
                 events["bots.disconnected"].append((_or(bot["left_at_s"], self.end), 1.0, tags))
+            for stream in (bot.get("data") or {}).get("received", []):
+                left = min(_or(bot["left_at_s"], self.end), self.end)
+                for name, field_name in DATA_FIELDS.items():
+                    if stream[field_name] is not None:
+                        events[name].append((left, float(stream[field_name]), tags))
             for consumer in bot["consumers"]:
                 if consumer["first_frame_ms"] is not None:
                     events["consumer.first_frame_ms"].append(

@@ -25,7 +25,7 @@ from .topology import DEFAULT_TOPOLOGY, MAX_MESH_ROOM, TOPOLOGIES, room_name
 KeyPath = tuple[str | int, ...]
 TOP_KEYS = ("name", "description", "topology", "duration", "stages", "server", "bots", "network", "thresholds")
 BOTS_KEYS = ("count", "rooms", "publishers", "audio", "video", "subscribe", "media", "ramp", "lifetime",
-             "processes", "seed", "join_timeout")
+             "processes", "seed", "join_timeout", "data")
 IMPAIRMENT_KEYS = ("loss", "delay", "jitter", "bandwidth")
 NETWORK_KEYS = ("name", "share", "rooms", "role", *IMPAIRMENT_KEYS, "timeline")
 WINDOW_KEYS = ("from", "to", *IMPAIRMENT_KEYS)
@@ -103,6 +103,7 @@ class BotsSettings:
     processes: int | None = None
     seed: int | None = None
     join_timeout: float = 20.0
+    data: float = 0.0  # chat messages per second per publishing bot on a data channel
 
 
 @dataclass(frozen=True)
@@ -353,6 +354,7 @@ class _Reader:
             processes=self.get(table, key + ("processes",), _integer(1, 256)),
             seed=self.get(table, key + ("seed",), _integer(0, 2**63 - 1)),
             join_timeout=self.get(table, key + ("join_timeout",), _duration(1.0, 600.0), 20.0),
+            data=self.get(table, key + ("data",), _number(0, 1000, "messages per second"), 0.0),
         )
         if not (settings.audio or settings.video):
             self.problem(key + ("video",), "bots need audio or video: set audio = true or video = true")

@@ -235,6 +235,7 @@ async def _run(
             processes=max(len(scenario.topologies), min(settings.processes or default_processes(), len(plans))),
             seed=seed,
             join_timeout=settings.join_timeout,
+            data_rate=settings.data,
             connect_timeout=min(10.0, settings.join_timeout / 2),
             auth_secret=scenario.server.auth_secret,
         )
