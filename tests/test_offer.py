@@ -188,6 +188,7 @@ def test_an_application_section_offers_data_channels_and_the_answer_accepts_or_r
         candidate=("127.0.0.1", 40000),
         setup="passive",
         media=[MediaAnswer(data, None, "sendrecv", max_message_size=1234)],
+        bundle=parsed.bundle,
     )
     assert "a=group:BUNDLE 2" in accepted
     assert "m=application 40000 UDP/DTLS/SCTP webrtc-datachannel" in accepted and "a=max-message-size:1234" in accepted
@@ -196,6 +197,7 @@ def test_an_application_section_offers_data_channels_and_the_answer_accepts_or_r
     rejected = build_answer(
         session_id=1, ice=SERVER_ICE, fingerprint=FINGERPRINT, candidate=("127.0.0.1", 40000), setup="passive",
         media=[MediaAnswer(parsed.media[0], choose_codec(parsed.media[0]), "recvonly"), MediaAnswer(data, None, "inactive")],
+        bundle=parsed.bundle,
     )  # fmt: skip
     assert "m=application 0 UDP/DTLS/SCTP webrtc-datachannel" in rejected and "a=group:BUNDLE 0\r" in rejected
     dropped = parse_offer(offer([*publish_sections(), OfferSection("2", "application", "inactive", ())]))
