@@ -7,6 +7,11 @@ reads (the kernel drops what overflows, so no receiver is ever woken). Packets a
 caches stay warm: this is the floor of the path, not a served load (bench/forwarding.py measures that).
 
     python bench/forward_path.py [--subscribers 125] [--producers 8] [--seconds 4] [--no-send]
+                                 [--audio [--audio-level]]
+
+--audio forwards Opus (160-byte payloads) whose packets carry an RFC 6464 audio level; with --audio-level the
+producers read it and the consumers copy it into their headers (negotiated on both ends), without it neither
+end negotiated it: the two give the cost of audio-level forwarding.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import pylibsrtp
 
 from sfuctl.rtc.dtls import SRTP_PROFILES
 from sfuctl.rtc.rtp import build_extension_block, build_packet
-from sfuctl.rtc.sdp import MID_URI, VIDEO_FEEDBACK, Codec
+from sfuctl.rtc.sdp import AUDIO_LEVEL_URI, MID_URI, VIDEO_FEEDBACK, Codec
 from sfuctl.runtime import run
 from sfuctl.server.config import ServerConfig
 from sfuctl.server.consumer import Consumer
@@ -31,6 +36,8 @@ from sfuctl.server.worker import Worker
 
 VP8 = Codec("VP8", 90000, 96, feedback=VIDEO_FEEDBACK)
 PAYLOAD_SIZE = 936  # the default media's mean VP8 payload
+OPUS = Codec("opus", 48000, 111, 2)
+OPUS_PAYLOAD_SIZE = 160  # Opus at ~64 kbps in 20-ms packets
 
 
 def outbound_session() -> pylibsrtp.Session:
@@ -43,7 +50,7 @@ def outbound_session() -> pylibsrtp.Session:
     return pylibsrtp.Session(policy)
 
 
-async def measure(subscribers: int, producers: int, seconds: float, send: bool) -> dict:
+async def measure(subscribers: int, producers: int, seconds: float, send: bool, audio: bool = False, level: bool = False) -> dict:
     worker = Worker(ServerConfig(host="127.0.0.1", port=0, rtc_ports=(0, 0)))
     if send:
         await worker.start()
@@ -53,8 +60,11 @@ async def measure(subscribers: int, producers: int, seconds: float, send: bool) 
     for index in range(producers):
         transport = Transport(id=f"t-pub{index}", worker=worker, cname="pub", on_closed=lambda t, s: None)
         sources.append(
-            Producer(id=f"p{index}", peer=publisher, transport=transport, kind="video", codec=VP8, ssrc=index + 1, mid="0")
-        )
+            Producer(
+                id=f"p{index}", peer=publisher, transport=transport, kind="audio" if audio else "video",
+                codec=OPUS if audio else VP8, ssrc=index + 1, mid="0", audio_level_id=1 if level else None,
+            )
+        )  # fmt: skip
     for index in range(subscribers):
         transport = Transport(id=f"t{index}", worker=worker, cname=f"sub{index}", on_closed=lambda t, s: None)
         sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -66,15 +76,20 @@ async def measure(subscribers: int, producers: int, seconds: float, send: bool) 
         transport.connected = True
         for number, producer in enumerate(sources):
             consumer = Consumer(
-                id=f"c{index}-{number}", peer=None, producer=producer, transport=transport, codec=VP8,
-                mid=str(number), extensions={MID_URI: 1},
-            )
+                id=f"c{index}-{number}", peer=None, producer=producer, transport=transport,
+                codec=OPUS if audio else VP8, mid=str(number),
+                extensions={MID_URI: 1, AUDIO_LEVEL_URI: 2} if level else {MID_URI: 1},
+            )  # fmt: skip
             producer.add_consumer(consumer)
             transport.add_consumer(consumer)
-    # VP8 keyframe starts (consumers wait for one), with the publisher's own MID and abs-send-time extensions
-    payload = bytes([0x10, 0x00]) + os.urandom(PAYLOAD_SIZE - 2)
-    extensions = build_extension_block([(9, b"0"), (3, b"\x01\x02\x03")])
-    packets = [build_packet(96, seq, seq * 3000, 0, payload, seq % 3 == 0, extensions) for seq in range(0x10000)]
+    if audio:  # the publisher's audio level (id 1, -30 dBov, voice) beside its MID
+        payload = os.urandom(OPUS_PAYLOAD_SIZE)
+        extensions = build_extension_block([(9, b"0"), (1, bytes([0x80 | 30]))])
+        packets = [build_packet(111, seq, seq * 960, 0, payload, False, extensions) for seq in range(0x10000)]
+    else:  # VP8 keyframe starts (consumers wait for one), with the publisher's own MID and abs-send-time
+        payload = bytes([0x10, 0x00]) + os.urandom(PAYLOAD_SIZE - 2)
+        extensions = build_extension_block([(9, b"0"), (3, b"\x01\x02\x03")])
+        packets = [build_packet(96, seq, seq * 3000, 0, payload, seq % 3 == 0, extensions) for seq in range(0x10000)]
     sent = 0
     started = time.process_time()
     now = time.monotonic()
@@ -100,8 +115,10 @@ def cli() -> None:
     parser.add_argument("--producers", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=4.0, help="CPU seconds to measure")
     parser.add_argument("--no-send", action="store_true", help="no socket: protect, but drop before sendto")
+    parser.add_argument("--audio", action="store_true", help="forward Opus with audio levels instead of VP8")
+    parser.add_argument("--audio-level", action="store_true", help="with --audio: read and forward the levels")
     args = parser.parse_args()
-    result = run(measure(args.subscribers, args.producers, args.seconds, not args.no_send))
+    result = run(measure(args.subscribers, args.producers, args.seconds, not args.no_send, args.audio, args.audio_level))
     print(
         f"{args.producers} producers x {args.subscribers} subscribers"
         f"{'' if result['send'] else ' (no sendto)'}: {result['us_per_packet']} µs CPU per output packet"

@@ -36,6 +36,7 @@ FIELDS: dict[str, dict[str, str]] = {
         "consumers": "array",
         "data_producers": "array",
         "data_consumers": "array",
+        "active_speaker": "str?",
     },
     "peer": {"id": "str", "name": "str", "transports": "array"},
     "transport": {
@@ -78,6 +79,7 @@ FIELDS: dict[str, dict[str, str]] = {
         "keyframes": "int",
         "consumers": "int",
         "score": "int",
+        "audio_level_dbov": "int?",
     },
     "consumer": {
         "id": "str",

@@ -14,7 +14,7 @@ from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParam
 from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 
 from sfuctl.rtc.rtp import build_extension_block, build_packet
-from sfuctl.rtc.sdp import MID_URI, VIDEO_FEEDBACK, Codec
+from sfuctl.rtc.sdp import AUDIO_LEVEL_URI, MID_URI, VIDEO_FEEDBACK, Codec
 from sfuctl.server.config import ServerConfig
 from sfuctl.server.consumer import Consumer
 from sfuctl.server.producer import Producer
@@ -168,3 +168,41 @@ async def test_header_is_rewritten_for_the_subscriber(
     assert out.sequence_number == (first.sequence_number + 1) & 0xFFFF
     assert out.timestamp == first.timestamp
 
+
+
+# -- audio level (RFC 6464): read from the publisher's extension, copied under the subscriber's id -----------
+async def test_the_audio_level_is_read_and_forwarded_under_the_subscribers_id_only_when_negotiated() -> None:
+    worker = Worker(ServerConfig(host="127.0.0.1", port=0, rtc_ports=(0, 0)))
+    publisher_transport = Transport(id="t-pub", worker=worker, cname="pub", on_closed=lambda t, s: None)
+    producer = Producer(
+        id="p-1", peer=None, transport=publisher_transport, kind="audio", codec=PUBLISHER_OPUS,
+        ssrc=PUBLISHER_SSRC, mid="0", audio_level_id=4,
+    )  # fmt: skip
+    recorders = {}
+    for name, extensions in (("with", {MID_URI: 1, AUDIO_LEVEL_URI: 7}), ("without", {MID_URI: 1})):
+        transport = Transport(id=f"t-{name}", worker=worker, cname=name, on_closed=lambda t, s: None)
+        recorders[name] = transport.connection = RecordingConnection()  # type: ignore[assignment]
+        transport.connected = True
+        consumer = Consumer(
+            id=f"c-{name}", peer=None, producer=producer, transport=transport, codec=PUBLISHER_OPUS, mid="a1",
+            extensions=extensions,
+        )  # fmt: skip
+        producer.add_consumer(consumer)
+        transport.add_consumer(consumer)
+    levels = [(True, 20), (True, 45), (False, 90), (False, 127)]  # (voice, level in -dBov)
+    for seq, (voice, level) in enumerate(levels):
+        block = build_extension_block([(9, b"0"), (4, bytes([(0x80 if voice else 0) | level]))])
+        producer.receive(build_packet(111, seq, seq * 960, PUBLISHER_SSRC, OPUS_FRAME, False, block), now=seq * 0.02)
+        assert producer.audio_level_dbov == -level
+    params = RTCRtpParameters(headerExtensions=[
+        RTCRtpHeaderExtensionParameters(id=1, uri=MID_URI), RTCRtpHeaderExtensionParameters(id=7, uri=AUDIO_LEVEL_URI),
+    ])  # fmt: skip
+    extensions_map = HeaderExtensionsMap()
+    extensions_map.configure(params)
+    received = [RtpPacket.parse(p, extensions_map) for p in recorders["with"].packets]
+    assert [p.extensions.audio_level for p in received] == levels
+    assert all(p.extensions.mid == "a1" and p.payload == OPUS_FRAME for p in received)
+    plain = [RtpPacket.parse(p, extensions_map) for p in recorders["without"].packets]
+    assert [p.extensions.audio_level for p in plain] == [None] * 4 and all(p.extensions.mid == "a1" for p in plain)
+    # Two of the four packets were speech (-50 dBov or louder); the share resets when taken.
+    assert producer.take_speech_share() == 0.5 and producer.take_speech_share() == 0.0

@@ -160,7 +160,7 @@ def sample_snapshot() -> dict:
     stream = {"id": "x", "peer": "peer-a", "peer_name": "alice", "kind": "audio", "codec": "opus", "paused": False,
               "packets": 10, "bytes": 1000, "bitrate_bps": 8000, "packets_lost": 0, "fraction_lost": 0.0,
               "jitter_ms": 1.5, "rtt_ms": None, "nack_count": 0, "pli_count": 0, "fir_count": 0, "score": 10}  # fmt: skip
-    producer = {**stream, "id": "p-1", "ssrc": None, "keyframes": 0, "consumers": 1}
+    producer = {**stream, "id": "p-1", "ssrc": None, "keyframes": 0, "consumers": 1, "audio_level_dbov": -30}
     consumer = {**stream, "id": "c-1", "peer": "peer-b", "peer_name": "bob", "producer_id": "p-1",
                 "producer_peer": "peer-a", "producer_peer_name": "alice", "ssrc": 1234, "rtt_ms": 12.5,
                 "retransmitted": 0, "reports_received": 3, "producer_score": 10}  # fmt: skip
@@ -172,7 +172,7 @@ def sample_snapshot() -> dict:
               "bitrate_in_bps": 8000, "bitrate_out_bps": 8000, "cpu_percent": 3.5, "rtc_port": 40000,
               "unknown_datagrams": 0}  # fmt: skip
     room = {"name": "demo", "peers": [{"id": "peer-a", "name": "alice", "transports": [transport]}],
-            "producers": [producer], "consumers": [consumer],
+            "producers": [producer], "consumers": [consumer], "active_speaker": "peer-a",
             "data_producers": [{"id": "dp-1", "peer": "peer-a", "peer_name": "alice", "label": "chat", "stream_id": 0,
                                 "messages_in": 5, "bytes_in": 50, "dropped": 1, "dropped_oversize": 0, "dropped_rate": 1,
                                 "consumers": 1}],

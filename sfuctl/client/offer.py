@@ -15,9 +15,10 @@ from aiortc import sdp as aiortc_sdp
 from sfuctl.rtc.connection import Connection
 from sfuctl.rtc.ice import IceParameters
 from sfuctl.rtc.sctp import DEFAULT_MAX_MESSAGE_SIZE
-from sfuctl.rtc.sdp import MID_URI, SCTP_PORT, VIDEO_FEEDBACK, Codec, parse_session
+from sfuctl.rtc.sdp import AUDIO_LEVEL_URI, MID_URI, SCTP_PORT, VIDEO_FEEDBACK, Codec, parse_session
 
 MID_EXTENSION_ID = 1
+AUDIO_LEVEL_EXTENSION_ID = 2  # audio m-lines offer RFC 6464 levels under this id
 DIRECTIONS = ("sendonly", "recvonly", "sendrecv", "inactive")
 
 OPUS = Codec("opus", 48000, 111, 2, (("minptime", "10"), ("useinbandfec", "1")))
@@ -130,6 +131,7 @@ def _section_lines(s: OfferSection, ice: IceParameters, fingerprint: str, host: 
         f"a=rtcp:{port} IN IP4 {host}",
         f"a=mid:{s.mid}",
         f"a=extmap:{MID_EXTENSION_ID} {MID_URI}",
+        *([f"a=extmap:{AUDIO_LEVEL_EXTENSION_ID} {AUDIO_LEVEL_URI}"] if s.kind == "audio" else []),
         f"a={s.direction}",
         "a=rtcp-mux",
         "a=rtcp-rsize",

@@ -4,6 +4,7 @@ arithmetic, keyframe detection for VP8 (RFC 7741) and H.264 (RFC 6184)."""
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 
 RTP_HEADER_SIZE = 12
 ONE_BYTE_PROFILE = 0xBEDE
@@ -74,7 +75,11 @@ def read_extensions(data: bytes) -> dict[int, bytes]:
 
 
 def _read_elements(data: bytes, pos: int, end: int, one_byte: bool) -> dict[int, bytes]:
-    elements: dict[int, bytes] = {}
+    return {ext_id: bytes(data[value : value + size]) for ext_id, value, size in _elements(data, pos, end, one_byte)}
+
+
+def _elements(data: bytes | bytearray, pos: int, end: int, one_byte: bool) -> Iterator[tuple[int, int, int]]:
+    """(id, value offset, value length) of each element of an extension block; ValueError if one overruns it."""
     while pos < end:
         byte = data[pos]
         if byte == 0:
@@ -82,8 +87,8 @@ def _read_elements(data: bytes, pos: int, end: int, one_byte: bool) -> dict[int,
             continue
         if one_byte:
             ext_id, size = byte >> 4, (byte & 0x0F) + 1
-            if ext_id == 15:
-                break
+            if ext_id == 15:  # reserved: stop reading (RFC 8285 section 4.2)
+                return
             pos += 1
         else:
             if pos + 2 > end:
@@ -92,9 +97,28 @@ def _read_elements(data: bytes, pos: int, end: int, one_byte: bool) -> dict[int,
             pos += 2
         if pos + size > end:
             raise ValueError("RTP header extension element exceeds block")
-        elements[ext_id] = bytes(data[pos : pos + size])
+        yield ext_id, pos, size
         pos += size
-    return elements
+
+
+def find_extension(data: bytes | bytearray, ext_id: int) -> int:
+    """The offset of the value of header extension `ext_id` in an RTP packet whose header is valid
+    (read_header), or -1 when it is absent or its block is malformed (RFC 8285 one- or two-byte elements)."""
+    first = data[0]
+    if not first & 0x10:
+        return -1
+    start = RTP_HEADER_SIZE + 4 * (first & 0x0F)
+    profile, words = _EXT_HEADER.unpack_from(data, start)
+    one_byte = profile == ONE_BYTE_PROFILE
+    if not one_byte and profile & 0xFFF0 != TWO_BYTE_PROFILE:
+        return -1
+    try:
+        for element_id, value, _ in _elements(data, start + 4, start + 4 + 4 * words, one_byte):
+            if element_id == ext_id:
+                return value
+    except ValueError:
+        return -1
+    return -1
 
 
 def build_extension_block(items: list[tuple[int, bytes]]) -> bytes:

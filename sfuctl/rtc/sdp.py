@@ -23,7 +23,8 @@ from .ice import IceParameters
 MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
 # The SCTP port of data channels (RFC 8841 a=sctp-port); every browser uses 5000.
 SCTP_PORT = 5000
-SUPPORTED_EXTENSIONS = (MID_URI,)
+AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"  # RFC 6464: V bit and level in -dBov
+SUPPORTED_EXTENSIONS = {"audio": (MID_URI, AUDIO_LEVEL_URI), "video": (MID_URI,)}
 VIDEO_FEEDBACK = (("nack", None), ("nack", "pli"), ("ccm", "fir"))
 CODEC_PREFERENCE = {"audio": ("opus",), "video": ("VP8", "H264")}
 CLOCK_RATES = {"opus": 48000, "VP8": 90000, "H264": 90000}
@@ -336,7 +337,8 @@ def build_answer(
 
 def accepted_extensions(offer: MediaOffer) -> dict[str, int]:
     """The header extensions the server uses on an m-line (their ids come from the offer)."""
-    return {uri: ext_id for uri, ext_id in offer.extensions.items() if uri in SUPPORTED_EXTENSIONS}
+    supported = SUPPORTED_EXTENSIONS.get(offer.kind, ())
+    return {uri: ext_id for uri, ext_id in offer.extensions.items() if uri in supported}
 
 
 def _codec(c: object) -> Codec:

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 
 from ..rtc import rtcp
 from ..rtc.meter import Meter
-from ..rtc.rtp import build_extension_block, read_header, seq_distance
-from ..rtc.sdp import MID_URI, Codec
+from ..rtc.rtp import build_extension_block, find_extension, read_header, seq_distance
+from ..rtc.sdp import AUDIO_LEVEL_URI, MID_URI, Codec
 from ..rtc.send_stream import SendStream
 from .events import CloseListeners
 from .quality import QualityMonitor
@@ -23,7 +23,8 @@ _pack_header = struct.Struct("!BBHI").pack_into
 
 
 class Consumer:
-    """Rewrites SSRC, payload type, sequence number, timestamp and MID of a producer's packets for one peer.
+    """Rewrites SSRC, payload type, sequence number, timestamp and MID of a producer's packets for one peer, and
+    copies the audio level (RFC 6464) when both ends negotiated it.
 
     Sequence numbers and timestamps stay continuous across pause/resume and producer changes: each (re)start
     takes new offsets so the peer sees no gap; video restarts only on a keyframe.
@@ -65,9 +66,15 @@ class Consumer:
         )
 
         ext_items = [(extensions[MID_URI], mid.encode())] if MID_URI in extensions else []
+        level_id = extensions.get(AUDIO_LEVEL_URI) if producer.audio_level_id is not None else None
+        if level_id is not None:
+            ext_items.append((level_id, bytes([producer.audio_level_byte])))
         ext_block = build_extension_block(ext_items)
         self._send_rtp = transport.connection.send_rtp  # bound once: the transport keeps its connection
         self._header = bytearray(12) + ext_block
+        # Where the audio level byte sits in the header (0: not forwarded); the template's first byte says
+        # "extension" only once patched, so the search reads a copy that says so.
+        self._level_pos = find_extension(b"\x90" + self._header[1:], level_id) if level_id is not None else 0
         struct.pack_into("!I", self._header, 8, self.ssrc)
         self._first_byte = 0x90 if ext_block else 0x80
         self._second_byte = (codec.payload_type, 0x80 | codec.payload_type)
@@ -102,6 +109,8 @@ class Consumer:
             self._last_time = now
         header = self._header
         _pack_header(header, 0, self._first_byte | (first_byte & 0x20), self._second_byte[marker], seq, ts)
+        if self._level_pos:
+            header[self._level_pos] = self.producer.audio_level_byte
         packet = b"".join((header, payload))
         meter = self.meter  # Meter.add inlined: one call less per packet
         meter.packets += 1

@@ -8,7 +8,17 @@ import time
 from typing import TYPE_CHECKING, Callable
 
 from ..rtc.dcep import ChannelParameters
-from ..rtc.sdp import MID_URI, MediaAnswer, MediaOffer, Offer, accepted_extensions, answer_direction, choose_codec, parse_offer
+from ..rtc.sdp import (
+    AUDIO_LEVEL_URI,
+    MID_URI,
+    MediaAnswer,
+    MediaOffer,
+    Offer,
+    accepted_extensions,
+    answer_direction,
+    choose_codec,
+    parse_offer,
+)
 from .auth import OPEN, Grant
 from .consumer import Consumer
 from .data_consumer import DataConsumer
@@ -103,7 +113,14 @@ class Peer:
             elif existing is None and receiving:
                 m = answer.offer
                 producer = Producer(
-                    id=new_id("p"), peer=self, transport=transport, kind=m.kind, codec=answer.codec, ssrc=m.ssrc, mid=m.mid
+                    id=new_id("p"),
+                    peer=self,
+                    transport=transport,
+                    kind=m.kind,
+                    codec=answer.codec,
+                    ssrc=m.ssrc,
+                    mid=m.mid,
+                    audio_level_id=answer.extensions.get(AUDIO_LEVEL_URI),
                 )
                 transport.add_producer(producer, answer.extensions.get(MID_URI))
                 self.producers[producer.id] = producer

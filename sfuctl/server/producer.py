@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING
 from ..rtc.meter import Meter
 from ..rtc.nack import RetransmissionBuffer
 from ..rtc.receive_stream import ReceiveStream
-from ..rtc.rtp import is_keyframe, read_header
+from ..rtc.rtp import find_extension, is_keyframe, read_header
 from ..rtc.sdp import Codec
+from .active_speaker import SPEECH_DBOV
 from .events import CloseListeners
 from .quality import QualityMonitor
 
@@ -27,7 +28,16 @@ class Producer:
     """An incoming RTP stream of one peer; the server decrypts it once and forwards it untouched but for headers."""
 
     def __init__(
-        self, *, id: str, peer: Peer, transport: Transport, kind: str, codec: Codec, ssrc: int | None, mid: str
+        self,
+        *,
+        id: str,
+        peer: Peer,
+        transport: Transport,
+        kind: str,
+        codec: Codec,
+        ssrc: int | None,
+        mid: str,
+        audio_level_id: int | None = None,
     ) -> None:
         self.id = id
         self.peer = peer
@@ -51,6 +61,12 @@ class Producer:
         self.invalid_packets = 0
         self.keyframes = 0
         self.on_close: CloseListeners[Producer] = CloseListeners()  # its transport, peer and router listen
+        # RFC 6464 audio level, when the publisher sends it: the last byte as received (V bit, level in -dBov),
+        # forwarded to consumers that negotiated it, and per active-speaker step the packets and speech packets.
+        self.audio_level_id = audio_level_id if kind == "audio" else None
+        self.audio_level_byte = 0x7F  # -127 dBov: silence until a level arrives
+        self.level_packets = 0
+        self.speech_packets = 0
 
     @property
     def ssrc(self) -> int | None:
@@ -91,6 +107,8 @@ class Producer:
             return
         self.meter.add(len(data))
         self.rtcp.receive(sequence, timestamp, now)
+        if self.audio_level_id is not None:
+            self._read_audio_level(data)
         if self.rtx_buffer is not None:
             self.rtx_buffer.store(sequence, data)
         if self.paused or not self.consumers:
@@ -103,6 +121,27 @@ class Producer:
         first_byte = data[0]
         for consumer in self.consumers:
             consumer.forward(first_byte, marker, sequence, timestamp, payload, keyframe, now)
+
+    def _read_audio_level(self, data: bytes) -> None:
+        position = find_extension(data, self.audio_level_id)  # type: ignore[arg-type]
+        if position < 0:
+            return
+        level = data[position]
+        self.audio_level_byte = level
+        self.level_packets += 1
+        if level & 0x7F <= SPEECH_DBOV:
+            self.speech_packets += 1
+
+    def take_speech_share(self) -> float:
+        """The share of audio packets since the last call that carried speech (0 without levels); resets."""
+        share = self.speech_packets / self.level_packets if self.level_packets else 0.0
+        self.level_packets = self.speech_packets = 0
+        return share
+
+    @property
+    def audio_level_dbov(self) -> int | None:
+        """The last audio level received, in dBov (0 loudest, -127 silence); None without the extension."""
+        return -(self.audio_level_byte & 0x7F) if self.audio_level_id is not None else None
 
     # -- feedback ------------------------------------------------------------------------------------
     def request_keyframe(self, now: float) -> None:
@@ -191,4 +230,5 @@ class Producer:
             "keyframes": self.keyframes,
             "consumers": len(self.consumers),
             "score": self.quality.score,
+            "audio_level_dbov": self.audio_level_dbov,
         }

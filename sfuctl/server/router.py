@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Callable
 
+from .active_speaker import ActiveSpeakerObserver
 from .peer import producer_info
 
 if TYPE_CHECKING:
@@ -22,6 +23,7 @@ class Router:
         self.peers: dict[str, Peer] = {}
         self.producers: dict[str, Producer] = {}
         self.data_producers: dict[str, DataProducer] = {}
+        self.active_speaker = ActiveSpeakerObserver()
         self._on_empty = on_empty
 
     def add_peer(self, peer: Peer) -> None:
@@ -67,6 +69,21 @@ class Router:
         producer.set_paused(paused, time.monotonic())
         self.broadcast("producerPaused" if paused else "producerResumed", {"producerId": producer.id}, exclude=producer.peer)
 
+    def observe_speech(self) -> None:
+        """One active-speaker step (every active_speaker.STEP): the audio producers' speech shares in; the room
+        hears `activeSpeaker` when the floor changes hands. A peer counts by its audio with levels."""
+        speech: dict[str, float] = {}
+        for producer in self.producers.values():
+            if producer.audio_level_id is not None:
+                share = producer.take_speech_share()
+                speech[producer.peer.id] = max(share, speech.get(producer.peer.id, 0.0))
+        before = self.active_speaker.dominant
+        winner = self.active_speaker.update(speech)
+        if winner is not None:
+            self.broadcast("activeSpeaker", {"peerId": winner})
+        elif before is not None and self.active_speaker.dominant is None:
+            self.broadcast("activeSpeaker", {"peerId": None})
+
     def broadcast(self, method: str, params: dict, exclude: Peer | None = None) -> None:
         for peer in self.peers.values():
             if peer is not exclude:
@@ -84,6 +101,7 @@ class Router:
             "peers": [peer.stats() for peer in self.peers.values()],
             "producers": producers,
             "consumers": consumers,
+            "active_speaker": self.active_speaker.dominant,
             "data_producers": [d.stats() for d in self.data_producers.values()],
             "data_consumers": [d.stats() for peer in self.peers.values() for d in peer.data_consumers.values()],
         }

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from ..rtc.batching import REPORT_INTERVAL, TICK_INTERVAL
 from ..rtc.dtls import DtlsCertificate
 from ..rtc.ice import stun_username
+from .active_speaker import STEP as SPEECH_STEP
 from .config import ServerConfig
 from ..stats_schema import SCHEMA_VERSION
 from .router import Router
@@ -140,13 +141,25 @@ class Worker(asyncio.DatagramProtocol):
     # -- periodic work -------------------------------------------------------------------------------
     async def _run_ticks(self) -> None:
         next_report = time.monotonic() + REPORT_INTERVAL
+        next_speech = time.monotonic() + SPEECH_STEP
         while True:
             await asyncio.sleep(TICK_INTERVAL)
             now = time.monotonic()
             report = now >= next_report
             if report:
                 next_report = now + REPORT_INTERVAL
+            if now >= next_speech:
+                next_speech = now + SPEECH_STEP
+                self.observe_speech()
             self.tick(now, report)
+
+    def observe_speech(self) -> None:
+        """One active-speaker step of every room (every active_speaker.STEP)."""
+        for router in list(self.routers.values()):
+            try:
+                router.observe_speech()
+            except Exception:
+                log.exception("active speaker step of room %s failed", router.name)
 
     def tick(self, now: float, report: bool) -> None:
         """One tick: feedback of the producers with something pending; every transport's reports when `report`."""

@@ -27,7 +27,7 @@ const chatInput = document.getElementById("chat-input");
 const chatSend = document.getElementById("chat-send");
 const meter = new BitrateMeter();
 
-const app = { state: "idle", session: null, localStream: null, errors: [], messages: [] };
+const app = { state: "idle", session: null, localStream: null, errors: [], messages: [], activeSpeaker: null };
 
 function setState(state, text) {
   app.state = state;
@@ -132,6 +132,10 @@ async function join(room, name) {
       track: (peerId, track) => tiles.addTrack(peerId, track),
       trackEnded: (peerId, track) => tiles.removeTrack(peerId, track),
       chat: (peerId, name, text) => showChat(name, text),
+      activeSpeaker: (peerId) => {
+        app.activeSpeaker = peerId;
+        tiles.setSpeaking(peerId === session.peerId ? "self" : peerId);
+      },
       error: showError,
       closed: (reason) => {
         showError(reason);
@@ -163,6 +167,7 @@ function teardown() {
   for (const track of app.localStream?.getTracks() ?? []) track.stop();
   app.localStream = null;
   app.session = null;
+  app.activeSpeaker = null;
   tiles.clear();
   setState("idle", "not in a room");
 }
@@ -260,6 +265,10 @@ window.sfuctl = {
   /** Chat messages shown, oldest first: {from: name (null for ours), text}. */
   get messages() {
     return [...app.messages];
+  },
+  /** The peer id the server names as speaking (activeSpeaker), or null. */
+  get activeSpeaker() {
+    return app.activeSpeaker;
   },
   join: (room, name) => join(room, name),
   chat: (text) => chat(text),

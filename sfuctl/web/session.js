@@ -12,7 +12,7 @@ export class Session {
    * url: the signaling websocket; token: an access token sent with join (null on an open server);
    * rtcConfig: RTCPeerConnection configuration;
    * events: {peer(peer), peerLeft(peerId), track(peerId, track), trackEnded(peerId, track), chat(peerId, name, text),
-   *          error(text), closed(reason)}.
+   *          activeSpeaker(peerId or null), error(text), closed(reason)}.
    */
   constructor({ url, room, name, token, rtcConfig, events }) {
     this.url = url;
@@ -277,6 +277,9 @@ export class Session {
         for (const data of pending) this.dataArrived(params.streamId, data);
         break;
       }
+      case "activeSpeaker":
+        this.events.activeSpeaker(params.peerId);
+        break;
       case "dataConsumerClosed":
         for (const [streamId, consumer] of this.dataConsumers) {
           if (consumer.id === params.dataConsumerId) this.dataConsumers.delete(streamId);

@@ -62,6 +62,11 @@ export class Tiles {
     if (tile) tile.stats.textContent = lines.join("\n");
   }
 
+  /** Mark the tile of `key` (a peer id, or "self") as the one speaking; null marks none. */
+  setSpeaking(key) {
+    for (const [tileKey, tile] of this.tiles) tile.root.classList.toggle("speaking", tileKey === key);
+  }
+
   remove(key) {
     this.tiles.get(key)?.root.remove();
     this.tiles.delete(key);
