@@ -368,3 +368,26 @@ async def test_auth_through_the_multi_worker_front() -> None:
                 await http.ws_connect(url, origin="https://evil.example")
     finally:
         await front.close()
+
+
+async def test_data_channels_need_the_data_grant(server) -> None:
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    pc.createDataChannel("chat")
+    sdp = await offer_sdp(pc)
+    no_data = await connect(server, token(identity="quiet", data=False))
+    try:
+        await no_data.request("join", room="a")
+        with pytest.raises(SignalingError) as caught:
+            await no_data.request("publish", sdp=sdp)
+        assert caught.value.code == "forbidden" and "'data'" in caught.value.message
+        assert not server.worker.transports
+    finally:
+        await no_data.close()
+    chatty = await connect(server, token(identity="chatty", data=True))
+    try:
+        await chatty.request("join", room="a")
+        answer = await chatty.request("publish", sdp=sdp)
+        assert "m=application" in answer["sdp"] and "a=max-message-size:65536" in answer["sdp"]
+    finally:
+        await pc.close()
+        await chatty.close()
