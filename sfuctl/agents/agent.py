@@ -132,8 +132,8 @@ class Agent:
         if kind == "plan":
             await self._take(body, fields)
         elif current is not None and run == current.run_id:
-            if kind == "start":
-                current.start_at.set_result(float(body["at"])) if not current.start_at.done() else None
+            if kind == "start" and not current.start_at.done():
+                current.start_at.set_result(float(body["at"]))
             elif kind == "stop":
                 current.stop.set()
 

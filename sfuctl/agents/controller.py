@@ -124,15 +124,15 @@ class Controller:
         self.secret = secret
         self.warn = warn
         self.version = __version__
-        self._live: dict[str, list[LogHistogram]] = {}  # agent -> its latest histogram per live threshold
+        self.latest: dict[str, list[LogHistogram]] = {}  # agent -> its latest histogram per live threshold
 
     def live(self, index: int) -> LogHistogram | None:
         """The merged latest histogram of the index-th live threshold (for abort_on_fail); None before any
         agent sent one."""
-        if not self._live:
+        if not self.latest:
             return None
         merged = LogHistogram()
-        for histograms in self._live.values():
+        for histograms in self.latest.values():
             merged.merge(histograms[index])
         return merged
 
@@ -311,7 +311,7 @@ class _Run:
         elif kind == "sample":
             self.on_round(name, data)
         elif kind == "live":
-            self.controller._live[name] = [LogHistogram.from_dict(h) for h in data["histograms"]]
+            self.controller.latest[name] = [LogHistogram.from_dict(h) for h in data["histograms"]]
         elif kind == "report":
             self.reports[name] = data
             self.flush_rounds()
@@ -357,7 +357,7 @@ class _Run:
         record = self.records[name]
         record.lost = True
         record.error = message or self.error
-        self.controller._live.pop(name, None)
+        self.controller.latest.pop(name, None)
         self.flush_rounds()
 
     def bots(self) -> list[dict]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import socket
 import sys
@@ -18,6 +19,13 @@ from ..runtime import run
 
 EXIT_STOPPED = 0
 EXIT_FAILED = 1
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")  # it is part of Redis keys
+
+
+def _name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and not NAME.fullmatch(value):
+        raise click.BadParameter(f"{value!r}: use 1 to 63 letters, digits, '.', '_' or '-'")
+    return value
 
 
 @click.command(
@@ -28,7 +36,7 @@ EXIT_FAILED = 1
     ),
 )
 @click.option("--redis", "redis_url", metavar="URL", envvar="SFUCTL_AGENTS", required=True, help="The Redis every agent and controller of the run uses (redis://HOST:PORT[/DB]), or SFUCTL_AGENTS.")
-@click.option("--name", default=None, help="This agent's name, unique among the agents of that Redis [default: the host name].")
+@click.option("--name", default=None, callback=_name, help="This agent's name, unique among the agents of that Redis [default: the host name].")
 @click.option("--processes", type=click.IntRange(1, 256), default=None, help="Bot processes per run [default: one per core].")
 @click.option("--agents-secret", envvar="SFUCTL_AGENTS_SECRET", required=True, help="The secret plans must be signed with (or SFUCTL_AGENTS_SECRET); the same on every agent and controller.")
 def agent(redis_url: str, name: str | None, processes: int | None, agents_secret: str) -> None:
