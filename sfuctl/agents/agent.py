@@ -273,7 +273,7 @@ class AgentRun:
         try:
             report = await run_bots(config, on_sample, on_join=on_join, stop=self.stop, plans=self.plans,
                                     on_streams=on_streams if recorder is not None else None, on_start=on_start,
-                                    start_at=local_start)
+                                    start_at=local_start, child_processes=True)
         finally:
             noting.cancel()
             self._queue.put_nowait(None)

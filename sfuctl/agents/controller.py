@@ -180,6 +180,7 @@ class Controller:
         result = run.result()
         report = build_report(config, run.bots(), media=list(config.media), started_at=started_wall,
                               duration=time.monotonic() - began, stopped_by=run.stopped_by())
+        report.agents = [agent.to_dict() for agent in result.agents]
         return report, result
 
 

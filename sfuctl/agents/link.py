@@ -19,7 +19,9 @@ from redis.exceptions import RedisError
 
 PREFIX = "sfuctl"
 HEARTBEAT_INTERVAL = 1.0  # an agent refreshes its registration this often
-HEARTBEAT_TTL = 3.0  # an agent not heard of for this long is gone (the controller checks every second)
+# An agent not heard of for this long is gone (the controller checks every second). Its bots run in child
+# processes, so a busy machine delays its heartbeat by far less than this.
+HEARTBEAT_TTL = 5.0
 RUN_TTL = 3600  # a run's stream is dropped an hour after its last entry
 INBOX_LENGTH = 100  # the newest messages an inbox keeps (a run sends three)
 READ_BLOCK_MS = 500  # how long a stream read waits for an entry, so stops and losses are seen promptly

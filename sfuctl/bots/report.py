@@ -29,6 +29,7 @@ class BotsReport:
     rooms: list[dict]
     total: dict
     bots: list[dict]
+    agents: list[dict] | None = None  # the load agents that ran the bots (docs/agents.md)
 
     @property
     def failed(self) -> int:
@@ -45,6 +46,7 @@ class BotsReport:
             "media": self.media,
             "summary": {"rooms": self.rooms, "total": self.total},
             "bots": self.bots,
+            "agents": self.agents,
         }
 
     def write_json(self, path: Path) -> None:

@@ -76,6 +76,7 @@ async def run_bots(
     on_streams: Callable[[StreamSample], None] | None = None,
     on_start: Callable[[float], None] | None = None,
     start_at: float | None = None,
+    child_processes: bool = False,
 ) -> BotsReport:
     """Run `config` until its duration ends or `stop` is set; every bot leaves cleanly, then the report.
 
@@ -84,7 +85,8 @@ async def run_bots(
     process), on_start the time.monotonic() at which the plans' offsets start counting. `plans` replaces
     plan_bots(config) (e.g. bots that leave at their own time). `start_at` (Unix time) is when the plans'
     offsets start counting (load agents start together); default: as soon as the bots are ready. Raises
-    ServerUnreachable or BotsError before any bot starts.
+    ServerUnreachable or BotsError before any bot starts. `child_processes` runs even a single process's bots
+    in a child process, so that the caller's event loop stays responsive (a load agent's heartbeat).
     """
     stop = stop if stop is not None else asyncio.Event()
     if config.mode == "websocket":  # a WHIP/WHEP endpoint that does not answer is each bot's join error
@@ -120,7 +122,7 @@ async def run_bots(
             timers.append(loop.call_later(delay + config.duration, finish, "duration"))
 
     try:
-        if config.processes == 1:
+        if config.processes == 1 and not child_processes:
             group = BotGroup(config, plans, tracks, on_join=on_join, on_counters=on_counters, on_streams=on_streams)
             delay = max(0.0, start_at - time.time()) if start_at is not None else 0.0
             starting(delay)
