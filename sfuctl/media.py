@@ -26,6 +26,12 @@ AUDIO_SAMPLE_RATE = 48000
 AUDIO_FRAME_SAMPLES = 960  # 20 ms, Opus's usual frame for WebRTC
 VIDEO_CODECS = ("vp8", "h264")
 AUDIO_KINDS = ("tone", "speech")
+# Simulcast encodings, lowest first: each divides the top size by this factor (what browsers send with
+# scaleResolutionDownBy 4/2/1) and gets this share of the top bitrate (1.5 Mb/s -> 500 and 150 kb/s, about
+# the rates libwebrtc gives 720p/360p/180p).
+SIMULCAST_SCALES = (4, 2, 1)
+SIMULCAST_BITRATE_SHARES = (0.1, 1 / 3, 1.0)
+SIMULCAST_TOP = (1280, 720, 1_500_000)  # default size and bitrate of the top encoding
 # Bump when the generated content changes, so cached files made by an older version are not reused.
 _GENERATOR_VERSION = 1
 
@@ -120,6 +126,57 @@ class MediaFiles:
 
     video: Path | None
     audio: Path | None
+
+
+@dataclass(frozen=True, slots=True)
+class SimulcastFiles:
+    """The encodings of one video, lowest first (same frame rate, keyframes at the same frames), and the audio."""
+
+    videos: tuple[Path, ...]
+    audio: Path
+
+
+def simulcast_specs(top: MediaSpec) -> tuple[MediaSpec, ...]:
+    """The spec of each simulcast encoding, lowest first, from the top one's size, bitrate and GOP."""
+    if top.width % 8 or top.height % 8:
+        raise ValueError(
+            f"simulcast needs a top size divisible by 8 (it is divided by 4 and stays even), not {top.width}x{top.height}"
+        )
+    specs = []
+    for scale, share in zip(SIMULCAST_SCALES, SIMULCAST_BITRATE_SHARES):
+        fields = {name: getattr(top, name) for name in top.__dataclass_fields__}
+        fields.update(width=top.width // scale, height=top.height // scale, video_bitrate=max(50_000, round(top.video_bitrate * share)))
+        specs.append(MediaSpec(**fields))
+    return tuple(specs)
+
+
+def make_simulcast_media(top: MediaSpec, directory: Path, progress: Progress | None = None) -> SimulcastFiles:
+    """Write the simulcast encodings of top (see simulcast_specs) and its audio; return their paths."""
+    specs = simulcast_specs(top)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = [media_paths(spec, directory) for spec in specs]
+    total = sum(spec.video_frames for spec in specs) + top.audio_frames
+    report = progress or _ignore_progress
+    done = 0
+    for spec, files in zip(specs, paths):
+        assert files.video is not None
+        _write_atomically(files.video, lambda tmp, spec=spec, base=done: _write_video(spec, tmp, lambda n: report(base + n, total)))
+        done += spec.video_frames
+    audio = paths[-1].audio
+    assert audio is not None
+    _write_atomically(audio, lambda tmp: _write_audio(top, tmp, lambda n: report(done + n, total)))
+    return SimulcastFiles(videos=tuple(f.video for f in paths if f.video is not None), audio=audio)
+
+
+def ensure_simulcast_media(progress: Progress | None = None) -> SimulcastFiles:
+    """The default simulcast set in default_cache_dir(), generated on first use."""
+    width, height, bitrate = SIMULCAST_TOP
+    top = MediaSpec(width=width, height=height, video_bitrate=bitrate)
+    directory = default_cache_dir()
+    paths = [media_paths(spec, directory) for spec in simulcast_specs(top)]
+    if all(f.video is not None and f.video.exists() for f in paths) and paths[-1].audio.exists():
+        return SimulcastFiles(tuple(f.video for f in paths), paths[-1].audio)
+    return make_simulcast_media(top, directory, progress)
 
 
 def default_cache_dir() -> Path:

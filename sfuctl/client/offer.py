@@ -16,9 +16,11 @@ from sfuctl.rtc.connection import Connection
 from sfuctl.rtc.ice import IceParameters
 from sfuctl.rtc.sctp import DEFAULT_MAX_MESSAGE_SIZE
 from sfuctl.rtc.sdp import AUDIO_LEVEL_URI, MID_URI, SCTP_PORT, VIDEO_FEEDBACK, Codec, parse_session
+from sfuctl.rtc.simulcast import RID_URI
 
 MID_EXTENSION_ID = 1
 AUDIO_LEVEL_EXTENSION_ID = 2  # audio m-lines offer RFC 6464 levels under this id
+RID_EXTENSION_ID = 3  # simulcast video m-lines offer the rtp-stream-id extension under this id
 DIRECTIONS = ("sendonly", "recvonly", "sendrecv", "inactive")
 
 OPUS = Codec("opus", 48000, 111, 2, (("minptime", "10"), ("useinbandfec", "1")))
@@ -37,7 +39,8 @@ SEND_CODECS: dict[str, Codec] = {"opus": OPUS, "VP8": VP8, "H264": H264}
 
 @dataclass(frozen=True)
 class OfferSection:
-    """One m-line of a client offer. A sending section carries its SSRC, CNAME and msid (stream, track).
+    """One m-line of a client offer. A sending section carries its SSRC, CNAME and msid (stream, track); a
+    simulcast one names its encodings by RID, lowest first (its SSRCs travel only in RTP, with their RID).
 
     Kind "application" is the data channel section (SCTP over the transport's DTLS): no codecs, direction
     "sendrecv" (or "inactive" to drop it).
@@ -50,6 +53,7 @@ class OfferSection:
     ssrc: int | None = None
     cname: str | None = None
     msid: tuple[str, str] | None = None
+    rids: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in ("audio", "video", "application"):
@@ -65,6 +69,8 @@ class OfferSection:
             raise ValueError(f"m-line {self.mid} needs at least one codec")
         if self.ssrc is not None and not 0 < self.ssrc <= 0xFFFFFFFF:
             raise ValueError(f"SSRC {self.ssrc} outside 1..2^32-1")
+        if self.rids and (self.kind != "video" or self.direction != "sendonly"):
+            raise ValueError("only a sendonly video m-line can carry simulcast RIDs")
 
 
 def build_offer(
@@ -132,6 +138,7 @@ def _section_lines(s: OfferSection, ice: IceParameters, fingerprint: str, host: 
         f"a=mid:{s.mid}",
         f"a=extmap:{MID_EXTENSION_ID} {MID_URI}",
         *([f"a=extmap:{AUDIO_LEVEL_EXTENSION_ID} {AUDIO_LEVEL_URI}"] if s.kind == "audio" else []),
+        *([f"a=extmap:{RID_EXTENSION_ID} {RID_URI}"] if s.rids else []),
         f"a={s.direction}",
         "a=rtcp-mux",
         "a=rtcp-rsize",
@@ -147,6 +154,10 @@ def _section_lines(s: OfferSection, ice: IceParameters, fingerprint: str, host: 
         if s.msid is not None:
             lines.append(f"a=msid:{s.msid[0]} {s.msid[1]}")
         lines.append(f"a=ssrc:{s.ssrc} cname:{s.cname or 'sfuctl-bot'}")
+    if s.rids:
+        if s.msid is not None and s.ssrc is None:
+            lines.append(f"a=msid:{s.msid[0]} {s.msid[1]}")
+        lines += [f"a=rid:{rid} send" for rid in s.rids] + ["a=simulcast:send " + ";".join(s.rids)]
     return lines + transport
 
 

@@ -9,7 +9,16 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from sfuctl.media import AUDIO_KINDS, VIDEO_CODECS, MediaSpec, default_cache_dir, make_media
+from sfuctl.media import (
+    AUDIO_KINDS,
+    SIMULCAST_TOP,
+    VIDEO_CODECS,
+    MediaSpec,
+    default_cache_dir,
+    make_media,
+    make_simulcast_media,
+    simulcast_specs,
+)
 
 _DEFAULTS = MediaSpec()
 
@@ -27,13 +36,28 @@ def media() -> None:
 
 @media.command(
     short_help="Generate test video and audio files.",
-    epilog="Example: sfuctl media make --codec h264 --duration 20",
+    epilog="Example: sfuctl media make --codec h264 --duration 20\n\n"
+    "Three simulcast encodings (1280x720, 640x360, 320x180): sfuctl media make --simulcast\n\n"
+    "Exit codes: 0 written, 2 bad settings or unwritable directory.",
 )
-@click.option("--width", type=int, default=_DEFAULTS.width, show_default=True, help="Video width in pixels.")
-@click.option("--height", type=int, default=_DEFAULTS.height, show_default=True, help="Video height in pixels.")
+@click.option(
+    "--width", type=int, default=None, help=f"Video width in pixels [default: {_DEFAULTS.width}, {SIMULCAST_TOP[0]} with --simulcast]."
+)
+@click.option(
+    "--height", type=int, default=None, help=f"Video height in pixels [default: {_DEFAULTS.height}, {SIMULCAST_TOP[1]} with --simulcast]."
+)
 @click.option("--fps", type=int, default=_DEFAULTS.fps, show_default=True, help="Frames per second.")
 @click.option(
-    "--bitrate", type=int, default=_DEFAULTS.video_bitrate // 1000, show_default=True, help="Video bitrate in kbps."
+    "--bitrate",
+    type=int,
+    default=None,
+    help=f"Video bitrate in kbps [default: {_DEFAULTS.video_bitrate // 1000}, {SIMULCAST_TOP[2] // 1000} for the top encoding with --simulcast].",
+)
+@click.option(
+    "--simulcast",
+    is_flag=True,
+    help="Write three encodings of the same video (the given size, /2 and /4; 100%, 1/3 and 1/10 of the bitrate) "
+    "with the same frame rate and keyframes at the same frames.",
 )
 @click.option(
     "--keyframe-interval",
@@ -57,29 +81,34 @@ def media() -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the file paths as JSON.")
 def make(
-    width: int,
-    height: int,
+    width: int | None,
+    height: int | None,
     fps: int,
-    bitrate: int,
+    bitrate: int | None,
     keyframe_interval: float,
     duration: float,
     codec: str,
     audio: str,
+    simulcast: bool,
     out: Path | None,
     as_json: bool,
 ) -> None:
     """Encode a video file (VP8 in IVF or H.264 in MPEG-TS) and an Opus audio file (OGG)."""
+    default_width, default_height, default_bitrate = (
+        SIMULCAST_TOP if simulcast else (_DEFAULTS.width, _DEFAULTS.height, _DEFAULTS.video_bitrate)
+    )
     try:
         spec = MediaSpec(
-            width=width,
-            height=height,
+            width=default_width if width is None else width,
+            height=default_height if height is None else height,
             fps=fps,
-            video_bitrate=bitrate * 1000,
+            video_bitrate=default_bitrate if bitrate is None else bitrate * 1000,
             keyframe_interval=keyframe_interval,
             duration=duration,
             video_codec=codec,
             audio=audio,
         )
+        specs = simulcast_specs(spec) if simulcast else (spec,)
     except ValueError as error:
         raise MediaError(str(error)) from None
     directory = out if out is not None else default_cache_dir()
@@ -91,14 +120,26 @@ def make(
         console=Console(stderr=True),
         transient=True,
     )
-    task = progress.add_task("encoding", total=spec.video_frames + spec.audio_frames)
+    task = progress.add_task("encoding", total=sum(s.video_frames for s in specs) + spec.audio_frames)
+    update = lambda done, total: progress.update(task, completed=done)  # noqa: E731
     try:
         with progress:
-            files = make_media(spec, directory, lambda done, total: progress.update(task, completed=done))
+            if simulcast:
+                layers = make_simulcast_media(spec, directory, update)
+            else:
+                files = make_media(spec, directory, update)
     except OSError as error:
         raise MediaError(
             f"cannot write media to {directory}: {error.strerror or error}; pass a writable directory with --out DIR"
         ) from None
+    if simulcast:
+        if as_json:
+            click.echo(json.dumps({"videos": [str(v) for v in layers.videos], "audio": str(layers.audio)}))
+        else:
+            for layer_spec, video in zip(specs, layers.videos):
+                click.echo(f"video {layer_spec.width}x{layer_spec.height}: {video}")
+            click.echo(f"audio: {layers.audio}")
+        return
     if as_json:
         click.echo(json.dumps({"video": str(files.video), "audio": str(files.audio)}))
     else:

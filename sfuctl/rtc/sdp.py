@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from aiortc import sdp as aiortc_sdp
 
 from .ice import IceParameters
+from .simulcast import RID_URI, SimulcastOffer, answer_lines, media_sections, read_simulcast
 
 MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
 # The SCTP port of data channels (RFC 8841 a=sctp-port); every browser uses 5000.
@@ -72,6 +73,7 @@ class MediaOffer:
     # An m=application (data channels) section: its a=sctp-port and a=max-message-size.
     sctp_port: int | None = None
     max_message_size: int | None = None
+    simulcast: SimulcastOffer | None = None
 
 
 @dataclass
@@ -103,6 +105,7 @@ class MediaAnswer:
     cname: str | None = None
     msid: tuple[str, str] | None = None
     extensions: dict[str, int] = field(default_factory=dict)
+    rids: tuple[str, ...] = ()  # simulcast encodings the server receives on this m-line
     max_message_size: int | None = None
 
     @property
@@ -125,7 +128,8 @@ def parse_offer(text: str) -> Offer:
     session = parse_session(text)
     if not session.media:
         raise ValueError("SDP has no m= section")
-    sections = _raw_sections(text)
+    raw_sections = media_sections(text)
+    sections = _raw_sections(raw_sections)
     mids = [m.rtp.muxId for m in session.media]
     bundle = _bundle_group(session, mids)
     in_bundle = set(bundle or ())
@@ -173,6 +177,10 @@ def parse_offer(text: str) -> Offer:
         if not m.rtp.muxId:
             raise ValueError(f"m-line {index} ({m.kind}) has no a=mid")
         primary_ssrc, cname = _primary_ssrc(m)
+        try:
+            simulcast = None if rejected else read_simulcast(raw_sections[index], m.kind)
+        except ValueError as exc:
+            raise ValueError(f"m-line {index} (mid {m.rtp.muxId}): {exc}") from None
         media.append(
             MediaOffer(
                 index=index,
@@ -187,6 +195,7 @@ def parse_offer(text: str) -> Offer:
                 proto=proto,
                 formats=formats,
                 bundle_only=bundle_only[index],
+                simulcast=simulcast,
             )
         )
     offered_mids = [m.mid for m in media]
@@ -216,23 +225,25 @@ def _bundle_group(session: aiortc_sdp.SessionDescription, mids: list[str | None]
     return group
 
 
-def _raw_sections(text: str) -> list[tuple[tuple[str, tuple[str, ...]], set[str]]]:
-    """Per m-line: (protocol, formats) from its m= line and the names of its a= attributes."""
+def _raw_sections(raw: list[list[str]]) -> list[tuple[tuple[str, tuple[str, ...]], set[str]]]:
+    """Per m-line (its lines from media_sections): (protocol, formats) from its m= line and the names of its
+    a= attributes."""
     sections: list[tuple[tuple[str, tuple[str, ...]], set[str]]] = []
-    for line in text.splitlines():
-        if line.startswith("m="):
-            fields = line[2:].split()
-            sections.append(((fields[2] if len(fields) > 2 else "", tuple(fields[3:])), set()))
-        elif line.startswith("a=") and sections:
-            sections[-1][1].add(line[2:].split(":", 1)[0].strip())
+    for m_line, *lines in raw:
+        fields = m_line[2:].split()
+        attributes = {line[2:].split(":", 1)[0].strip() for line in lines if line.startswith("a=")}
+        sections.append(((fields[2] if len(fields) > 2 else "", tuple(fields[3:])), attributes))
     return sections
 
 
 def choose_codec(offer: MediaOffer, name: str | None = None) -> Codec | None:
     """The codec the server accepts on an m-line: `name` when given (a consumer must match its producer)."""
     names = (name,) if name else CODEC_PREFERENCE.get(offer.kind, ())
+    simulcast = offer.simulcast
     for wanted in names:
         candidates = [c for c in offer.codecs if c.name.lower() == wanted.lower()]
+        if simulcast is not None:  # every encoding must be able to use it
+            candidates = [c for c in candidates if simulcast.allows(c.payload_type)]
         if wanted.upper() == "H264":
             candidates = [c for c in candidates if dict(c.parameters).get("packetization-mode") == "1"]
             candidates.sort(key=lambda c: dict(c.parameters).get("profile-level-id", "")[:2] != "42")
@@ -328,6 +339,7 @@ def build_answer(
             lines.append(f"a=fmtp:{codec.payload_type} {codec.fmtp()}")
         for kind, parameter in codec.feedback:
             lines.append(f"a=rtcp-fb:{codec.payload_type} {kind}" + (f" {parameter}" if parameter else ""))
+        lines += answer_lines(m.rids)
         if m.ssrc is not None:
             if m.msid:
                 lines.append(f"a=msid:{m.msid[0]} {m.msid[1]}")
@@ -336,8 +348,11 @@ def build_answer(
 
 
 def accepted_extensions(offer: MediaOffer) -> dict[str, int]:
-    """The header extensions the server uses on an m-line (their ids come from the offer)."""
+    """The header extensions the server uses on an m-line (their ids come from the offer); the RID one only where
+    the offer announces encodings by RID."""
     supported = SUPPORTED_EXTENSIONS.get(offer.kind, ())
+    if offer.simulcast is not None and offer.simulcast.rids:
+        supported = (*supported, RID_URI)
     return {uri: ext_id for uri, ext_id in offer.extensions.items() if uri in supported}
 
 
