@@ -15,6 +15,8 @@ from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderR
 from rich.table import Table
 from rich.text import Text
 
+from .units import format_bitrate
+
 SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
 HISTORY = 12
 WIDE = 120  # from this width on, the codec and the bitrate sparkline get their own columns
@@ -67,15 +69,6 @@ def peer_pair(peer: str, source: str, width: int) -> str:
         else:
             source = source[: len(source) - 2] + "…"
     return f"{peer} ← {source}"
-
-
-def format_bitrate(bps: float) -> str:
-    """1234567 -> '1.23 Mb/s' (SI prefixes, three significant digits)."""
-    for factor, unit in ((1e9, "Gb/s"), (1e6, "Mb/s"), (1e3, "kb/s")):
-        if bps >= factor:
-            value = bps / factor
-            return f"{value:.3g} {unit}" if value < 100 else f"{value:.0f} {unit}"
-    return f"{bps:.0f} b/s"
 
 
 def sparkline(values: list[float]) -> str:

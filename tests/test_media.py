@@ -228,7 +228,7 @@ def test_cli_help_shows_an_example() -> None:
 @pytest.mark.parametrize(
     ("arguments", "expected"),
     [
-        (["--width", "641"], "Error: video size 641x360 is not supported: use even numbers from 64x48 to 3840x2160"),
+        (["--width", "641"], "error: video size 641x360 is not supported: use even numbers from 64x48 to 3840x2160"),
         (["--out", "{file}/sub"], "pass a writable directory with --out DIR"),
     ],
 )

@@ -53,7 +53,9 @@ def test_an_unreachable_server_exits_1(tmp_path: Path, media: tuple[str, str]) -
     report = tmp_path / "out.json"
     done = run(str(path), "--url", "ws://127.0.0.1:9", "--json", str(report), "--quiet")
     assert done.returncode == 1
-    assert "ERROR: cannot reach ws://127.0.0.1:9" in done.stdout
+    assert done.stderr.splitlines() == [
+        "error: cannot reach ws://127.0.0.1:9 ([Errno 111] Connection refused): is `sfuctl serve` running there?"]
+    assert "pass" not in done.stdout and "FAIL" not in done.stdout  # no table of verdicts that were never judged
     result = json.loads(report.read_text())
     assert (result["status"], result["complete"], result["server"]["url"]) == ("failed", False, None)
     assert run(str(path), "--url", "http://127.0.0.1:9").returncode == 2  # a bad command line

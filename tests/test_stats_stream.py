@@ -216,7 +216,7 @@ def test_an_unreachable_server_is_one_line_and_exit_status_2(args):
     result = CliRunner().invoke(stats, [*args, "--url", url])
     assert result.exit_code == 2
     assert result.stdout == ""
-    assert result.stderr.startswith(f"sfuctl stats: cannot reach the sfuctl server at {url}: ")
+    assert result.stderr.startswith(f"error: cannot reach the sfuctl server at {url}: ")
     assert result.stderr.count("\n") == 1
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 from rich import box
 from rich.table import Table
@@ -49,11 +48,9 @@ class BotsReport:
             "agents": self.agents,
         }
 
-    def write_json(self, path: Path) -> None:
-        """Write the report atomically (a temporary file renamed into place)."""
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n")
-        tmp.replace(path)
+    def to_json(self) -> str:
+        """The report as the JSON document of docs/bots.md."""
+        return json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n"
 
 
 def build_report(

@@ -11,7 +11,13 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from ..agents.controller import Controller
 from ..agents.link import AgentsError, AgentsSettings, connect
@@ -24,14 +30,27 @@ from ..bots.runner import BotsError, ServerUnreachable, check_server, run_bots
 from ..bots.stats import Sample
 from ..media import MediaSpec, default_cache_dir, ensure_default_media, media_paths
 from ..runtime import run
+from ..units import format_bitrate
+from .conventions import (
+    STDOUT,
+    Duration,
+    command,
+    json_option,
+    make_console,
+    print_error,
+    write_output,
+)
 
 EXIT_OK = 0
 EXIT_BOTS_FAILED = 1
 EXIT_ERROR = 2
 
 
-@click.command(
+@command(
     short_help="Load the SFU with headless bots.",
+    exit_codes={0: "every bot joined and ran", 1: "a bot failed (to join, or while running): see the report; or "
+                "(--agents) Redis or an agent is unreachable or lost",
+                2: "the server is unreachable, or a bad command line or setting"},
     epilog=(
         "Example: sfuctl bots --count 50 --rooms 10 --duration 60 --json report.json\n\n"
         "The same 5-peer call as a full mesh: sfuctl bots --count 5 --mesh --duration 30\n\n"
@@ -53,16 +72,16 @@ EXIT_ERROR = 2
 @click.option("--subscribe/--no-subscribe", default=True, show_default=True, help="Subscribe to the room's other producers.")
 @click.option("--media", "media", multiple=True, type=click.Path(exists=True, dir_okay=False), help="Media file (VP8/H.264 IVF/WebM/MPEG-TS, Opus OGG/WebM); repeat for audio + video [default: generated test media].")
 @click.option("--ramp", type=click.FloatRange(0.01, 1000), default=5.0, show_default=True, help="Joins per second.")
-@click.option("--duration", type=click.FloatRange(0.1), default=None, help="Seconds to run, then leave [default: until Ctrl-C].")
+@click.option("--duration", type=Duration(0.1), default=None, help="How long to run, then leave (60, 45s, 2m) [default: until Ctrl-C].")
 @click.option("--processes", type=click.IntRange(1, 256), default=None, help="OS processes to spread bots over [default: one per core].")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the JSON report here (docs/bots.md).")
+@json_option("Write the JSON report (docs/bots.md) to FILE, checked before the bots start.")
 @click.option("--seed", type=int, default=None, help="Seed for SSRCs, timing and loss, for reproducible runs [default: random].")
 @click.option("--loss", type=click.FloatRange(0, 1), default=0.0, show_default=True, help="Datagram loss per direction, 0-1.")
 @click.option("--delay", type=click.FloatRange(0, 10_000), default=0.0, show_default=True, help="Added round-trip time in ms (half each way).")
 @click.option("--jitter", type=click.FloatRange(0, 10_000), default=0.0, show_default=True, help="Extra random delay per datagram, 0..MS each way (order kept).")
 @click.option("--bandwidth", type=click.FloatRange(8, 10_000_000), default=None, help="Token-bucket limit per direction in kbps.")
 @click.option("--decode", is_flag=True, help="Decode every received frame to prove it is intact (costs a decoder per stream).")
-@click.option("--join-timeout", type=click.FloatRange(1, 600), default=20.0, show_default=True, help="Seconds before a bot that has not joined counts as failed.")
+@click.option("--join-timeout", type=Duration(1, 600), default=20.0, show_default=True, help="Time before a bot that has not joined counts as failed (20s).")
 @click.option("--data", "data_rate", type=click.FloatRange(0, 1000), default=0.0, show_default=True, help="Chat messages per second each publishing bot sends on a data channel through the SFU; every bot measures delivery, order and latency per sender (0: no data channels).")
 @click.option("--mesh", is_flag=True, help="Connect the bots of each room to each other directly (a full mesh: one connection per pair); the server only relays their SDP.")
 @click.option("--agents", "agents_url", metavar="REDIS_URL", envvar="SFUCTL_AGENTS", default=None, help="Run the bots on the `sfuctl agent`s registered at this Redis (redis://HOST:PORT), split by their cores.")
@@ -84,7 +103,7 @@ def bots(
     ramp: float,
     duration: float | None,
     processes: int | None,
-    json_path: Path | None,
+    json_path: Path | str | None,
     seed: int | None,
     loss: float,
     delay: float,
@@ -99,21 +118,14 @@ def bots(
 ) -> None:
     """Headless bots join rooms, publish pre-encoded audio/video (no encoding), subscribe to each other
     (no decoding) and report per-consumer loss, jitter, RTT, freezes and join times (RFC 3550). With
-    --agents they run on load agents on other machines (docs/agents.md), with one report.
-
-    \b
-    Exit status:
-      0   every bot joined
-      1   a bot failed to join, or (--agents) Redis or an agent is unreachable or lost
-      2   a bad command line or configuration, or the server does not answer
-    """
-    errors = Console(stderr=True)
+    --agents they run on load agents on other machines (docs/agents.md), with one report."""
+    errors = make_console(stderr=True)
     if agents_url is not None and not agents_secret:
-        sys.exit(_error(errors, "--agents needs --agents-secret (or SFUCTL_AGENTS_SECRET): the agents run only "
-                                "plans signed with their secret"))
+        sys.exit(_error("--agents needs --agents-secret (or SFUCTL_AGENTS_SECRET): the agents run only "
+                        "plans signed with their secret"))
     agents = AgentsSettings(agents_url, agents_secret) if agents_url is not None and agents_secret else None
     if whip and whep:
-        sys.exit(_error(errors, "give --whip or --whep, not both (run two sfuctl bots for both)"))
+        sys.exit(_error("give --whip or --whep, not both (run two sfuctl bots for both)"))
     mode = "whip" if whip else "whep" if whep else "websocket"
     try:
         config = BotsConfig(
@@ -141,17 +153,17 @@ def bots(
             connect_timeout=min(10.0, join_timeout / 2),  # ICE/DTLS failures name themselves before the join times out
         )
     except ValueError as exc:
-        sys.exit(_error(errors, str(exc)))
+        sys.exit(_error(str(exc)))
     if mode == "websocket":  # an unreachable WHIP/WHEP endpoint is every bot's join error in the report
         try:
             run(check_server(config.url, timeout=5.0))
         except ServerUnreachable as exc:
-            sys.exit(_error(errors, unreachable(exc)))
+            sys.exit(_error(unreachable(exc)))
     if not config.media and agents is None:  # agents make their own default media
         try:
             config = replace(config, media=_default_media(errors))
         except OSError as exc:
-            sys.exit(_error(errors, f"cannot write test media to {default_cache_dir()}: {exc.strerror or exc}; "
+            sys.exit(_error(f"cannot write test media to {default_cache_dir()}: {exc.strerror or exc}; "
                                     "set SFUCTL_CACHE_DIR or pass --media"))
     sys.exit(run(_run(config, json_path, errors, agents)))
 
@@ -170,7 +182,7 @@ def _default_media(console: Console) -> tuple[str, ...]:
     return tuple(str(path) for path in (files.video, files.audio) if path is not None)
 
 
-async def _run(config: BotsConfig, json_path: Path | None, console: Console, agents: AgentsSettings | None) -> int:
+async def _run(config: BotsConfig, json_path: Path | str | None, console: Console, agents: AgentsSettings | None) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -216,24 +228,27 @@ async def _run(config: BotsConfig, json_path: Path | None, console: Console, age
                 finally:
                     await client.aclose()
     except ServerUnreachable as exc:
-        return _error(console, unreachable(exc))
+        return _error(unreachable(exc))
     except BotsError as exc:
-        return _error(console, str(exc))
+        return _error(str(exc))
     except AgentsError as exc:
-        console.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
+        print_error(str(exc))
         return EXIT_BOTS_FAILED
-    Console().print(summary_table(report))
+    # With the JSON report on stdout, the summary goes to stderr so that stdout stays one JSON document.
+    summary = console if json_path == STDOUT else make_console()
+    summary.print(summary_table(report))
     if outcome is not None:
-        Console().print(agents_table(outcome))
+        summary.print(agents_table(outcome))
     _print_failures(report, console)
     if json_path is not None:
         try:
-            report.write_json(json_path)
+            write_output(json_path, report.to_json())
         except OSError as exc:
-            return _error(console, f"cannot write {json_path}: {exc.strerror or exc}")
-        console.print(f"report: {json_path}", highlight=False)
+            return _error(f"cannot write {json_path}: {exc.strerror or exc}")
+        if json_path != STDOUT:
+            console.print(f"report: {json_path}", highlight=False)
     if outcome is not None and outcome.error is not None:
-        console.print(f"error: {outcome.error}", highlight=False, markup=False, soft_wrap=True)
+        print_error(str(outcome.error))
         return EXIT_BOTS_FAILED
     return EXIT_BOTS_FAILED if report.failed else EXIT_OK
 
@@ -242,9 +257,9 @@ def unreachable(exc: ServerUnreachable) -> str:
     return f"cannot reach {exc.url} (is `sfuctl serve` running?)"
 
 
-def _error(console: Console, message: str) -> int:
+def _error(message: str) -> int:
     """The one error path: a single unwrapped line on stderr, exit code 2."""
-    console.print(f"error: {message}", highlight=False, markup=False, soft_wrap=True)
+    print_error(message)
     return EXIT_ERROR
 
 
@@ -254,8 +269,8 @@ def live_line(sample: Sample) -> str:
     worst = sample.worst_loss()
     parts = [
         f"{total.active} up" + (f", [red]{total.failed} failed[/]" if total.failed else ""),
-        f"tx {total.streams_sent} streams {_mbps(total.sent_bitrate_bps)}",
-        f"rx {total.streams_received} streams {_mbps(total.received_bitrate_bps)}",
+        f"tx {total.streams_sent} streams {format_bitrate(total.sent_bitrate_bps)}",
+        f"rx {total.streams_received} streams {format_bitrate(total.received_bitrate_bps)}",
     ]
     if worst is not None:
         parts.append(f"worst loss {worst[1]:.1%} ({worst[0]})")
@@ -264,10 +279,6 @@ def live_line(sample: Sample) -> str:
     if total.freezes:
         parts.append(f"freezes {total.freezes}")
     return " · ".join(parts)
-
-
-def _mbps(bps: float) -> str:
-    return f"{bps / 1e6:.1f} Mbps"
 
 
 def _print_failures(report: BotsReport, console: Console, limit: int = 5) -> None:

@@ -6,8 +6,13 @@ import json
 from pathlib import Path
 
 import click
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from sfuctl.media import (
     AUDIO_KINDS,
@@ -20,25 +25,29 @@ from sfuctl.media import (
     simulcast_specs,
 )
 
+from .conventions import (
+    CommandError,
+    Duration,
+    group,
+    json_option,
+    make_console,
+    write_output,
+)
+
 _DEFAULTS = MediaSpec()
+EXIT_BAD_MEDIA = 2
 
 
-class MediaError(click.ClickException):
-    """A one-line error about the requested media, exit code 2."""
-
-    exit_code = 2
-
-
-@click.group()
+@group(short_help="Make local test media (a moving pattern with a frame counter, Opus audio).")
 def media() -> None:
     """Local test media: a moving test pattern with a frame counter, and Opus audio."""
 
 
 @media.command(
     short_help="Generate test video and audio files.",
+    exit_codes={0: "the files are written", 2: "unsupported settings, an unwritable directory, or a bad command line"},
     epilog="Example: sfuctl media make --codec h264 --duration 20\n\n"
-    "Three simulcast encodings (1280x720, 640x360, 320x180): sfuctl media make --simulcast\n\n"
-    "Exit codes: 0 written, 2 bad settings or unwritable directory.",
+    "Three simulcast encodings (1280x720, 640x360, 320x180): sfuctl media make --simulcast",
 )
 @click.option(
     "--width", type=int, default=None, help=f"Video width in pixels [default: {_DEFAULTS.width}, {SIMULCAST_TOP[0]} with --simulcast]."
@@ -61,12 +70,12 @@ def media() -> None:
 )
 @click.option(
     "--keyframe-interval",
-    type=float,
+    type=Duration(),
     default=_DEFAULTS.keyframe_interval,
     show_default=True,
-    help="Seconds between keyframes.",
+    help="Time between keyframes (2, 2s, 500ms).",
 )
-@click.option("--duration", type=float, default=_DEFAULTS.duration, show_default=True, help="Length in seconds.")
+@click.option("--duration", type=Duration(), default=_DEFAULTS.duration, show_default=True, help="Length (10, 10s, 1m).")
 @click.option(
     "--codec", type=click.Choice(VIDEO_CODECS), default=_DEFAULTS.video_codec, show_default=True, help="Video codec."
 )
@@ -79,7 +88,7 @@ def media() -> None:
     default=None,
     help="Output directory [default: the cache directory, $SFUCTL_CACHE_DIR or ~/.cache/sfuctl].",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the file paths as JSON.")
+@json_option("Write the file paths as JSON to FILE.")
 def make(
     width: int | None,
     height: int | None,
@@ -91,7 +100,7 @@ def make(
     audio: str,
     simulcast: bool,
     out: Path | None,
-    as_json: bool,
+    json_path: Path | str | None,
 ) -> None:
     """Encode a video file (VP8 in IVF or H.264 in MPEG-TS) and an Opus audio file (OGG)."""
     default_width, default_height, default_bitrate = (
@@ -110,14 +119,14 @@ def make(
         )
         specs = simulcast_specs(spec) if simulcast else (spec,)
     except ValueError as error:
-        raise MediaError(str(error)) from None
+        raise CommandError(str(error), EXIT_BAD_MEDIA) from None
     directory = out if out is not None else default_cache_dir()
     progress = Progress(
         TextColumn("encoding"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        console=Console(stderr=True),
+        console=make_console(stderr=True),
         transient=True,
     )
     task = progress.add_task("encoding", total=sum(s.video_frames for s in specs) + spec.audio_frames)
@@ -129,19 +138,20 @@ def make(
             else:
                 files = make_media(spec, directory, update)
     except OSError as error:
-        raise MediaError(
-            f"cannot write media to {directory}: {error.strerror or error}; pass a writable directory with --out DIR"
+        raise CommandError(
+            f"cannot write media to {directory}: {error.strerror or error}; pass a writable directory with --out DIR",
+            EXIT_BAD_MEDIA,
         ) from None
     if simulcast:
-        if as_json:
-            click.echo(json.dumps({"videos": [str(v) for v in layers.videos], "audio": str(layers.audio)}))
+        if json_path is not None:
+            write_output(json_path, json.dumps({"videos": [str(v) for v in layers.videos], "audio": str(layers.audio)}) + "\n")
         else:
             for layer_spec, video in zip(specs, layers.videos):
                 click.echo(f"video {layer_spec.width}x{layer_spec.height}: {video}")
             click.echo(f"audio: {layers.audio}")
         return
-    if as_json:
-        click.echo(json.dumps({"video": str(files.video), "audio": str(files.audio)}))
+    if json_path is not None:
+        write_output(json_path, json.dumps({"video": str(files.video), "audio": str(files.audio)}) + "\n")
     else:
         click.echo(f"video: {files.video}")
         click.echo(f"audio: {files.audio}")

@@ -15,15 +15,22 @@ from ..agents.report import agents_table
 from ..bots.report import summary_table
 from ..runtime import run as run_loop
 from ..scenario.comparison import compare, comparison_table
-from ..scenario.html import write_html
-from ..scenario.json_report import write_failure_json, write_json
-from ..scenario.junit import write_failure_junit, write_junit
+from ..scenario.html import render_html
+from ..scenario.json_report import failure_json_text, json_text
+from ..scenario.junit import failure_junit_text, junit_text
 from ..scenario.live import PlainView, QuietView, TerminalView
 from ..scenario.model import Scenario, ScenarioError, load_scenario
 from ..scenario.runner import EXIT_RUN_FAILED, RunResult, run_scenario
 from ..scenario.verdicts import outcome_line, verdict_table
-
-OUTPUT_PATH = click.Path(dir_okay=False, writable=True, path_type=Path)
+from .conventions import (
+    STDOUT,
+    OutputPath,
+    command,
+    json_option,
+    make_console,
+    print_error,
+    write_output,
+)
 
 
 def _url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -32,14 +39,22 @@ def _url(ctx: click.Context, param: click.Parameter, value: str | None) -> str |
     return value
 
 
-@click.command(
+@command(
     short_help="Run a load scenario; exit 0 pass, 99 threshold failed, 1 run failed.",
+    exit_codes={
+        0: "every threshold held",
+        99: "a threshold failed (or aborted the run with abort_on_fail)",
+        1: "the run itself failed: a bad scenario file, a server that does not start or answer, bots that cannot "
+           "join at all, Redis or an agent unreachable or lost; also a run interrupted by Ctrl-C or SIGTERM "
+           "(outputs marked incomplete)",
+    },
     epilog="Example: sfuctl run scenarios/smoke.toml --junit out/smoke.xml --html out/smoke.html",
 )
 @click.argument("scenario_file", metavar="SCENARIO", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--json", "json_path", type=OUTPUT_PATH, default=None, help="Write every metric, per-consumer time series and the verdicts as JSON.")
-@click.option("--junit", "junit_path", type=OUTPUT_PATH, default=None, help="Write JUnit XML: one testcase per threshold.")
-@click.option("--html", "html_path", type=OUTPUT_PATH, default=None, help="Write a self-contained HTML report with plots.")
+@json_option("Write every metric, per-consumer time series and the verdicts as JSON to FILE (put --json last, "
+             "or write --json=FILE, so that it does not take the scenario's name).")
+@click.option("--junit", "junit_path", type=OutputPath(stdout=False), default=None, help="Write JUnit XML to FILE: one testcase per threshold.")
+@click.option("--html", "html_path", type=OutputPath(stdout=False), default=None, help="Write a self-contained HTML report with plots to FILE.")
 @click.option("--validate", is_flag=True, help="Only check the scenario file (exit 0 valid, 1 not).")
 @click.option("--url", default=None, callback=_url, help="Use the server at this signaling URL instead of the scenario's.")
 @click.option("--quiet", "-q", is_flag=True, help="No live view or progress lines; only the verdict.")
@@ -47,7 +62,7 @@ def _url(ctx: click.Context, param: click.Parameter, value: str | None) -> str |
 @click.option("--agents-secret", envvar="SFUCTL_AGENTS_SECRET", default=None, help="The secret the agents share, to sign the plans (or SFUCTL_AGENTS_SECRET).")
 def run(
     scenario_file: Path,
-    json_path: Path | None,
+    json_path: Path | str | None,
     junit_path: Path | None,
     html_path: Path | None,
     validate: bool,
@@ -59,26 +74,17 @@ def run(
     """Run the load scenario SCENARIO (a TOML file, docs/scenarios.md): start the embedded server (or use
     the scenario's or --url's), run the bots through the stages with a live view, then judge every
     threshold and print the verdict. With --agents the bots run on load agents on other machines
-    (docs/agents.md) and the thresholds are judged on their merged samples.
-
-    \b
-    Exit status:
-      0   every threshold held
-      99  a threshold failed (or aborted the run with abort_on_fail)
-      1   the run itself failed: a bad scenario file, a server that does not start or answer, bots that
-          cannot join at all, Redis or an agent unreachable or lost; also a run interrupted by Ctrl-C or
-          SIGTERM (outputs marked incomplete)
-      2   a bad command line
+    (docs/agents.md) and the thresholds are judged on their merged samples. Output paths are checked before the
+    run starts.
     """
-    out = Console()
-    errors = Console(stderr=True)
+    out = make_console(stderr=json_path == STDOUT)  # stdout holds only the JSON then
     try:
         scenario = load_scenario(scenario_file).with_url(url)
     except ScenarioError as exc:
         for problem in exc.problems:
-            errors.print(f"error: {problem}", highlight=False, markup=False, soft_wrap=True)
+            print_error(problem)
         if not validate:
-            _write_failure(scenario_file, exc.problems, json_path, junit_path, errors)
+            _write_failure(scenario_file, exc.problems, json_path, junit_path)
         sys.exit(EXIT_RUN_FAILED)
     if validate:
         out.print(f"{scenario_file}: valid · {describe(scenario)}", highlight=False, markup=False, soft_wrap=True)
@@ -91,33 +97,36 @@ def run(
         try:
             run_loop(_check_redis(agents_url))
         except AgentsError as exc:
-            errors.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
+            print_error(str(exc))
             sys.exit(EXIT_RUN_FAILED)
         agents = AgentsSettings(agents_url, agents_secret)
     if not quiet:
         where = f" · on the agents at {agents_url}" if agents_url else ""
         out.print(f"sfuctl run {scenario.name}: {describe(scenario)}{where}", highlight=False, markup=False)
     result = run_loop(_run(scenario, out, quiet, agents))
-    if result.report is not None and not quiet:
-        out.print(summary_table(result.report))
-    if result.agents is not None:
-        out.print(agents_table(result.agents))
-    out.print(verdict_table(result))
-    if result.recorder is not None and "mesh" in scenario.topologies:
-        out.print(comparison_table(compare(scenario, result.recorder)))
-    out.print(outcome_line(result))
+    if result.status == "failed":  # the run never judged anything: the reason alone, no table of empty verdicts
+        print_error(str(result.error))
+    else:
+        if result.report is not None and not quiet:
+            out.print(summary_table(result.report))
+        if result.agents is not None:
+            out.print(agents_table(result.agents))
+        out.print(verdict_table(result))
+        if result.recorder is not None and "mesh" in scenario.topologies:
+            out.print(comparison_table(compare(scenario, result.recorder)))
+        out.print(outcome_line(result))
     code = result.exit_code
-    for path, write in ((json_path, write_json), (junit_path, write_junit), (html_path, write_html)):
+    for path, render in ((json_path, json_text), (junit_path, junit_text), (html_path, render_html)):
         if path is None:
             continue
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write(result, path)
+            write_output(path, render(result))
         except OSError as exc:
-            errors.print(f"error: cannot write {path}: {exc.strerror or exc}", highlight=False, markup=False)
+            print_error(f"cannot write {path}: {exc.strerror or exc}")
             code = EXIT_RUN_FAILED
         else:
-            out.print(f"wrote {path}" + ("" if result.complete else f" (marked {result.status})"), highlight=False)
+            if path != STDOUT:
+                out.print(f"wrote {path}" + ("" if result.complete else f" (marked {result.status})"), highlight=False)
     sys.exit(code)
 
 
@@ -162,13 +171,12 @@ async def _run(scenario: Scenario, console: Console, quiet: bool, agents: Agents
 
 
 def _write_failure(
-    scenario_file: Path, problems: list[str], json_path: Path | None, junit_path: Path | None, errors: Console
+    scenario_file: Path, problems: list[str], json_path: Path | str | None, junit_path: Path | None
 ) -> None:
     """A scenario that cannot be read still leaves its outputs, so CI shows why."""
-    for path, write in ((json_path, write_failure_json), (junit_path, write_failure_junit)):
+    for path, render in ((json_path, failure_json_text), (junit_path, failure_junit_text)):
         if path is not None:
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                write(path, scenario_file, problems)
+                write_output(path, render(scenario_file, problems))
             except OSError as exc:
-                errors.print(f"error: cannot write {path}: {exc.strerror or exc}", highlight=False, markup=False)
+                print_error(f"cannot write {path}: {exc.strerror or exc}")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
 import signal
+import socket
 
 import click
 from rich.console import Console
@@ -12,9 +14,10 @@ from rich.console import Console
 from ..runtime import run, setup_logging
 from ..server.app import start_server
 from ..server.auth import Authenticator
-from ..server.config import ServerConfig, parse_port_range
+from ..server.config import MediaPortsBusy, ServerConfig, parse_port_range
 from ..server.front import start_front
 from ..server.supervisor import split_port_range
+from .conventions import CommandError, Duration, command, make_console
 
 
 def _read_key(path: str | None) -> str | None:
@@ -34,12 +37,31 @@ def _port_range(ctx: click.Context, param: click.Parameter, value: str) -> tuple
         raise click.BadParameter(str(exc)) from None
 
 
-@click.command()
+def _announced_ip(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """An IP address as given; a host name is resolved once, here, and the banner says so."""
+    if value is None:
+        return None
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        pass
+    try:
+        address = socket.getaddrinfo(value, None, type=socket.SOCK_DGRAM)[0][4][0]
+    except (OSError, UnicodeError):
+        raise click.BadParameter(f"{value!r} is not an IP address and does not resolve: give the address peers "
+                                 "reach this server at, e.g. 203.0.113.5") from None
+    ctx.meta["announced_ip_from"] = value
+    return str(address)
+
+
+@command(
+    exit_codes={0: "stopped by Ctrl-C or SIGTERM", 1: "cannot start: the signaling port or the media ports are taken"},
+)
 @click.option("--host", envvar="SFUCTL_HOST", default="127.0.0.1", show_default=True, help="Address to listen on (signaling and media).")
 @click.option("--port", envvar="SFUCTL_PORT", default=8080, show_default=True, type=click.IntRange(0, 65535), help="Signaling/HTTP port (0 picks a free one).")
-@click.option("--announced-ip", envvar="SFUCTL_ANNOUNCED_IP", default=None, help="Address put in ICE candidates [default: --host].")
-@click.option("--rtc-port-range", envvar="SFUCTL_RTC_PORT_RANGE", default="40000-40099", show_default=True, callback=_port_range, help="UDP ports for media; the worker takes the first free one and every transport shares it.")
-@click.option("--consent-timeout", envvar="SFUCTL_CONSENT_TIMEOUT", default=30.0, show_default=True, type=click.FloatRange(1, 300), help="Seconds without ICE consent before a peer is dropped.")
+@click.option("--announced-ip", envvar="SFUCTL_ANNOUNCED_IP", default=None, callback=_announced_ip, help="IP address put in ICE candidates [default: --host]; a host name is resolved once at start.")
+@click.option("--rtc-port-range", envvar="SFUCTL_RTC_PORT_RANGE", default="40000-40099", show_default=True, callback=_port_range, help="UDP ports for media, split evenly over the workers; each worker takes the first free port of its slice and every transport shares it.")
+@click.option("--consent-timeout", envvar="SFUCTL_CONSENT_TIMEOUT", default=30.0, show_default=True, type=Duration(1, 300), help="Time without ICE consent before a peer is dropped (30s, 2m).")
 @click.option("--workers", envvar="SFUCTL_WORKERS", default=os.cpu_count() or 1, show_default="number of cores", type=click.IntRange(1, 64), help="Worker processes; each room lives on one worker (one core).")
 @click.option("--auth-secret", envvar="SFUCTL_AUTH_SECRET", default=None, help="HS256 secret (32+ bytes): joining, WHIP/WHEP, stats and /metrics need an access token (docs/security.md).")
 @click.option("--auth-key-file", envvar="SFUCTL_AUTH_KEY_FILE", default=None, type=click.Path(exists=True, dir_okay=False), help="PEM public key (RSA, Ed25519 or EC P-256): access tokens signed with its private key are accepted.")
@@ -48,7 +70,7 @@ def _port_range(ctx: click.Context, param: click.Parameter, value: str) -> tuple
 @click.option("--data-max-message-size", envvar="SFUCTL_DATA_MAX_MESSAGE_SIZE", default=65536, show_default=True, type=click.IntRange(1024, 1 << 20), help="Largest data channel message in bytes (a=max-message-size); bigger ones are dropped and counted.")
 @click.option("--data-rate-limit", envvar="SFUCTL_DATA_RATE_LIMIT", default=200.0, show_default=True, type=click.FloatRange(0, 1e6), help="Data channel messages per second per peer (one second of burst); more are dropped and counted. 0: no limit.")
 @click.option("--whip-token", envvar="SFUCTL_WHIP_TOKEN", default=None, help="A shared secret for WHIP/WHEP only ('Authorization: Bearer TOKEN', any room); the websocket is not covered.")
-@click.option("--log-level", envvar="SFUCTL_LOG_LEVEL", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option("--log-level", envvar="SFUCTL_LOG_LEVEL", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]), help="Least severe log messages shown.")
 def serve(
     host: str,
     port: int,
@@ -73,7 +95,6 @@ def serve(
       SFUCTL_AUTH_SECRET=$(openssl rand -hex 32) sfuctl serve   # access tokens required
     Every option can also be set as SFUCTL_<OPTION>, e.g. SFUCTL_ANNOUNCED_IP=10.0.0.5.
     Without --auth-secret or --auth-key-file anyone may join any room (fine on loopback, not on a network).
-    Exit status: 0 stopped, 1 cannot listen, 2 bad option.
     """
     setup_logging(log_level)
     config = ServerConfig(
@@ -98,7 +119,11 @@ def serve(
         split_port_range(rtc_port_range, workers)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--rtc-port-range") from None
-    run(_serve(config, workers, log_level, Console(stderr=True)))
+    resolved = click.get_current_context().meta.get("announced_ip_from")
+    console = make_console(stderr=True)
+    if resolved:
+        console.print(f"--announced-ip {resolved} resolved once to {announced_ip}", highlight=False)
+    run(_serve(config, workers, log_level, console))
 
 
 async def _serve(config: ServerConfig, workers: int, log_level: str, console: Console) -> None:
@@ -109,8 +134,14 @@ async def _serve(config: ServerConfig, workers: int, log_level: str, console: Co
         else:
             server = await start_front(config, workers, log_level)
             media_ports = server.rtc_ports
+    except MediaPortsBusy as exc:
+        first, last = config.rtc_ports
+        split = f", split over {workers} workers" if workers > 1 else ""
+        raise CommandError(f"{exc}; another process holds these UDP ports: pick another --rtc-port-range "
+                           f"(now {first}-{last}{split})") from None
     except OSError as exc:
-        raise click.ClickException(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}. Pick another --port or --host.") from None
+        raise CommandError(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}; pick another "
+                           "--port or --host") from None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -20,7 +20,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from ..dashboard import format_bitrate
+from ..units import format_bitrate
 from .metrics import METRICS, Recorder
 from .model import Scenario
 

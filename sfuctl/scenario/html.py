@@ -6,7 +6,6 @@ histograms; with load agents, their table and their machines' CPU."""
 from __future__ import annotations
 
 from html import escape
-from pathlib import Path
 
 from ..agents.cpu import BUSY_WARNING
 from ..bots.stats import room_sort_key
@@ -56,12 +55,6 @@ def render_html(result: RunResult) -> str:
         + "\n".join(body)
         + "\n</body>\n</html>\n"
     )
-
-
-def write_html(result: RunResult, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(render_html(result), encoding="utf-8")
-    tmp.replace(path)
 
 
 def _header(result: RunResult) -> str:

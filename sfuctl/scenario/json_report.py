@@ -90,21 +90,19 @@ def scenario_dict(scenario: Scenario) -> dict:
     }
 
 
-def write_json(result: RunResult, path: Path) -> None:
-    """Write the result atomically (a temporary file renamed into place)."""
-    _write(path, result_dict(result))
+def json_text(result: RunResult) -> str:
+    """The --json document of a run."""
+    return _text(result_dict(result))
 
 
-def write_failure_json(path: Path, scenario_file: Path, problems: list[str]) -> None:
-    """The --json output of a scenario file that could not be read: status failed and the problems."""
-    _write(path, {"schema": SCHEMA, "scenario": {"file": str(scenario_file)}, "status": "failed", "complete": False,
+def failure_json_text(scenario_file: Path, problems: list[str]) -> str:
+    """The --json document of a scenario file that could not be read: status failed and the problems."""
+    return _text({"schema": SCHEMA, "scenario": {"file": str(scenario_file)}, "status": "failed", "complete": False,
                   "error": "\n".join(problems), "passed": False, "exit_code": 1, "verdicts": []})
 
 
-def _write(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, allow_nan=False) + "\n")
-    tmp.replace(path)
+def _text(data: dict) -> str:
+    return json.dumps(data, indent=1, allow_nan=False) + "\n"
 
 
 def _iso(unix: float) -> str:

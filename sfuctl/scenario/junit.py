@@ -61,12 +61,13 @@ def _incomplete_reason(result: RunResult) -> str:
     return f"the run failed: {result.error}"
 
 
-def write_junit(result: RunResult, path: Path) -> None:
-    _write(junit_tree(result), path)
+def junit_text(result: RunResult) -> str:
+    """The --junit document of a run."""
+    return _text(junit_tree(result))
 
 
-def write_failure_junit(path: Path, scenario_file: Path, problems: list[str]) -> None:
-    """The --junit output of a scenario file that could not be read: one `run` testcase with the problems."""
+def failure_junit_text(scenario_file: Path, problems: list[str]) -> str:
+    """The --junit document of a scenario file that could not be read: one `run` testcase with the problems."""
     suites = ET.Element("testsuites", name="sfuctl run", tests="1", failures="0", errors="1", time="0")
     suite = ET.SubElement(suites, "testsuite", name=scenario_file.stem, tests="1", failures="0", errors="1",
                           skipped="0", time="0")
@@ -74,10 +75,8 @@ def write_failure_junit(path: Path, scenario_file: Path, problems: list[str]) ->
     error = ET.SubElement(case, "error", type="invalid", message=problems[0] if problems else "invalid scenario")
     error.text = "\n".join(problems)
     ET.indent(suites)
-    _write(ET.ElementTree(suites), path)
+    return _text(ET.ElementTree(suites))
 
 
-def _write(tree: ET.ElementTree, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tree.write(tmp, encoding="utf-8", xml_declaration=True)
-    tmp.replace(path)
+def _text(tree: ET.ElementTree) -> str:
+    return ET.tostring(tree.getroot(), encoding="unicode", xml_declaration=True) + "\n"

@@ -20,7 +20,8 @@ from rich.text import Text
 
 from ..bots.group import JoinEvent
 from ..bots.stats import Sample
-from ..dashboard import Dashboard, format_bitrate
+from ..dashboard import Dashboard
+from ..units import format_bitrate
 from .model import Scenario
 from .runner import RunObserver, Verdict
 

@@ -17,6 +17,7 @@ from typing import Any
 from ..bots.config import MAX_BOTS
 from ..bots.impairment import ImpairmentConfig, ImpairmentStep
 from ..tokens import check_secret
+from ..units import parse_duration
 from .metrics import KINDS, NO_GROUP, ROLES, Metric, parse_metric_key
 from .thresholds import Expression, parse_expression
 from .toml_lines import key_lines, line_of
@@ -31,8 +32,6 @@ NETWORK_KEYS = ("name", "share", "rooms", "role", *IMPAIRMENT_KEYS, "timeline")
 WINDOW_KEYS = ("from", "to", *IMPAIRMENT_KEYS)
 THRESHOLD_KEYS = ("expect", "after", "abort_on_fail")
 GROUP_ROLES = ("all", "publishers", "subscribers")
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _BANDWIDTH = re.compile(r"(\d+(?:\.\d+)?)\s*(kbps|mbps|gbps)", re.IGNORECASE)
 _BANDWIDTH_UNITS = {"kbps": 1.0, "mbps": 1000.0, "gbps": 1_000_000.0}
 _GROUP_NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
@@ -176,16 +175,6 @@ class Scenario:
     def with_url(self, url: str | None) -> Scenario:
         """The same scenario against the server at `url` (None keeps the file's choice)."""
         return self if url is None else replace(self, server=ServerSettings(url=url, auth_secret=self.server.auth_secret))
-
-
-def parse_duration(value: object) -> float:
-    """'45s', '500ms', '2m', '1m30s' -> seconds; ValueError for anything else (bare numbers included)."""
-    if isinstance(value, str):
-        text = value.strip().replace(" ", "")
-        parts = _DURATION_PART.findall(text)
-        if parts and "".join(number + unit for number, unit in parts) == text:
-            return math.fsum(float(number) * _DURATION_UNITS[unit] for number, unit in parts)
-    raise ValueError(f"bad duration {value!r}: write a number with a unit, e.g. \"45s\", \"500ms\" or \"2m\"")
 
 
 def parse_fraction(value: object) -> float:

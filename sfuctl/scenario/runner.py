@@ -331,7 +331,7 @@ async def _run(
     except AgentsError as exc:
         raise RunFailed(str(exc)) from None
     except ServerUnreachable as exc:
-        raise RunFailed(f"{exc} (is the server running?)") from None
+        raise RunFailed(f"{exc}: is the server running?") from None
     except BotsError as exc:
         raise RunFailed(str(exc)) from None
     finally:
@@ -371,7 +371,7 @@ async def _server(scenario: Scenario) -> AsyncIterator[tuple[str, bool]]:
         try:
             await check_server(url)
         except ServerUnreachable as exc:
-            raise RunFailed(f"{exc} (is `sfuctl serve` running there?)") from None
+            raise RunFailed(f"{exc}: is `sfuctl serve` running there?") from None
         yield url, False
         return
     async with contextlib.AsyncExitStack() as stack:

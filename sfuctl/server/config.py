@@ -36,6 +36,10 @@ class ServerConfig:
         return self.announced_ip or self.host
 
 
+class MediaPortsBusy(OSError):
+    """No UDP port of a worker's slice of --rtc-port-range could be bound (another process holds them)."""
+
+
 def parse_port_range(text: str) -> tuple[int, int]:
     """'40000-40099' or '40000' -> (first, last); ValueError names the problem."""
     parts = text.split("-")

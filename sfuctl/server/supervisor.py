@@ -14,7 +14,7 @@ import signal
 import sys
 from dataclasses import dataclass
 
-from .config import ServerConfig
+from .config import MediaPortsBusy, ServerConfig
 
 READY_TIMEOUT = 30.0
 CONFIG_VARIABLE = "SFUCTL_WORKER_CONFIG"  # a worker's ServerConfig as JSON
@@ -54,7 +54,9 @@ def split_port_range(ports: tuple[int, int], workers: int) -> list[tuple[int, in
         return [(0, 0)] * workers
     count = last - first + 1
     if count < workers:
-        raise ValueError(f"--rtc-port-range {first}-{last} has {count} port(s) for {workers} workers: widen it")
+        raise ValueError(f"--rtc-port-range {first}-{last} has {count} port(s) for {workers} workers: each worker "
+                         f"takes its own slice of the range (at least one port); give {first}-{first + workers - 1} "
+                         f"or wider, or fewer --workers")
     size = count // workers
     return [(first + i * size, first + (i + 1) * size - 1 if i < workers - 1 else last) for i in range(workers)]
 
@@ -98,4 +100,7 @@ async def _spawn(index: int, config: ServerConfig, log_level: str, own_session: 
         process.kill()
         await process.wait()
         raise OSError(f"worker {index} did not start (exit code {process.returncode}); run with --log-level debug") from None
+    if "error" in ready:
+        await process.wait()
+        raise MediaPortsBusy(f"{ready['error']} (the slice of worker {index + 1})")
     return WorkerProcess(index, process, ready["http_port"], ready["rtc_port"])

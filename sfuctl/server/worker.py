@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import time
 from collections.abc import Callable
@@ -13,7 +14,7 @@ from ..rtc.batching import REPORT_INTERVAL, TICK_INTERVAL
 from ..rtc.dtls import DtlsCertificate
 from ..rtc.ice import stun_username
 from .active_speaker import STEP as SPEECH_STEP
-from .config import ServerConfig
+from .config import MediaPortsBusy, ServerConfig
 from ..stats_schema import SCHEMA_VERSION
 from .router import Router
 from .transport import Transport
@@ -58,7 +59,8 @@ class Worker(asyncio.DatagramProtocol):
             except OSError as exc:
                 error = exc
         else:
-            raise OSError(f"no free UDP port in {first}-{last} on {self.config.host}: {error}")
+            reason = os.strerror(error.errno) if error is not None and error.errno else error
+            raise MediaPortsBusy(f"no free UDP port in {first}-{last} on {self.config.host}: {reason}")
         self._ticker = asyncio.create_task(self._run_ticks(), name="worker-ticks")
 
     async def close(self) -> None:

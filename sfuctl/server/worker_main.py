@@ -10,12 +10,16 @@ import sys
 
 from ..runtime import run, setup_logging
 from .app import start_server
-from .config import ServerConfig
+from .config import MediaPortsBusy, ServerConfig
 from .supervisor import CONFIG_VARIABLE
 
 
 async def _main(config: ServerConfig) -> None:
-    server = await start_server(config, http_host="127.0.0.1")
+    try:
+        server = await start_server(config, http_host="127.0.0.1")
+    except MediaPortsBusy as exc:  # the parent names it to the user (supervisor.py); no traceback here
+        print(json.dumps({"error": str(exc)}), flush=True)
+        sys.exit(1)
     print(json.dumps({"http_port": server.port, "rtc_port": server.worker.rtc_port}), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
