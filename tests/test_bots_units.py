@@ -15,7 +15,7 @@ from sfuctl.bots.impairment import ImpairmentConfig
 from sfuctl.bots.pacer import Pacer
 from sfuctl.bots.publisher import Publisher, StreamSender
 from sfuctl.bots.report import percentile, summarize
-from sfuctl.bots.stats import RoomCounters, Sample, merge_counters
+from sfuctl.bots.stats import BitratePeaks, RoomCounters, Sample, merge_counters
 from sfuctl.bots.stun_rtt import StunRtt
 from sfuctl.bots.subscriber import ConsumerInfo, ConsumerStream, Subscriber
 from sfuctl.encoded import EncodedFrame, EncodedTrack, load_track
@@ -312,17 +312,23 @@ def test_percentile_is_nearest_rank(values: list, fraction: float, expected: flo
 def test_summary_pools_loss_and_counts_failures() -> None:
     def bot(status: str, consumers: list[dict], join_ms: float | None) -> dict:
         return {"room": "r", "status": status, "joined": status != "failed", "join_ms": join_ms, "recv_rtt_ms": 2.0,
-                "sent": [{"bitrate_bps": 100, "packets": 10}], "consumers": consumers}
+                "sent": [{"bitrate_bps": 100, "packets": 10, "bytes": 100}], "consumers": consumers}
 
     def stream(expected: int, lost: int, first: int) -> dict:
         return {"kind": "video", "packets": expected - lost, "expected": expected, "packets_lost": lost,
-                "lost_before_recovery": first, "jitter_ms": 1.0, "bitrate_bps": 1000, "freezes": 1,
+                "lost_before_recovery": first, "jitter_ms": 1.0, "bitrate_bps": 1000, "bytes": 1000, "freezes": 1,
                 "freeze_ms": 200.0, "first_frame_ms": 50.0}
 
-    row = summarize("r", [bot("left", [stream(100, 1, 5), stream(300, 0, 15)], 20.0), bot("failed", [], None)])
+    peaks = BitratePeaks()
+    peaks.sent["r"], peaks.received["r"] = 150.0, 1500.0
+    row = summarize("r", [bot("left", [stream(100, 1, 5), stream(300, 0, 15)], 20.0), bot("failed", [], None)], 8.0, peaks)
     assert (row["bots"], row["joined"], row["failed"], row["streams_received"]) == (2, 1, 1, 2)
     assert row["fraction_lost"] == pytest.approx(1 / 400) and row["fraction_lost_before_recovery"] == pytest.approx(0.05)
-    assert (row["freezes"], row["join_p50_ms"], row["sent_bitrate_bps"]) == (2, 20.0, 200)
+    assert (row["freezes"], row["join_p50_ms"]) == (2, 20.0)
+    # bytes over the run, never a sum of each stream's own bitrate; the peak is what was seen in one interval
+    assert (row["sent_mean_bps"], row["received_mean_bps"]) == (200 * 8 / 8.0, 2000 * 8 / 8.0)
+    assert (row["sent_peak_bps"], row["received_peak_bps"]) == (150.0, 1500.0)
+    assert (row["sent_bitrate_bps"], row["received_bitrate_bps"]) == (row["sent_mean_bps"], row["received_mean_bps"])
 
 
 # -- decoding (--decode) -----------------------------------------------------------------------------

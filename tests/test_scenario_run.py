@@ -82,3 +82,37 @@ def test_a_failing_threshold_exits_99_and_abort_on_fail_stops_the_run(tmp_path: 
     assert failures["consumer.bitrate_bps{kind=video}: p50 > 1e12"].endswith("; needs > 1e+12")
     run = [c for c in suite.findall("testcase") if c.get("name") == "run"][0]
     assert run.find("error").get("type") == "aborted"
+
+
+def test_churn_bitrate_is_a_mean_and_a_peak_of_concurrent_streams_never_a_sum_over_time(
+    tmp_path: Path, media: tuple[str, str]
+) -> None:
+    """scenarios/churn.toml, shortened to 20 s (each bot still leaves after 10 s and is replaced): the bots'
+    peak bitrate is at most what the server itself sent at its peak (+5%), while adding up every consumer's
+    own bitrate, as the summary once did, counts bots that were never connected together."""
+    text = (Path(__file__).parent.parent / "scenarios" / "churn.toml").read_text()
+    assert '{ duration = "60s", bots = 8 }' in text and "[bots]\n" in text
+    text = text.replace('{ duration = "60s", bots = 8 }', '{ duration = "20s", bots = 8 }')
+    text = text.replace("[bots]\n", f'[bots]\nmedia = ["{media[0]}", "{media[1]}"]\nseed = 5\n')
+    path = tmp_path / "churn.toml"
+    path.write_text(text)
+    out = tmp_path / "churn.json"
+    done = subprocess.run([*RUN, str(path), "--json", str(out), "--quiet"], capture_output=True, text=True, timeout=120)
+    assert done.returncode in (0, 99), done.stdout + done.stderr
+    result = json.loads(out.read_text())
+    total = result["bots"]["summary"]["total"]
+    server_peak = max(result["server_series"]["bitrate_out_bps"])
+    consumers = [c for bot in result["bots"]["bots"] for c in bot["consumers"]]
+    assert len({bot["name"] for bot in result["bots"]["bots"]}) > 8  # bots came and went
+
+    assert 0 < total["received_peak_bps"] <= 1.05 * server_peak
+    assert 0 < total["received_mean_bps"] <= total["received_peak_bps"]
+    assert total["received_bitrate_bps"] == total["received_mean_bps"]
+    duration = result["bots"]["duration_s"]
+    assert total["received_mean_bps"] == pytest.approx(sum(c["bytes"] for c in consumers) * 8 / duration, rel=1e-3)
+    assert sum(c["bitrate_bps"] for c in consumers) > 1.5 * server_peak  # the old figure, wrong under churn
+    rooms = {row["room"]: row for row in result["bots"]["summary"]["rooms"]}
+    assert max(r["received_peak_bps"] for r in rooms.values()) <= total["received_peak_bps"]
+
+    shown = subprocess.run([*RUN, str(path), "--validate"], capture_output=True, text=True, timeout=30)
+    assert shown.returncode == 0

@@ -7,11 +7,13 @@ import json
 from dataclasses import dataclass
 
 from rich import box
+from rich.console import Group, RenderableType
 from rich.table import Table
+from rich.text import Text
 
 from .config import BotPlan, BotsConfig
 from .group import JoinEvent
-from .stats import percentile, room_sort_key
+from .stats import BitratePeaks, percentile, room_sort_key
 
 SCHEMA = "sfuctl.bots.report/1"
 
@@ -54,8 +56,11 @@ class BotsReport:
 
 
 def build_report(
-    config: BotsConfig, bots: list[dict], *, media: list[str], started_at: float, duration: float, stopped_by: str
+    config: BotsConfig, bots: list[dict], *, media: list[str], started_at: float, duration: float, stopped_by: str,
+    peaks: BitratePeaks | None = None,
 ) -> BotsReport:
+    """The report of a run of `duration` seconds; `peaks` holds the highest per-interval bitrates seen live."""
+    peaks = peaks if peaks is not None else BitratePeaks()
     rooms: dict[str, list[dict]] = {}
     for bot in bots:
         rooms.setdefault(bot["room"], []).append(bot)
@@ -65,14 +70,18 @@ def build_report(
         stopped_by=stopped_by,
         config={**config.to_dict(), "token": _hidden(config.token), "auth_secret": _hidden(config.auth_secret)},  # never write secrets
         media=media,
-        rooms=[summarize(name, rooms[name]) for name in sorted(rooms, key=room_sort_key)],
-        total=summarize("total", bots),
+        rooms=[summarize(name, rooms[name], duration, peaks) for name in sorted(rooms, key=room_sort_key)],
+        total=summarize("total", bots, duration, peaks),
         bots=bots,
     )
 
 
-def summarize(name: str, bots: list[dict]) -> dict:
-    """One summary row: joins, streams, bitrate, pooled loss, jitter/RTT/join percentiles, freezes."""
+def summarize(name: str, bots: list[dict], duration_s: float, peaks: BitratePeaks) -> dict:
+    """One summary row: joins, streams, bitrate, pooled loss, jitter/RTT/join percentiles, freezes.
+
+    Bitrates are a mean (bytes over the run's `duration_s`) and a peak (the highest sample interval, from
+    `peaks`): a sum of each stream's own bitrate would add up streams that never flowed at the same time.
+    """
     consumers = [c for bot in bots for c in bot["consumers"]]
     received = [c for c in consumers if c["packets"]]
     expected = sum(c["expected"] for c in consumers)
@@ -82,6 +91,8 @@ def summarize(name: str, bots: list[dict]) -> dict:
     jitters = [c["jitter_ms"] for c in received]
     rtts = [bot["recv_rtt_ms"] for bot in bots if bot["recv_rtt_ms"] is not None]
     first_frames = [c["first_frame_ms"] for c in consumers if c["kind"] == "video" and c["first_frame_ms"] is not None]
+    sent_mean = _mean_bps(sum(s["bytes"] for bot in bots for s in bot["sent"]), duration_s)
+    received_mean = _mean_bps(sum(c["bytes"] for c in consumers), duration_s)
     return {
         "room": name,
         "bots": len(bots),
@@ -89,8 +100,12 @@ def summarize(name: str, bots: list[dict]) -> dict:
         "failed": sum(1 for bot in bots if bot["status"] == "failed"),
         "streams_sent": sum(1 for bot in bots for s in bot["sent"] if s["packets"]),
         "streams_received": len(consumers),
-        "sent_bitrate_bps": sum(s["bitrate_bps"] for bot in bots for s in bot["sent"]),
-        "received_bitrate_bps": sum(c["bitrate_bps"] for c in consumers),
+        "sent_bitrate_bps": sent_mean,  # the mean, kept under its version-1 name
+        "received_bitrate_bps": received_mean,
+        "sent_mean_bps": sent_mean,
+        "sent_peak_bps": peaks.sent.get(name, 0.0),
+        "received_mean_bps": received_mean,
+        "received_peak_bps": peaks.received.get(name, 0.0),
         "packets_sent": sum(s["packets"] for bot in bots for s in bot["sent"]),
         "packets_received": sum(c["packets"] for c in consumers),
         "fraction_lost": lost / expected if expected else 0.0,
@@ -106,6 +121,10 @@ def summarize(name: str, bots: list[dict]) -> dict:
         "join_p50_ms": percentile(joins, 0.5),
         "join_p95_ms": percentile(joins, 0.95),
     }
+
+
+def _mean_bps(octets: int, seconds: float) -> float:
+    return round(octets * 8 / seconds, 1) if seconds > 0 else 0.0
 
 
 def placeholder_bot(plan: BotPlan, join: JoinEvent | None, error: str) -> dict:
@@ -136,19 +155,23 @@ def placeholder_bot(plan: BotPlan, join: JoinEvent | None, error: str) -> dict:
     }
 
 
-def summary_table(report: BotsReport) -> Table:
-    """Per room and total: bots joined/failed, streams, bitrate, loss, jitter and join percentiles, RTT, freezes."""
+SUMMARY_NOTE = ("bots: joined/planned · rx Mb/s: mean over the run (bytes received / run time) / peak (the highest "
+                "1 s sum of concurrent streams) · loss: after NACK recovery / before it · RTT: ICE consent checks")
+
+
+def summary_table(report: BotsReport, stopped_by: str | None = None) -> RenderableType:
+    """Per room and total: bots joined/failed, streams, mean/peak bitrate, loss, jitter and join percentiles, RTT,
+    freezes; then what the columns mean. `stopped_by` says how the run ended (e.g. "Ctrl-C") when the report's
+    own word, "stop", is too vague."""
     table = Table(
-        title=f"sfuctl bots · {report.duration_s:.0f} s · stopped by {report.stopped_by}",
+        title=f"sfuctl bots · {report.duration_s:.0f} s · stopped by {stopped_by or report.stopped_by}",
         title_justify="left",
-        caption="bots: joined/planned · loss: after NACK recovery / before it · RTT: ICE consent checks",
-        caption_justify="left",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
         collapse_padding=True,
         show_edge=False,
     )
-    headers = ("room", "bots", "streams\ntx/rx", "rx\nMbps", "loss %\nafter/pre",
+    headers = ("room", "bots", "streams\ntx/rx", "rx Mb/s\nmean/peak", "loss %\nafter/pre",
                "jitter ms\np50/p95", "RTT\nms", "freezes", "join ms\np50/p95")
     for header in headers:
         table.add_column(header, justify="left" if header == "room" else "right", no_wrap=True)
@@ -159,16 +182,15 @@ def summary_table(report: BotsReport) -> Table:
             row["room"],
             f"[red]{bots}[/]" if row["failed"] else bots,
             f"{row['streams_sent']}/{row['streams_received']}",
-            f"{row['received_bitrate_bps'] / 1e6:.1f}",
+            f"{row['received_mean_bps'] / 1e6:.1f}/{row['received_peak_bps'] / 1e6:.1f}",
             f"{row['fraction_lost'] * 100:.2f}/{row['fraction_lost_before_recovery'] * 100:.2f}",
             f"{_ms(row['jitter_p50_ms'])}/{_ms(row['jitter_p95_ms'])}",
             _ms(row["rtt_p50_ms"]),
             str(row["freezes"]),
             f"{_ms(row['join_p50_ms'], 0)}/{_ms(row['join_p95_ms'], 0)}",
-            end_section=index == len(rows) - 2,
             style="bold" if index == len(rows) - 1 else None,
         )
-    return table
+    return Group(table, Text(SUMMARY_NOTE, style="dim"))
 
 
 def _ms(value: float | None, digits: int = 1) -> str:

@@ -22,7 +22,7 @@ from sfuctl.tokens import scrub
 from .config import BotPlan, BotsConfig, load_tracks, plan_bots
 from .group import BotGroup, JoinEvent
 from .report import BotsReport, build_report, placeholder_bot
-from .stats import RoomCounters, Sample, StreamSample, merge_counters
+from .stats import BitratePeaks, RoomCounters, Sample, StreamSample, merge_counters
 
 log = logging.getLogger(__name__)
 
@@ -101,10 +101,13 @@ async def run_bots(
     started_wall = time.time()
     started = time.monotonic()
     stopped_by = "stop"
+    peaks = BitratePeaks()
 
     def on_counters(counters: dict[str, RoomCounters]) -> None:
+        sample = Sample.from_counters(time.monotonic() - started, counters)
+        peaks.add(sample)
         if on_sample is not None:
-            on_sample(Sample.from_counters(time.monotonic() - started, counters))
+            on_sample(sample)
 
     def finish(reason: str) -> None:
         nonlocal stopped_by
@@ -141,6 +144,7 @@ async def run_bots(
         started_at=started_wall,
         duration=time.monotonic() - started,
         stopped_by=stopped_by,
+        peaks=peaks,
     )
 
 

@@ -199,3 +199,17 @@ def percentile(values: list[float], fraction: float) -> float | None:
     ordered = sorted(values)
     rank = max(1, math.ceil(fraction * len(ordered)))
     return ordered[rank - 1]
+
+
+class BitratePeaks:
+    """The highest bitrate of one sample interval (~1 s) per room and in total, sent and received: a sum over
+    the streams of that interval only, so bots that were never connected at the same time never add up."""
+
+    def __init__(self) -> None:
+        self.sent: dict[str, float] = {}
+        self.received: dict[str, float] = {}
+
+    def add(self, sample: Sample) -> None:
+        for row in (*sample.rooms.values(), sample.total):
+            self.sent[row.room] = max(self.sent.get(row.room, 0.0), row.sent_bitrate_bps)
+            self.received[row.room] = max(self.received.get(row.room, 0.0), row.received_bitrate_bps)

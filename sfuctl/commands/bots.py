@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -37,6 +36,7 @@ from .conventions import (
     command,
     json_option,
     make_console,
+    on_stop_signals,
     print_error,
     write_output,
 )
@@ -184,15 +184,15 @@ def _default_media(console: Console) -> tuple[str, ...]:
 
 async def _run(config: BotsConfig, json_path: Path | str | None, console: Console, agents: AgentsSettings | None) -> int:
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
+    stopped_by: list[str] = []
 
-    def on_signal() -> None:
+    def on_signal(name: str) -> None:
         if not stop.is_set():
-            console.print("stopping: every bot leaves, then the report…", highlight=False)
+            console.print(f"{name}: every bot leaves, then the report…", highlight=False)
+            stopped_by.append(name)
             stop.set()
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal)
+    on_stop_signals(on_signal)
     progress = Progress(
         TextColumn("[bold]bots[/]"),
         BarColumn(bar_width=24),
@@ -235,8 +235,9 @@ async def _run(config: BotsConfig, json_path: Path | str | None, console: Consol
         print_error(str(exc))
         return EXIT_BOTS_FAILED
     # With the JSON report on stdout, the summary goes to stderr so that stdout stays one JSON document.
+    table = summary_table(report, stopped_by[0] if stopped_by and report.stopped_by == "stop" else None)
     summary = console if json_path == STDOUT else make_console()
-    summary.print(summary_table(report))
+    summary.print(table)
     if outcome is not None:
         summary.print(agents_table(outcome))
     _print_failures(report, console)

@@ -7,6 +7,8 @@ one-line failure; every error, including click's own usage errors, prints as `er
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -24,6 +26,9 @@ EXIT_USAGE = 2
 
 STDOUT = "-"
 """The FILE that means standard output, for `--json` and other output options."""
+
+STOP_SIGNALS = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
+"""The signals that stop a long command cleanly, with the name a user knows them by."""
 
 PLAIN_WIDTH = 1000
 """Columns of output that is not a terminal (a log, a pipe, CI): wide enough that no line wraps."""
@@ -215,3 +220,10 @@ def write_output(target: Path | str, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
+
+
+def on_stop_signals(callback: Callable[[str], None]) -> None:
+    """Call `callback("Ctrl-C")` or `callback("SIGTERM")` when the running loop gets one of STOP_SIGNALS."""
+    loop = asyncio.get_running_loop()
+    for sig, label in STOP_SIGNALS.items():
+        loop.add_signal_handler(sig, callback, label)

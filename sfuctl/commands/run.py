@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 import sys
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from .conventions import (
     command,
     json_option,
     make_console,
+    on_stop_signals,
     print_error,
     write_output,
 )
@@ -103,12 +103,13 @@ def run(
     if not quiet:
         where = f" · on the agents at {agents_url}" if agents_url else ""
         out.print(f"sfuctl run {scenario.name}: {describe(scenario)}{where}", highlight=False, markup=False)
-    result = run_loop(_run(scenario, out, quiet, agents))
+    signals: list[str] = []
+    result = run_loop(_run(scenario, out, quiet, agents, signals))
     if result.status == "failed":  # the run never judged anything: the reason alone, no table of empty verdicts
         print_error(str(result.error))
     else:
         if result.report is not None and not quiet:
-            out.print(summary_table(result.report))
+            out.print(summary_table(result.report, stopped_by(result, signals)))
         if result.agents is not None:
             out.print(agents_table(result.agents))
         out.print(verdict_table(result))
@@ -149,9 +150,18 @@ async def _check_redis(url: str) -> None:
     await client.aclose()
 
 
-async def _run(scenario: Scenario, console: Console, quiet: bool, agents: AgentsSettings | None) -> RunResult:
+def stopped_by(result: RunResult, signals: list[str]) -> str | None:
+    """What ended a run early, for the bots' summary title: the signal, or the threshold that aborted it."""
+    if result.aborted_by:
+        return f"abort_on_fail ({result.aborted_by})"
+    return signals[0] if signals else None
+
+
+async def _run(
+    scenario: Scenario, console: Console, quiet: bool, agents: AgentsSettings | None, signals: list[str]
+) -> RunResult:
+    """Run with a live view; the name of a stop signal received goes into `signals`."""
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     if quiet:
         view: TerminalView | PlainView | QuietView = QuietView(scenario)
     elif console.is_terminal:
@@ -159,13 +169,13 @@ async def _run(scenario: Scenario, console: Console, quiet: bool, agents: Agents
     else:
         view = PlainView(scenario, console)
 
-    def on_signal() -> None:
+    def on_signal(name: str) -> None:
         if not stop.is_set():  # a second signal is ignored while the bots leave (at most ~20 s)
-            view.stopping()
+            signals.append(name)
+            view.stopping(name)
             stop.set()
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal)
+    on_stop_signals(on_signal)
     with view:
         return await run_scenario(scenario, stop=stop, observer=view, agents=agents)
 

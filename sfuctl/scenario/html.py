@@ -175,7 +175,8 @@ def _bots(result: RunResult) -> str:
         rows.append(
             f"<tr><td>{escape(row['room'])}</td><td class=\"num\">{row['joined']}/{row['bots']}</td>"
             f"<td class=\"num\">{row['failed']}</td><td class=\"num\">{row['streams_sent']}/{row['streams_received']}</td>"
-            f"<td class=\"num\">{row['received_bitrate_bps'] / 1e6:.2f}</td>"
+            f"<td class=\"num\">{row['received_mean_bps'] / 1e6:.2f}</td>"
+            f"<td class=\"num\">{row['received_peak_bps'] / 1e6:.2f}</td>"
             f"<td class=\"num\">{row['fraction_lost'] * 100:.2f} / {row['fraction_lost_before_recovery'] * 100:.2f}</td>"
             f"<td class=\"num\">{_ms(row['jitter_p95_ms'])}</td><td class=\"num\">{row['freezes']}</td>"
             f"<td class=\"num\">{_ms(row['join_p95_ms'])}</td></tr>"
@@ -184,7 +185,7 @@ def _bots(result: RunResult) -> str:
                 for bot in report.bots if bot["status"] == "failed"][:20]
     return (
         "<h2>Bots (whole run)</h2>\n<table><tr><th>room</th><th>joined</th><th>failed</th><th>streams tx/rx</th>"
-        "<th>rx Mb/s</th><th>loss % after / before</th><th>jitter p95 ms</th><th>freezes</th><th>join p95 ms</th></tr>\n"
+        "<th>rx Mb/s mean</th><th>rx Mb/s peak (1 s)</th><th>loss % after / before</th><th>jitter p95 ms</th><th>freezes</th><th>join p95 ms</th></tr>\n"
         + "\n".join(rows) + "\n</table>"
         + (f"\n<h2>Failed joins</h2>\n<ul>{''.join(failures)}</ul>" if failures else "")
     )

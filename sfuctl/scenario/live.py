@@ -90,7 +90,7 @@ def stage_label(scenario: Scenario, t: float) -> str:
 
 class _Progress(RunObserver):
     """What every view keeps (where the run is), and what it does by default: nothing. A view is a context
-    manager around the run; `stopping()` is called when Ctrl-C or SIGTERM stops it."""
+    manager around the run; `stopping("Ctrl-C")` is called when Ctrl-C or SIGTERM stops it."""
 
     def __init__(self, scenario: Scenario) -> None:
         self.scenario = scenario
@@ -109,7 +109,7 @@ class _Progress(RunObserver):
     def started(self, t0: float) -> None:
         self.t0 = t0
 
-    def stopping(self) -> None:
+    def stopping(self, signal_name: str) -> None:
         return None
 
 
@@ -171,8 +171,8 @@ class TerminalView(_Progress):
     def warning(self, message: str) -> None:
         self.print(f"warning: {message}", style="yellow")
 
-    def stopping(self) -> None:
-        self.print("stopping: every bot leaves, then the verdict and the outputs (marked incomplete)…")
+    def stopping(self, signal_name: str) -> None:
+        self.print(f"{signal_name}: every bot leaves, then the verdict and the outputs (marked incomplete)…")
 
     # -- drawing ------------------------------------------------------------------------------------------
     def render(self) -> RenderableType:
@@ -250,8 +250,8 @@ class PlainView(_Progress):
     def aborting(self, verdict: Verdict) -> None:
         self.print(f"aborting: {verdict.threshold.label} failed (abort_on_fail); every bot leaves…")
 
-    def stopping(self) -> None:
-        self.print("stopping: every bot leaves, then the verdict and the outputs (marked incomplete)…")
+    def stopping(self, signal_name: str) -> None:
+        self.print(f"{signal_name}: every bot leaves, then the verdict and the outputs (marked incomplete)…")
 
     def warning(self, message: str) -> None:
         self.print(f"warning: {message}")
