@@ -26,49 +26,89 @@ from sfuctl.rtc.rtp import build_packet, read_header
 FRAME = 3600  # 40 ms at 90 kHz
 
 
-def feed(tracker: FrameTracker, packets: list[tuple[int, int, bool, float]]) -> list[bool]:
-    return [tracker.on_packet(seq, ts, marker, now) for seq, ts, marker, now in packets]
+def feed(tracker: FrameTracker, packets: list[tuple[int, bool, float]]) -> list[bool]:
+    return [tracker.on_packet(seq, marker, now) for seq, marker, now in packets]
+
+
+def steady(tracker: FrameTracker, frames: int, every: float, start: float = 0.0, first_seq: int = 0) -> float:
+    """`frames` one-packet frames `every` seconds apart; returns when the last one arrived."""
+    feed(tracker, [(first_seq + i, True, start + i * every) for i in range(frames)])
+    return start + (frames - 1) * every
 
 
 # -- FrameTracker ------------------------------------------------------------------------------------
-def test_in_order_frames_complete_at_their_marker_and_learn_the_interval() -> None:
+def test_in_order_frames_complete_at_their_marker() -> None:
     tracker = FrameTracker(90000)
-    feed(tracker, [(s, (s // 2) * FRAME, s % 2 == 1, s * 0.02) for s in range(20)])
+    feed(tracker, [(s, s % 2 == 1, s * 0.02) for s in range(20)])
     assert (tracker.frames, tracker.complete_frames, tracker.lost_first, tracker.freezes) == (10, 10, 0, 0)
-    assert tracker.frame_interval == pytest.approx(0.04)
+
+
+@pytest.mark.parametrize(
+    ("fps", "gap", "freeze"),
+    [
+        (30, 0.120, False),  # 3.6 frame intervals: a freeze by "3 intervals", not by webrtc-stats (< mean + 150 ms)
+        (30, 0.170, False),
+        (30, 0.200, True),  # >= max(3 x mean, mean + 150 ms), the mean taken with this delay in it
+        (5, 0.500, False),  # 2.5 intervals at 5 fps
+        (5, 0.700, True),  # 3.5 intervals
+    ],
+)
+def test_a_freeze_is_webrtc_stats_freeze_count(fps: int, gap: float, freeze: bool) -> None:
+    tracker = FrameTracker(90000)
+    last = steady(tracker, 30, 1 / fps)
+    steady(tracker, 5, 1 / fps, start=last + gap, first_seq=30)
+    assert tracker.freezes == int(freeze)
+    assert tracker.freeze_seconds == (pytest.approx(gap) if freeze else 0.0)
+
+
+def test_no_freeze_is_judged_before_five_delays_are_known() -> None:
+    tracker = FrameTracker(90000)
+    feed(tracker, [(0, True, 0.0), (1, True, 0.04), (2, True, 0.08), (3, True, 2.0)])
+    assert tracker.freezes == 0
+
+
+def test_a_freeze_still_open_counts_up_to_the_time_asked_and_once_when_it_closes() -> None:
+    tracker = FrameTracker(90000)
+    last = steady(tracker, 30, 0.04)
+    assert tracker.freeze_totals(last + 0.1) == (0, 0.0)  # not (yet) a freeze
+    assert tracker.freeze_totals(last + 1.0) == (1, pytest.approx(1.0))
+    assert tracker.freeze_totals(last + 5.0) == (1, pytest.approx(5.0))  # the totals only grow
+    steady(tracker, 3, 0.04, start=last + 6.0, first_seq=30)
+    assert (tracker.freezes, tracker.freeze_seconds) == (1, pytest.approx(6.0))
+    assert tracker.freeze_totals(last + 6.2) == (1, pytest.approx(6.0))
 
 
 def test_a_gap_waits_for_its_retransmission_and_the_wait_counts_as_a_freeze() -> None:
     tracker = FrameTracker(90000)
-    # frames of two packets every 40 ms; packet 4 (first of frame 2) is lost and comes back 200 ms later
-    packets = [(s, (s // 2) * FRAME, s % 2 == 1, (s // 2) * 0.04) for s in range(12) if s != 4]
+    # frames of two packets every 40 ms; packet 14 (first of frame 7) is lost and comes back 400 ms later
+    packets = [(s, s % 2 == 1, (s // 2) * 0.04) for s in range(24) if s != 14]
     feed(tracker, packets)
     assert tracker.lost_first == 1 and tracker.missing == 1
-    assert tracker.complete_frames == 2  # frames 0 and 1; the rest wait behind the gap
-    assert tracker.on_packet(4, 2 * FRAME, False, 0.44)
+    assert tracker.complete_frames == 7  # frames 0-6; the rest wait behind the gap
+    assert tracker.on_packet(14, False, 0.64)
     assert tracker.recovered == 1 and tracker.missing == 0
-    assert tracker.complete_frames == 6
+    assert tracker.complete_frames == 12
     assert tracker.freezes == 1
     assert tracker.freeze_seconds == pytest.approx(0.40)
 
 
 def test_a_retransmitted_marker_completes_its_frame() -> None:
     tracker = FrameTracker(90000)
-    feed(tracker, [(0, 0, False, 0.0), (2, FRAME, False, 0.04), (3, FRAME, True, 0.05)])
+    feed(tracker, [(0, False, 0.0), (2, False, 0.04), (3, True, 0.05)])
     assert tracker.complete_frames == 0 and tracker.frames == 1
-    tracker.on_packet(1, 0, True, 0.06)
+    tracker.on_packet(1, True, 0.06)
     assert tracker.frames == 2 and tracker.complete_frames == 2
 
 
 def test_duplicates_are_reported_and_not_counted_twice() -> None:
     tracker = FrameTracker(90000)
-    assert feed(tracker, [(10, 0, True, 0.0), (10, 0, True, 0.01), (9, 0, False, 0.02)]) == [True, False, False]
+    assert feed(tracker, [(10, True, 0.0), (10, True, 0.01), (9, False, 0.02)]) == [True, False, False]
     assert (tracker.packets, tracker.duplicates, tracker.frames) == (1, 2, 1)
 
 
 def test_an_unrecovered_packet_is_given_up_with_its_frame() -> None:
     tracker = FrameTracker(90000, max_age=0.5)
-    feed(tracker, [(0, 0, True, 0.0), (2, FRAME, False, 0.04), (3, FRAME, True, 0.05), (4, 2 * FRAME, True, 0.08)])
+    feed(tracker, [(0, True, 0.0), (2, False, 0.04), (3, True, 0.05), (4, True, 0.08)])
     assert tracker.expire(0.3) == 0
     assert tracker.expire(0.6) == 1
     assert (tracker.given_up, tracker.lost_frames, tracker.complete_frames, tracker.missing) == (1, 1, 2, 0)
@@ -76,14 +116,15 @@ def test_an_unrecovered_packet_is_given_up_with_its_frame() -> None:
 
 def test_sequence_wrap_is_not_loss() -> None:
     tracker = FrameTracker(48000, detect_freezes=False)
-    feed(tracker, [((65530 + i) & 0xFFFF, i * 960, True, i * 0.02) for i in range(12)])
+    feed(tracker, [((65530 + i) & 0xFFFF, True, i * 0.02) for i in range(12)])
     assert (tracker.lost_first, tracker.complete_frames) == (0, 12)
 
 
 def test_audio_never_counts_freezes() -> None:
     tracker = FrameTracker(48000, detect_freezes=False)
-    feed(tracker, [(0, 0, True, 0.0), (1, 960, True, 0.02), (2, 1920, True, 1.0)])
-    assert tracker.freezes == 0
+    steady(tracker, 30, 0.02)
+    feed(tracker, [(30, True, 2.0)])
+    assert tracker.freezes == 0 and tracker.freeze_totals(5.0) == (0, 0.0)
 
 
 # -- StunRtt -----------------------------------------------------------------------------------------

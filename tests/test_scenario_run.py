@@ -116,3 +116,55 @@ def test_churn_bitrate_is_a_mean_and_a_peak_of_concurrent_streams_never_a_sum_ov
 
     shown = subprocess.run([*RUN, str(path), "--validate"], capture_output=True, text=True, timeout=30)
     assert shown.returncode == 0
+
+
+STOPPED_STREAM = """\
+name = "stops"
+duration = "9s"
+
+[bots]
+count = 2
+publishers = 1
+ramp = 10
+processes = 1
+seed = 3
+media = ["{video}", "{audio}"]
+
+[[network]]
+name = "cut"
+role = "publishers"
+
+[[network.timeline]]
+from = "4s"
+loss = "100%"
+
+[thresholds]
+"consumer.freeze_ms{{kind=video}}" = {{ expect = ["max > 3500"], after = "5s" }}
+"consumer.freezes{{kind=video}}" = ["max == 1"]
+"""
+
+
+def test_a_stream_that_stops_mid_run_is_one_freeze_counted_to_the_end_of_the_window(
+    tmp_path: Path, media: tuple[str, str]
+) -> None:
+    """The publisher's path is cut at 4 s (its producer stays): the subscriber's video is frozen from then on,
+    and the window after 5 s measures that (not 0, as when only closed freezes counted); the per-second series
+    and the bots' own totals agree."""
+    path = tmp_path / "stops.toml"
+    path.write_text(STOPPED_STREAM.format(video=media[0], audio=media[1]))
+    out = tmp_path / "stops.json"
+    done = subprocess.run([*RUN, str(path), "--json", str(out), "--quiet"], capture_output=True, text=True, timeout=90)
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(out.read_text())
+    window = result["verdicts"][0]
+    assert 3500 < window["value"] <= 4000 + 500  # frozen from ~4 s to the end of the run, 9 s
+
+    video = [c for c in result["consumers"] if c["kind"] == "video"]
+    assert len(video) == 1
+    series = video[0]["series"]
+    assert sum(series["freezes"]) == 1
+    frozen = sum(series["freeze_ms"])
+    own = next(c for bot in result["bots"]["bots"] for c in bot["consumers"] if c["kind"] == "video")
+    assert own["freezes"] == 1
+    # the bots' total runs to their leave, just after the run's end; the series stop at the end
+    assert frozen <= own["freeze_ms"] <= frozen + 1500

@@ -549,9 +549,11 @@ class Bot:
                     seconds = _overlap(begin, now, started_at, self.left_at)
                     streams.sent.append(SentRow(index, sender.kind, sender.octets - previous, seconds))
         receiving = self._receiving()
+        until = now if self.left_at is None else min(now, self.left_at)  # an open freeze counts up to here
         for stream, _ in receiving:  # totals since the start
-            counters.freezes += stream.frames.freezes
-            counters.freeze_ms += stream.frames.freeze_seconds * 1000.0
+            freezes, frozen = stream.freeze_totals(until)
+            counters.freezes += freezes
+            counters.freeze_ms += frozen * 1000.0
         if self._last_collected:
             return
         # A consumer that closed, or a bot that left, is collected once more: the rest of its last interval.
@@ -561,7 +563,7 @@ class Bot:
                 if stream.info.consumer_id in self._closed_collected:
                     continue
                 self._closed_collected.add(stream.info.consumer_id)
-            received, expected, lost, lost_first, freezes, frozen, lost_frames = stream.interval()
+            received, expected, lost, lost_first, freezes, frozen, lost_frames = stream.interval(until)
             counters.received_bps += received * 8 / interval
             counters.expected += expected
             counters.lost += lost

@@ -2,10 +2,14 @@
 
 A frame ends at a packet with the marker bit (for audio every packet is a frame). It is complete once every
 sequence number from the previous frame's end to its own end has arrived, first transmissions and
-retransmissions alike. A freeze is a wait of more than `FREEZE_FRAMES` frame intervals between two complete
-frames (the interval is learnt from RTP timestamps); its whole wait counts as frozen time. Sequence numbers
-missing when a later one arrived are "lost before recovery"; one still missing after `max_age` seconds is
-given up, and so is its frame.
+retransmissions alike. Sequence numbers missing when a later one arrived are "lost before recovery"; one still
+missing after `max_age` seconds is given up, and so is its frame.
+
+A freeze follows webrtc-stats' freezeCount (as Chromium measures it): the wall-clock delay between two complete
+frames (our stand-in for rendered frames) is a freeze when it is at least max(3 x mean, mean + 150 ms), the mean
+taken over the last 30 delays including this one, once 5 are known; its whole delay counts as frozen time. A
+freeze still open (no frame yet) counts up to the time asked for, in freeze_totals(), so a window or a run that
+ends inside it sees it.
 """
 
 from __future__ import annotations
@@ -14,9 +18,10 @@ from collections import deque
 
 from sfuctl.rtc.rtp import seq_distance
 
-FREEZE_FRAMES = 3
+FREEZE_WINDOW = 30  # inter-frame delays in the mean (webrtc-stats: the last 30 rendered frames)
+FREEZE_MIN_DELAYS = 5  # no freeze is judged before this many delays are known (as Chromium)
+FREEZE_MIN_INCREASE = 0.150  # s: a freeze is also at least this much longer than the mean delay
 MAX_GAP = 512  # a jump further ahead is a stream restart, not loss
-INTERVAL_SMOOTHING = 1 / 16
 
 
 class FrameTracker:
@@ -24,8 +29,8 @@ class FrameTracker:
 
     __slots__ = (
         "clock_rate", "detect_freezes", "max_age", "packets", "duplicates", "lost_first", "recovered", "given_up",
-        "frames", "complete_frames", "lost_frames", "freezes", "freeze_seconds", "frame_interval",
-        "_highest", "_missing", "_pending", "_last_complete_at", "_last_complete_ts",
+        "frames", "complete_frames", "lost_frames", "freezes", "freeze_seconds",
+        "_highest", "_missing", "_pending", "_last_complete_at", "_delays", "_delay_sum",
     )
 
     def __init__(self, clock_rate: int, detect_freezes: bool = True, max_age: float = 1.5) -> None:
@@ -40,20 +45,40 @@ class FrameTracker:
         self.frames = 0  # marker bits received (distinct packets)
         self.complete_frames = 0
         self.lost_frames = 0
-        self.freezes = 0
+        self.freezes = 0  # closed freezes; freeze_totals() adds one still open
         self.freeze_seconds = 0.0
-        self.frame_interval: float | None = None
         self._highest: int | None = None
         self._missing: dict[int, float] = {}  # sequence -> when noticed, oldest first
-        self._pending: deque[tuple[int, int]] = deque()  # (end sequence, timestamp) of frames waiting for packets
+        self._pending: deque[int] = deque()  # end sequences of frames waiting for packets, in sequence order
         self._last_complete_at: float | None = None
-        self._last_complete_ts = 0
+        self._delays: deque[float] = deque(maxlen=FREEZE_WINDOW)  # wall-clock delays between complete frames
+        self._delay_sum = 0.0
 
     @property
     def missing(self) -> int:
         return len(self._missing)
 
-    def on_packet(self, sequence: int, timestamp: int, marker: bool, now: float) -> bool:
+    def freeze_totals(self, now: float) -> tuple[int, float]:
+        """(freezes, frozen seconds) as of `now`, counting a freeze still open since the last complete frame
+        up to `now`: the totals only grow, and a freeze that closes later keeps being counted once."""
+        last_at = self._last_complete_at
+        if self.detect_freezes and last_at is not None and self._is_freeze(now - last_at):
+            return self.freezes + 1, self.freeze_seconds + (now - last_at)
+        return self.freezes, self.freeze_seconds
+
+    def _is_freeze(self, delay: float) -> bool:
+        """Whether an inter-frame `delay` is a freeze, judged with the mean of the window that includes it."""
+        delays = self._delays
+        if len(delays) == FREEZE_WINDOW:
+            count, total = FREEZE_WINDOW, self._delay_sum - delays[0] + delay
+        else:
+            count, total = len(delays) + 1, self._delay_sum + delay
+        if count < FREEZE_MIN_DELAYS:
+            return False
+        mean = total / count
+        return delay >= max(3 * mean, mean + FREEZE_MIN_INCREASE)
+
+    def on_packet(self, sequence: int, marker: bool, now: float) -> bool:
         """Account for one packet; False when it is a duplicate (already received)."""
         highest = self._highest
         recovered = False
@@ -78,7 +103,7 @@ class FrameTracker:
         self.packets += 1
         if marker:
             self.frames += 1
-            self._frame_end(sequence, timestamp, now)
+            self._frame_end(sequence, now)
         elif recovered and self._pending:
             self._release(now)
         return True
@@ -98,10 +123,11 @@ class FrameTracker:
             expired += 1
             if lost_end is not None and seq_distance(sequence, lost_end) <= 0:
                 continue
-            while pending and seq_distance(pending[0][0], sequence) < 0:
-                self._complete(pending.popleft()[1], now)
+            while pending and seq_distance(pending[0], sequence) < 0:
+                pending.popleft()
+                self._complete(now)
             if pending:
-                lost_end = pending.popleft()[0]
+                lost_end = pending.popleft()
                 self.lost_frames += 1
         if expired:
             self.given_up += expired
@@ -119,18 +145,18 @@ class FrameTracker:
         for offset in range(1, distance):
             missing[(highest + offset) & 0xFFFF] = now
 
-    def _frame_end(self, sequence: int, timestamp: int, now: float) -> None:
+    def _frame_end(self, sequence: int, now: float) -> None:
         missing = self._missing
         if not missing or seq_distance(sequence, next(iter(missing))) < 0:
-            self._complete(timestamp, now)
+            self._complete(now)
             if self._pending:
                 self._release(now)
             return
         pending = self._pending
-        if not pending or seq_distance(sequence, pending[-1][0]) > 0:
-            pending.append((sequence, timestamp))
+        if not pending or seq_distance(sequence, pending[-1]) > 0:
+            pending.append(sequence)
         else:  # a retransmitted end of an older frame: keep the queue in sequence order
-            items = sorted([*pending, (sequence, timestamp)], key=lambda item: seq_distance(item[0], sequence))
+            items = sorted([*pending, sequence], key=lambda item: seq_distance(item, sequence))
             pending.clear()
             pending.extend(items)
 
@@ -138,23 +164,21 @@ class FrameTracker:
         """Complete the waiting frames that no longer miss a packet."""
         pending = self._pending
         oldest = next(iter(self._missing), None)
-        while pending and (oldest is None or seq_distance(pending[0][0], oldest) < 0):
-            self._complete(pending.popleft()[1], now)
+        while pending and (oldest is None or seq_distance(pending[0], oldest) < 0):
+            pending.popleft()
+            self._complete(now)
 
-    def _complete(self, timestamp: int, now: float) -> None:
+    def _complete(self, now: float) -> None:
         self.complete_frames += 1
         last_at = self._last_complete_at
-        if last_at is not None:
-            step = (timestamp - self._last_complete_ts) & 0xFFFFFFFF
-            interval = self.frame_interval
-            if 0 < step < self.clock_rate:
-                seconds = step / self.clock_rate
-                self.frame_interval = interval = (
-                    seconds if interval is None else interval + INTERVAL_SMOOTHING * (seconds - interval)
-                )
-            wait = now - last_at
-            if self.detect_freezes and interval is not None and wait > FREEZE_FRAMES * interval:
+        if last_at is not None and self.detect_freezes:
+            delay = now - last_at
+            if self._is_freeze(delay):
                 self.freezes += 1
-                self.freeze_seconds += wait
+                self.freeze_seconds += delay
+            delays = self._delays
+            if len(delays) == FREEZE_WINDOW:
+                self._delay_sum -= delays[0]
+            delays.append(delay)
+            self._delay_sum += delay
         self._last_complete_at = now
-        self._last_complete_ts = timestamp

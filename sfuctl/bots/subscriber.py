@@ -99,7 +99,7 @@ class ConsumerStream:
         self.bytes += len(data)
         self.rtcp.receive(sequence, timestamp, now)
         video = self.video
-        if not self.frames.on_packet(sequence, timestamp, marker or not video, now):
+        if not self.frames.on_packet(sequence, marker or not video, now):
             return
         if self.decoder is not None:
             self.decoder.on_packet(sequence, marker, data[offset:])
@@ -125,23 +125,29 @@ class ConsumerStream:
         )
         return self.rtcp.feedback(now, sender_ssrc, want_keyframe=self.video and bool(given_up or starving))
 
-    def interval(self) -> tuple[int, int, int, int, int, float, int]:
+    def freeze_totals(self, now: float) -> tuple[int, float]:
+        """(freezes, frozen seconds) up to `now`, or to the stream's close: a freeze still open counts so far."""
+        return self.frames.freeze_totals(now if self.closed_at is None else min(now, self.closed_at))
+
+    def interval(self, now: float) -> tuple[int, int, int, int, int, float, int]:
         """(bytes, expected, lost, lost before recovery, freezes, frozen seconds, frames given up) since the
-        previous call."""
+        previous call, at `now` (a freeze still open counts up to it)."""
         reception = self.reception
         frames = self.frames
-        now = (self.bytes, reception.expected, reception.packets_lost, frames.lost_first, frames.freezes,
-               frames.freeze_seconds, frames.lost_frames)
+        freezes, frozen = self.freeze_totals(now)
+        totals = (self.bytes, reception.expected, reception.packets_lost, frames.lost_first, freezes, frozen,
+                  frames.lost_frames)
         prev = self._prev
-        self._prev = now
-        return (now[0] - prev[0], now[1] - prev[1], now[2] - prev[2], now[3] - prev[3], now[4] - prev[4],
-                now[5] - prev[5], now[6] - prev[6])
+        self._prev = totals
+        return (totals[0] - prev[0], totals[1] - prev[1], totals[2] - prev[2], totals[3] - prev[3],
+                totals[4] - prev[4], totals[5] - prev[5], totals[6] - prev[6])
 
     def stats(self, now: float, rtt_ms: float | None) -> dict:
         info = self.info
         reception = self.reception
         frames = self.frames
         expected = reception.expected
+        freezes, frozen = self.freeze_totals(now)
         end = self.closed_at if self.closed_at is not None else now
         active = end - self.first_packet_at if self.first_packet_at is not None else 0.0
         return {
@@ -167,8 +173,8 @@ class ConsumerStream:
             "complete_frames": frames.complete_frames,
             "lost_frames": frames.lost_frames,
             "keyframes": self.keyframes,
-            "freezes": frames.freezes,
-            "freeze_ms": frames.freeze_seconds * 1000.0,
+            "freezes": freezes,
+            "freeze_ms": frozen * 1000.0,
             "first_frame_ms": (self.first_frame_at - self.announced_at) * 1000.0
             if self.first_frame_at is not None
             else None,

@@ -56,7 +56,7 @@ METRICS: dict[str, Metric] = _metrics(
      "first transmissions missing when a later packet arrived: the loss of the path"),
     ("consumer.jitter_ms", "ms", "window", STREAM_TAGS, "mean of the per-second RFC 3550 interarrival jitter"),
     ("consumer.rtt_ms", "ms", "window", STREAM_TAGS, "mean round-trip time of the receiving bot's transport (STUN)"),
-    ("consumer.freezes", "freezes", "window", STREAM_TAGS, "video waits of more than 3 frame intervals"),
+    ("consumer.freezes", "freezes", "window", STREAM_TAGS, "webrtc-stats freezeCount: waits of at least max(3 x mean, mean + 150 ms)"),
     ("consumer.freeze_ms", "ms", "window", STREAM_TAGS, "time spent frozen"),
     ("consumer.lost_frames", "frames", "window", STREAM_TAGS,
      "frames given up: still incomplete 1.5 s after a gap (0.1 s without NACK), so never shown"),
@@ -485,7 +485,7 @@ def _round(value: float | None) -> float | None:
 
 
 def consumer_series(track: StreamTrack) -> dict:
-    """Per interval: bitrate, loss after and before recovery, jitter, RTT and freezes of one consumer."""
+    """Per interval: bitrate, loss after and before recovery, jitter, RTT, freezes and frozen time of one consumer."""
     rows = range(len(track.t))
     return {
         "t": [_rounded(track.t[i]) for i in rows],
@@ -497,6 +497,7 @@ def consumer_series(track: StreamTrack) -> dict:
         "jitter_ms": [_rounded(track.jitter_ms[i]) for i in rows],
         "rtt_ms": [_rounded(track.rtt_ms[i]) for i in rows],
         "freezes": [track.freezes[i] for i in rows],
+        "freeze_ms": [_rounded(track.freeze_ms[i], 1) for i in rows],
     }
 
 
