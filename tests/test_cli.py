@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from sfuctl.cli import main
+from sfuctl.commands.bots import clock
 from sfuctl.commands.conventions import Duration
 
 SFUCTL = [sys.executable, "-c", "from sfuctl.cli import main; main(prog_name='sfuctl')"]
@@ -140,3 +141,7 @@ def test_serve_with_its_signaling_port_taken_is_one_line_and_exit_1() -> None:
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: cannot listen on 127.0.0.1:{port}: "), result.stderr
     assert lines[0].endswith("pick another --port or --host")
+
+
+def test_the_bots_live_clock_reads_hours_minutes_seconds() -> None:
+    assert [clock(s) for s in (0.0, 59.9, 61.0, 3725.4)] == ["0:00:00", "0:00:59", "0:01:01", "1:02:05"]

@@ -197,13 +197,13 @@ async def _run(config: BotsConfig, json_path: Path | str | None, console: Consol
         TextColumn("[bold]bots[/]"),
         BarColumn(bar_width=24),
         MofNCompleteColumn(),
-        TimeElapsedColumn(),
+        TextColumn("{task.fields[clock]}"),  # the run's clock: the bar's own stops once every bot has joined
         TextColumn("{task.fields[line]}"),
         console=console,
         transient=True,
         disable=not console.is_terminal,
     )
-    task = progress.add_task("bots", total=config.count, line="joining…")
+    task = progress.add_task("bots", total=config.count, line="joining…", clock=clock(0.0))
     settled = {"joined": 0, "failed": 0}
 
     def on_join(event: JoinEvent) -> None:
@@ -211,7 +211,7 @@ async def _run(config: BotsConfig, json_path: Path | str | None, console: Consol
         progress.update(task, completed=settled["joined"] + settled["failed"])
 
     def on_sample(sample: Sample) -> None:
-        progress.update(task, line=live_line(sample))
+        progress.update(task, line=live_line(sample), clock=clock(sample.elapsed))
 
     outcome = None
     try:
@@ -262,6 +262,12 @@ def _error(message: str) -> int:
     """The one error path: a single unwrapped line on stderr, exit code 2."""
     print_error(message)
     return EXIT_ERROR
+
+
+def clock(seconds: float) -> str:
+    """Elapsed time as H:MM:SS."""
+    whole = int(seconds)
+    return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
 
 
 def live_line(sample: Sample) -> str:
