@@ -88,9 +88,9 @@ class MediaSpec:
         if not 1 <= self.fps <= 120:
             raise ValueError(f"fps {self.fps} is out of range: use 1 to 120")
         if not 50_000 <= self.video_bitrate <= 50_000_000:
-            raise ValueError(f"video bitrate {self.video_bitrate} bps is out of range: use 50 kbps to 50 Mbps")
+            raise ValueError(f"video bitrate {self.video_bitrate} b/s is out of range: use 50 kb/s to 50 Mb/s")
         if not 6_000 <= self.audio_bitrate <= 510_000:
-            raise ValueError(f"audio bitrate {self.audio_bitrate} bps is out of range: use 6 kbps to 510 kbps")
+            raise ValueError(f"audio bitrate {self.audio_bitrate} b/s is out of range: use 6 kb/s to 510 kb/s")
         if not 0 < self.duration <= 3600:
             raise ValueError(f"duration {self.duration} s is out of range: use more than 0 and at most 3600 s")
         if not 0 < self.keyframe_interval <= 3600:

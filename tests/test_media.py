@@ -186,7 +186,7 @@ def test_ensure_default_media_makes_the_files_once(monkeypatch: pytest.MonkeyPat
         ({"width": 641}, "video size 641x360 is not supported: use even numbers from 64x48 to 3840x2160"),
         ({"height": 40}, "video size 640x40 is not supported: use even numbers from 64x48 to 3840x2160"),
         ({"fps": 0}, "fps 0 is out of range: use 1 to 120"),
-        ({"video_bitrate": 1000}, "video bitrate 1000 bps is out of range: use 50 kbps to 50 Mbps"),
+        ({"video_bitrate": 1000}, "video bitrate 1000 b/s is out of range: use 50 kb/s to 50 Mb/s"),
         ({"duration": 0}, "duration 0 s is out of range: use more than 0 and at most 3600 s"),
         ({"duration": 0.01}, "duration 0.01 s is shorter than one frame at 25 fps"),
         ({"keyframe_interval": -1}, "keyframe interval -1 s is out of range: use more than 0 and at most 3600 s"),

@@ -224,6 +224,8 @@ def test_all_problems_are_reported_at_once(tmp_path: Path) -> None:
         (parse_fraction, 1, 1.0),
         (parse_bandwidth, "500kbps", 500.0),
         (parse_bandwidth, "2 Mbps", 2000.0),
+        (parse_bandwidth, "2Mb/s", 2000.0),
+        (parse_bandwidth, "500 kb/s", 500.0),
     ],
 )
 def test_units(parse, value: object, expected: float) -> None:

@@ -79,7 +79,7 @@ EXIT_ERROR = 2
 @click.option("--loss", type=click.FloatRange(0, 1), default=0.0, show_default=True, help="Datagram loss per direction, 0-1.")
 @click.option("--delay", type=click.FloatRange(0, 10_000), default=0.0, show_default=True, help="Added round-trip time in ms (half each way).")
 @click.option("--jitter", type=click.FloatRange(0, 10_000), default=0.0, show_default=True, help="Extra random delay per datagram, 0..MS each way (order kept).")
-@click.option("--bandwidth", type=click.FloatRange(8, 10_000_000), default=None, help="Token-bucket limit per direction in kbps.")
+@click.option("--bandwidth", type=click.FloatRange(8, 10_000_000), default=None, help="Token-bucket limit per direction in kb/s.")
 @click.option("--decode", is_flag=True, help="Decode every received frame to prove it is intact (costs a decoder per stream).")
 @click.option("--join-timeout", type=Duration(1, 600), default=20.0, show_default=True, help="Time before a bot that has not joined counts as failed (20s).")
 @click.option("--data", "data_rate", type=click.FloatRange(0, 1000), default=0.0, show_default=True, help="Chat messages per second each publishing bot sends on a data channel through the SFU; every bot measures delivery, order and latency per sender (0: no data channels).")

@@ -60,7 +60,7 @@ def media() -> None:
     "--bitrate",
     type=int,
     default=None,
-    help=f"Video bitrate in kbps [default: {_DEFAULTS.video_bitrate // 1000}, {SIMULCAST_TOP[2] // 1000} for the top encoding with --simulcast].",
+    help=f"Video bitrate in kb/s [default: {_DEFAULTS.video_bitrate // 1000}, {SIMULCAST_TOP[2] // 1000} for the top encoding with --simulcast].",
 )
 @click.option(
     "--simulcast",

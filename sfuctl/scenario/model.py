@@ -32,8 +32,8 @@ NETWORK_KEYS = ("name", "share", "rooms", "role", *IMPAIRMENT_KEYS, "timeline")
 WINDOW_KEYS = ("from", "to", *IMPAIRMENT_KEYS)
 THRESHOLD_KEYS = ("expect", "after", "abort_on_fail")
 GROUP_ROLES = ("all", "publishers", "subscribers")
-_BANDWIDTH = re.compile(r"(\d+(?:\.\d+)?)\s*(kbps|mbps|gbps)", re.IGNORECASE)
-_BANDWIDTH_UNITS = {"kbps": 1.0, "mbps": 1000.0, "gbps": 1_000_000.0}
+_BANDWIDTH = re.compile(r"(\d+(?:\.\d+)?)\s*(kbps|mbps|gbps|kb/s|mb/s|gb/s)", re.IGNORECASE)
+_BANDWIDTH_UNITS = {"kbps": 1.0, "mbps": 1000.0, "gbps": 1_000_000.0, "kb/s": 1.0, "mb/s": 1000.0, "gb/s": 1_000_000.0}
 _GROUP_NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
 
 
@@ -198,7 +198,7 @@ def parse_bandwidth(value: object) -> float:
         match = _BANDWIDTH.fullmatch(value.strip())
         if match:
             return float(match[1]) * _BANDWIDTH_UNITS[match[2].lower()]
-    raise ValueError(f"bad bandwidth {value!r}: write a number with a unit, e.g. \"500kbps\" or \"2mbps\"")
+    raise ValueError(f"bad bandwidth {value!r}: write a number with a unit, e.g. \"500kb/s\" or \"2Mb/s\"")
 
 
 def load_scenario(path: Path) -> Scenario:
