@@ -5,9 +5,11 @@ and `sfuctl serve` refusing what cannot work before it starts."""
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -145,3 +147,38 @@ def test_serve_with_its_signaling_port_taken_is_one_line_and_exit_1() -> None:
 
 def test_the_bots_live_clock_reads_hours_minutes_seconds() -> None:
     assert [clock(s) for s in (0.0, 59.9, 61.0, 3725.4)] == ["0:00:00", "0:00:59", "0:01:01", "1:02:05"]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_logs_joins_and_closes_and_its_banner_is_one_line_in_a_log(workers: int) -> None:
+    from websockets.sync.client import connect
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [*SFUCTL, "serve", "--port", str(port), "--rtc-port-range", "0", "--workers", str(workers)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                ws = connect(f"ws://127.0.0.1:{port}", open_timeout=2)
+                break
+            except OSError:
+                assert process.poll() is None and time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.1)
+        with ws:
+            ws.send(json.dumps({"id": 1, "method": "join", "params": {"room": "logged", "name": "ann"}}))
+            peer_id = json.loads(ws.recv(timeout=10))["result"]["peerId"]
+    finally:
+        time.sleep(0.5)  # the close reaches the worker
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=30)
+    lines = stderr.splitlines()
+    assert any(f"peer {peer_id} (ann) joined room logged from 127.0.0.1" in line for line in lines), stderr
+    assert any(f"peer {peer_id} (ann) closed" in line for line in lines), stderr
+    banner = next(line for line in lines if line.startswith("sfuctl serve signaling"))
+    assert banner.endswith(f"{workers} worker(s) · Ctrl-C to stop")
+    assert all(line.strip() for line in lines)  # no blank or whitespace-only lines

@@ -24,6 +24,8 @@ HTTP_SESSIONS_KEY = web.AppKey("http_sessions", HttpSessions)
 OPEN_SOCKETS_KEY = web.AppKey("open_sockets", set)
 AUTH_KEY = web.AppKey("auth", Authenticator)
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"  # the page served at / (docs/browser.md)
+FORWARDED_FOR = "X-Forwarded-For"  # the front's header naming the participant's address (front.py)
+LOOPBACK = ("127.0.0.1", "::1")  # the front connects to its workers from here
 
 
 async def websocket_handler(request: web.Request) -> web.StreamResponse:
@@ -34,7 +36,10 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     # permessage-deflate: its zlib state costs ~130 KB per peer, more than all of a peer's media state.
     ws = web.WebSocketResponse(max_msg_size=4 * worker.config.max_message_bytes, heartbeat=20, compress=False)
     await ws.prepare(request)
-    session = SignalingSession(worker, ws.send_str, ws.close, request.app[AUTH_KEY], request.query.get("token"))
+    # Behind the front of a multi-worker server (a loopback peer) the participant's address comes in a header.
+    remote = request.headers.get(FORWARDED_FOR) if request.remote in LOOPBACK else None
+    session = SignalingSession(worker, ws.send_str, ws.close, request.app[AUTH_KEY], request.query.get("token"),
+                               remote=remote or request.remote)
     request.app[OPEN_SOCKETS_KEY].add(ws)
     try:
         async for message in ws:

@@ -22,7 +22,7 @@ from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from ..stats_schema import SCHEMA_VERSION
-from .app import OPEN_SOCKETS_KEY, add_page_routes, check_origin, close_websockets_on_shutdown
+from .app import FORWARDED_FOR, OPEN_SOCKETS_KEY, add_page_routes, check_origin, close_websockets_on_shutdown
 from .auth import Authenticator, Grant, check_metrics_access, hide_addresses
 from .config import ServerConfig
 from .errors import SignalingError
@@ -125,10 +125,13 @@ class RelaySession:
     """One participant's websocket, relayed to the worker of the room it joins. The worker checks the
     participant's access token (passed on from the URL, or in `join`); the front checks it for stats."""
 
-    def __init__(self, front: Front, client: web.WebSocketResponse, url_token: str | None = None) -> None:
+    def __init__(
+        self, front: Front, client: web.WebSocketResponse, url_token: str | None = None, remote: str | None = None
+    ) -> None:
         self.front = front
         self.client = client
         self.token = url_token
+        self.remote = remote  # the participant's address, passed on to the worker for its log
         self.worker: WorkerProcess | None = None
         self.upstream: aiohttp.ClientWebSocketResponse | None = None
         self._pump: asyncio.Task | None = None
@@ -162,7 +165,8 @@ class RelaySession:
     async def _connect(self, worker: WorkerProcess) -> None:
         await self._disconnect()
         url = worker.ws_url + (f"?token={quote(self.token)}" if self.token else "")
-        self.upstream = await self.front.http.ws_connect(url, max_msg_size=0)
+        headers = {FORWARDED_FOR: self.remote} if self.remote else None
+        self.upstream = await self.front.http.ws_connect(url, max_msg_size=0, headers=headers)
         self.worker = worker
         self._pump = asyncio.create_task(self._relay_down(self.upstream), name="front-relay")
 
@@ -286,7 +290,7 @@ def build_front_app(front: Front) -> web.Application:
         await client.prepare(request)
         request.app[OPEN_SOCKETS_KEY].add(client)
         try:
-            await RelaySession(front, client, request.query.get("token")).run()
+            await RelaySession(front, client, request.query.get("token"), request.remote).run()
         finally:
             request.app[OPEN_SOCKETS_KEY].discard(client)
         return client

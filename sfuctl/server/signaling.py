@@ -52,9 +52,11 @@ class SignalingSession:
         close: Callable[[], Awaitable[None]],
         auth: Authenticator,
         url_token: str | None = None,
+        remote: str | None = None,
     ) -> None:
         self.worker = worker
         self.auth = auth
+        self.remote = remote  # the participant's address, for the log
         self.peer: Peer | None = None
         self._url_token = url_token
         self._send = send
@@ -150,6 +152,7 @@ class SignalingSession:
         others = [p.info() for p in router.peers.values()]
         router.add_peer(peer)
         self.peer = peer
+        log.info("peer %s (%s) joined room %s from %s", peer.id, peer.name, room, self.remote or "?")
         return {
             "protocol": PROTOCOL_VERSION,
             "peerId": peer.id,
