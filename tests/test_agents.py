@@ -149,7 +149,7 @@ async def test_an_agent_killed_mid_run_fails_the_run_naming_it_and_the_other_age
     agents.processes["a2"].kill()
     code, stdout, stderr = await run
     assert code == 1, stdout + stderr
-    assert "ERROR: agent a2 vanished" in stdout
+    assert "error: agent a2 vanished" in stderr  # a failed run prints only its error
     result = json.loads(out.read_text())
     bots = result["bots"]["bots"]
     assert {bot["status"] for bot in bots if bot["agent"] == "a1"} == {"left"}
@@ -179,9 +179,9 @@ async def test_an_agent_refuses_another_versions_plan_and_the_controller_refuses
         await client.aclose()
     code, stdout, stderr = await controller(str(meeting(tmp_path, media)), "--url", server.url,
                                             "--agents", agents.redis_url, "-q")
-    assert code == 1 and "agents of another version: old (sfuctl 0.0.1)" in stdout, stdout + stderr
+    assert code == 1 and "error: agents of another version: old (sfuctl 0.0.1)" in stderr, stdout + stderr
     code, stdout, stderr = await controller(str(meeting(tmp_path, media)), "--agents", agents.redis_url, "-q")
-    assert code == 1 and "the embedded server runs on this machine only" in stdout, stdout + stderr
+    assert code == 1 and "the embedded server runs on this machine only" in stderr, stdout + stderr
 
 
 async def test_redis_down_at_start_is_one_line_and_exit_1(tmp_path: Path, media: tuple[str, str]) -> None:

@@ -23,7 +23,8 @@ SHELL_BREAKS = {"|", "&&", "||", ";", "&", ">", ">>", "2>"}
 
 
 def _commands(text: str) -> list[list[str]]:
-    """Each `sfuctl ...` command of a shell snippet as argument lists (comments, pipes and chains cut off)."""
+    """Each `sfuctl ...` command of a shell snippet as argument lists (comments, pipes and chains cut off); a
+    command starts a line or follows a pipe or a chain."""
     found = []
     for line in text.replace("\\\n", " ").splitlines():
         try:
@@ -31,9 +32,11 @@ def _commands(text: str) -> list[list[str]]:
         except ValueError:
             continue
         command: list[str] | None = None
+        starts = True
         for token in tokens:
             if command is None:
-                command = [] if token == "sfuctl" else None
+                command = [] if token == "sfuctl" and starts else None
+                starts = token in SHELL_BREAKS
             elif token in SHELL_BREAKS or token.endswith(("&", ";")):
                 if token.endswith(("&", ";")) and token not in SHELL_BREAKS:
                     command.append(token.rstrip("&;"))
@@ -46,15 +49,25 @@ def _commands(text: str) -> list[list[str]]:
     return found
 
 
-def _snippets() -> list[tuple[str, list[str], bool]]:
-    """(where, arguments, in a code block) for every command shown."""
+def _exports(text: str) -> dict[str, str]:
+    """The environment a snippet sets with `export NAME=value ...` (commands after it read it)."""
+    env = {}
+    for line in text.splitlines():
+        tokens = shlex.split(line, comments=True) if line.strip().startswith("export ") else []
+        env.update(token.split("=", 1) for token in tokens[1:] if "=" in token)
+    return env
+
+
+def _snippets() -> list[tuple[str, list[str], bool, dict[str, str]]]:
+    """(where, arguments, in a code block, environment) for every command shown; `sfuctl run/bots` in prose
+    names two commands, not one."""
     shown = []
     for path in DOCS:
         text = path.read_text()
         for block in FENCE.findall(text):
-            shown += [(path.name, args, True) for args in _commands(block)]
+            shown += [(path.name, args, True, _exports(block)) for args in _commands(block)]
         for span in INLINE.findall(FENCE.sub("", text)):
-            shown += [(path.name, args, False) for args in _commands(span)]
+            shown += [(path.name, args, False, {}) for args in _commands(span) if args and "/" not in args[0]]
     return shown
 
 
@@ -83,14 +96,17 @@ def _resolve_in(args: list[str]) -> tuple[click.Command, list[str], click.Contex
 
 
 def test_the_docs_show_commands() -> None:
-    assert sum(1 for _, _, block in SHOWN if block) >= 15
-    assert {args[0] for _, args, _ in SHOWN if args} >= {"serve", "bots", "stats", "run", "media"}
+    assert sum(1 for _, _, block, _ in SHOWN if block) >= 15
+    assert {args[0] for _, args, _, _ in SHOWN if args} >= {"serve", "bots", "stats", "run", "media"}
 
 
-@pytest.mark.parametrize(("where", "args"), [(w, a) for w, a, block in SHOWN if block],
-                         ids=lambda v: " ".join(v) if isinstance(v, list) else v)
-def test_a_command_in_a_code_block_parses(where: str, args: list[str], tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.parametrize(("where", "args", "env"), [(w, a, e) for w, a, block, e in SHOWN if block],
+                         ids=lambda v: " ".join(v) if isinstance(v, list) else v if isinstance(v, str) else "")
+def test_a_command_in_a_code_block_parses(where: str, args: list[str], env: dict[str, str], tmp_path: Path,
+                                          monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)  # output paths are checked (their directories made) here, not in the tree
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
     command, rest, parent = _resolve(args)
     try:
         command.make_context(command.name or "", rest, parent=parent)
@@ -100,7 +116,7 @@ def test_a_command_in_a_code_block_parses(where: str, args: list[str], tmp_path:
         pytest.fail(f"{where}: sfuctl {' '.join(args)}: {exc.format_message()}")
 
 
-@pytest.mark.parametrize(("where", "args"), [(w, a) for w, a, block in SHOWN if not block],
+@pytest.mark.parametrize(("where", "args"), [(w, a) for w, a, block, _ in SHOWN if not block],
                          ids=lambda v: " ".join(v) if isinstance(v, list) else v)
 def test_an_inline_command_names_real_options(where: str, args: list[str]) -> None:
     command, rest, _ = _resolve(args)
@@ -110,7 +126,7 @@ def test_an_inline_command_names_real_options(where: str, args: list[str]) -> No
             assert token.split("=")[0] in known, f"{where}: sfuctl {' '.join(args)}: no option {token}"
 
 
-@pytest.mark.parametrize("name", sorted({t for _, args, _ in SHOWN for t in args if t.startswith("scenarios/")}))
+@pytest.mark.parametrize("name", sorted({t for _, args, _, _ in SHOWN for t in args if t.startswith("scenarios/")}))
 def test_a_scenario_file_the_docs_name_validates(name: str) -> None:
     if "NAME" in name:
         return

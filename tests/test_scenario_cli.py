@@ -79,7 +79,8 @@ def test_ctrl_c_stops_the_run_and_writes_the_outputs_marked_incomplete(tmp_path:
     finally:
         process.kill()
     assert process.returncode == 1, rest + errors
-    assert "stopping: every bot leaves" in rest and "INCOMPLETE: interrupted" in rest
+    assert "Ctrl-C: every bot leaves" in rest and "INCOMPLETE: interrupted" in rest
+    assert "stopped by Ctrl-C" in rest  # the bots' summary names the signal, not "stop"
 
     result = json.loads(outputs[0].read_text())
     assert (result["status"], result["complete"], result["passed"], result["exit_code"]) == ("interrupted", False, False, 1)

@@ -19,7 +19,7 @@ from ..bots.config import BotPlan, BotsConfig, access_token
 from ..bots.group import JoinEvent
 from ..bots.report import BotsReport, build_report, placeholder_bot
 from ..bots.runner import CHILD_LEAVE_TIMEOUT, CHILD_READY_TIMEOUT
-from ..bots.stats import RoomCounters, Sample, merge_counters
+from ..bots.stats import BitratePeaks, RoomCounters, Sample, merge_counters
 from ..scenario.histogram import LogHistogram
 from ..scenario.metrics import BotInfo
 from .cpu import BUSY_WARNING
@@ -164,6 +164,13 @@ class Controller:
         agents = await self.agents()
         shares = split(plans, [max(1, int(a.get("cores") or 1)) for a in agents])
         run = _Run(self, config, measure, stop)
+        peaks = BitratePeaks()  # the report's peak bitrates, from the merged samples
+
+        def sampled(sample: Sample) -> None:
+            peaks.add(sample)
+            if on_sample is not None:
+                on_sample(sample)
+
         for fields, share in zip(agents, shares):
             if share:
                 run.add(AgentRecord(fields["name"], fields.get("host", ""), int(fields.get("cores") or 1),
@@ -174,12 +181,12 @@ class Controller:
             await run.send_plans()
             if await run.wait_ready():
                 await run.start(on_start)
-                await run.follow(on_sample, on_join)
+                await run.follow(sampled, on_join)
         finally:
             await self.client.delete(run_key(run.id))  # everything in it has been read
         result = run.result()
         report = build_report(config, run.bots(), media=list(config.media), started_at=started_wall,
-                              duration=time.monotonic() - began, stopped_by=run.stopped_by())
+                              duration=time.monotonic() - began, stopped_by=run.stopped_by(), peaks=peaks)
         report.agents = [agent.to_dict() for agent in result.agents]
         return report, result
 

@@ -9,13 +9,14 @@ import socket
 import sys
 
 import click
-from rich.console import Console
 from redis.exceptions import RedisError
+from rich.console import Console
 
 from ..agents.agent import Agent
 from ..agents.link import AgentsError, connect
 from ..bots.config import default_processes
 from ..runtime import run
+from .conventions import command, make_console, print_error
 
 EXIT_STOPPED = 0
 EXIT_FAILED = 1
@@ -28,8 +29,10 @@ def _name(ctx: click.Context, param: click.Parameter, value: str | None) -> str 
     return value
 
 
-@click.command(
+@command(
     short_help="Run bots for `sfuctl run/bots --agents` on other machines, through Redis.",
+    exit_codes={0: "stopped by Ctrl-C or SIGTERM (a run in progress ends first: its bots leave and report)",
+                1: "Redis unreachable or lost, or the name is taken by a live agent"},
     epilog=(
         "Example: sfuctl agent --redis redis://10.0.0.2:6379 --agents-secret \"$SECRET\" --name load-1\n\n"
         "Then, anywhere: sfuctl run scenarios/meeting.toml --url ws://10.0.0.5:8080 --agents redis://10.0.0.2:6379"
@@ -43,24 +46,17 @@ def agent(redis_url: str, name: str | None, processes: int | None, agents_secret
     """Register at the Redis, wait for work from a controller (`sfuctl run --agents` or `sfuctl bots
     --agents`), run its share of the bots as a local run would, send back the samples and bot records, and
     wait again, until Ctrl-C. Only plans signed with the shared secret, from the same sfuctl version, run.
-
-    \b
-    Exit status:
-      0   stopped by Ctrl-C or SIGTERM (a run in progress ends first: its bots leave and report)
-      1   Redis unreachable or lost, or the name is taken by a live agent
-      2   a bad command line
     """
-    console = Console()
+    console = make_console()
     sys.exit(run(_serve(redis_url, name or socket.gethostname(), processes or default_processes(), agents_secret,
                         console)))
 
 
 async def _serve(url: str, name: str, processes: int, secret: str, console: Console) -> int:
-    errors = Console(stderr=True)
     try:
         client = await connect(url)
     except AgentsError as exc:
-        errors.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
+        print_error(str(exc))
         return EXIT_FAILED
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -71,11 +67,10 @@ async def _serve(url: str, name: str, processes: int, secret: str, console: Cons
     try:
         await worker.serve(stop)
     except AgentsError as exc:
-        errors.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
+        print_error(str(exc))
         return EXIT_FAILED
     except (RedisError, OSError) as exc:
-        errors.print(f"error: lost Redis at {url} ({exc}); is redis-server still running there?", highlight=False,
-                     markup=False, soft_wrap=True)
+        print_error(f"lost Redis at {url} ({exc}); is redis-server still running there?")
         return EXIT_FAILED
     finally:
         await client.aclose()
