@@ -113,6 +113,8 @@ def test_a_command_in_a_code_block_parses(where: str, args: list[str], env: dict
     except click.exceptions.Exit:
         pass  # --help, --version
     except click.ClickException as exc:
+        if isinstance(exc, click.BadParameter) and "does not exist" in exc.format_message():
+            return  # an input file of the reader's own (a key, a media file), not something the docs ship
         pytest.fail(f"{where}: sfuctl {' '.join(args)}: {exc.format_message()}")
 
 
