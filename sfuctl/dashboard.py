@@ -1,7 +1,9 @@
 """The `sfuctl stats` view: a stats snapshot (docs/stats.md) rendered as rich renderables.
 
 Dashboard keeps what only the client can keep (a short bitrate history per consumer, for the sparklines);
-`view()` builds a renderable that picks its columns from the width it is given, 80 columns and up.
+`view()` builds a renderable that picks its columns from the width it is given, 80 columns and up, and, given a
+height (`max_lines`, a live view), fits in it: the worst rooms and streams first, "+N more" for the rest, the
+header always on top. `rooms=True` gives one line per room instead of one per stream.
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderR
 from rich.table import Table
 from rich.text import Text
 
+from .bots.stats import room_sort_key
 from .units import format_bitrate
 
 SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
 HISTORY = 12
+ROOM_LINES = 4  # a room's blank line, title, table header and rule, before any stream row
 WIDE = 120  # from this width on, the codec and the bitrate sparkline get their own columns
 
 # Row colouring: (warn, bad) thresholds of fields where higher is worse; the score is lower-is-worse.
@@ -98,19 +102,23 @@ class Dashboard:
             del self.bitrates[ident]
 
     def view(
-        self, snapshot: dict | None, *, url: str, room: str | None = None, sort: str = "worst", banner: str | None = None
+        self, snapshot: dict | None, *, url: str, room: str | None = None, sort: str = "worst", banner: str | None = None,
+        max_lines: int | None = None, rooms: bool = False,
     ) -> DashboardView:
-        """A frame for `snapshot` (None: nothing received yet); `banner` is shown above it, e.g. 'reconnecting'."""
+        """A frame for `snapshot` (None: nothing received yet); `banner` is shown above it, e.g. 'reconnecting';
+        `max_lines` fits it in that many lines; `rooms` shows one line per room."""
         if sort not in SORTS:
             raise ValueError(f"unknown sort {sort!r}; expected one of {', '.join(SORTS)}")
-        return DashboardView(self, snapshot, url=url, room=room, sort=sort, banner=banner)
+        return DashboardView(self, snapshot, url=url, room=room, sort=sort, banner=banner, max_lines=max_lines,
+                             rooms=rooms)
 
 
 class DashboardView:
     """One frame of the dashboard; lays itself out for the width rich gives it."""
 
     def __init__(
-        self, dashboard: Dashboard, snapshot: dict | None, *, url: str, room: str | None, sort: str, banner: str | None
+        self, dashboard: Dashboard, snapshot: dict | None, *, url: str, room: str | None, sort: str, banner: str | None,
+        max_lines: int | None = None, rooms: bool = False,
     ) -> None:
         self.dashboard = dashboard
         self.snapshot = snapshot
@@ -118,6 +126,8 @@ class DashboardView:
         self.room = room
         self.sort = sort
         self.banner = banner
+        self.max_lines = max_lines
+        self.rooms = rooms
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         wide = options.max_width >= WIDE
@@ -132,9 +142,59 @@ class DashboardView:
         rooms = [r for r in self.snapshot["rooms"] if self.room is None or r["name"] == self.room]
         if not rooms:
             parts.append(Text(f"no room named {self.room!r}" if self.room else "no rooms", style="dim"))
-        for room in rooms:
-            parts.extend(self._room(room, wide))
+        elif self.rooms:
+            parts.extend(self._rooms_overview(rooms))
+        else:
+            shown = self._fit(rooms, None if self.max_lines is None else self.max_lines - len(parts))
+            for room, rows in shown:
+                parts.extend(self._room(room, wide, rows))
+            if len(shown) < len(rooms):
+                parts.append(Text(f"+{len(rooms) - len(shown)} more rooms (the worst are shown; sfuctl stats --rooms "
+                                  "lists them all)", style="dim"))
         yield Group(*parts)
+
+    def _fit(self, rooms: list[dict], budget: int | None) -> list[tuple[dict, int]]:
+        """(room, stream rows) to show within `budget` lines (None: all): when they do not all fit, the worst
+        rooms first, each with at least one row; a room cut short ends with a "+N more streams" line."""
+        if budget is None or sum(ROOM_LINES + max(1, len(r["consumers"])) for r in rooms) <= budget:
+            return [(room, len(room["consumers"])) for room in rooms]
+        ordered = sorted(rooms, key=_room_badness)
+        least = ROOM_LINES + 2  # one row and its "+N more streams" line
+        count = len(ordered)
+        while count > 1 and count * least + (count < len(ordered)) > budget:
+            count -= 1
+        left = budget - (count < len(ordered))  # the "+N more rooms" line
+        shown = []
+        for index, room in enumerate(ordered[:count]):
+            total = max(1, len(room["consumers"]))
+            room_budget = left - (count - index - 1) * least  # the rooms after this one keep their least
+            rows = total if ROOM_LINES + total <= room_budget else max(1, room_budget - ROOM_LINES - 1)
+            shown.append((room, min(rows, len(room["consumers"]))))
+            left -= ROOM_LINES + rows + (rows < total)
+        return shown
+
+    def _rooms_overview(self, rooms: list[dict]) -> list[RenderableType]:
+        """One line per room, worst first: peers, streams, bitrate in and out, worst loss and score."""
+        table = Table(box=box.SIMPLE_HEAD, show_edge=False, collapse_padding=True)
+        for header in ("room", "peers", "prod", "cons", "in", "out", "worst loss", "min score", "red/yellow"):
+            table.add_column(header, justify="left" if header == "room" else "right", no_wrap=True)
+        ordered = sorted(rooms, key=_room_badness)
+        shown = ordered if self.max_lines is None else ordered[: max(1, self.max_lines - 6)]
+        for room in shown:
+            consumers = room["consumers"]
+            levels = [severity(c) for c in consumers]
+            table.add_row(
+                room["name"], str(len(room["peers"])), str(len(room["producers"])), str(len(consumers)),
+                format_bitrate(sum(p["bitrate_bps"] for p in room["producers"])),
+                format_bitrate(sum(c["bitrate_bps"] for c in consumers)),
+                f"{max((c['fraction_lost'] for c in consumers), default=0.0) * 100:.1f}%",
+                str(min((c["score"] for c in consumers), default=10)),
+                f"{levels.count(2)}/{levels.count(1)}",
+                style=SEVERITY_STYLES[max(levels, default=0)],
+            )
+        if len(shown) < len(ordered):
+            table.caption = f"+{len(ordered) - len(shown)} more rooms"
+        return [Text(""), table]
 
     def _header(self, wide: bool) -> list[RenderableType]:
         server = self.snapshot["server"]
@@ -153,8 +213,8 @@ class DashboardView:
         )  # fmt: skip
         return [title, totals]
 
-    def _room(self, room: dict, wide: bool) -> list[RenderableType]:
-        """The room's title line and its consumer table."""
+    def _room(self, room: dict, wide: bool, rows: int) -> list[RenderableType]:
+        """The room's title line and its consumer table, cut to its first `rows` rows in --sort order."""
         producers = room["producers"]
         consumers = sorted(room["consumers"], key=SORTS[self.sort])
         title = Text.assemble(
@@ -176,10 +236,12 @@ class DashboardView:
         table.add_column("nack/pli", justify="right", no_wrap=True)
         table.add_column("score", justify="right", no_wrap=True)
         if wide:
-            table.add_column("trend", no_wrap=True)
+            table.add_column(f"bitrate, last {self.dashboard.history}", no_wrap=True)
         if not consumers:
             table.caption = "no consumers"
-        for c in consumers:
+        elif rows < len(consumers):
+            table.caption = f"+{len(consumers) - rows} more streams"
+        for c in consumers[:rows]:
             cells = [
                 peer_pair(c["peer_name"], c["producer_peer_name"], pair_width),
                 c["kind"],
@@ -210,6 +272,13 @@ class DashboardView:
                 style=SEVERITY_STYLES[1] if dropped else "",
             )
         ]
+
+
+def _room_badness(room: dict) -> tuple:
+    """Worst room first: its worst stream's severity, then its lowest score, then the name."""
+    consumers = room["consumers"]
+    return (-max((severity(c) for c in consumers), default=0), min((c["score"] for c in consumers), default=10),
+            room_sort_key(room["name"]))
 
 
 def _duration(seconds: float) -> str:

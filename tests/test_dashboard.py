@@ -84,9 +84,9 @@ def test_wide_terminals_get_the_codec_and_a_bitrate_sparkline():
         data = snapshot(room("demo", [consumer("c1", "bob", "alice", bitrate_bps=rate)]))
         dashboard.update(data)
     wide, narrow = render(dashboard, data, 160), render(dashboard, data, 80)
-    assert "codec" in wide and "trend" in wide
+    assert "codec" in wide and "bitrate, last 12" in wide
     assert "VP8" in table_rows(wide)[0] and table_rows(wide)[0].rstrip().endswith("▃▅█")
-    assert "codec" not in narrow and "trend" not in narrow and "▃▅█" not in narrow
+    assert "codec" not in narrow and "last 12" not in narrow and "▃▅█" not in narrow
 
 
 def test_rows_are_ordered_worst_first_and_other_sorts_work():
@@ -185,3 +185,41 @@ def test_peer_pair_fits_its_width(peer, source, width, text):
 def test_peer_pair_needs_room():
     with pytest.raises(ValueError, match=r"^a peer pair needs a width of at least 5, got 4$"):
         peer_pair("a", "b", 4)
+
+
+def crowded() -> dict:
+    """3 rooms of 8 streams; one stream of room-3 loses 5%."""
+    return snapshot(*[
+        room(f"room-{r}", [consumer(f"c{r}{i}", f"p{i}", f"s{r}", fraction_lost=0.05 if (r, i) == (3, 2) else 0.0)
+                           for i in range(8)])
+        for r in (1, 2, 3)
+    ])
+
+
+@pytest.mark.parametrize("height", [24, 12])
+def test_a_short_terminal_shows_the_header_the_worst_room_first_and_what_it_left_out(height):
+    text = render(Dashboard(), crowded(), 80, max_lines=height)
+    lines = text.splitlines()
+    assert len(lines) <= height
+    assert lines[0].startswith("sfuctl stats ") and lines[1].startswith("rooms 3")
+    rooms = [line.split()[1] for line in lines if line.startswith("room room-")]
+    assert rooms[0] == "room-3"  # its red row makes it the worst
+    assert table_rows(text)[0].split()[0] == "p2"
+    streams = sum(int(line.split("+")[1].split()[0]) for line in lines if "more streams" in line)
+    more_rooms = next((int(line.split("+")[1].split()[0]) for line in lines if "more rooms" in line), 0)
+    assert len(table_rows(text)) + streams + 8 * more_rooms == 24  # every stream is shown or counted
+    if height == 12:
+        assert more_rooms == 2
+
+
+def test_a_tall_terminal_shows_every_room_in_order():
+    text = render(Dashboard(), crowded(), 80, max_lines=60)
+    assert [line.split()[1] for line in text.splitlines() if line.startswith("room room-")] == ["room-1", "room-2", "room-3"]
+    assert len(table_rows(text)) == 24 and "more" not in text
+
+
+def test_the_rooms_overview_is_one_line_per_room_worst_first():
+    text = render(Dashboard(), crowded(), 80, rooms=True)
+    rows = [line.split() for line in text.splitlines() if line.strip().startswith("room-")]
+    assert [row[0] for row in rows] == ["room-3", "room-1", "room-2"]
+    assert rows[0][-3:] == ["5.0%", "10", "1/0"] and rows[1][-3:] == ["0.0%", "10", "0/0"]

@@ -52,6 +52,9 @@ def test_the_terminal_view_fits_the_screen_and_shows_every_room(width: int, heig
     assert [line.split()[0] for line in text if line.startswith("room-")] == [f"room-{r}" for r in range(1, 9)]
     assert any("and 2 more rooms" in line for line in text)
     assert any(line.startswith("sfuctl stats ws://127.0.0.1:1/ws") for line in text)
+    if height >= 40:  # the dashboard cuts itself to the lines left, and says what it left out
+        assert any("more streams" in line for line in text)
+        assert any(line.startswith("+") and "more rooms" in line for line in text)
 
 
 def test_without_a_terminal_the_view_prints_a_line_every_few_seconds() -> None:

@@ -34,9 +34,11 @@ from .conventions import (
 @click.option("--sort", type=click.Choice(list(SORTS)), default="worst", show_default=True, help="Row order within a room (worst first by default).")
 @click.option("--interval", type=Duration(0.1, 60), default=1.0, show_default=True, help="Time between updates (1, 500ms, 2s).")
 @click.option("--once", is_flag=True, help="Print one snapshot and exit.")
+@click.option("--rooms", is_flag=True, help="One line per room (worst first) instead of one per stream.")
 @json_option("Write snapshots as JSON, one per line (docs/stats.md), instead of the dashboard.")
 def stats(
-    url: str, token: str | None, room: str | None, sort: str, interval: float, once: bool, json_path: Path | str | None
+    url: str, token: str | None, room: str | None, sort: str, interval: float, once: bool, rooms: bool,
+    json_path: Path | str | None,
 ) -> None:
     """Watch a running SFU: per-consumer bitrate, loss, jitter, RTT, NACK/PLI and quality score.
 
@@ -44,6 +46,7 @@ def stats(
     Examples:
       sfuctl stats --url ws://127.0.0.1:8080      # live dashboard, Ctrl-C to quit
       sfuctl stats --room demo --sort loss
+      sfuctl stats --rooms                         # every room on one line each, worst first
       sfuctl stats --once --json | jq '.rooms[].consumers[] | {peer_name, fraction_lost, rtt_ms}'
       sfuctl stats --token "$(sfuctl token create --admin)"   # a server with --auth-secret
     """
@@ -54,11 +57,11 @@ def stats(
             if json_path is not None:
                 _json_line(snapshot, out)
             else:
-                make_console().print(Dashboard().view(snapshot, url=url, room=room, sort=sort))
+                make_console().print(Dashboard().view(snapshot, url=url, room=room, sort=sort, rooms=rooms))
         elif json_path is not None:
             run(watch(url, interval, room, lambda s: _json_line(s, out), _warn_reconnecting, token))
         else:
-            run(_live(url, room, sort, interval, token))
+            run(_live(url, room, sort, interval, token, rooms))
     except StatsFailure as exc:
         raise CommandError(str(exc), exc.status) from None
     except KeyboardInterrupt:
@@ -82,11 +85,12 @@ def _warn_reconnecting(reason: str) -> None:
 class LiveView:
     """The dashboard on screen: redrawn in place on each snapshot, with a banner while disconnected."""
 
-    def __init__(self, live: Live, url: str, room: str | None, sort: str) -> None:
+    def __init__(self, live: Live, url: str, room: str | None, sort: str, rooms: bool = False) -> None:
         self.live = live
         self.url = url
         self.room = room
         self.sort = sort
+        self.rooms = rooms
         self.dashboard = Dashboard()
         self.snapshot: dict | None = None
         self.banner: str | None = None
@@ -102,12 +106,14 @@ class LiveView:
         self.redraw()
 
     def redraw(self) -> None:
-        view = self.dashboard.view(self.snapshot, url=self.url, room=self.room, sort=self.sort, banner=self.banner)
+        """Redraw in the terminal's height less one line, so that the header always shows."""
+        view = self.dashboard.view(self.snapshot, url=self.url, room=self.room, sort=self.sort, banner=self.banner,
+                                   max_lines=self.live.console.height - 1, rooms=self.rooms)
         self.live.update(view, refresh=True)
 
 
-async def _live(url: str, room: str | None, sort: str, interval: float, token: str | None) -> None:
+async def _live(url: str, room: str | None, sort: str, interval: float, token: str | None, rooms: bool) -> None:
     with Live(console=make_console(), auto_refresh=False, vertical_overflow="crop") as live:
-        view = LiveView(live, url, room, sort)
+        view = LiveView(live, url, room, sort, rooms)
         view.redraw()
         await watch(url, interval, room, view.on_snapshot, view.on_disconnected, token)

@@ -196,8 +196,10 @@ class TerminalView(_Progress):
                 parts.append(rooms_table(self.sample_))
         else:
             parts.append(Text("bots joining…", style="dim"))
-        if self.url:
-            parts.append(self.dashboard.view(self.snapshot_, url=self.url, banner=self.banner))
+        if self.url:  # the dashboard gets the lines left, so that it cuts itself with "+N more"
+            used = len(self.console.render_lines(Group(*parts), self.console.options, pad=False))
+            left = max(1, self.console.height - 1 - used)
+            parts.append(self.dashboard.view(self.snapshot_, url=self.url, banner=self.banner, max_lines=left))
         return _Fit(Group(*parts))
 
 
