@@ -26,3 +26,15 @@ def format_bitrate(bps: float) -> str:
             value = bps / factor
             return f"{value:.3g} {unit}" if value < 100 else f"{value:.0f} {unit}"
     return f"{bps:.0f} b/s"
+
+
+def format_value(value: float, unit: str) -> str:
+    """A measured value with its unit and sensible precision: 558066 bit/s -> '558 kb/s', 3.49855 ms -> '3.5 ms',
+    0.0123 (0..1) -> '1.23%'."""
+    if unit == "bit/s":
+        return format_bitrate(value)
+    if unit == "0..1":
+        return f"{value * 100:.3g}%"
+    if unit == "ms":
+        return f"{value:.0f} ms" if abs(value) >= 100 else f"{value:.2g} ms" if abs(value) < 10 else f"{value:.3g} ms"
+    return f"{value:.3g} {unit}" if value != int(value) else f"{value:.0f} {unit}"

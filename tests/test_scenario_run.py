@@ -59,7 +59,11 @@ def test_a_passing_run_exits_0_and_writes_every_output(tmp_path: Path, media: tu
     assert all(c.find("failure") is None for c in cases)
 
     html = outputs["html"].read_text()
-    assert html.startswith("<!DOCTYPE html>") and "PASS" in html and html.count("<svg") == 8
+    assert html.startswith("<!DOCTYPE html>") and "PASS" in html and html.count("<svg") == 9  # bots' CPU too
+    assert "UTC · sfuctl " in html and " cores)" in html and "<code>sfuctl run " in html
+    assert 'class="limit"' in html and "consumer.fraction_lost: p95 &lt; 0.05" in html  # drawn on the loss plot
+    assert "kb/s</td>" in html  # measured values with their unit
+    assert "<h2>Worst streams" in html
     assert not re.search(r"https?://|<script|<link|@import|url\(|src=", html, re.IGNORECASE)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shlex
 import sys
 from pathlib import Path
 
@@ -105,6 +106,8 @@ def run(
         out.print(f"sfuctl run {scenario.name}: {describe(scenario)}{where}", highlight=False, markup=False)
     signals: list[str] = []
     result = run_loop(_run(scenario, out, quiet, agents, signals))
+    args = sys.argv[1:]
+    result.command = shlex.join(["sfuctl", *([] if args[:1] == ["run"] else ["run"]), *args])
     if result.status == "failed":  # the run never judged anything: the reason alone, no table of empty verdicts
         print_error(str(result.error))
     else:

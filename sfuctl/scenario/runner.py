@@ -85,6 +85,7 @@ class RunResult:
     server_url: str | None = None
     embedded: bool = False
     started_at: float = 0.0  # Unix time
+    command: str = ""  # the command line that ran it, for the reports
     duration_s: float = 0.0
     aborted_by: str | None = None  # the threshold that stopped the run
     agents: AgentsResult | None = None  # the run went through load agents

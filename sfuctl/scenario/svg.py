@@ -16,6 +16,7 @@ PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e
 WIDTH = 760
 PLOT_HEIGHT = 180
 MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM = 58, 14, 30, 34
+FADED = "#cfcfcf"  # the lines of rooms that are not among the worst, when there are many
 LEGEND_ROW = 18
 LEGEND_ITEM = 150
 
@@ -30,6 +31,7 @@ class Line:
     dashed: bool = False
     color: int | None = None
     legend: bool = True
+    faded: bool = False  # drawn thin and grey behind the others (one of many rooms that are not the worst)
 
 
 @dataclass(frozen=True)
@@ -73,13 +75,17 @@ def line_chart(
     scale: float = 1.0,
     markers: Sequence[tuple[float, str]] = (),
     bands: Sequence[Band] = (),
+    limits: Sequence[tuple[float, str]] = (),
 ) -> str:
     """A chart of `lines` over 0..x_max seconds (later points are left out); y values are multiplied by
-    `scale` and shown in `unit`."""
+    `scale` and shown in `unit`. `limits` are horizontal lines (a threshold's value, before `scale`)."""
     lines = [Line(line.label, [(x, y) for x, y in line.points if x <= x_max], line.dashed,
-                  index if line.color is None else line.color, line.legend) for index, line in enumerate(lines)]
+                  index if line.color is None else line.color, line.legend and not line.faded, line.faded)
+             for index, line in enumerate(lines)]
+    lines.sort(key=lambda line: not line.faded)  # faded lines first, so that the others are drawn over them
     values = [y * scale for line in lines for _, y in line.points if y is not None]
-    y_ticks = nice_ticks(0.0, max(values, default=0.0) or 1.0)
+    top = max([*values, *(value * scale for value, _ in limits)], default=0.0)
+    y_ticks = nice_ticks(0.0, top or 1.0)
     x_ticks = nice_ticks(0.0, x_max if x_max > 0 else 1.0, 8)
     x_top, y_top = x_ticks[-1], y_ticks[-1]
     legend = [line for line in lines if line.legend]
@@ -112,8 +118,13 @@ def line_chart(
             parts.append(f'<line class="marker" x1="{x:.1f}" x2="{x:.1f}" y1="{MARGIN_TOP}" '
                          f'y2="{MARGIN_TOP + PLOT_HEIGHT}"><title>{escape(label)}</title></line>')
     parts.append(f'<rect class="frame" x="{MARGIN_LEFT}" y="{MARGIN_TOP}" width="{plot_width}" height="{PLOT_HEIGHT}"/>')
+    for value, label in limits:
+        y = py(value * scale)
+        parts.append(f'<line class="limit" x1="{MARGIN_LEFT}" x2="{WIDTH - MARGIN_RIGHT}" y1="{y:.1f}" y2="{y:.1f}">'
+                     f"<title>{escape(label)}</title></line>")
+        parts.append(_text(WIDTH - MARGIN_RIGHT - 4, y - 4, label, "limit-label", anchor="end"))
     for line in lines:
-        color = PALETTE[(line.color or 0) % len(PALETTE)]
+        color = FADED if line.faded else PALETTE[(line.color or 0) % len(PALETTE)]
         dash = ' stroke-dasharray="5 3"' if line.dashed else ""
         for run in _runs(line.points):
             if len(run) == 1:
