@@ -327,6 +327,9 @@ async def test_leave_and_rejoin(server, chromium):
         await stay.wait_until(f"!document.querySelector(\"[data-peer-id='{roam_id}']\")", 5)
         assert await wait_for(lambda: len(server.worker.routers["again"].peers) == 1, 3)
         assert await stay.evaluate("sfuctl.stats()") == []
+        # alone, and not joined: each page says what to do
+        assert "Nobody else is in room again" in await stay.evaluate("document.querySelector('#empty').textContent")
+        assert "Pick a room" in await roam.evaluate("document.querySelector('#empty').textContent")
 
         await roam.click("#join")  # the form kept room and name
         await roam.wait_until("sfuctl.state === 'joined'", 10)
@@ -334,6 +337,25 @@ async def test_leave_and_rejoin(server, chromium):
         await wait_for_streams(stay, decoding("roam"), 20)
         await wait_for_streams(roam, decoding("stay"), 20)
         assert sorted(await tile_names(stay)) == ["roam", "stay (you)"]
+        assert await stay.evaluate("document.querySelector('#empty').textContent") == ""
+
+        def stay_video_paused() -> bool:
+            producers = server.worker.routers["again"].producers.values()
+            return next(p.paused for p in producers if p.peer.name == "stay" and p.kind == "video")
+
+        await stay.click("#mute-video")  # the camera button pauses the producer on the server
+        assert await wait_for(stay_video_paused, 5)
+
+
+        async def roam_sees_it_paused() -> bool:
+            streams = await roam.evaluate("sfuctl.stats()")
+            return any(s["peerName"] == "stay" and s["kind"] == "video" and s["paused"] for s in streams)
+
+        assert await wait_for_async(roam_sees_it_paused, 5)
+        await stay.click("#mute-video")
+        assert await wait_for(lambda: not stay_video_paused(), 5)
+        await stay.click("#toggle-stats")  # the overlays hide
+        assert await stay.evaluate("getComputedStyle(document.querySelector('.tile .stats')).display") == "none"
         for page in (stay, roam):
             await assert_clean(page)
     finally:

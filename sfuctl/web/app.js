@@ -20,6 +20,9 @@ const tokenInput = document.getElementById("token");
 const joinButton = document.getElementById("join");
 const leaveButton = document.getElementById("leave");
 const statusLine = document.getElementById("status");
+const muteButtons = { audio: document.getElementById("mute-audio"), video: document.getElementById("mute-video") };
+const statsButton = document.getElementById("toggle-stats");
+const emptyState = document.getElementById("empty");
 const errorList = document.getElementById("errors");
 const tiles = new Tiles(document.getElementById("tiles"));
 const chatLog = document.getElementById("chat-log");
@@ -38,6 +41,53 @@ function setState(state, text) {
   roomInput.disabled = nameInput.disabled = tokenInput.disabled = !idle;
   leaveButton.disabled = state !== "joined";
   chatInput.disabled = chatSend.disabled = state !== "joined";
+  for (const [kind, button] of Object.entries(muteButtons)) {
+    button.disabled = state !== "joined" || !app.localStream?.getTracks().some((t) => t.kind === kind);
+    if (idle) setPressed(button, false);
+  }
+  showEmptyState();
+}
+
+/** What to do when there is nothing to see: before joining, and alone in a room. */
+function showEmptyState() {
+  const room = roomInput.value.trim() || "ROOM";
+  const bots = `sfuctl bots --url ${signalingUrl()} --room ${room} --count 3`;
+  if (app.state === "idle") {
+    emptyState.replaceChildren("Pick a room and your name, then Join. Anyone who opens the same address joins " +
+      "the same room; to have someone to talk to, run ", code(bots), ".");
+  } else if (app.state === "joined" && tiles.tiles.size <= 1) {
+    emptyState.replaceChildren(`Nobody else is in room ${room} yet. Share this page's address (it names the room), ` +
+      "or add test peers: ", code(bots), ".");
+  } else {
+    emptyState.replaceChildren();
+  }
+}
+
+function code(text) {
+  const node = document.createElement("code");
+  node.textContent = text;
+  return node;
+}
+
+function setPressed(button, pressed) {
+  button.setAttribute("aria-pressed", String(pressed));
+}
+
+/** Mute the microphone or turn the camera off: the producer pauses on the server and the local track stops. */
+async function toggleMute(kind) {
+  const button = muteButtons[kind];
+  const paused = button.getAttribute("aria-pressed") !== "true";
+  button.disabled = true;
+  try {
+    await app.session?.setPaused(kind, paused);
+    for (const track of app.localStream?.getTracks() ?? []) if (track.kind === kind) track.enabled = !paused;
+    setPressed(button, paused);
+    button.textContent = kind === "audio" ? (paused ? "Unmute mic" : "Mute mic") : paused ? "Camera on" : "Camera off";
+  } catch (error) {
+    showError(`could not ${paused ? "pause" : "resume"} your ${kind}: ${describe(error)}`);
+  } finally {
+    button.disabled = app.state !== "joined";
+  }
 }
 
 /** One line in the chat log; `from` is a name, or null for our own messages. */
@@ -127,8 +177,14 @@ async function join(room, name) {
     token: tokenInput.value.trim() || null,
     rtcConfig: rtcConfig(),
     events: {
-      peer: (peer) => tiles.ensure(peer.id, peer.name || "anonymous"),
-      peerLeft: (peerId) => tiles.remove(peerId),
+      peer: (peer) => {
+        tiles.ensure(peer.id, peer.name || "anonymous");
+        showEmptyState();
+      },
+      peerLeft: (peerId) => {
+        tiles.remove(peerId);
+        showEmptyState();
+      },
       track: (peerId, track) => tiles.addTrack(peerId, track),
       trackEnded: (peerId, track) => tiles.removeTrack(peerId, track),
       chat: (peerId, name, text) => showChat(name, text),
@@ -245,6 +301,14 @@ document.getElementById("chat-form").addEventListener("submit", (event) => {
   if (chat(chatInput.value.trim())) chatInput.value = "";
   else showError("the chat is not connected yet");
 });
+muteButtons.audio.addEventListener("click", () => toggleMute("audio"));
+muteButtons.video.addEventListener("click", () => toggleMute("video"));
+statsButton.addEventListener("click", () => {
+  const hidden = document.body.classList.toggle("no-stats");
+  setPressed(statsButton, !hidden);
+  statsButton.textContent = hidden ? "Show stats" : "Hide stats";
+});
+roomInput.addEventListener("input", showEmptyState);
 roomInput.value = params.get("room") || "";
 nameInput.value = params.get("name") || "";
 tokenInput.value = params.get("token") || "";
@@ -273,6 +337,7 @@ window.sfuctl = {
   join: (room, name) => join(room, name),
   chat: (text) => chat(text),
   leave: () => leave(),
+  mute: (kind) => toggleMute(kind),
   async stats() {
     const streams = app.session ? await app.session.streamStats() : [];
     return streams.map((s) => ({ ...s, bitrate: meter.rate(`in-${s.ssrc}`) }));

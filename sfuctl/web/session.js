@@ -25,6 +25,7 @@ export class Session {
     this.peerId = null;
     this.peers = new Map(); // peerId -> {id, name}
     this.producers = new Map(); // producerId -> producer info, the others' only
+    this.ownProducers = []; // this peer's producers {id, kind, paused}, once published
     this.subscriptions = new Map(); // mid -> {producer, transceiver}
     this.consumers = new Map(); // mid -> consumer info from the last subscribe
     this.unreceivable = new Set(); // producer ids the server rejected for us (no common codec)
@@ -136,6 +137,15 @@ export class Session {
       throw new Error(`publishing failed: ${describe(error)}`);
     }
     await pc.setRemoteDescription({ type: "answer", sdp: result.sdp });
+    this.ownProducers = result.producers;
+  }
+
+  /** Pause or resume this peer's producers of `kind` on the server: the others stop or resume receiving them. */
+  async setPaused(kind, paused) {
+    for (const producer of this.ownProducers.filter((p) => p.kind === kind)) {
+      await this.signaling.request(paused ? "pauseProducer" : "resumeProducer", { producerId: producer.id });
+      producer.paused = paused;
+    }
   }
 
   /**
