@@ -59,7 +59,7 @@ def test_the_command_list_shows_each_summary_whole() -> None:
     ],
 )
 def test_a_bad_command_line_is_one_error_line_and_exit_code_2(args: list[str], message: str) -> None:
-    result = sfuctl(*args, timeout=20)  # a process: a server that wrongly starts is killed by the timeout
+    result = sfuctl(*args, timeout=90)  # a process: a server that wrongly starts is killed by the timeout
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stdout == ""
     lines = result.stderr.splitlines()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import os
+import re
 import signal
 import socket
 
@@ -37,6 +38,9 @@ def _port_range(ctx: click.Context, param: click.Parameter, value: str) -> tuple
         raise click.BadParameter(str(exc)) from None
 
 
+HOST_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}[A-Za-z0-9])?")
+
+
 def _announced_ip(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """An IP address as given; a host name is resolved once, here, and the banner says so."""
     if value is None:
@@ -46,6 +50,8 @@ def _announced_ip(ctx: click.Context, param: click.Parameter, value: str | None)
     except ValueError:
         pass
     try:
+        if not HOST_NAME.fullmatch(value):  # not even a host name: no lookup needed to refuse it
+            raise OSError(value)
         address = socket.getaddrinfo(value, None, type=socket.SOCK_DGRAM)[0][4][0]
     except (OSError, UnicodeError):
         raise click.BadParameter(f"{value!r} is not an IP address and does not resolve: give the address peers "
