@@ -57,5 +57,5 @@ def test_cli_make_simulcast_refuses_an_odd_size_in_one_line() -> None:
     result = CliRunner().invoke(media, ["make", "--simulcast", "--width", "644", "--height", "360"])
     assert result.exit_code == 2
     assert result.stderr.strip().splitlines() == [
-        "Error: simulcast needs a top size divisible by 8 (it is divided by 4 and stays even), not 644x360"
+        "error: simulcast needs a top size divisible by 8 (it is divided by 4 and stays even), not 644x360"
     ]
