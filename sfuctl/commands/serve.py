@@ -6,12 +6,14 @@ import asyncio
 import ipaddress
 import os
 import re
+import secrets
 import signal
 import socket
 
 import click
 from rich.console import Console
 
+from ..cluster.node import ClusterStartError, start_node
 from ..runtime import run, setup_logging
 from ..server.app import start_server
 from ..server.auth import Authenticator
@@ -61,7 +63,7 @@ def _announced_ip(ctx: click.Context, param: click.Parameter, value: str | None)
 
 
 @command(
-    exit_codes={0: "stopped by Ctrl-C or SIGTERM", 1: "cannot start: the signaling port or the media ports are taken"},
+    exit_codes={0: "stopped by Ctrl-C or SIGTERM", 1: "cannot start: the signaling port or the media ports are taken, or the cluster's Redis is unreachable"},
 )
 @click.option("--host", envvar="SFUCTL_HOST", default="127.0.0.1", show_default=True, help="Address to listen on (signaling and media).")
 @click.option("--port", envvar="SFUCTL_PORT", default=8080, show_default=True, type=click.IntRange(0, 65535), help="Signaling/HTTP port (0 picks a free one).")
@@ -76,6 +78,10 @@ def _announced_ip(ctx: click.Context, param: click.Parameter, value: str | None)
 @click.option("--data-max-message-size", envvar="SFUCTL_DATA_MAX_MESSAGE_SIZE", default=65536, show_default=True, type=click.IntRange(1024, 1 << 20), help="Largest data channel message in bytes (a=max-message-size); bigger ones are dropped and counted.")
 @click.option("--data-rate-limit", envvar="SFUCTL_DATA_RATE_LIMIT", default=200.0, show_default=True, type=click.FloatRange(0, 1e6), help="Data channel messages per second per peer (one second of burst); more are dropped and counted. 0: no limit.")
 @click.option("--whip-token", envvar="SFUCTL_WHIP_TOKEN", default=None, help="A shared secret for WHIP/WHEP only ('Authorization: Bearer TOKEN', any room); the websocket is not covered.")
+@click.option("--redis", "redis_url", envvar="SFUCTL_REDIS", default=None, help="Join the cluster on this Redis (redis://HOST:PORT/DB): rooms are placed on the least loaded node and any node relays to the room's node (docs/cluster.md).")
+@click.option("--node-id", envvar="SFUCTL_NODE_ID", default=None, help="This node's id in the cluster [default: HOSTNAME-RANDOM].")
+@click.option("--node-url", envvar="SFUCTL_NODE_URL", default=None, help="Where other nodes reach this node's signaling, e.g. http://10.0.0.5:8080 [default: http://ANNOUNCED-IP:PORT].")
+@click.option("--cluster-secret", envvar="SFUCTL_CLUSTER_SECRET", default=None, help="A secret shared by every node (needed with --redis): it authenticates the connections between nodes.")
 @click.option("--log-level", envvar="SFUCTL_LOG_LEVEL", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]), help="Least severe log messages shown.")
 def serve(
     host: str,
@@ -91,6 +97,10 @@ def serve(
     data_max_message_size: int,
     data_rate_limit: float,
     whip_token: str | None,
+    redis_url: str | None,
+    node_id: str | None,
+    node_url: str | None,
+    cluster_secret: str | None,
     log_level: str,
 ) -> None:
     """Run the SFU: websocket signaling, rooms, forwarding, RTCP and stats.
@@ -99,6 +109,7 @@ def serve(
     Examples:
       sfuctl serve --port 8080 --rtc-port-range 40000-40099 --workers 2
       SFUCTL_AUTH_SECRET=$(openssl rand -hex 32) sfuctl serve   # access tokens required
+      sfuctl serve --redis redis://10.0.0.2:6379/0 --cluster-secret "$S" --announced-ip 10.0.0.5   # a cluster node
     Every option can also be set as SFUCTL_<OPTION>, e.g. SFUCTL_ANNOUNCED_IP=10.0.0.5.
     Without --auth-secret or --auth-key-file anyone may join any room (fine on loopback, not on a network).
     """
@@ -129,12 +140,23 @@ def serve(
     console = make_console(stderr=True)
     if resolved:
         console.print(f"--announced-ip {resolved} resolved once to {announced_ip}", highlight=False)
-    run(_serve(config, workers, log_level, console))
+    cluster = None
+    if redis_url is not None:
+        if not cluster_secret:
+            raise click.BadParameter("a cluster node needs --cluster-secret (the same on every node)", param_hint="--cluster-secret")
+        cluster = (redis_url, node_id or f"{socket.gethostname()}-{secrets.token_hex(3)}", node_url, cluster_secret)
+    run(_serve(config, workers, log_level, console, cluster))
 
 
-async def _serve(config: ServerConfig, workers: int, log_level: str, console: Console) -> None:
+async def _serve(config: ServerConfig, workers: int, log_level: str, console: Console, cluster: tuple | None) -> None:
     try:
-        if workers == 1:
+        if cluster is not None:
+            try:
+                server = await start_node(config, workers, log_level, *cluster)
+            except ClusterStartError as exc:
+                raise CommandError(str(exc)) from None
+            media_ports = server.rtc_ports
+        elif workers == 1:
             server = await start_server(config)
             media_ports = [server.worker.rtc_port]
         else:
@@ -156,6 +178,8 @@ async def _serve(config: ServerConfig, workers: int, log_level: str, console: Co
         f"[bold green]sfuctl serve[/] signaling [cyan]{server.url}[/] · media [cyan]udp {config.candidate_ip}:"
         f"{','.join(map(str, media_ports))}[/] · {workers} worker(s) · Ctrl-C to stop"
     )
+    if cluster is not None:
+        console.print(f"cluster node [cyan]{server.front.info.id}[/] at {server.front.info.url} on {server.front.registry.safe_url}")
     if not config.auth_enabled:
         console.print("[yellow]open server:[/] anyone who reaches it may join any room (--auth-secret requires access tokens)")
     try:

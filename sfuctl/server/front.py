@@ -13,6 +13,7 @@ import json
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from urllib.parse import quote
 
 import aiohttp
@@ -63,7 +64,7 @@ class Front:
     def least_loaded(self) -> WorkerProcess:
         return min(self.workers, key=lambda w: (self.load[w.index], w.index))
 
-    def place(self, room: str) -> WorkerProcess:
+    async def place(self, room: str) -> WorkerProcess:
         """The worker that owns `room`, choosing the least loaded one for a new room."""
         owned = self.owner.get(room)
         if owned is not None:
@@ -72,6 +73,19 @@ class Front:
         self.load[worker.index] += 1
         self.owner[room] = (worker, time.monotonic())
         return worker
+
+    async def locate(self, room: str) -> WorkerProcess | None:
+        """Where `room` lives now, or None: no new placement (a WHIP/WHEP resource of a room that is gone)."""
+        owned = self.owner.get(room)
+        return owned[0] if owned is not None else None
+
+    def route(self, request: web.Request) -> "Front":
+        """The placement that serves `request` (a cluster node places requests relayed by other nodes here)."""
+        return self
+
+    def upstream_headers(self, target: WorkerProcess) -> dict[str, str]:
+        """Headers of a relayed connection to `target` (a worker needs none: it trusts the loopback)."""
+        return {}
 
     async def snapshot(self, room: str | None = None) -> dict:
         """Every worker's snapshot merged into one of the same schema, plus a `workers` list."""
@@ -155,7 +169,12 @@ class RelaySession:
         if method == "join" and isinstance(params.get("token"), str):
             self.token = params["token"]
         if method == "join" and isinstance(params.get("room"), str) and params["room"]:
-            worker = self.front.place(params["room"])
+            try:
+                worker = await self.front.place(params["room"])
+            except SignalingError as exc:  # no place for the room now (a cluster without its Redis)
+                error = {"code": exc.code, "message": exc.message}
+                await self.client.send_str(json.dumps({"id": request_id, "ok": False, "error": error}))
+                return
         else:
             worker = self.worker or self.front.least_loaded()  # before a join, any worker judges the request
         if worker is not self.worker:
@@ -165,7 +184,8 @@ class RelaySession:
     async def _connect(self, worker: WorkerProcess) -> None:
         await self._disconnect()
         url = worker.ws_url + (f"?token={quote(self.token)}" if self.token else "")
-        headers = {FORWARDED_FOR: self.remote} if self.remote else None
+        headers = {FORWARDED_FOR: self.remote} if self.remote else {}
+        headers.update(self.front.upstream_headers(worker))
         self.upstream = await self.front.http.ws_connect(url, max_msg_size=0, headers=headers)
         self.worker = worker
         self._pump = asyncio.create_task(self._relay_down(self.upstream), name="front-relay")
@@ -285,26 +305,28 @@ def build_front_app(front: Front) -> web.Application:
     """The public listener of a multi-worker server."""
 
     async def websocket(request: web.Request) -> web.StreamResponse:
+        placement = front.route(request)
         check_origin(request, front.config)
         client = web.WebSocketResponse(max_msg_size=4 * front.config.max_message_bytes, heartbeat=20, compress=False)
         await client.prepare(request)
         request.app[OPEN_SOCKETS_KEY].add(client)
         try:
-            await RelaySession(front, client, request.query.get("token"), request.remote).run()
+            await RelaySession(placement, client, request.query.get("token"), request.remote).run()
         finally:
             request.app[OPEN_SOCKETS_KEY].discard(client)
         return client
 
     async def http_relay(request: web.Request) -> web.StreamResponse:
         room = request.match_info["room"]
-        if request.method == "POST":
-            worker = front.place(room)
-        else:
-            owned = front.owner.get(room)
-            if owned is None:
-                raise web.HTTPNotFound(text="no such WHIP/WHEP session\n")
-            worker = owned[0]
+        placement = front.route(request)
+        try:
+            worker = await placement.place(room) if request.method == "POST" else await placement.locate(room)
+        except SignalingError as exc:
+            raise web.HTTPServiceUnavailable(text=f"{exc.message}\n") from None
+        if worker is None:
+            raise web.HTTPNotFound(text="no such WHIP/WHEP session\n")
         headers = {h: request.headers[h] for h in ("Content-Type", "Authorization") if h in request.headers}
+        headers.update(placement.upstream_headers(worker))
         async with front.http.request(request.method, worker.http_url + request.path_qs, headers=headers, data=await request.read()) as upstream:
             body = await upstream.read()
             kept = ("Content-Type", "Location", "WWW-Authenticate", "Allow")
@@ -348,12 +370,23 @@ class RunningFront:
         await asyncio.gather(*(w.stop() for w in self.front.workers))
 
 
-async def start_front(config: ServerConfig, count: int, log_level: str, own_session: bool = False) -> RunningFront:
-    """Start `count` workers and the public listener in front of them (own_session: see start_workers)."""
+async def start_front(
+    config: ServerConfig,
+    count: int,
+    log_level: str,
+    own_session: bool = False,
+    make_front: Callable[[ServerConfig, list[WorkerProcess]], Front] = Front,
+) -> RunningFront:
+    """Start `count` workers and the public listener in front of them (own_session: see start_workers;
+    make_front: the placement, e.g. a cluster node's)."""
     config = dataclasses.replace(config, internal_token=secrets.token_urlsafe(32))
     workers = await start_workers(config, count, log_level, own_session)
-    front = Front(config, workers)
-    await front.start()
+    try:
+        front = make_front(config, workers)
+        await front.start()
+    except BaseException:
+        await asyncio.gather(*(w.stop() for w in workers), return_exceptions=True)
+        raise
     runner = web.AppRunner(build_front_app(front), handle_signals=False, access_log=None)
     await runner.setup()
     try:

@@ -1,0 +1,1 @@
+"""Several `sfuctl serve` nodes sharing rooms through Redis (docs/cluster.md)."""

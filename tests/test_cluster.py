@@ -1,0 +1,186 @@
+"""`sfuctl serve --redis`: three real nodes on one real redis-server; rooms placed through Redis, signaling and
+WHIP relayed to the node hosting the room, media straight to that node."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import pytest
+import redis.asyncio as aioredis
+
+from sfuctl.bots.config import BotsConfig
+from sfuctl.bots.runner import run_bots
+from sfuctl.client.signaling import SignalingClient
+from sfuctl.cluster.registry import NODE_TTL, ROOM_LEASE, node_key, room_key
+from sfuctl.media import MediaSpec, make_media
+
+from .redis_server import redis_server
+from .test_forwarding import wait_for
+
+SECRET = "cluster-test-secret"
+
+
+class Node:
+    """One `sfuctl serve --redis` process."""
+
+    def __init__(self, redis_url: str, node_id: str, secret: str = SECRET) -> None:
+        self.id = node_id
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "sfuctl.cli", "serve", "--port", "0", "--rtc-port-range", "0", "--workers", "1",
+             "--redis", redis_url, "--node-id", node_id, "--cluster-secret", secret, "--log-level", "warning"],
+            stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "400"},  # one line per message
+        )
+        self.url = self.http = ""
+        self.media_port = 0
+
+    def ready(self) -> Node:
+        line = self.process.stderr.readline()
+        match = re.search(r"signaling (ws://\S+) · media udp \S+:(\d+)", line)
+        assert match, line
+        self.url, self.media_port = match.group(1), int(match.group(2))
+        self.http = self.url.replace("ws://", "http://")
+        line = self.process.stderr.readline()
+        assert f"cluster node {self.id} at {self.http}" in line, line
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        code = self.process.wait(20)
+        self.process.stderr.close()
+        return code
+
+    async def rooms(self) -> dict[str, int]:
+        """The rooms this node hosts (its own snapshot) and their peer counts."""
+        client = await SignalingClient.connect(self.url)
+        try:
+            snapshot = await client.request("getStats")
+        finally:
+            await client.close()
+        return {room["name"]: len(room["peers"]) for room in snapshot["rooms"]}
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, ...]:
+    files = make_media(MediaSpec(width=320, height=180, video_bitrate=300_000, duration=2.0), tmp_path_factory.mktemp("cluster"))
+    return (str(files.video), str(files.audio))
+
+
+@pytest.fixture(scope="module")
+def redis_url():
+    with redis_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def cluster(redis_url):
+    nodes = [Node(redis_url, name) for name in ("a", "b", "c")]
+    try:
+        for node in nodes:
+            node.ready()
+        yield nodes
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+@pytest.fixture
+async def redis(redis_url):
+    client = aioredis.from_url(redis_url, decode_responses=True)
+    yield client
+    await client.aclose()
+
+
+async def test_every_node_is_registered_with_its_url_load_and_a_ttl(cluster, redis) -> None:
+    for node in cluster:
+        entry = json.loads(await redis.get(node_key(node.id)))
+        assert entry["id"] == node.id and entry["url"] == node.http and entry["media_ip"] == "127.0.0.1"
+        assert {"rooms", "peers", "consumers", "cpu_percent"} <= set(entry)
+        assert 0 < await redis.ttl(node_key(node.id)) <= NODE_TTL
+    assert await redis.smembers("sfuctl:cluster:nodes") >= {"a", "b", "c"}
+    assert "secret" not in json.dumps([await redis.get(node_key(n.id)) for n in cluster])
+
+
+async def test_bots_on_node_a_in_a_room_hosted_by_node_b_receive_each_others_media(cluster, redis, media) -> None:
+    a, b, _ = cluster
+    await redis.set(room_key("on-b"), "b", ex=ROOM_LEASE)  # the room is b's (as if b claimed it)
+    report = await run_bots(BotsConfig(url=a.url, count=2, room="on-b", ramp=10, duration=3.0, media=media, seed=5))
+    assert report.failed == 0
+    for bot in report.bots:
+        assert bot["errors"] == [] and sorted(c["kind"] for c in bot["consumers"]) == ["audio", "video"]  # the other bot's
+        for consumer in bot["consumers"]:
+            assert consumer["packets"] > 20 and consumer["packets_lost"] == 0
+    assert await redis.get(room_key("on-b")) == "b"  # b's heartbeat kept the lease while the call lasted
+    assert "on-b" not in await a.rooms()
+
+
+async def test_whip_to_node_c_publishes_into_a_room_on_node_b(cluster, redis, media) -> None:
+    a, b, c = cluster
+    await redis.set(room_key("stage"), "b", ex=ROOM_LEASE)
+    publishing = asyncio.create_task(run_bots(BotsConfig(url=f"{c.http}/whip/stage", mode="whip", duration=4.0, media=media, seed=1)))
+    assert await wait_for_async(lambda: b.rooms(), lambda rooms: rooms.get("stage") == 1, 10)
+    played = await run_bots(BotsConfig(url=f"{a.http}/whep/stage", mode="whep", duration=2.0, media=media, seed=2))
+    published = await publishing
+    (publisher,) = published.bots
+    (player,) = played.bots
+    assert publisher["error"] is None and player["error"] is None and player["errors"] == []
+    assert sorted(c["kind"] for c in player["consumers"]) == ["audio", "video"]
+    assert all(c["packets"] > 0 and c["packets_lost"] == 0 for c in player["consumers"])
+    assert "stage" not in await c.rooms() and "stage" not in await a.rooms()
+
+
+async def test_two_nodes_racing_for_a_new_room_place_it_on_exactly_one(cluster, redis) -> None:
+    a, _, c = cluster
+    clients = [await SignalingClient.connect(node.url) for node in (a, c, a, c)]
+    try:
+        await asyncio.gather(*(client.request("join", room="race", name=f"p{i}") for i, client in enumerate(clients)))
+        hosts = [node.id for node in cluster if "race" in await node.rooms()]
+        assert len(hosts) == 1
+        assert (await next(n for n in cluster if n.id == hosts[0]).rooms())["race"] == 4
+        assert await redis.get(room_key("race")) == hosts[0]
+    finally:
+        for client in clients:
+            await client.close()
+
+
+async def test_a_clean_stop_removes_the_node_and_its_rooms(redis_url, redis) -> None:
+    node = Node(redis_url, "short-lived").ready()
+    client = await SignalingClient.connect(node.url)
+    await client.request("join", room="brief", name="x")
+    # the room went to the least loaded node; only if that is this one is it this node's to remove
+    holder = await redis.get(room_key("brief"))
+    await client.close()
+    assert await redis.get(node_key("short-lived")) is not None
+    assert node.stop() == 0
+    assert await redis.get(node_key("short-lived")) is None
+    assert "short-lived" not in await redis.smembers("sfuctl:cluster:nodes")
+    if holder == "short-lived":
+        assert await redis.get(room_key("brief")) is None
+
+
+async def test_a_wrong_redis_url_is_one_line_and_exit_1() -> None:
+    process = subprocess.run(
+        [sys.executable, "-m", "sfuctl.cli", "serve", "--port", "0", "--rtc-port-range", "0", "--workers", "1",
+         "--redis", "redis://127.0.0.1:1/0", "--cluster-secret", SECRET],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert process.returncode == 1
+    assert process.stderr.strip().splitlines() == [
+        "error: cannot reach Redis at redis://127.0.0.1:1/0 (Error 111 connecting to 127.0.0.1:1. Connection refused.); check --redis / SFUCTL_REDIS"
+    ]
+
+
+async def wait_for_async(probe, accept, timeout: float) -> bool:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if accept(await probe()):
+            return True
+        await asyncio.sleep(0.1)
+    return False
