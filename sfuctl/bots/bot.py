@@ -7,6 +7,7 @@ A bot never raises out of run(): what goes wrong is recorded in `error` (join fa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import random
@@ -15,11 +16,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sfuctl.client.data import DataLink, data_section
-from sfuctl.client.offer import RECEIVE_CODECS, SEND_CODECS, AnswerMedia, OfferSection, connection_offer, parse_answer
+from sfuctl.client.offer import RECEIVE_CODECS, SEND_CODECS, AnswerMedia, OfferSection, build_offer, connection_offer, parse_answer
 from sfuctl.client.signaling import SignalingClient, SignalingError
 from sfuctl.encoded import EncodedTrack
 from sfuctl.rtc.connection import Connection, IceRole
 from sfuctl.rtc.dtls import DtlsCertificate
+from sfuctl.rtc.ice import IceParameters
 from sfuctl.tokens import url_with_token
 
 from .chat import ChatTraffic
@@ -30,7 +32,7 @@ from .pacer import Pacer
 from .publisher import Publisher, StreamSender
 from .stats import ConsumerRow, RoomCounters, SentRow, StreamSample
 from .subscriber import ConsumerInfo, ConsumerStream, Subscriber
-from .udp import open_bot_connection
+from .udp import open_bot_connection, open_bot_socket
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +60,14 @@ class BotEnv:
     loop_started_at: float = 0.0  # the same instant on the event loop's clock (impairment timelines)
     access_token: Callable[[BotPlan], str | None] = lambda plan: None  # a bot's token (config.access_token)
     data_rate: float = 0.0  # chat messages per second on a data channel (0: none)
+    ice_restart_every: float | None = None  # seconds between a joined bot's ICE restarts
 
 
 class JoinError(Exception):
     """A bot could not join; the message says at which step and why."""
+
+
+RESTART_POLL_INTERVAL = 0.02  # how often an ICE restart looks whether its new path is up
 
 
 class Bot:
@@ -110,6 +116,11 @@ class Bot:
         self._closed_collected: set[str] = set()  # closed consumers whose last interval was collected
         self._last_collected = False  # the bot left and its last interval was collected
         self.transports = 0  # ICE/DTLS connections that reached "connected"
+        self.ice_restarts = 0  # ICE restarts of this bot's transports that completed
+        self._send_sections: list[OfferSection] = []
+        self._send_session_id = self.rng.getrandbits(62)
+        self._send_version = 1
+        self._recv_lock = asyncio.Lock()  # one receive offer at a time (subscriptions, ICE restarts)
         self.chat = ChatTraffic(env.data_rate if plan.publish else 0.0) if env.data_rate else None
 
     @property
@@ -145,6 +156,9 @@ class Bot:
         else:
             self.status = "joined"
             self.join_done.set()
+            if self.env.ice_restart_every is not None:
+                self._tasks.append(asyncio.create_task(self._ice_restarts(self.env.ice_restart_every),
+                                                       name=f"{self.plan.name}-ice-restarts"))
             waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._lost.wait())]
             try:
                 await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
@@ -269,6 +283,73 @@ class Bot:
         )
         return link.connection
 
+    # -- ICE restart ----------------------------------------------------------------------------------
+    async def restart_ice(self) -> None:
+        """Restart ICE on each connected transport: new credentials from a new local port (a network change);
+        DTLS, SRTP and the streams carry on, media moving to the new path once its first check succeeds."""
+        for which, link in (("send", self._send_link), ("recv", self._recv_link)):
+            if link is not None and link.connection is not None and link.connection.state == "connected":
+                await self._restart_link(which, link)
+
+    async def _ice_restarts(self, every: float) -> None:
+        """Restart ICE every `every` seconds while joined; a failed restart is one of the bot's errors."""
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self.restart_ice()
+            except (SignalingError, JoinError, ValueError, OSError, asyncio.TimeoutError) as exc:
+                self.errors.append(f"ICE restart failed: {_describe(exc, 'restarting ICE')}")
+
+    async def _restart_link(self, which: str, link: Link) -> None:
+        conn, old = link.connection, link.socket
+        assert conn is not None and old is not None
+        sock = await open_bot_socket(
+            impairment=ImpairmentConfig(),
+            changes=self._impairment_changes(),
+            seed=f"{self.env.seed}:{self.plan.index}:{which}:restart-{self.ice_restarts + 1}",
+        )
+        local = IceParameters.random()
+        try:
+            # The receive offer and the restart go together: a subscription offer in between would carry the
+            # credentials the server just retired.
+            async with self._recv_lock if which == "recv" else contextlib.nullcontext():
+                remote, candidates = await self._exchange_ice_restart(which, conn, local, sock.local_address)
+                sock.connection = conn
+                conn.restart_ice(remote, candidates, local=local, send=sock.send)
+        except BaseException:
+            sock.close()
+            raise
+        conn.local_candidate = sock.local_address
+        link.socket = sock
+        deadline = time.monotonic() + self.env.connect_timeout
+        while conn.ice_restarting and conn.state == "connected" and time.monotonic() < deadline:
+            await asyncio.sleep(RESTART_POLL_INTERVAL)
+        old.close()
+        if conn.ice_restarting or conn.state != "connected":
+            raise ValueError(f"the {which} transport's ICE restart found no path ({conn.state})")
+        self.ice_restarts += 1
+
+    async def _exchange_ice_restart(
+        self, which: str, conn: Connection, local: IceParameters, candidate: tuple[str, int]
+    ) -> tuple[IceParameters, list[tuple[str, int]]]:
+        """Signal new local ICE credentials and candidate; the server's new credentials and candidates.
+        Websocket bots renegotiate with the same m-lines (sfuctl.bots.http_bot PATCHes instead)."""
+        assert self.signaling is not None
+        if which == "send":
+            self._send_version += 1
+            offer = build_offer(session_id=self._send_session_id, version=self._send_version, ice=local,
+                                fingerprint=conn.local_fingerprint, candidate=candidate, sections=self._send_sections)
+            answer = parse_answer(await self._publish_offer(offer))
+        else:
+            self._recv_version += 1
+            offer = build_offer(session_id=self._session_id, version=self._recv_version, ice=local,
+                                fingerprint=conn.local_fingerprint, candidate=candidate,
+                                sections=list(self._sections.values()))
+            subscriptions = {self._mid_of[p]: p for p in self._wanted if p in self._mid_of}
+            result = await self.signaling.request("subscribe", sdp=offer, subscriptions=subscriptions)
+            answer = parse_answer(result["sdp"])
+        return answer.ice, answer.candidates
+
     def _impairment_changes(self) -> tuple[tuple[float, ImpairmentConfig], ...]:
         """This bot's impairment timeline on the loop's clock, for its sockets."""
         start = self.env.loop_started_at
@@ -300,7 +381,8 @@ class Bot:
             )
         if self.chat is not None:
             sections.append(data_section(DATA_MID))
-        offer = connection_offer(conn, sections, session_id=self.rng.getrandbits(62))
+        self._send_sections = sections
+        offer = connection_offer(conn, sections, session_id=self._send_session_id)
         answer = parse_answer(await self._publish_offer(offer))
         if self.chat is not None:
             sections.pop()
@@ -410,6 +492,10 @@ class Bot:
 
     async def _subscribe_once(self) -> None:
         """Send the full receive offer with a recvonly m-line per wanted producer; start the new consumers."""
+        async with self._recv_lock:
+            await self._subscribe_locked()
+
+    async def _subscribe_locked(self) -> None:
         conn = await self._open_receive()
         if self.chat is not None and DATA_MID not in self._sections:
             self._sections[DATA_MID] = data_section(DATA_MID)
@@ -607,6 +693,7 @@ class Bot:
             "impaired": self.plan.impaired,
             "mesh": self.plan.mesh,
             "transports": self.transports,
+            "ice_restarts": self.ice_restarts,
             "status": self.status,
             "joined": self.joined,
             "error": self.error,

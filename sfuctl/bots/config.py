@@ -31,6 +31,8 @@ class BotsConfig:
     `token`: one access token for every bot (?token= on the websocket, Bearer on WHIP/WHEP); `auth_secret`:
     the server's secret, to mint each bot its own token (docs/security.md).
     `data_rate`: chat messages per second each publishing bot sends on a data channel (0: no data channels).
+    `ice_restart_every`: each joined bot restarts ICE on its transports this often (seconds), each time from a
+    new local port, as a network change would (websocket: renegotiation; WHIP/WHEP: PATCH, RFC 9725).
     """
 
     url: str
@@ -58,6 +60,7 @@ class BotsConfig:
     mesh: bool = False
     auth_secret: str | None = None
     data_rate: float = 0.0
+    ice_restart_every: float | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -92,6 +95,10 @@ class BotsConfig:
             raise ValueError(f"data rate must be between 0 and 1000 messages per second, not {self.data_rate}")
         if self.data_rate and (self.mode != "websocket" or self.mesh):
             raise ValueError("data channels go through the sfuctl server's signaling (ws://), not WHIP/WHEP or a mesh")
+        if self.ice_restart_every is not None and not self.ice_restart_every > 0:
+            raise ValueError(f"ice_restart_every must be more than 0 seconds, not {self.ice_restart_every}")
+        if self.ice_restart_every is not None and self.mesh:
+            raise ValueError("ICE restarts are for bots connected to a server, not a mesh")
         if not (self.audio or self.video):
             raise ValueError("bots need audio or video (both --no-audio and --no-video were given)")
         for name in ("connect_timeout", "join_timeout", "rtcp_interval", "sample_interval"):

@@ -140,6 +140,7 @@ def placeholder_bot(plan: BotPlan, join: JoinEvent | None, error: str) -> dict:
         "impaired": plan.impaired,
         "mesh": plan.mesh,
         "transports": 0,
+        "ice_restarts": 0,
         "status": "disconnected" if joined else "failed",
         "joined": joined,
         "error": None if joined else error,

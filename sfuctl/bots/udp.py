@@ -88,6 +88,21 @@ class BotSocket(asyncio.DatagramProtocol):
         connection.datagram_received(data, addr)
 
 
+async def open_bot_socket(
+    *,
+    impairment: ImpairmentConfig,
+    seed: str,
+    changes: tuple[tuple[float, ImpairmentConfig], ...] = (),
+    local_host: str = "127.0.0.1",
+) -> BotSocket:
+    """A bot socket bound to `local_host`:0, impaired as configured; its `connection` is set by the caller."""
+    loop = asyncio.get_running_loop()
+    _, socket = await loop.create_datagram_endpoint(
+        lambda: BotSocket(impairment, seed, changes), local_addr=(local_host, 0)
+    )
+    return socket
+
+
 async def open_bot_connection(
     *,
     certificate: DtlsCertificate,
@@ -104,10 +119,7 @@ async def open_bot_connection(
     """A Connection (ICE `role`: "controlling" towards a server, "lite" to answer a peer) on its own UDP
     socket bound to `local_host`:0, impaired as configured (`impairment`, then each of `changes` from its
     loop time on)."""
-    loop = asyncio.get_running_loop()
-    _, socket = await loop.create_datagram_endpoint(
-        lambda: BotSocket(impairment, seed, changes), local_addr=(local_host, 0)
-    )
+    socket = await open_bot_socket(impairment=impairment, seed=seed, changes=changes, local_host=local_host)
     connection = Connection(
         role=role,
         certificate=certificate,

@@ -86,6 +86,7 @@ EXIT_ERROR = 2
 @click.option("--mesh", is_flag=True, help="Connect the bots of each room to each other directly (a full mesh: one connection per pair); the server only relays their SDP.")
 @click.option("--agents", "agents_url", metavar="REDIS_URL", envvar="SFUCTL_AGENTS", default=None, help="Run the bots on the `sfuctl agent`s registered at this Redis (redis://HOST:PORT), split by their cores.")
 @click.option("--agents-secret", envvar="SFUCTL_AGENTS_SECRET", default=None, help="The secret the agents share, to sign the plans (or SFUCTL_AGENTS_SECRET).")
+@click.option("--ice-restart-every", type=click.FloatRange(0.5, 86_400), default=None, metavar="SECONDS", help="Restart ICE on every joined bot's transports this often, each time from a new local port (a network change).")
 def bots(
     url: str,
     whip: str | None,
@@ -115,6 +116,7 @@ def bots(
     mesh: bool,
     agents_url: str | None,
     agents_secret: str | None,
+    ice_restart_every: float | None,
 ) -> None:
     """Headless bots join rooms, publish pre-encoded audio/video (no encoding), subscribe to each other
     (no decoding) and report per-consumer loss, jitter, RTT, freezes and join times (RFC 3550). With
@@ -133,6 +135,7 @@ def bots(
             mode=mode,
             mesh=mesh,
             data_rate=data_rate,
+            ice_restart_every=ice_restart_every,
             token=token,
             auth_secret=auth_secret,
             count=count,

@@ -71,6 +71,7 @@ class Connection:
         self._media_seen = 0
         self._media_alive_at: float | None = None
         self._send = send
+        self._restart_send: Callable[[bytes, Address], None] | None = None  # a controlling ICE restart's socket
         self._loop = asyncio.get_running_loop()
         self._lite = IceLite(self.local_ice) if role == "lite" else None
         self._controller: IceController | None = None
@@ -148,6 +149,50 @@ class Connection:
         )
         self._send_all(self._controller.start(self._loop.time()))
         self._rearm_ice_timer()
+
+    @property
+    def ice_restarting(self) -> bool:
+        """True from a controlling ICE restart until its first check succeeds (media keeps the old path)."""
+        return self._restart_send is not None
+
+    def restart_ice(
+        self,
+        remote: IceParameters | None = None,
+        candidates: Sequence[tuple[str, int]] = (),
+        *,
+        local: IceParameters | None = None,
+        send: Callable[[bytes, Address], None] | None = None,
+    ) -> IceParameters:
+        """ICE restart (RFC 8445 section 9): new credentials on both sides, DTLS and SRTP carry on. Returns the
+        new local credentials.
+
+        Lite: fresh local credentials for the answer; checks signed with the old ones go unanswered and the media
+        path moves to the first address that checks with the new ones. Controlling: checks `candidates` of
+        `remote` with `local` (fresh when None) through `send` (a new socket) when given; media keeps the old
+        path until a check succeeds, then moves to `send`.
+        """
+        if self.state != "connected":
+            raise ValueError(f"an ICE restart needs a connected connection (this one is {self.state})")
+        self.local_ice = local or IceParameters.random()
+        if self._lite is not None:
+            previous = self._lite
+            self._lite = IceLite(self.local_ice)
+            self._lite.last_request_at = previous.last_request_at  # consent runs on across the restart
+            return self.local_ice
+        if remote is None:
+            raise ValueError("a controlling ICE restart needs the remote's new credentials")
+        self._remote_candidates = {(host, port) for host, port in candidates}
+        self._controller = IceController(
+            self.local_ice,
+            remote,
+            list(candidates),
+            connect_timeout=self.connect_timeout,
+            consent_timeout=self.consent_timeout,
+        )
+        self._restart_send = send or self._send
+        self._send_all(self._controller.start(self._loop.time()))
+        self._rearm_ice_timer()
+        return self.local_ice
 
     def datagram_received(self, data: bytes, addr: Address) -> None:
         """Demultiplex one datagram (RFC 7983) and process it."""
@@ -230,10 +275,12 @@ class Connection:
         self._send(data, addr)
 
     def _send_all(self, datagrams: list[tuple[bytes, Address]]) -> None:
+        """ICE datagrams: through the restart's socket while a controlling restart is under way."""
+        send = self._restart_send or self._send
         for data, addr in datagrams:
             self.bytes_sent += len(data)
             self.packets_sent += 1
-            self._send(data, addr)
+            send(data, addr)
 
     def _stun_received(self, data: bytes, addr: Address) -> None:
         if self.state in ("closed", "failed"):
@@ -256,6 +303,10 @@ class Connection:
         if self._controller.selected is not None and self._remote_addr is None:
             self._remote_addr = self._controller.selected
             self._maybe_start_dtls()
+        elif self._controller.selected is not None and self._restart_send is not None:
+            # The restarted ICE has a path: media and DTLS move to it.
+            self._send, self._restart_send = self._restart_send, None
+            self._remote_addr = self._controller.selected
         self._rearm_ice_timer()
 
     def _dtls_received(self, data: bytes, addr: Address) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections import deque
 from typing import TYPE_CHECKING, Callable, Protocol
 
 from ..rtc import rtcp
@@ -29,6 +30,9 @@ if TYPE_CHECKING:
     from .worker import Worker
 
 log = logging.getLogger(__name__)
+
+# Remote ICE ufrags remembered per transport, so that a restart back to old credentials is refused.
+OLD_UFRAGS_KEPT = 8
 
 
 class DataEvents(Protocol):
@@ -67,7 +71,10 @@ class Transport:
         self._data_events = data_events
         self._sctp_remote: tuple[int, int] = (0, 0)
         self._remote_ice: IceParameters | None = None
+        self._old_remote_ufrags: deque[str] = deque(maxlen=OLD_UFRAGS_KEPT)
         self._bundle: tuple[str, ...] | None = None
+        self.bundle_tag: tuple[str, str, int] | None = None  # (kind, mid, payload type) of the first accepted m-line
+        self.ice_restarts = 0
         self._setup = "passive"
         self._mid_extension_id: int | None = None
         self._session_id = random.randint(1, 2**62)
@@ -93,8 +100,13 @@ class Transport:
         return self.connection.state
 
     # -- negotiation ----------------------------------------------------------------------------------
+    @property
+    def remote_ice(self) -> IceParameters | None:
+        """The peer's current ICE credentials (None before its first offer)."""
+        return self._remote_ice
+
     def apply_offer(self, offer: Offer) -> None:
-        """Start ICE/DTLS on the first offer; later offers must keep the same ICE credentials."""
+        """Start ICE/DTLS on the first offer; an offer with new ICE credentials restarts ICE."""
         self.check_offer(offer)
         self._bundle = offer.bundle
         if self._remote_ice is None:
@@ -102,6 +114,8 @@ class Transport:
             role = dtls_role_for(offer.setup)
             self._setup = "active" if role == "client" else "passive"
             self.connection.set_remote(offer.ice, offer.fingerprints, role)
+        elif offer.ice != self._remote_ice:
+            self.restart_ice(offer.ice)
         application = offer.application
         events = self._data_events
         if application is not None and self.sctp is None and events is not None:
@@ -120,10 +134,37 @@ class Transport:
 
     def check_offer(self, offer: Offer) -> None:
         """Raise before anything changes if the offer cannot apply to this transport."""
-        if self._remote_ice is not None and offer.ice != self._remote_ice:
-            raise bad_request("ICE restart is not supported: keep the ICE credentials when renegotiating")
+        self.check_ice_restart(offer.ice)
+
+    def check_ice_restart(self, remote: IceParameters) -> None:
+        """Raise (bad_request) unless `remote` keeps the current credentials or is a valid ICE restart."""
+        current = self._remote_ice
+        if current is None or remote == current:
+            return
+        if remote.ufrag == current.ufrag:
+            raise bad_request("a=ice-pwd changed but a=ice-ufrag did not: an ICE restart changes both (RFC 8839)")
+        if remote.ufrag in self._old_remote_ufrags:
+            raise bad_request("ICE restart with credentials this connection used before: a restart takes new ones")
+        if self.connection.state != "connected":
+            raise bad_request(f"ICE restart before the connection is up (it is {self.connection.state})")
+
+    def restart_ice(self, remote: IceParameters) -> None:
+        """New ICE credentials on both sides (the next answer carries ours); DTLS, SRTP, producers and
+        consumers carry on, and media moves to the first address that checks with the new credentials."""
+        self.check_ice_restart(remote)
+        assert self._remote_ice is not None
+        old_ufrag = self.connection.local_ice.ufrag
+        self.connection.restart_ice()
+        self._old_remote_ufrags.append(self._remote_ice.ufrag)
+        self._remote_ice = remote
+        self.ice_restarts += 1
+        self.worker.rekey(self, old_ufrag)
+        log.info("transport %s: ICE restarted", self.id)
 
     def answer(self, media: list[MediaAnswer]) -> str:
+        accepted = next((m for m in media if m.codec is not None), None)
+        if accepted is not None:
+            self.bundle_tag = (accepted.offer.kind, accepted.offer.mid, accepted.codec.payload_type)
         ip = self.worker.config.candidate_ip
         return build_answer(
             session_id=self._session_id,

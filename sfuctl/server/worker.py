@@ -44,6 +44,7 @@ class Worker(asyncio.DatagramProtocol):
         self._by_ufrag: dict[str, Transport] = {}
         self._by_addr: dict[tuple, Transport] = {}
         self._feedback: set[Producer] = set()  # producers with NACKs or keyframe requests pending
+        self._addr_of: dict[Transport, tuple] = {}  # the one address each transport is mapped from
         self._udp: asyncio.DatagramTransport | None = None
         self._ticker: asyncio.Task | None = None
 
@@ -91,10 +92,17 @@ class Worker(asyncio.DatagramProtocol):
         self.transports.add(transport)
         self._by_ufrag[transport.connection.local_ice.ufrag] = transport
 
+    def rekey(self, transport: Transport, old_ufrag: str) -> None:
+        """A transport's ICE restarted: STUN with its old ufrag no longer finds it."""
+        if self._by_ufrag.get(old_ufrag) is transport:
+            del self._by_ufrag[old_ufrag]
+        self._by_ufrag[transport.connection.local_ice.ufrag] = transport
+
     def unregister(self, transport: Transport) -> None:
         self.transports.discard(transport)
         self._by_ufrag.pop(transport.connection.local_ice.ufrag, None)
-        for addr in [a for a, t in self._by_addr.items() if t is transport]:
+        addr = self._addr_of.pop(transport, None)
+        if addr is not None and self._by_addr.get(addr) is transport:
             del self._by_addr[addr]
 
     def feedback_due(self, producer: Producer) -> None:
@@ -133,7 +141,12 @@ class Worker(asyncio.DatagramProtocol):
                 return
             transport.connection.datagram_received(data, addr)
             if transport.connection.remote_addr == addr and not transport.closed:
+                # The media path moved (ICE restart, or a better pair nominated): forget the old address.
+                old = self._addr_of.get(transport)
+                if old is not None and self._by_addr.get(old) is transport:
+                    del self._by_addr[old]
                 self._by_addr[addr] = transport
+                self._addr_of[transport] = addr
         except Exception:  # one bad datagram must never stop the socket
             log.exception("datagram from %s dropped", addr)
 
