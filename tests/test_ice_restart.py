@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
 import pytest
 
 from sfuctl.bots.config import BotsConfig
@@ -13,6 +14,9 @@ from sfuctl.client.signaling import SignalingClient, SignalingError
 from sfuctl.media import MediaSpec, make_media
 from sfuctl.rtc.connection import open_client_connection
 from sfuctl.rtc.ice import IceParameters
+from sfuctl.rtc.sdp import parse_ice_fragment
+from sfuctl.server.app import start_server
+from sfuctl.server.config import IceServer, ServerConfig
 
 from .test_forwarding import wait_for
 
@@ -111,3 +115,113 @@ async def test_bad_ice_restarts_are_refused_and_the_call_carries_on(server) -> N
         conn.close()
         udp.close()
         await signaling.close()
+
+
+async def test_whip_and_whep_bots_restart_ice_through_patch_and_media_keeps_flowing(server, media) -> None:
+    base = f"http://127.0.0.1:{server.port}"
+    watch = PathWatch(server.worker)
+    publishing = asyncio.create_task(run_bots(BotsConfig(
+        url=f"{base}/whip/patched", mode="whip", duration=5.0, media=media, seed=1, ice_restart_every=1.5)))
+    try:
+        assert await wait_for(lambda: "patched" in server.worker.routers
+                              and len(server.worker.routers["patched"].producers) == 2, 10)
+        played = await run_bots(BotsConfig(
+            url=f"{base}/whep/patched", mode="whep", duration=3.5, media=media, seed=2, ice_restart_every=1.2))
+        published = await publishing
+    finally:
+        watch.stop()
+    (publisher,), (player,) = published.bots, played.bots
+    for bot in (publisher, player):
+        assert bot["status"] == "left" and bot["error"] is None and bot["errors"] == [], bot
+        assert bot["ice_restarts"] >= 1
+    assert all(n >= 1 for n in watch.restarts.values()) and len(watch.restarts) == 2, watch.restarts
+    assert all(len(addresses) >= 2 for addresses in watch.addresses.values()), watch.addresses
+    for consumer in player["consumers"]:
+        assert consumer["packets"] > 100 and consumer["packets_lost"] <= 0.03 * consumer["expected"], consumer
+
+
+async def test_bad_patches_get_clear_errors_and_change_nothing(media) -> None:
+    ice_servers = (IceServer("stun:127.0.0.1:3478"), IceServer("turn:127.0.0.1:3478?transport=udp", "user", "pass"))
+    running = await start_server(ServerConfig(port=0, rtc_ports=(0, 0), ice_servers=ice_servers))
+    base = f"http://127.0.0.1:{running.port}"
+    conn, udp = await open_client_connection(on_rtp=lambda _: None, on_rtcp=lambda _: None, on_state=lambda _: None)
+    sections = [OfferSection("a0", "audio", "sendonly", (OPUS,), ssrc=99, cname="c", msid=("s", "a"))]
+    fragment_type = {"Content-Type": "application/trickle-ice-sdpfrag"}
+
+    def fragment(ice: IceParameters) -> str:
+        return (f"a=ice-ufrag:{ice.ufrag}\r\na=ice-pwd:{ice.pwd}\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:a0\r\n"
+                f"a=candidate:1 1 udp 2130706431 127.0.0.1 {conn.local_candidate[1]} typ host\r\n")
+
+    try:
+        async with aiohttp.ClientSession() as http:
+            offer = connection_offer(conn, sections, session_id=3)
+            async with http.post(f"{base}/whip/bad", data=offer.replace("a=group:BUNDLE a0", "a=group:BUNDLE a0 v1"),
+                                 headers={"Content-Type": "application/sdp"}) as response:
+                assert response.status == 400 and "names mid 'v1', which no m-line has" in await response.text()
+            async with http.post(f"{base}/whip/bad", data=offer, headers={"Content-Type": "application/sdp"}) as response:
+                assert response.status == 201
+                resource, etag = base + response.headers["Location"], response.headers["ETag"]
+                assert response.headers.getall("Link") == [
+                    '<stun:127.0.0.1:3478>; rel="ice-server"',
+                    '<turn:127.0.0.1:3478?transport=udp>; rel="ice-server"; username="user"; credential="pass"; '
+                    'credential-type="password"',
+                ]
+                assert response.headers["Access-Control-Allow-Origin"] == "*"
+                answer = parse_answer(await response.text())
+            conn.set_remote(answer.ice, answer.fingerprints, answer.dtls_role, answer.candidates)
+            assert await wait_for(lambda: conn.state == "connected", 10)
+            [transport] = running.worker.transports
+            original = conn.local_ice
+
+            async def patch(body: str, headers: dict, status: int, text: str = "", url: str = resource) -> aiohttp.ClientResponse:
+                async with http.patch(url, data=body, headers=headers) as response:
+                    got = await response.text()
+                    assert response.status == status and text in got, (body, response.status, got)
+                    return response
+
+            # Trickled candidates with the current ETag: nothing to do for an ICE-lite server.
+            await patch(fragment(original), {**fragment_type, "If-Match": etag}, 204)
+            # A restart: new credentials both ways, a new ETag, the call carries on from the same port.
+            restarted = IceParameters.random()
+            async with http.patch(resource, data=fragment(restarted), headers={**fragment_type, "If-Match": "*"}) as response:
+                assert response.status == 200 and response.content_type == "application/trickle-ice-sdpfrag"
+                new_etag = response.headers["ETag"]
+                answered = parse_ice_fragment(await response.text())
+            assert new_etag != etag and answered.ice is not None and answered.ice != answer.ice
+            conn.restart_ice(answered.ice, [("127.0.0.1", running.worker.rtc_port)], local=restarted)
+            assert await wait_for(lambda: not conn.ice_restarting, 10) and conn.state == "connected"
+            bad = [
+                ("a=ice-ufrag:abcd\r\n", {**fragment_type, "If-Match": "*"}, 400, "only one of a=ice-ufrag and a=ice-pwd"),
+                ("this is not sdp\r\n", {**fragment_type, "If-Match": "*"}, 400, "line 1 is not an SDP line"),
+                ("a=candidate:1 1 udp\r\n", {**fragment_type, "If-Match": new_etag}, 400, "malformed a=candidate"),
+                ("", {**fragment_type, "If-Match": new_etag}, 400, "the fragment is empty"),
+                (fragment(restarted), {"Content-Type": "application/sdp", "If-Match": "*"}, 415, "trickle-ice-sdpfrag"),
+                (fragment(restarted), fragment_type, 428, "If-Match"),
+                (fragment(restarted), {**fragment_type, "If-Match": etag}, 412, "latest ETag"),
+                (fragment(original), {**fragment_type, "If-Match": "*"}, 400, "used before"),
+                (fragment(IceParameters(restarted.ufrag, "p" * 24)), {**fragment_type, "If-Match": "*"}, 400,
+                 "a=ice-pwd changed but a=ice-ufrag did not"),
+            ]
+            for body, headers, status, text in bad:
+                await patch(body, headers, status, text)
+            await patch(fragment(restarted), {**fragment_type, "If-Match": "*"}, 404, "no such",
+                        url=f"{base}/whip/bad/0123456789abcdef")
+            # Nothing changed: one restart, the restarted credentials, the same transport still connected.
+            assert transport.ice_restarts == 1 and transport.remote_ice == restarted and transport.state == "connected"
+            assert running.worker.transports == {transport}
+            await patch(fragment(restarted), {**fragment_type, "If-Match": new_etag}, 204)
+            # CORS preflight and OPTIONS on the endpoint and the resource.
+            preflight = {"Origin": "http://page.example", "Access-Control-Request-Method": "POST"}
+            async with http.options(f"{base}/whip/bad", headers=preflight) as response:
+                assert response.status == 204 and response.headers["Accept-Post"] == "application/sdp"
+                assert "Authorization" in response.headers["Access-Control-Allow-Headers"]
+                assert len(response.headers.getall("Link")) == 2
+            async with http.options(resource, headers=preflight) as response:
+                assert response.status == 204 and response.headers["Accept-Patch"] == "application/trickle-ice-sdpfrag"
+                assert "ETag" in response.headers["Access-Control-Expose-Headers"]
+            async with http.delete(resource) as response:
+                assert response.status == 200
+    finally:
+        conn.close()
+        udp.close()
+        await running.close()

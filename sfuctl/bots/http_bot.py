@@ -13,12 +13,16 @@ from urllib.parse import urljoin
 import aiohttp
 
 from sfuctl.client.offer import RECEIVE_CODECS, OfferSection, connection_offer, parse_answer
+from sfuctl.rtc.connection import Connection
+from sfuctl.rtc.ice import IceParameters
+from sfuctl.rtc.sdp import parse_ice_fragment
 
 from .bot import LEAVE_TIMEOUT, Bot, BotEnv, JoinError
 from .config import BotPlan
 from .subscriber import ConsumerInfo, ConsumerStream
 
 SDP_TYPE = "application/sdp"
+ICE_FRAGMENT_TYPE = "application/trickle-ice-sdpfrag"
 KINDS = ("video", "audio")
 
 
@@ -29,6 +33,7 @@ class HttpBot(Bot):
         super().__init__(plan, env)
         self._http: aiohttp.ClientSession | None = None
         self._resource: str | None = None  # absolute URL of the WHIP/WHEP session, DELETEd on leave
+        self._bundle_tag: tuple[str, str] | None = None  # (kind, mid) of the offer's first m-line
 
     async def _join(self) -> None:
         self.status = "joining"
@@ -43,6 +48,8 @@ class HttpBot(Bot):
         await self._connect_transports()
 
     async def _publish_offer(self, offer: str) -> str:
+        if self._send_sections:
+            self._bundle_tag = (self._send_sections[0].kind, self._send_sections[0].mid)
         return await self._post(offer)
 
     async def _play(self) -> None:
@@ -51,6 +58,7 @@ class HttpBot(Bot):
         kinds = [kind for kind in KINDS if kind in self.env.tracks] or list(KINDS)
         sections = [OfferSection(str(mid), kind, "recvonly", RECEIVE_CODECS[kind]) for mid, kind in enumerate(kinds)]
         offer = connection_offer(conn, sections, session_id=self._session_id)
+        self._bundle_tag = (sections[0].kind, sections[0].mid)
         answer = parse_answer(await self._post(offer))
         assert self.subscriber is not None and self._resource is not None
         session = self._resource.rstrip("/").rsplit("/", 1)[-1]
@@ -73,6 +81,33 @@ class HttpBot(Bot):
             )
             self.subscriber.add(ConsumerStream(info, self.join_started_at or time.monotonic(), self.env.decode))
         conn.set_remote(answer.ice, answer.fingerprints, answer.dtls_role, answer.candidates)  # type: ignore[arg-type]
+
+    async def _exchange_ice_restart(
+        self, which: str, conn: Connection, local: IceParameters, candidate: tuple[str, int]
+    ) -> tuple[IceParameters, list[tuple[str, int]]]:
+        """RFC 9725 section 4.3.2: PATCH the resource with the new credentials and candidate (If-Match: *)."""
+        assert self._http is not None and self._resource is not None and self._bundle_tag is not None
+        kind, mid = self._bundle_tag
+        host, port = candidate
+        fragment = (
+            f"a=ice-ufrag:{local.ufrag}\r\na=ice-pwd:{local.pwd}\r\nm={kind} 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:{mid}\r\n"
+            f"a=candidate:1 1 udp 2130706431 {host} {port} typ host\r\na=end-of-candidates\r\n"
+        )
+        headers = {"Content-Type": ICE_FRAGMENT_TYPE, "If-Match": "*", **self._headers()}
+        async with self._http.patch(self._resource, data=fragment, headers=headers) as response:
+            body = await response.text()
+            if response.status != 200:
+                reason = body.strip().splitlines()[0] if body.strip() else "no reason given"
+                raise JoinError(f"ICE restart: {self._resource} answered {response.status} {response.reason}: {reason}")
+        answer = parse_ice_fragment(body)
+        if answer.ice is None:
+            raise ValueError("the ICE restart answer has no a=ice-ufrag/a=ice-pwd")
+        candidates = []
+        for value in answer.candidates:
+            fields = value.split()
+            if fields[2].lower() == "udp":
+                candidates.append((fields[4], int(fields[5])))
+        return answer.ice, candidates
 
     def _headers(self) -> dict[str, str]:
         token = self.env.access_token(self.plan)

@@ -378,3 +378,67 @@ def _primary_ssrc(m: object) -> tuple[int | None, str | None]:
         if s.ssrc not in secondary:
             return s.ssrc, s.cname
     return None, None
+
+
+@dataclass
+class IceFragment:
+    """A trickle-ice-sdpfrag body (RFC 8840): ICE credentials when it carries them, and candidates."""
+
+    ice: IceParameters | None
+    candidates: list[str]  # a=candidate values, as written
+    end_of_candidates: bool
+
+
+MAX_FRAGMENT_BYTES = 16 * 1024  # a fragment carries credentials and a few candidates, never more than this
+
+
+def parse_ice_fragment(text: str) -> IceFragment:
+    """Read a trickle-ice-sdpfrag; ValueError names the first malformed line. Unknown attributes are ignored."""
+    if len(text.encode()) > MAX_FRAGMENT_BYTES:
+        raise ValueError(f"the fragment is over {MAX_FRAGMENT_BYTES} bytes")
+    ufrag = pwd = None
+    candidates: list[str] = []
+    end = False
+    lines = [line for line in text.replace("\r\n", "\n").split("\n") if line.strip()]
+    if not lines:
+        raise ValueError("the fragment is empty (it needs a=ice-ufrag/a=ice-pwd or a=candidate lines)")
+    for number, line in enumerate(lines, 1):
+        if len(line) < 2 or line[1] != "=" or not line[0].isalpha():
+            raise ValueError(f"line {number} is not an SDP line: {line[:60]!r}")
+        if line.startswith("m=") and len(line[2:].split()) < 4:
+            raise ValueError(f"line {number} is a malformed m= line: {line[:60]!r}")
+        if not line.startswith("a="):
+            continue
+        name, _, value = line[2:].partition(":")
+        if name == "ice-ufrag":
+            ufrag = value.strip()
+        elif name == "ice-pwd":
+            pwd = value.strip()
+        elif name == "candidate":
+            try:
+                aiortc_sdp.candidate_from_sdp(value.strip())
+            except Exception:  # aiortc raises assorted errors (IndexError, ValueError)
+                raise ValueError(f"line {number} is a malformed a=candidate: {line[:80]!r}") from None
+            candidates.append(value.strip())
+        elif name == "end-of-candidates":
+            end = True
+    if (ufrag is None) != (pwd is None):
+        raise ValueError("the fragment has only one of a=ice-ufrag and a=ice-pwd (they go together)")
+    return IceFragment(IceParameters(ufrag, pwd) if ufrag is not None and pwd is not None else None, candidates, end)
+
+
+def build_ice_fragment(*, ice: IceParameters, candidate: tuple[str, int], tag: tuple[str, str, int]) -> str:
+    """The server's answer to an ICE restart (RFC 9725 section 4.3.2): its new credentials and its candidate,
+    under the BUNDLE tag's m-line (`tag`: kind, mid, payload type)."""
+    host, port = candidate
+    kind, mid, payload_type = tag
+    lines = [
+        "a=ice-lite",
+        f"a=ice-ufrag:{ice.ufrag}",
+        f"a=ice-pwd:{ice.pwd}",
+        f"m={kind} 9 UDP/TLS/RTP/SAVPF {payload_type}",
+        f"a=mid:{mid}",
+        f"a=candidate:1 1 udp 2130706431 {host} {port} typ host",
+        "a=end-of-candidates",
+    ]
+    return "\r\n".join(lines) + "\r\n"

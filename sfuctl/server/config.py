@@ -6,6 +6,15 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
+class IceServer:
+    """A STUN or TURN server offered to clients (WHIP/WHEP Link headers, RFC 9725 section 4.6)."""
+
+    url: str  # stun:HOST[:PORT] or turn(s):HOST[:PORT][?transport=udp|tcp]
+    username: str | None = None
+    credential: str | None = None
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     """Where the server listens and what it announces; every default stays on loopback."""
 
@@ -25,6 +34,7 @@ class ServerConfig:
     # (messages per second over all its data channels, with one second's worth of burst; 0 = no limit).
     data_max_message_size: int = 65536
     data_rate_limit: float = 200.0
+    ice_servers: tuple[IceServer, ...] = ()  # offered to clients; the server itself never contacts them
 
     @property
     def auth_enabled(self) -> bool:

@@ -30,12 +30,15 @@ from .errors import SignalingError
 from .signaling import STATS_INTERVAL_RANGE, stats_room
 from .cpu import process_cpu_percent
 from .supervisor import WorkerProcess, start_workers
+from .whip import add_cors, endpoint_options
 
 log = logging.getLogger(__name__)
 
 POLL_INTERVAL = 2.0  # how often the front learns each worker's rooms and load
 ROOM_GRACE = 10.0  # a room assigned this recently is kept even if no worker reports it yet
 STATS_METHODS = ("getStats", "subscribeStats", "unsubscribeStats")
+# A worker's WHIP/WHEP response headers that the front passes on (CORS headers are the front's own).
+RELAYED_HTTP_HEADERS = ("Content-Type", "Location", "WWW-Authenticate", "Allow", "ETag", "Link", "Accept-Patch", "Accept-Post")
 
 
 class Front:
@@ -325,12 +328,18 @@ def build_front_app(front: Front) -> web.Application:
             raise web.HTTPServiceUnavailable(text=f"{exc.message}\n") from None
         if worker is None:
             raise web.HTTPNotFound(text="no such WHIP/WHEP session\n")
-        headers = {h: request.headers[h] for h in ("Content-Type", "Authorization") if h in request.headers}
+        headers = {h: request.headers[h] for h in ("Content-Type", "Authorization", "If-Match") if h in request.headers}
         headers.update(placement.upstream_headers(worker))
         async with front.http.request(request.method, worker.http_url + request.path_qs, headers=headers, data=await request.read()) as upstream:
             body = await upstream.read()
-            kept = ("Content-Type", "Location", "WWW-Authenticate", "Allow")
-            return web.Response(status=upstream.status, body=body, headers={h: upstream.headers[h] for h in kept if h in upstream.headers})
+            response = web.Response(status=upstream.status, body=body)
+            for name in RELAYED_HTTP_HEADERS:
+                for value in upstream.headers.getall(name, ()):
+                    response.headers.add(name, value)
+            return response
+
+    async def endpoint_options_handler(request: web.Request) -> web.Response:
+        return endpoint_options(front.config.ice_servers)
 
     async def metrics(request: web.Request) -> web.Response:
         check_metrics_access(front.auth, request)
@@ -341,8 +350,10 @@ def build_front_app(front: Front) -> web.Application:
     add_page_routes(app, websocket)
     app.router.add_get("/ws", websocket)
     app.router.add_get("/metrics", metrics)
+    add_cors(app)
     for kind in ("whip", "whep"):
         app.router.add_post(f"/{kind}/{{room}}", http_relay)
+        app.router.add_route("OPTIONS", f"/{kind}/{{room}}", endpoint_options_handler)
         app.router.add_route("*", f"/{kind}/{{room}}/{{resource}}", http_relay)
     return app
 

@@ -2,6 +2,9 @@
 
 A WHIP or WHEP session is a Peer without a websocket: it joins the room like any other participant, so
 websocket peers see its producers, and it leaves when its resource is deleted or its ICE consent expires.
+Its resource takes PATCH with a trickle-ice-sdpfrag (RFC 8840): trickled candidates (204; an ICE-lite server
+learns addresses from connectivity checks, so it needs none) and ICE restarts (200 with the server's new
+credentials). The ETag names the current ICE session. Every endpoint answers OPTIONS and CORS preflights.
 """
 
 from __future__ import annotations
@@ -12,14 +15,24 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from ..rtc.sdp import parse_offer
+from ..rtc.sdp import build_ice_fragment, parse_ice_fragment, parse_offer
 from .auth import OPEN, Authenticator, Grant, bearer_token, http_refusal
+from .config import IceServer
 from .errors import SignalingError, unauthorized
 from .peer import Peer
 from .signaling import replace_identity
 from .worker import Worker
 
 SDP_TYPE = "application/sdp"
+ICE_FRAGMENT_TYPE = "application/trickle-ice-sdpfrag"
+# CORS (a page on another origin may publish or play): every WHIP/WHEP response carries these.
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "POST, PATCH, DELETE, OPTIONS",
+    "Access-Control-Allow-Headers": "Authorization, Content-Type, If-Match",
+    "Access-Control-Expose-Headers": "Location, ETag, Link, Accept-Patch, Accept-Post",
+    "Access-Control-Max-Age": "86400",
+}
 
 
 @dataclass(frozen=True)
@@ -46,6 +59,7 @@ class HttpSessions:
         self.auth = auth
         self.whip_token = worker.config.whip_token
         self.resources: dict[str, HttpResource] = {}
+        self.etags: dict[str, str] = {}  # resource id -> the entity tag of its current ICE session
 
     async def publish(self, request: web.Request) -> web.Response:
         """POST /whip/{room}: the offer's sending m-lines become producers in the room."""
@@ -62,9 +76,49 @@ class HttpSessions:
         return web.Response(status=200)
 
     async def patch(self, request: web.Request) -> web.Response:
-        self._resource(request)
-        raise web.HTTPMethodNotAllowed(
-            "PATCH", ["DELETE"], text="trickle ICE and ICE restarts are not supported: the answer has every candidate\n"
+        """PATCH a resource with a trickle-ice-sdpfrag: trickled candidates (204) or an ICE restart (200)."""
+        peer = self._resource(request).peer
+        resource = request.match_info["resource"]
+        if request.content_type != ICE_FRAGMENT_TYPE:
+            raise web.HTTPUnsupportedMediaType(text=f"PATCH takes Content-Type: {ICE_FRAGMENT_TYPE} (RFC 8840)\n")
+        try:
+            fragment = parse_ice_fragment(await request.text())
+        except ValueError as exc:
+            raise web.HTTPBadRequest(text=f"invalid trickle-ice-sdpfrag: {exc}\n") from None
+        transport = peer.send_transport or peer.recv_transport
+        if transport is None or transport.remote_ice is None:
+            raise web.HTTPConflict(text="the session has no ICE connection any more\n")
+        if_match = request.headers.get("If-Match")
+        if if_match is None:
+            raise web.HTTPPreconditionRequired(text="PATCH needs If-Match: the session's ETag, or * for an ICE restart\n")
+        restart = fragment.ice is not None and fragment.ice.ufrag != transport.remote_ice.ufrag
+        if if_match not in ("*", self.etags[resource]):
+            raise web.HTTPPreconditionFailed(text="If-Match names an earlier ICE session: use the latest ETag\n")
+        if not restart:
+            if fragment.ice is not None and fragment.ice != transport.remote_ice:
+                raise web.HTTPBadRequest(text="a=ice-pwd changed but a=ice-ufrag did not: a restart changes both\n")
+            return web.Response(status=204)
+        assert fragment.ice is not None and transport.bundle_tag is not None
+        try:
+            transport.restart_ice(fragment.ice)
+        except SignalingError as exc:
+            raise web.HTTPBadRequest(text=f"{exc.message}\n") from None
+        etag = self.etags[resource] = new_etag()
+        body = build_ice_fragment(
+            ice=transport.connection.local_ice,
+            candidate=(self.worker.config.candidate_ip, self.worker.rtc_port),
+            tag=transport.bundle_tag,
+        )
+        return web.Response(status=200, text=body, content_type=ICE_FRAGMENT_TYPE, headers={"ETag": etag})
+
+    async def options(self, request: web.Request) -> web.Response:
+        """OPTIONS (and CORS preflight) on an endpoint: what it accepts, and the ICE servers to use."""
+        return endpoint_options(self.worker.config.ice_servers)
+
+    async def resource_options(self, request: web.Request) -> web.Response:
+        """OPTIONS (and CORS preflight) on a session's resource."""
+        return web.Response(
+            status=204, headers={"Allow": "PATCH, DELETE, OPTIONS", "Accept-Patch": ICE_FRAGMENT_TYPE}
         )
 
     def close(self) -> None:
@@ -98,7 +152,7 @@ class HttpSessions:
             router=router,
             worker=self.worker,
             notify=lambda method, params: None,
-            on_closed=lambda: self.resources.pop(resource, None),
+            on_closed=lambda: self._forget(resource),
             grant=grant,
         )
         router.add_peer(peer)
@@ -108,12 +162,21 @@ class HttpSessions:
             peer.close("offer refused")
             raise web.HTTPBadRequest(text=f"{exc.message}\n") from None
         self.resources[resource] = HttpResource(peer, kind, room, grant.identity if grant.verified else None)
-        return web.Response(
-            status=201,
-            text=result["sdp"],
-            content_type=SDP_TYPE,
-            headers={"Location": f"/{kind}/{room}/{resource}"},
-        )
+        etag = self.etags[resource] = new_etag()
+        headers = [
+            ("Location", f"/{kind}/{room}/{resource}"),
+            ("ETag", etag),
+            ("Accept-Patch", ICE_FRAGMENT_TYPE),
+            *(("Link", link) for link in ice_server_links(self.worker.config.ice_servers)),
+        ]
+        response = web.Response(status=201, text=result["sdp"], content_type=SDP_TYPE)
+        for name, value in headers:
+            response.headers.add(name, value)
+        return response
+
+    def _forget(self, resource: str) -> None:
+        self.resources.pop(resource, None)
+        self.etags.pop(resource, None)
 
     @staticmethod
     def _subscribe_all(peer: Peer, sdp: str) -> dict:
@@ -158,9 +221,46 @@ class HttpSessions:
         return resource
 
 
+def new_etag() -> str:
+    """A fresh entity tag (quoted, RFC 9110) for a new ICE session."""
+    return f'"{secrets.token_hex(8)}"'
+
+
+def ice_server_links(servers: tuple[IceServer, ...]) -> list[str]:
+    """Link header values announcing ICE servers (RFC 9725 section 4.6)."""
+    links = []
+    for server in servers:
+        link = f'<{server.url}>; rel="ice-server"'
+        if server.username is not None and server.credential is not None:
+            link += f'; username="{server.username}"; credential="{server.credential}"; credential-type="password"'
+        links.append(link)
+    return links
+
+
+def endpoint_options(ice_servers: tuple[IceServer, ...]) -> web.Response:
+    """The answer to OPTIONS on a WHIP or WHEP endpoint."""
+    response = web.Response(status=204, headers={"Allow": "POST, OPTIONS", "Accept-Post": SDP_TYPE})
+    for link in ice_server_links(ice_servers):
+        response.headers.add("Link", link)
+    return response
+
+
+async def _add_cors_headers(request: web.Request, response: web.StreamResponse) -> None:
+    if request.path.startswith(("/whip/", "/whep/")):
+        response.headers.update(CORS_HEADERS)
+
+
+def add_cors(app: web.Application) -> None:
+    """Every WHIP/WHEP response of `app`, errors included, carries the CORS headers."""
+    app.on_response_prepare.append(_add_cors_headers)
+
+
 def add_routes(app: web.Application, sessions: HttpSessions) -> None:
+    add_cors(app)
     app.router.add_post("/whip/{room}", sessions.publish)
     app.router.add_post("/whep/{room}", sessions.play)
     for kind in ("whip", "whep"):
+        app.router.add_route("OPTIONS", f"/{kind}/{{room}}", sessions.options)
         app.router.add_delete(f"/{kind}/{{room}}/{{resource}}", sessions.delete)
         app.router.add_patch(f"/{kind}/{{room}}/{{resource}}", sessions.patch)
+        app.router.add_route("OPTIONS", f"/{kind}/{{room}}/{{resource}}", sessions.resource_options)
