@@ -109,3 +109,48 @@ async def test_whip_refuses_bad_requests_with_a_reason_and_keeps_no_state():
         assert not server.worker.routers and not server.worker.transports
     finally:
         await server.close()
+
+
+async def test_a_whep_session_started_in_an_empty_room_plays_the_producers_that_arrive_later(server, tmp_path):
+    media = make_media(MediaSpec(width=320, height=180, fps=25, video_bitrate=300_000, duration=3.0), tmp_path)
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    decoded = {"video": 0, "audio": 0}
+    tasks: list[asyncio.Task] = []
+
+    async def count(track) -> None:
+        while True:
+            await track.recv()
+            decoded[track.kind] += 1
+
+    pc.on("track", lambda track: tasks.append(asyncio.ensure_future(count(track))))
+    publishers = [AiortcPeer(server.url, "later", name) for name in ("alice", "bob")]
+    try:
+        pc.addTransceiver("video", direction="recvonly")
+        pc.addTransceiver("audio", direction="recvonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        async with aiohttp.ClientSession() as http:
+            url = f"http://127.0.0.1:{server.port}/whep/later"
+            async with http.post(url, data=pc.localDescription.sdp, headers={"Content-Type": "application/sdp"}) as response:
+                assert response.status == 201, await response.text()
+                answer = await response.text()
+        # Both m-lines wait for a stream: sendonly, no SSRC yet.
+        assert answer.count("a=sendonly") == 2 and "a=ssrc:" not in answer
+        await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+        [player] = [p for p in server.worker.routers["later"].peers.values()]
+        await publishers[0].join()
+        await publishers[0].publish(str(media.video), str(media.audio))
+        assert await wait_for(lambda: decoded["video"] >= 25 and decoded["audio"] >= 25, 15), decoded
+        # The publisher leaves: its consumers close and the next publisher's streams take the same m-lines.
+        await publishers[0].close()
+        assert await wait_for(lambda: not player.consumers, 5)
+        await publishers[1].join()
+        producers = await publishers[1].publish(str(media.video), str(media.audio))
+        assert await wait_for(lambda: len(player.consumers) == 2, 5)
+        assert sorted(c.producer.id for c in player.consumers.values()) == sorted(p["id"] for p in producers)
+        assert await wait_for(lambda: all(c.meter.packets > 20 for c in player.consumers.values()), 10)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await pc.close()
+        for publisher in publishers:
+            await publisher.close()

@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Callable
 
 from ..rtc.dcep import ChannelParameters
 from ..rtc.sdp import (
     AUDIO_LEVEL_URI,
     MID_URI,
+    Codec,
     MediaAnswer,
     MediaOffer,
     Offer,
@@ -132,8 +134,12 @@ class Peer:
         }
 
     # -- subscribe ------------------------------------------------------------------------------------
-    def subscribe(self, sdp: str, subscriptions: dict) -> dict:
-        """Answer the peer's offer for its receive transport; `subscriptions` maps m-line mids to producer ids."""
+    def subscribe(self, sdp: str, subscriptions: dict, waiting: Collection[str] = ()) -> dict:
+        """Answer the peer's offer for its receive transport; `subscriptions` maps m-line mids to producer ids.
+
+        m-lines in `waiting` without a subscription are answered sendonly with no stream yet: `consume` fills
+        them later (WHEP sessions, whose offer cannot name producers that do not exist yet).
+        """
         self.grant.require("subscribe")
         offer = self.parse(sdp)
         self._check_subscriptions(offer, subscriptions)
@@ -142,7 +148,9 @@ class Peer:
         answers = [
             self._data_answer(m)
             if m.kind == "application"
-            else self._consume(transport, m, self.router.producers.get(subscriptions.get(m.mid, "")), rejected)
+            else self._consume(
+                transport, m, self.router.producers.get(subscriptions.get(m.mid, "")), rejected, m.mid in waiting
+            )
             for m in offer.media
         ]
         return {
@@ -178,10 +186,13 @@ class Peer:
         transport.apply_offer(offer)
         return transport
 
-    def _consume(self, transport: Transport, m: MediaOffer, producer: Producer | None, rejected: list[dict]) -> MediaAnswer:
+    def _consume(
+        self, transport: Transport, m: MediaOffer, producer: Producer | None, rejected: list[dict], waiting: bool = False
+    ) -> MediaAnswer:
         """One m-line of a receive offer: keep, replace, open or close its consumer; its answer.
 
-        A producer the offer offers no codec of is added to `rejected`.
+        A producer the offer offers no codec of is added to `rejected`; a `waiting` m-line without a producer is
+        answered sendonly, for `consume` to fill later.
         """
         consumer = transport.consumers_by_mid.get(m.mid)
         receiving = answer_direction(m.direction, server_sends=True) == "sendonly"
@@ -189,24 +200,14 @@ class Peer:
             consumer.close(UNSUBSCRIBED)
             consumer = None
         codec = choose_codec(m, producer.codec.name) if producer else choose_codec(m)
+        if producer is None and waiting and receiving and not m.rejected and codec is not None:
+            return MediaAnswer(m, codec, "sendonly", extensions=accepted_extensions(m))
         if producer is None or not receiving or m.rejected or codec is None:
             if producer is not None and codec is None:
                 rejected.append({"mid": m.mid, "producerId": producer.id, "reason": f"no {producer.codec.name} codec offered"})
             return MediaAnswer(m, None if m.rejected else codec, "inactive")
         if consumer is None:
-            consumer = Consumer(
-                id=new_id("c"),
-                peer=self,
-                producer=producer,
-                transport=transport,
-                codec=codec,
-                mid=m.mid,
-                extensions=accepted_extensions(m),
-            )
-            self.consumers[consumer.id] = consumer
-            consumer.on_close.add(self._on_consumer_closed)
-            producer.add_consumer(consumer)
-            transport.add_consumer(consumer)
+            consumer = self.consume(m, producer, codec)
         return MediaAnswer(
             m,
             consumer.codec,
@@ -216,6 +217,26 @@ class Peer:
             msid=(producer.peer_id, producer.id),
             extensions=accepted_extensions(m),
         )
+
+    def consume(self, m: MediaOffer, producer: Producer, codec: Codec) -> Consumer:
+        """A consumer of `producer` on the receive transport's answered m-line `m`, sending with `codec`."""
+        transport = self.recv_transport
+        if transport is None or transport.closed:
+            raise wrong_state("the peer has no receive connection")
+        consumer = Consumer(
+            id=new_id("c"),
+            peer=self,
+            producer=producer,
+            transport=transport,
+            codec=codec,
+            mid=m.mid,
+            extensions=accepted_extensions(m),
+        )
+        self.consumers[consumer.id] = consumer
+        consumer.on_close.add(self._on_consumer_closed)
+        producer.add_consumer(consumer)
+        transport.add_consumer(consumer)
+        return consumer
 
     # -- data channels (transport DataEvents) ----------------------------------------------------------
     def on_data_open(self, transport: Transport) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from ..rtc.sdp import build_ice_fragment, parse_ice_fragment, parse_offer
+from ..rtc.sdp import Codec, MediaOffer, build_ice_fragment, choose_codec, parse_ice_fragment, parse_offer
 from .auth import OPEN, Authenticator, Grant, bearer_token, http_refusal
 from .config import IceServer
 from .errors import SignalingError, unauthorized
@@ -60,14 +60,16 @@ class HttpSessions:
         self.whip_token = worker.config.whip_token
         self.resources: dict[str, HttpResource] = {}
         self.etags: dict[str, str] = {}  # resource id -> the entity tag of its current ICE session
+        self.slots: dict[str, dict[str, tuple[MediaOffer, Codec]]] = {}  # WHEP resource -> its answered m-lines
 
     async def publish(self, request: web.Request) -> web.Response:
         """POST /whip/{room}: the offer's sending m-lines become producers in the room."""
-        return await self._create(request, "whip", lambda peer, sdp: peer.publish(sdp))
+        return await self._create(request, "whip", lambda resource, peer, sdp: peer.publish(sdp))
 
     async def play(self, request: web.Request) -> web.Response:
-        """POST /whep/{room}: each receiving m-line is matched to the room's next producer of its kind."""
-        return await self._create(request, "whep", self._subscribe_all)
+        """POST /whep/{room}: each receiving m-line is matched to the room's next producer of its kind; one
+        without a producer waits for the next producer of its kind and codec to arrive."""
+        return await self._create(request, "whep", self._play)
 
     async def delete(self, request: web.Request) -> web.Response:
         resource = self._resource(request)
@@ -151,13 +153,13 @@ class HttpSessions:
             name=grant.name or grant.identity or f"{kind}-{resource[:4]}",
             router=router,
             worker=self.worker,
-            notify=lambda method, params: None,
+            notify=lambda method, params: self._on_room_event(resource, method, params),
             on_closed=lambda: self._forget(resource),
             grant=grant,
         )
         router.add_peer(peer)
         try:
-            result = negotiate(peer, offer)
+            result = negotiate(resource, peer, offer)
         except SignalingError as exc:
             peer.close("offer refused")
             raise web.HTTPBadRequest(text=f"{exc.message}\n") from None
@@ -177,20 +179,50 @@ class HttpSessions:
     def _forget(self, resource: str) -> None:
         self.resources.pop(resource, None)
         self.etags.pop(resource, None)
+        self.slots.pop(resource, None)
 
-    @staticmethod
-    def _subscribe_all(peer: Peer, sdp: str) -> dict:
+    def _play(self, resource: str, peer: Peer, sdp: str) -> dict:
         offer = peer.parse(sdp)
         available = [p for p in peer.router.producers.values() if p.peer is not peer]
         subscriptions: dict[str, str] = {}
+        slots: dict[str, tuple[MediaOffer, Codec]] = {}
         for m in offer.media:
             if m.direction not in ("recvonly", "sendrecv") or m.rejected:
                 continue
             producer = next((p for p in available if p.kind == m.kind), None)
+            codec = choose_codec(m, producer.codec.name if producer else None)
             if producer is not None:
                 available.remove(producer)
                 subscriptions[m.mid] = producer.id
-        return peer.subscribe(sdp, subscriptions)
+            if codec is not None:
+                slots[m.mid] = (m, codec)
+        result = peer.subscribe(sdp, subscriptions, waiting=[mid for mid in slots if mid not in subscriptions])
+        self.slots[resource] = slots
+        return result
+
+    def _on_room_event(self, resource: str, method: str, params: dict) -> None:
+        """A WHEP session's empty m-lines take the room's next producers (its own closed ones included)."""
+        if method in ("producerAdded", "consumerClosed") and resource in self.slots:
+            self._fill_slots(resource)
+
+    def _fill_slots(self, resource: str) -> None:
+        entry = self.resources.get(resource)
+        peer = entry.peer if entry is not None else None
+        transport = peer.recv_transport if peer is not None else None
+        if peer is None or peer.closed or transport is None or transport.closed:
+            return
+        taken = {c.producer.id for c in peer.consumers.values()}
+        for mid, (m, codec) in self.slots[resource].items():
+            if mid in transport.consumers_by_mid:
+                continue
+            producer = next(
+                (p for p in peer.router.producers.values()
+                 if p.peer is not peer and p.id not in taken and p.kind == m.kind and p.codec.name == codec.name),
+                None,
+            )
+            if producer is not None:
+                peer.consume(m, producer, codec)
+                taken.add(producer.id)
 
     def _grant(self, request: web.Request) -> Grant:
         """The request's credential: the --whip-token secret (OPEN), else an access token when auth is on."""
