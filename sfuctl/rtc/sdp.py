@@ -8,7 +8,8 @@ it cannot read). The answer is written here because it carries what an ICE-lite 
 BUNDLE (RFC 9143): an m-line offered with port 0 and a=bundle-only inside the BUNDLE group (what JSEP's
 max-bundle policy writes for every m-line but the first) is accepted into the group like any other; the answer
 names only accepted m-lines in its group and writes a rejected m-line with port 0, the offer's protocol and
-formats, and the session-level fingerprint that strict parsers (GStreamer, Pion, libdatachannel) look for.
+formats, and the session-level ICE credentials, fingerprint and setup that strict parsers (GStreamer, Pion,
+libdatachannel) look for on every m-line.
 A transport carries one BUNDLE group: m-lines outside it (an offer without BUNDLE) are rejected but the first.
 """
 
@@ -290,7 +291,10 @@ def build_answer(
         "s=sfuctl",
         "t=0 0",
         "a=ice-lite",
+        f"a=ice-ufrag:{ice.ufrag}",
+        f"a=ice-pwd:{ice.pwd}",
         f"a=fingerprint:{algorithm} {value}",
+        f"a=setup:{setup}",
         "a=msid-semantic: WMS *",
     ]
     if bundle_mids:
@@ -307,7 +311,9 @@ def build_answer(
         offer = m.offer
         if not m.accepted:
             formats = " ".join(offer.formats) or " ".join(str(c.payload_type) for c in offer.codecs) or "0"
-            lines += [f"m={offer.kind} 0 {offer.proto} {formats}", f"c=IN IP4 {host}", f"a=mid:{offer.mid}", "a=inactive"]
+            # a=setup repeated here: webrtcbin reads it per m-line only, rejected ones included.
+            lines += [f"m={offer.kind} 0 {offer.proto} {formats}", f"c=IN IP4 {host}", f"a=mid:{offer.mid}", "a=inactive",
+                      f"a=setup:{setup}"]
             continue
         if offer.kind == "application":
             lines += [
