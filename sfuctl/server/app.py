@@ -21,11 +21,14 @@ log = logging.getLogger(__name__)
 
 WORKER_KEY = web.AppKey("worker", Worker)
 HTTP_SESSIONS_KEY = web.AppKey("http_sessions", HttpSessions)
-OPEN_SOCKETS_KEY = web.AppKey("open_sockets", set)
+OPEN_SOCKETS_KEY = web.AppKey("open_sockets", dict)
 AUTH_KEY = web.AppKey("auth", Authenticator)
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"  # the page served at / (docs/browser.md)
 FORWARDED_FOR = "X-Forwarded-For"  # the front's header naming the participant's address (front.py)
 LOOPBACK = ("127.0.0.1", "::1")  # the front connects to its workers from here
+# Seconds a websocket close waits for the client's close frame, and shutdown for the handlers: together they
+# keep SIGTERM under 2 s even when clients are slow or do not read.
+CLOSE_TIMEOUT = 0.5
 
 
 async def websocket_handler(request: web.Request) -> web.StreamResponse:
@@ -34,13 +37,21 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     check_origin(request, worker.config)
     # Frames above the protocol limit still reach the session so that it can answer 'too_large'. No
     # permessage-deflate: its zlib state costs ~130 KB per peer, more than all of a peer's media state.
-    ws = web.WebSocketResponse(max_msg_size=4 * worker.config.max_message_bytes, heartbeat=20, compress=False)
+    ws = web.WebSocketResponse(
+        max_msg_size=4 * worker.config.max_message_bytes, heartbeat=20, compress=False, timeout=CLOSE_TIMEOUT
+    )
     await ws.prepare(request)
     # Behind the front of a multi-worker server (a loopback peer) the participant's address comes in a header.
     remote = request.headers.get(FORWARDED_FOR) if request.remote in LOOPBACK else None
-    session = SignalingSession(worker, ws.send_str, ws.close, request.app[AUTH_KEY], request.query.get("token"),
-                               remote=remote or request.remote)
-    request.app[OPEN_SOCKETS_KEY].add(ws)
+    session = SignalingSession(
+        worker,
+        ws.send_str,
+        lambda abort: close_websocket(ws, request, abort),
+        request.app[AUTH_KEY],
+        request.query.get("token"),
+        remote=remote or request.remote,
+    )
+    request.app[OPEN_SOCKETS_KEY][ws] = request
     try:
         async for message in ws:
             if message.type == WSMsgType.TEXT:
@@ -48,7 +59,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
             elif message.type == WSMsgType.BINARY:
                 session.handle(message.data.decode("utf-8", errors="replace"))
     finally:
-        request.app[OPEN_SOCKETS_KEY].discard(ws)
+        request.app[OPEN_SOCKETS_KEY].pop(ws, None)
         await session.finish()
     return ws
 
@@ -60,13 +71,30 @@ def check_origin(request: web.Request, config: ServerConfig) -> None:
         raise web.HTTPForbidden(text=f"origin {origin} is not allowed (--allowed-origin)\n")
 
 
+async def close_websocket(
+    ws: web.WebSocketResponse, request: web.Request, abort: bool = False, code: int = WSCloseCode.OK, message: bytes = b""
+) -> None:
+    """Close a websocket within CLOSE_TIMEOUT; `abort` (or a client that does not read) drops the connection."""
+    if not abort:
+        try:
+            await asyncio.wait_for(ws.close(code=code, message=message), CLOSE_TIMEOUT)
+            return
+        except asyncio.TimeoutError:
+            pass
+    if request.transport is not None:
+        request.transport.abort()
+
+
 def close_websockets_on_shutdown(app: web.Application) -> None:
-    """Shutdown closes open websockets (handlers add theirs to app[OPEN_SOCKETS_KEY]) instead of waiting for them."""
-    app[OPEN_SOCKETS_KEY] = set()
+    """Shutdown closes open websockets (handlers map theirs to their request in app[OPEN_SOCKETS_KEY]) instead of
+    waiting for them."""
+    app[OPEN_SOCKETS_KEY] = {}
 
     async def close_all(app: web.Application) -> None:
-        sockets = list(app[OPEN_SOCKETS_KEY])
-        await asyncio.gather(*(ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown") for ws in sockets))
+        sockets = list(app[OPEN_SOCKETS_KEY].items())
+        await asyncio.gather(
+            *(close_websocket(ws, request, code=WSCloseCode.GOING_AWAY, message=b"server shutdown") for ws, request in sockets)
+        )
 
     app.on_shutdown.append(close_all)
 
@@ -121,7 +149,7 @@ async def start_server(config: ServerConfig, http_host: str | None = None) -> Ru
     """
     worker = Worker(config)
     await worker.start()
-    runner = web.AppRunner(build_app(worker), handle_signals=False, access_log=None)
+    runner = web.AppRunner(build_app(worker), handle_signals=False, access_log=None, shutdown_timeout=CLOSE_TIMEOUT)
     await runner.setup()
     site = web.TCPSite(runner, http_host or config.host, config.port)
     try:

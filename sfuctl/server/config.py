@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .quotas import Quotas
+
 
 @dataclass(frozen=True)
 class IceServer:
@@ -35,6 +37,7 @@ class ServerConfig:
     data_max_message_size: int = 65536
     data_rate_limit: float = 200.0
     ice_servers: tuple[IceServer, ...] = ()  # offered to clients; the server itself never contacts them
+    quotas: Quotas = Quotas()
 
     @property
     def auth_enabled(self) -> bool:

@@ -23,10 +23,19 @@ from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from ..stats_schema import SCHEMA_VERSION
-from .app import FORWARDED_FOR, OPEN_SOCKETS_KEY, add_page_routes, check_origin, close_websockets_on_shutdown
+from .app import (
+    CLOSE_TIMEOUT,
+    FORWARDED_FOR,
+    OPEN_SOCKETS_KEY,
+    add_page_routes,
+    check_origin,
+    close_websocket,
+    close_websockets_on_shutdown,
+)
 from .auth import Authenticator, Grant, check_metrics_access, hide_addresses
 from .config import ServerConfig
 from .errors import SignalingError
+from .messages import RequestError, parse_request
 from .signaling import STATS_INTERVAL_RANGE, stats_room
 from .cpu import process_cpu_percent
 from .supervisor import WorkerProcess, start_workers
@@ -142,13 +151,12 @@ class RelaySession:
     """One participant's websocket, relayed to the worker of the room it joins. The worker checks the
     participant's access token (passed on from the URL, or in `join`); the front checks it for stats."""
 
-    def __init__(
-        self, front: Front, client: web.WebSocketResponse, url_token: str | None = None, remote: str | None = None
-    ) -> None:
+    def __init__(self, front: Front, client: web.WebSocketResponse, request: web.Request) -> None:
         self.front = front
         self.client = client
-        self.token = url_token
-        self.remote = remote  # the participant's address, passed on to the worker for its log
+        self.request = request
+        self.token = request.query.get("token")
+        self.remote = request.remote  # the participant's address, passed on to the worker for its log
         self.worker: WorkerProcess | None = None
         self.upstream: aiohttp.ClientWebSocketResponse | None = None
         self._pump: asyncio.Task | None = None
@@ -165,7 +173,7 @@ class RelaySession:
                 self._stats.cancel()
 
     async def _on_frame(self, text: str) -> None:
-        method, request_id, params = peek(text)
+        method, request_id, params = peek(text, self.front.config)
         if method in STATS_METHODS and request_id is not None:
             await self._stats_request(method, request_id, params)
             return
@@ -206,8 +214,8 @@ class RelaySession:
         async for message in upstream:
             if message.type == WSMsgType.TEXT:
                 await self.client.send_str(message.data)
-        # The worker closed the session (the peer's media went silent): so does the front.
-        await self.client.close()
+        # The worker closed the session (the peer's media went silent, or the client does not read): so does the front.
+        await close_websocket(self.client, self.request)
 
     async def _stats_request(self, method: str, request_id: object, params: dict) -> None:
         try:
@@ -250,16 +258,13 @@ class RelaySession:
             await asyncio.sleep(interval)
 
 
-def peek(text: str) -> tuple[str | None, object, dict]:
-    """(method, id, params) of a frame, or Nones for anything the worker should judge."""
+def peek(text: str, config: ServerConfig) -> tuple[str | None, object, dict]:
+    """(method, id, params) of a frame, or Nones for anything the worker should judge (errors included)."""
     try:
-        message = json.loads(text)
-    except ValueError:
+        request = parse_request(text, config.max_message_bytes, config.quotas.json_depth)
+    except RequestError:
         return None, None, {}
-    if not isinstance(message, dict):
-        return None, None, {}
-    params = message.get("params")
-    return message.get("method"), message.get("id"), params if isinstance(params, dict) else {}
+    return request.method, request.id, request.params
 
 
 def merge_snapshots(parts: list[dict], workers: list[WorkerProcess], front_cpu: float) -> dict:
@@ -310,13 +315,15 @@ def build_front_app(front: Front) -> web.Application:
     async def websocket(request: web.Request) -> web.StreamResponse:
         placement = front.route(request)
         check_origin(request, front.config)
-        client = web.WebSocketResponse(max_msg_size=4 * front.config.max_message_bytes, heartbeat=20, compress=False)
+        client = web.WebSocketResponse(
+            max_msg_size=4 * front.config.max_message_bytes, heartbeat=20, compress=False, timeout=CLOSE_TIMEOUT
+        )
         await client.prepare(request)
-        request.app[OPEN_SOCKETS_KEY].add(client)
+        request.app[OPEN_SOCKETS_KEY][client] = request
         try:
-            await RelaySession(placement, client, request.query.get("token"), request.remote).run()
+            await RelaySession(placement, client, request).run()
         finally:
-            request.app[OPEN_SOCKETS_KEY].discard(client)
+            request.app[OPEN_SOCKETS_KEY].pop(client, None)
         return client
 
     async def http_relay(request: web.Request) -> web.StreamResponse:
@@ -376,9 +383,9 @@ class RunningFront:
         return [w.rtc_port for w in self.front.workers]
 
     async def close(self) -> None:
-        await self.runner.cleanup()
+        """Stop the listener and the workers at once (each bounded in time: SIGTERM ends within 2 s)."""
+        await asyncio.gather(self.runner.cleanup(), *(w.stop() for w in self.front.workers))
         await self.front.close()
-        await asyncio.gather(*(w.stop() for w in self.front.workers))
 
 
 async def start_front(
@@ -398,7 +405,7 @@ async def start_front(
     except BaseException:
         await asyncio.gather(*(w.stop() for w in workers), return_exceptions=True)
         raise
-    runner = web.AppRunner(build_front_app(front), handle_signals=False, access_log=None)
+    runner = web.AppRunner(build_front_app(front), handle_signals=False, access_log=None, shutdown_timeout=CLOSE_TIMEOUT)
     await runner.setup()
     try:
         await web.TCPSite(runner, config.host, config.port).start()

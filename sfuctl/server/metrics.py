@@ -162,6 +162,12 @@ class SfuCollector(Collector):
             ["room", "kind"],
             _aggregate(producers, lambda p: p.quality.score, min).items(),
         )
+        refusals = CounterMetricFamily(
+            "sfuctl_refusals", "Requests refused to keep a client within its quotas, by reason (docs/limits.md).", labels=["reason"]
+        )
+        for reason, count in sorted(self.worker.refusals.by_reason.items()):
+            refusals.add_metric([reason], count)
+        yield refusals
         yield from _counters(self._producer_counts, [(labels, p.id, p) for labels, p in producers], rooms)
         yield from _counters(self._consumer_counts, [(labels, c.id, c) for labels, c in consumers], rooms)
         data_producers = [((r.name, "data"), d) for r in routers for d in r.data_producers.values()]

@@ -9,6 +9,7 @@ from collections.abc import Collection
 from typing import TYPE_CHECKING, Callable
 
 from ..rtc.dcep import ChannelParameters
+from ..rtc.dtls import normalize_fingerprints
 from ..rtc.sdp import (
     AUDIO_LEVEL_URI,
     MID_URI,
@@ -371,9 +372,11 @@ class Peer:
         if not isinstance(sdp, str):
             raise bad_request("'sdp' must be the SDP offer as a string")
         try:
-            return parse_offer(sdp)
+            offer = parse_offer(sdp)
+            normalize_fingerprints(offer.fingerprints)  # DTLS must be able to check the peer's certificate
         except ValueError as exc:
             raise bad_request(f"invalid SDP offer: {exc}") from None
+        return offer
 
     def _create_transport(self) -> Transport:
         return Transport(

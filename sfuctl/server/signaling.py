@@ -10,8 +10,10 @@ from typing import Any, Awaitable, Callable
 
 from .auth import Authenticator, Grant, hide_addresses
 from .errors import SignalingError, bad_request, not_found, wrong_state
+from .messages import RequestError, parse_request, recover_id
 from .peer import Peer, producer_info
 from .cpu import process_cpu_percent
+from .quotas import TokenBucket, flag
 from .worker import Worker
 
 log = logging.getLogger(__name__)
@@ -49,11 +51,12 @@ class SignalingSession:
         self,
         worker: Worker,
         send: Callable[[str], Awaitable[None]],
-        close: Callable[[], Awaitable[None]],
+        close: Callable[[bool], Awaitable[None]],
         auth: Authenticator,
         url_token: str | None = None,
         remote: str | None = None,
     ) -> None:
+        """`send` sends one text frame; `close(abort)` ends the websocket (abort: at once, dropping what is queued)."""
         self.worker = worker
         self.auth = auth
         self.remote = remote  # the participant's address, for the log
@@ -61,7 +64,12 @@ class SignalingSession:
         self._url_token = url_token
         self._send = send
         self._close = close
+        quotas = worker.config.quotas
+        self._bucket = TokenBucket(quotas.messages_per_second, quotas.message_burst, time.monotonic())
         self._outbox: asyncio.Queue[str | None] = asyncio.Queue()
+        self._queued_bytes = 0
+        self._ending = False
+        self._aborted = False
         self._writer = asyncio.create_task(self._write(), name="signaling-writer")
         self._stats_task: asyncio.Task | None = None
         self._handlers: dict[str, Callable[[dict], Any]] = {
@@ -85,46 +93,43 @@ class SignalingSession:
     # -- entry points --------------------------------------------------------------------------------
     def handle(self, text: str) -> None:
         """Handle one text frame: reply to it (errors included) through the ordered outbox."""
-        if len(text) > self.worker.config.max_message_bytes:
-            self._reply(None, error=SignalingError("too_large", f"message of {len(text)} bytes exceeds the limit of {self.worker.config.max_message_bytes}"))
-            return
+        config = self.worker.config
+        request_id = method = None
         try:
-            message = json.loads(text)
-        except ValueError as exc:
-            self._reply(None, error=SignalingError("bad_json", f"message is not JSON: {exc}"))
-            return
-        request_id = message.get("id") if isinstance(message, dict) else None
-        try:
-            if not isinstance(message, dict) or not isinstance(message.get("method"), str):
-                raise bad_request('a request is an object {"id": ..., "method": "...", "params": {...}}')
-            if request_id is None or not isinstance(request_id, (int, str)):
-                raise bad_request("a request needs an 'id' (number or string) to match its response")
-            params = message.get("params", {})
-            if not isinstance(params, dict):
-                raise bad_request("'params' must be an object")
-            handler = self._handlers.get(message["method"])
+            if not self._bucket.take(time.monotonic()):
+                raise RequestError(
+                    "rate_limited",
+                    f"more than {config.quotas.messages_per_second:g} messages a second "
+                    f"(sfuctl serve {flag('messages_per_second')}); wait and retry",
+                    recover_id(text),
+                )
+            request = parse_request(text, config.max_message_bytes, config.quotas.json_depth)
+            request_id, method = request.id, request.method
+            handler = self._handlers.get(request.method)
             if handler is None:
-                raise SignalingError("unknown_method", f"unknown method {message['method']!r}; see docs/protocol.md")
-            result = handler(params)
+                raise SignalingError("unknown_method", f"unknown method {request.method!r}; see docs/protocol.md")
+            result = handler(request.params)
+        except RequestError as exc:
+            self._reply(exc.request_id, error=exc)
         except SignalingError as exc:
             self._reply(request_id, error=exc)
             if exc.code == "unauthorized":
-                self._outbox.put_nowait(None)
+                self._end()
         except Exception as exc:  # a bug must not take the session down
-            log.exception("request %r failed", message.get("method"))
+            log.exception("request %r failed", method)
             self._reply(request_id, error=SignalingError("internal", f"internal error: {type(exc).__name__}"))
         else:
             self._reply(request_id, result=result)
 
     def notify(self, method: str, params: dict) -> None:
-        self._outbox.put_nowait(json.dumps({"method": method, "params": params}))
+        self._enqueue(json.dumps({"method": method, "params": params}))
 
     async def finish(self) -> None:
         """The websocket is gone: the peer leaves, the stats stream and the writer stop."""
         self._unsubscribe_stats({})
         if self.peer is not None:
             self.peer.close("signaling connection closed")
-        self._outbox.put_nowait(None)
+        self._end()
         await asyncio.gather(self._writer, return_exceptions=True)
 
     # -- methods -------------------------------------------------------------------------------------
@@ -259,22 +264,50 @@ class SignalingSession:
         """The peer closed from the media side (consent lost): end the signaling session too."""
         if self.peer is not None and self.peer.closed:
             self.peer = None
-            self._outbox.put_nowait(None)
+            self._end()
 
     def _reply(self, request_id: object, *, result: object = None, error: SignalingError | None = None) -> None:
         if error is not None:
+            self.worker.refusals.add(error)
             body = {"id": request_id, "ok": False, "error": {"code": error.code, "message": error.message}}
         else:
             body = {"id": request_id, "ok": True, "result": result}
-        self._outbox.put_nowait(json.dumps(body))
+        self._enqueue(json.dumps(body))
+
+    def _enqueue(self, text: str) -> None:
+        """Queue a frame; a client that lets more than the send-queue quota pile up is disconnected."""
+        if self._ending:
+            return
+        self._queued_bytes += len(text)
+        if self._queued_bytes > self.worker.config.quotas.send_queue_bytes:
+            log.warning("signaling client does not read (%d bytes queued): disconnected", self._queued_bytes)
+            self.worker.refusals.add(SignalingError("slow_reader", "the client does not read its websocket"))
+            self._aborted = True
+            self._end()
+            self._writer.cancel()
+            return
+        self._outbox.put_nowait(text)
+
+    def _end(self) -> None:
+        """Send nothing more; the writer closes the websocket after the frames already queued (all of them
+        dropped when the client does not read)."""
+        if self._ending:
+            return
+        self._ending = True
+        if self._aborted:
+            while not self._outbox.empty():
+                self._outbox.get_nowait()
+            self._queued_bytes = 0
+        self._outbox.put_nowait(None)
 
     async def _write(self) -> None:
-        while True:
-            text = await self._outbox.get()
-            if text is None:
-                break
-            try:
+        try:
+            while True:
+                text = await self._outbox.get()
+                if text is None:
+                    break
+                self._queued_bytes -= len(text)
                 await self._send(text)
-            except Exception:
-                break
-        await self._close()
+        except (Exception, asyncio.CancelledError):
+            pass
+        await self._close(self._aborted)

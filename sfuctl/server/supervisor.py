@@ -18,6 +18,9 @@ from .config import MediaPortsBusy, ServerConfig
 
 READY_TIMEOUT = 30.0
 CONFIG_VARIABLE = "SFUCTL_WORKER_CONFIG"  # a worker's ServerConfig as JSON
+# A worker closes its transports and websockets within ~1 s of SIGTERM (app.CLOSE_TIMEOUT); one that takes longer
+# is killed, so that the whole server stops within 2 s.
+STOP_TIMEOUT = 1.5
 
 
 @dataclass
@@ -41,7 +44,7 @@ class WorkerProcess:
         if self.process.returncode is None:
             self.process.send_signal(signal.SIGTERM)
             try:
-                await asyncio.wait_for(self.process.wait(), 10)
+                await asyncio.wait_for(self.process.wait(), STOP_TIMEOUT)
             except asyncio.TimeoutError:
                 self.process.kill()
                 await self.process.wait()

@@ -110,10 +110,10 @@ class Transport:
         self.check_offer(offer)
         self._bundle = offer.bundle
         if self._remote_ice is None:
-            self._remote_ice = offer.ice
             role = dtls_role_for(offer.setup)
+            self.connection.set_remote(offer.ice, offer.fingerprints, role)  # first: it raises before changing state
+            self._remote_ice = offer.ice
             self._setup = "active" if role == "client" else "passive"
-            self.connection.set_remote(offer.ice, offer.fingerprints, role)
         elif offer.ice != self._remote_ice:
             self.restart_ice(offer.ice)
         application = offer.application

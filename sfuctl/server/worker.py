@@ -16,6 +16,7 @@ from ..rtc.ice import stun_username
 from .active_speaker import STEP as SPEECH_STEP
 from .config import MediaPortsBusy, ServerConfig
 from ..stats_schema import SCHEMA_VERSION
+from .quotas import Refusals
 from .router import Router
 from .transport import Transport
 
@@ -40,6 +41,7 @@ class Worker(asyncio.DatagramProtocol):
         self.transports: set[Transport] = set()
         self.rtc_port = 0
         self.unknown_datagrams = 0
+        self.refusals = Refusals()
         self.started_at = time.time()
         self._by_ufrag: dict[str, Transport] = {}
         self._by_addr: dict[tuple, Transport] = {}

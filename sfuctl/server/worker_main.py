@@ -12,6 +12,7 @@ from ..runtime import run, setup_logging
 from .app import start_server
 from .config import MediaPortsBusy, ServerConfig
 from .supervisor import CONFIG_VARIABLE
+from .quotas import Quotas
 
 
 async def _main(config: ServerConfig) -> None:
@@ -38,6 +39,7 @@ def main() -> None:
     settings = json.loads(os.environ.pop(CONFIG_VARIABLE))
     settings["rtc_ports"] = tuple(settings["rtc_ports"])
     settings["allowed_origins"] = tuple(settings["allowed_origins"])
+    settings["quotas"] = Quotas(**settings["quotas"])
     setup_logging(sys.argv[1] if len(sys.argv) > 1 else "warning")
     run(_main(ServerConfig(**settings)))
 
