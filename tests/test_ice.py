@@ -119,8 +119,7 @@ def test_stun_username_none_for_non_requests(data: bytes) -> None:
 def test_lite_answers_valid_request() -> None:
     lite = IceLite(SERVER)
     request = binding_request()
-    raw = lite.handle(request, CLIENT_ADDR, now=12.5)
-    assert raw is not None
+    [raw] = lite.handle(request, CLIENT_ADDR, now=12.5)
     response = stun.parse_message(raw)  # checks FINGERPRINT
     assert response.message_class == stun.Class.RESPONSE
     assert response.transaction_id == stun.parse_message(request).transaction_id
@@ -162,14 +161,14 @@ def _without_integrity() -> bytes:
 )
 def test_lite_ignores_invalid_requests(data: bytes) -> None:
     lite = IceLite(SERVER)
-    assert lite.handle(data, CLIENT_ADDR, now=1.0) is None
+    assert lite.handle(data, CLIENT_ADDR, now=1.0) == []
     assert lite.selected is None
     assert lite.last_request_at is None
 
 
 def test_lite_accepts_request_without_fingerprint() -> None:
     lite = IceLite(SERVER)
-    assert lite.handle(_without_fingerprint(), CLIENT_ADDR, now=1.0) is not None
+    assert len(lite.handle(_without_fingerprint(), CLIENT_ADDR, now=1.0)) == 1
 
 
 def test_lite_never_raises_on_mutated_requests() -> None:
@@ -184,23 +183,55 @@ def test_lite_never_raises_on_mutated_requests() -> None:
         lite.handle(bytes(data[:cut]), CLIENT_ADDR, now=1.0)
 
 
-def test_lite_selects_first_then_switches_on_use_candidate() -> None:
+def answer(request: bytes, pwd: str = CLIENT.pwd) -> bytes:
+    """The client's signed success response to a binding request from the server."""
+    message = stun.parse_message(request)
+    response = stun.Message(stun.Method.BINDING, stun.Class.RESPONSE, transaction_id=message.transaction_id)
+    response.attributes["XOR-MAPPED-ADDRESS"] = SERVER_ADDR
+    response.add_message_integrity(pwd.encode())
+    return bytes(response)
+
+
+def test_lite_moves_to_a_new_address_only_when_it_answers_the_servers_own_check() -> None:
     lite = IceLite(SERVER)
-    other = ("127.0.0.1", 40001)
-    third = ("127.0.0.1", 40002)
-    assert lite.handle(binding_request(), CLIENT_ADDR, now=1.0) is not None
+    lite.remote = CLIENT
+    new = ("127.0.0.1", 40001)
+    assert len(lite.handle(binding_request(), CLIENT_ADDR, now=1.0)) == 1
+    assert lite.selected == CLIENT_ADDR and lite.probing is None
+    # A valid check from elsewhere is answered, and that address gets a check of the server's own.
+    response, probe = lite.handle(binding_request(use_candidate=True), new, now=2.0)
+    assert stun.parse_message(response).message_class == stun.Class.RESPONSE
+    check = stun.parse_message(probe)
+    assert check.message_class == stun.Class.REQUEST
+    assert check.attributes["USERNAME"] == "cliufrag:srvufrag"
+    assert "ICE-CONTROLLED" in check.attributes and "PRIORITY" in check.attributes
+    assert check.check_message_integrity(CLIENT.pwd.encode())
+    assert lite.selected == CLIENT_ADDR and lite.probing == new and lite.last_request_at == 2.0
+    # Within the interval, more checks from there are answered but not probed again.
+    assert len(lite.handle(binding_request(), new, now=2.1)) == 1
+    # Wrong signature, wrong address, wrong transaction: no move.
+    assert lite.handle(answer(probe, pwd=SERVER.pwd), new, now=2.2) == []
+    assert lite.handle(answer(probe), ("127.0.0.1", 40002), now=2.2) == []
+    assert lite.handle(answer(binding_request()), new, now=2.2) == []
     assert lite.selected == CLIENT_ADDR
-    assert lite.handle(binding_request(), other, now=2.0) is not None
+    # The signed answer from the new address moves the path.
+    assert lite.handle(answer(probe), new, now=2.3) == []
+    assert lite.selected == new and lite.probing is None
+
+
+def test_lite_never_moves_to_an_address_that_does_not_answer() -> None:
+    lite = IceLite(SERVER)
+    lite.remote = CLIENT
+    lite.handle(binding_request(), CLIENT_ADDR, now=1.0)
+    stranger = ("127.0.0.3", 40000)
+    probes = [lite.handle(binding_request(use_candidate=True), stranger, now=1.0 + i * 0.1)[1:] for i in range(50)]
     assert lite.selected == CLIENT_ADDR
-    assert lite.last_request_at == 2.0
-    assert lite.handle(binding_request(use_candidate=True), third, now=3.0) is not None
-    assert lite.selected == third
+    assert 5 <= sum(len(p) for p in probes) <= 11  # one probe per PROBE_INTERVAL, however many checks come
 
 
 def test_lite_answers_controlled_peer_with_role_conflict() -> None:
     lite = IceLite(SERVER)
-    raw = lite.handle(binding_request(controlled=True), CLIENT_ADDR, now=1.0)
-    assert raw is not None
+    [raw] = lite.handle(binding_request(controlled=True), CLIENT_ADDR, now=1.0)
     response = stun.parse_message(raw)
     assert response.message_class == stun.Class.ERROR
     assert response.error_code == 487
@@ -232,8 +263,7 @@ def test_controller_connects_to_lite_agent() -> None:
     lite = IceLite(SERVER)
     controller = IceController(CLIENT, SERVER, [SERVER_ADDR])
     [(request, addr)] = controller.start(now=0.0)
-    response = lite.handle(request, CLIENT_ADDR, now=0.01)
-    assert response is not None
+    [response] = lite.handle(request, CLIENT_ADDR, now=0.01)
     assert controller.handle(response, addr, now=0.02) is None
     assert controller.state == "connected"
     assert controller.selected == SERVER_ADDR
@@ -263,9 +293,9 @@ def test_controller_ignores_bad_responses() -> None:
     lite = IceLite(SERVER)
     controller = IceController(CLIENT, SERVER, [SERVER_ADDR])
     [(request, _)] = controller.start(now=0.0)
-    good = lite.handle(request, CLIENT_ADDR, now=0.0)
+    [good] = lite.handle(request, CLIENT_ADDR, now=0.0)
     assert good is not None
-    other_tid = lite.handle(binding_request(), CLIENT_ADDR, now=0.0)
+    [other_tid] = lite.handle(binding_request(), CLIENT_ADDR, now=0.0)
     assert other_tid is not None
     # Right transaction id but signed with another password.
     forged = stun.parse_message(good)
@@ -300,7 +330,7 @@ def _connected_pair(consent_timeout: float = 30.0) -> tuple[IceLite, IceControll
     lite = IceLite(SERVER)
     controller = IceController(CLIENT, SERVER, [SERVER_ADDR], consent_timeout=consent_timeout)
     [(request, _)] = controller.start(now=0.0)
-    response = lite.handle(request, CLIENT_ADDR, now=0.0)
+    [response] = lite.handle(request, CLIENT_ADDR, now=0.0)
     assert response is not None
     controller.handle(response, SERVER_ADDR, now=0.0)
     assert controller.state == "connected"
@@ -317,7 +347,7 @@ def test_controller_consent_checks_every_five_seconds_with_jitter() -> None:
         now = deadline
         [(request, addr)] = controller.poll(now)
         assert addr == SERVER_ADDR
-        response = lite.handle(request, CLIENT_ADDR, now)
+        [response] = lite.handle(request, CLIENT_ADDR, now)
         assert response is not None and lite.last_request_at == now
         controller.handle(response, SERVER_ADDR, now)
         assert controller.consent_at == now

@@ -94,6 +94,11 @@ class Connection:
         return self._remote_addr
 
     @property
+    def probing(self) -> Address | None:
+        """An address an ICE-lite connection is checking before its media path may move there."""
+        return self._lite.probing if self._lite is not None else None
+
+    @property
     def srtp_profile(self) -> str | None:
         """The negotiated SRTP profile name, None before DTLS completes."""
         if self._dtls is None or self._dtls.srtp_profile is None:
@@ -136,6 +141,7 @@ class Connection:
         self._set_state("connecting")
         self._connect_timer = self._loop.call_later(self.connect_timeout, self._on_connect_timeout)
         if self._lite is not None:
+            self._lite.remote = ice
             self._consent_timer = self._loop.call_later(LITE_CONSENT_CHECK_INTERVAL, self._on_lite_consent_timer)
             self._maybe_start_dtls()
             return
@@ -287,10 +293,7 @@ class Connection:
             return
         now = self._loop.time()
         if self._lite is not None:
-            response = self._lite.handle(data, addr, now)
-            if response is None:
-                return
-            self._send_all([(response, addr)])
+            self._send_all([(datagram, addr) for datagram in self._lite.handle(data, addr, now)])
             if self._lite.selected != self._remote_addr:
                 self._remote_addr = self._lite.selected
                 self._maybe_start_dtls()

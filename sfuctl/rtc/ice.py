@@ -27,6 +27,8 @@ PRFLX_PRIORITY = (110 << 24) | (65535 << 8) | 255
 CHECK_INTERVAL_FIRST = 0.05
 CHECK_INTERVAL_MAX = 0.5
 CONSENT_INTERVAL = 5.0
+# An ICE-lite agent checks a new remote address (IceLite) at most this often.
+PROBE_INTERVAL = 0.5
 
 Address = tuple[Any, ...]
 
@@ -87,18 +89,16 @@ def _parse(data: bytes) -> stun.Message | None:
 def _authenticated_request(data: bytes, local: IceParameters) -> stun.Message | None:
     """The binding request in `data` if it is addressed to `local` and signed with its pwd."""
     message = _parse(data)
-    if (
-        message is None
-        or message.message_method != stun.Method.BINDING
-        or message.message_class != stun.Class.REQUEST
-    ):
-        return None
+    return message if message is not None and _is_authenticated_request(message, local) else None
+
+
+def _is_authenticated_request(message: stun.Message, local: IceParameters) -> bool:
+    if message.message_method != stun.Method.BINDING or message.message_class != stun.Class.REQUEST:
+        return False
     username = message.attributes.get("USERNAME")
     if not isinstance(username, str) or username.split(":", 1)[0] != local.ufrag:
-        return None
-    if not message.check_message_integrity(local.pwd.encode()):
-        return None
-    return message
+        return False
+    return message.check_message_integrity(local.pwd.encode())
 
 
 def _response(request: stun.Message, addr: Address, pwd: str) -> bytes:
@@ -126,25 +126,79 @@ def _role_conflict(request: stun.Message, pwd: str) -> bytes:
 
 
 class IceLite:
-    """Server-side ICE-lite agent (RFC 8445 section 2.5): answers checks, never sends any."""
+    """Server-side ICE-lite agent (RFC 8445 section 2.5): answers checks, and checks a new path before using it.
+
+    The first address that sends a valid check becomes the selected one. A valid check from another address does
+    not move the path by itself: whoever holds the credentials can forge one with any source address, and would
+    make the server send media to a third party. The agent sends its own binding request there (the client's
+    credentials, a fresh transaction id) and moves only when the matching signed response comes back from that
+    address (return routability, as full ICE agents get from their own checks).
+    """
 
     def __init__(self, local: IceParameters) -> None:
         self.local = local
+        self.remote: IceParameters | None = None
         self.selected: Address | None = None
         self.last_request_at: float | None = None
+        self.tie_breaker = secrets.randbits(64)
+        self._probe: tuple[bytes, Address, float] | None = None  # (transaction id, address, sent at)
 
-    def handle(self, data: bytes, addr: Address, now: float) -> bytes | None:
-        """Answer a binding request; None (ignore) if it is not a valid one for us."""
-        request = _authenticated_request(data, self.local)
-        if request is None:
-            return None
-        if "ICE-CONTROLLED" in request.attributes:
+    @property
+    def probing(self) -> Address | None:
+        """The address being checked before the path may move there, if any."""
+        return self._probe[1] if self._probe is not None else None
+
+    def handle(self, data: bytes, addr: Address, now: float) -> list[bytes]:
+        """Take one STUN datagram from `addr`; returns what to send back to `addr` (nothing if it is not for us)."""
+        message = _parse(data)
+        if message is None:
+            return []
+        if message.message_class == stun.Class.RESPONSE:
+            self._probe_answered(message, addr)
+            return []
+        if not _is_authenticated_request(message, self.local):
+            return []
+        if "ICE-CONTROLLED" in message.attributes:
             # A lite agent is always controlled, so the peer must switch roles.
-            return _role_conflict(request, self.local.pwd)
+            return [_role_conflict(message, self.local.pwd)]
         self.last_request_at = now
-        if self.selected is None or "USE-CANDIDATE" in request.attributes:
+        out = [_response(message, addr, self.local.pwd)]
+        if self.selected is None:
             self.selected = addr
-        return _response(request, addr, self.local.pwd)
+        elif addr != self.selected:
+            probe = self._probe_request(addr, now)
+            if probe is not None:
+                out.append(probe)
+        return out
+
+    def _probe_request(self, addr: Address, now: float) -> bytes | None:
+        """A binding request to `addr`, at most one per PROBE_INTERVAL (so a check never costs more than two
+        datagrams back); None without the client's credentials."""
+        if self.remote is None:
+            return None
+        if self._probe is not None and self._probe[1] == addr and now - self._probe[2] < PROBE_INTERVAL:
+            return None
+        request = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST)
+        request.attributes["USERNAME"] = f"{self.remote.ufrag}:{self.local.ufrag}"
+        request.attributes["PRIORITY"] = PRFLX_PRIORITY
+        request.attributes["ICE-CONTROLLED"] = self.tie_breaker
+        request.add_message_integrity(self.remote.pwd.encode())
+        self._probe = (request.transaction_id, addr, now)
+        return bytes(request)
+
+    def _probe_answered(self, message: stun.Message, addr: Address) -> None:
+        probe = self._probe
+        if (
+            probe is None
+            or message.message_method != stun.Method.BINDING
+            or message.transaction_id != probe[0]
+            or addr != probe[1]
+            or self.remote is None
+            or not message.check_message_integrity(self.remote.pwd.encode())
+        ):
+            return
+        self._probe = None
+        self.selected = addr
 
 
 class _Check:

@@ -47,6 +47,7 @@ class Worker(asyncio.DatagramProtocol):
         self._by_addr: dict[tuple, Transport] = {}
         self._feedback: set[Producer] = set()  # producers with NACKs or keyframe requests pending
         self._addr_of: dict[Transport, tuple] = {}  # the one address each transport is mapped from
+        self._probing: dict[Transport, tuple] = {}  # the address each transport checks before moving there
         self._udp: asyncio.DatagramTransport | None = None
         self._ticker: asyncio.Task | None = None
 
@@ -103,9 +104,9 @@ class Worker(asyncio.DatagramProtocol):
     def unregister(self, transport: Transport) -> None:
         self.transports.discard(transport)
         self._by_ufrag.pop(transport.connection.local_ice.ufrag, None)
-        addr = self._addr_of.pop(transport, None)
-        if addr is not None and self._by_addr.get(addr) is transport:
-            del self._by_addr[addr]
+        for addr in (self._addr_of.pop(transport, None), self._probing.pop(transport, None)):
+            if addr is not None and self._by_addr.get(addr) is transport:
+                del self._by_addr[addr]
 
     def feedback_due(self, producer: Producer) -> None:
         """Tick this producer until nothing is pending (work per tick follows what is due, not every stream)."""
@@ -134,6 +135,8 @@ class Worker(asyncio.DatagramProtocol):
         try:
             if transport is not None:
                 transport.connection.datagram_received(data, addr)
+                if self._probing and self._probing.get(transport) == addr:  # the answer to the server's own check
+                    self._settle(transport, addr)
                 return
             # An unknown address may only introduce itself with a STUN binding request naming a transport.
             username = stun_username(data) if data and data[0] < 4 else None
@@ -142,15 +145,28 @@ class Worker(asyncio.DatagramProtocol):
                 self.unknown_datagrams += 1
                 return
             transport.connection.datagram_received(data, addr)
-            if transport.connection.remote_addr == addr and not transport.closed:
-                # The media path moved (ICE restart, or a better pair nominated): forget the old address.
-                old = self._addr_of.get(transport)
-                if old is not None and self._by_addr.get(old) is transport:
-                    del self._by_addr[old]
-                self._by_addr[addr] = transport
-                self._addr_of[transport] = addr
+            self._settle(transport, addr)
         except Exception:  # one bad datagram must never stop the socket
             log.exception("datagram from %s dropped", addr)
+
+    def _settle(self, transport: Transport, addr: tuple) -> None:
+        """Map `addr` to `transport` when it is the transport's media path (forgetting the old one: ICE restart,
+        another pair nominated, a checked new address) or the one address it is checking before moving there."""
+        connection = transport.connection
+        if transport.closed:
+            return
+        if connection.remote_addr == addr:
+            for old in (self._addr_of.get(transport), self._probing.pop(transport, None)):
+                if old is not None and old != addr and self._by_addr.get(old) is transport:
+                    del self._by_addr[old]
+            self._by_addr[addr] = transport
+            self._addr_of[transport] = addr
+        elif connection.probing == addr:  # its answer must reach the transport
+            old = self._probing.get(transport)
+            if old is not None and old != addr and self._by_addr.get(old) is transport:
+                del self._by_addr[old]
+            self._probing[transport] = addr
+            self._by_addr[addr] = transport
 
     def error_received(self, exc: Exception) -> None:
         log.debug("UDP error: %s", exc)
