@@ -11,12 +11,19 @@ import subprocess
 import sys
 import time
 
+import aiohttp
 import pytest
 import websockets
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.contrib.media import MediaPlayer
 
+from sfuctl.client.offer import OPUS, OfferSection, build_offer
 from sfuctl.client.signaling import SignalingClient
+from sfuctl.client.signaling import SignalingError as ClientSignalingError
+from sfuctl.rtc.ice import IceParameters
+from sfuctl.server.app import start_server
+from sfuctl.server.config import ServerConfig
+from sfuctl.server.quotas import Quotas
 
 from .test_forwarding import media, wait_for  # noqa: F401 (media is a fixture)
 
@@ -136,3 +143,159 @@ async def test_sigterm_stops_the_server_while_a_client_neither_reads_nor_closes(
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+@pytest.fixture
+async def tight_server():
+    """A server with small quotas, so that tests reach them with little traffic."""
+    quotas = Quotas(
+        rooms=2, peers_per_room=3, producers_per_peer=4, messages_per_second=5, message_burst=10,
+        stats_subscriptions=2, send_queue_bytes=1_000_000,
+    )
+    running = await start_server(ServerConfig(host="127.0.0.1", port=0, rtc_ports=(0, 0), consent_timeout=5.0, quotas=quotas))
+    yield running
+    await running.close()
+
+
+async def metric_value(server, name: str, labels: str) -> float | None:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"http://127.0.0.1:{server.port}/metrics") as response:
+            text = await response.text()
+    match = re.search(rf"^{name}\{{{labels}\}} (\S+)$", text, re.M)
+    return float(match.group(1)) if match else None
+
+
+async def test_a_request_flood_is_rate_limited_and_the_session_recovers(tight_server):
+    async with websockets.connect(tight_server.url) as ws:
+        for index in range(30):
+            await ws.send(json.dumps({"id": index, "method": "join", "params": {"room": "flood"}}))
+        replies = [json.loads(await ws.recv()) for _ in range(30)]
+        assert [r["id"] for r in replies] == list(range(30))
+        codes = [r["error"]["code"] if not r["ok"] else "ok" for r in replies]
+        assert codes[0] == "ok" and set(codes[1:10]) == {"wrong_state"}  # the burst: one join, then refusals
+        assert 15 <= codes.count("rate_limited") <= 20 and "--max-messages-per-second" in replies[-1]["error"]["message"]
+        await asyncio.sleep(0.5)  # 5 tokens a second
+        assert (await exchange(ws, json.dumps({"id": "after", "method": "ping"})))["ok"]
+    rate_limited = tight_server.worker.refusals.by_reason["rate_limited"]
+    assert rate_limited == codes.count("rate_limited")
+    assert await metric_value(tight_server, "sfuctl_refusals_total", 'reason="rate_limited"') == rate_limited
+
+
+async def test_rooms_and_peers_per_room_are_bounded(tight_server):
+    clients = []
+    try:
+        for room in ("a", "a", "a", "b"):
+            clients.append(await SignalingClient.connect(tight_server.url))
+            await clients[-1].request("join", room=room)
+        for room, quota in (("a", "--max-peers-per-room"), ("c", "--max-rooms")):
+            extra = await SignalingClient.connect(tight_server.url)
+            clients.append(extra)
+            with pytest.raises(ClientSignalingError) as refused:
+                await extra.request("join", room=room)
+            assert refused.value.code == "quota_exceeded" and quota in refused.value.message
+            assert (await extra.request("ping")) == {"pong": True}  # the session goes on
+        assert sorted(tight_server.worker.routers) == ["a", "b"]
+        assert len(tight_server.worker.routers["a"].peers) == 3
+    finally:
+        await asyncio.gather(*(c.close() for c in clients))
+    by_reason = tight_server.worker.refusals.by_reason
+    assert (by_reason["peers_per_room"], by_reason["rooms"]) == (1, 1)
+
+
+def offer_with_tracks(count: int) -> str:
+    connection_ice = IceParameters.random()
+    sections = [OfferSection(str(i), "audio", "sendonly", (OPUS,), ssrc=1000 + i, cname="c", msid=("s", f"t{i}")) for i in range(count)]
+    return build_offer(
+        session_id=1, version=1, ice=connection_ice, fingerprint="sha-256 " + ":".join(["AB"] * 32),
+        candidate=("127.0.0.1", 9), sections=sections,
+    )
+
+
+async def test_an_offer_with_hundreds_of_tracks_is_refused_over_websocket_and_whip(tight_server):
+    offer = offer_with_tracks(400)  # what fits in one signaling message
+    client = await SignalingClient.connect(tight_server.url)
+    try:
+        await client.request("join", room="many")
+        with pytest.raises(ClientSignalingError) as refused:
+            await client.request("publish", sdp=offer)
+        assert refused.value.code == "quota_exceeded" and "--max-producers-per-peer" in refused.value.message
+        with pytest.raises(ClientSignalingError) as refused:
+            await client.request("publish", sdp=offer_with_tracks(5))
+        assert refused.value.code == "quota_exceeded"
+        assert (await client.request("publish", sdp=offer_with_tracks(4)))["producers"]
+        async with aiohttp.ClientSession() as http:
+            async with http.post(
+                f"http://127.0.0.1:{tight_server.port}/whip/many", data=offer_with_tracks(1000), headers={"Content-Type": "application/sdp"}
+            ) as response:
+                assert response.status == 429
+                assert "--max-producers-per-peer" in await response.text()
+        router = tight_server.worker.routers["many"]
+        assert len(router.peers) == 1 and len(router.producers) == 4
+    finally:
+        await client.close()
+    assert tight_server.worker.refusals.by_reason["producers_per_peer"] == 3
+
+
+async def test_a_client_that_does_not_read_is_disconnected_and_its_peer_freed():
+    quotas = Quotas(send_queue_bytes=1_000_000)
+    server = await start_server(ServerConfig(host="127.0.0.1", port=0, rtc_ports=(0, 0), quotas=quotas))
+    stuck = await raw_websocket_that_never_reads(server.url, 0)
+    try:
+        stuck.sendall(websocket_frame(json.dumps({"id": 0, "method": "join", "params": {"room": "stuck"}})))
+        assert await wait_for(lambda: "stuck" in server.worker.routers, 5)
+        method = "m" * 100_000  # each 'unknown_method' reply names it: 100 KB
+        for index in range(1, 100):  # 10 MB at most: over the 1 MB queue and what the kernel buffers
+            stuck.sendall(websocket_frame(json.dumps({"id": index, "method": method})))
+            await asyncio.sleep(0.01)
+            if server.worker.refusals.by_reason["slow_reader"]:
+                break
+        assert server.worker.refusals.by_reason["slow_reader"] == 1
+        assert await wait_for(lambda: "stuck" not in server.worker.routers, 5)
+    finally:
+        stuck.close()
+        await server.close()
+
+
+async def test_big_rooms_announce_joins_once_a_second_in_one_notification(server):
+    from sfuctl.server.router import ANNOUNCED_PEERS
+
+    clients = [await SignalingClient.connect(server.url) for _ in range(ANNOUNCED_PEERS + 3)]
+    try:
+        replies = [await c.request("join", room="big", name=f"p{i}") for i, c in enumerate(clients)]
+        assert [len(r["peers"]) for r in replies[-3:]] == [ANNOUNCED_PEERS] * 3
+        assert [r["peerCount"] for r in replies[-3:]] == [ANNOUNCED_PEERS + 1, ANNOUNCED_PEERS + 2, ANNOUNCED_PEERS + 3]
+        first = clients[0]
+        await asyncio.sleep(1.5)
+        notes = []
+        while not first.notifications.empty():
+            notes.append(first.notifications.get_nowait())
+        joined = [p for m, p in notes if m == "peerJoined"]
+        changed = [p for m, p in notes if m == "peersChanged"]
+        assert len(joined) == ANNOUNCED_PEERS - 1  # one by one while the room was small
+        assert len(changed) == 1 and changed[0]["changes"] == 3 and changed[0]["peerCount"] == ANNOUNCED_PEERS + 3
+        assert [p["name"] for p in changed[0]["joined"]] == [f"p{i}" for i in range(ANNOUNCED_PEERS, ANNOUNCED_PEERS + 3)]
+    finally:
+        await asyncio.gather(*(c.close() for c in clients))
+
+
+async def test_stats_streams_are_bounded_and_share_their_snapshots(tight_server):
+    watchers = [await SignalingClient.connect(tight_server.url) for _ in range(3)]
+    try:
+        for watcher in watchers[:2]:
+            await watcher.request("subscribeStats", interval=0.1)
+        with pytest.raises(ClientSignalingError) as refused:
+            await watchers[2].request("subscribeStats", interval=0.1)
+        assert refused.value.code == "quota_exceeded" and "--max-stats-subscriptions" in refused.value.message
+        with pytest.raises(ClientSignalingError) as refused:
+            await watchers[2].request("subscribeStats", interval=0.01)
+        assert refused.value.code == "bad_request"
+        await watchers[0].request("unsubscribeStats")
+        await watchers[2].request("subscribeStats", interval=0.1)
+        feed = tight_server.worker.stats_feed
+        built = feed.snapshots_built
+        await asyncio.sleep(1.0)
+        pushed = sum(m == "stats" for w in watchers[1:] for m, _ in list(w.notifications._queue))
+        assert pushed >= 4 and feed.snapshots_built - built < pushed
+    finally:
+        await asyncio.gather(*(w.close() for w in watchers))
+    assert tight_server.worker.stats_feed.streams == 0

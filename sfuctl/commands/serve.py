@@ -9,6 +9,8 @@ import re
 import secrets
 import signal
 import socket
+from collections.abc import Callable
+from dataclasses import fields
 
 import click
 from rich.console import Console
@@ -19,6 +21,7 @@ from ..server.app import start_server
 from ..server.auth import Authenticator
 from ..server.config import MediaPortsBusy, ServerConfig, parse_port_range
 from ..server.front import start_front
+from ..server.quotas import Quotas
 from ..server.supervisor import split_port_range
 from .conventions import CommandError, Duration, command, make_console
 
@@ -62,6 +65,22 @@ def _announced_ip(ctx: click.Context, param: click.Parameter, value: str | None)
     return str(address)
 
 
+def quota_options(command: Callable) -> Callable:
+    """One option per quota (sfuctl.server.quotas.Quotas), each with an SFUCTL_ environment variable."""
+    for quota in reversed(fields(Quotas)):
+        flag = quota.metadata["flag"]
+        command = click.option(
+            flag,
+            quota.name,
+            envvar="SFUCTL_" + flag[2:].upper().replace("-", "_"),
+            default=quota.default,
+            show_default=True,
+            type=click.IntRange(1) if quota.type in (int, "int") else click.FloatRange(0.001),
+            help=quota.metadata["help"],
+        )(command)
+    return command
+
+
 @command(
     exit_codes={0: "stopped by Ctrl-C or SIGTERM", 1: "cannot start: the signaling port or the media ports are taken, or the cluster's Redis is unreachable"},
 )
@@ -83,6 +102,7 @@ def _announced_ip(ctx: click.Context, param: click.Parameter, value: str | None)
 @click.option("--node-url", envvar="SFUCTL_NODE_URL", default=None, help="Where other nodes reach this node's signaling, e.g. http://10.0.0.5:8080 [default: http://ANNOUNCED-IP:PORT].")
 @click.option("--cluster-secret", envvar="SFUCTL_CLUSTER_SECRET", default=None, help="A secret shared by every node (needed with --redis): it authenticates the connections between nodes.")
 @click.option("--log-level", envvar="SFUCTL_LOG_LEVEL", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]), help="Least severe log messages shown.")
+@quota_options
 def serve(
     host: str,
     port: int,
@@ -102,6 +122,7 @@ def serve(
     node_url: str | None,
     cluster_secret: str | None,
     log_level: str,
+    **quotas: float,
 ) -> None:
     """Run the SFU: websocket signaling, rooms, forwarding, RTCP and stats.
 
@@ -111,6 +132,7 @@ def serve(
       SFUCTL_AUTH_SECRET=$(openssl rand -hex 32) sfuctl serve   # access tokens required
       sfuctl serve --redis redis://10.0.0.2:6379/0 --cluster-secret "$S" --announced-ip 10.0.0.5   # a cluster node
     Every option can also be set as SFUCTL_<OPTION>, e.g. SFUCTL_ANNOUNCED_IP=10.0.0.5.
+    The --max-* options are quotas (docs/limits.md): a request over one is refused with a structured error.
     Without --auth-secret or --auth-key-file anyone may join any room (fine on loopback, not on a network).
     """
     setup_logging(log_level)
@@ -127,6 +149,7 @@ def serve(
         allowed_origins=allowed_origins,
         data_max_message_size=data_max_message_size,
         data_rate_limit=data_rate_limit,
+        quotas=Quotas(**quotas),
     )
     try:
         Authenticator(config)

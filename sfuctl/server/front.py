@@ -34,9 +34,11 @@ from .app import (
 )
 from .auth import Authenticator, Grant, check_metrics_access, hide_addresses
 from .config import ServerConfig
-from .errors import SignalingError
+from .errors import SignalingError, bad_request
 from .messages import RequestError, parse_request
-from .signaling import STATS_INTERVAL_RANGE, stats_room
+from .quotas import TokenBucket, flag
+from .signaling import STATS_MAX_INTERVAL, stats_room
+from .stats_feed import StatsFeed
 from .cpu import process_cpu_percent
 from .supervisor import WorkerProcess, start_workers
 from .whip import add_cors, endpoint_options
@@ -60,6 +62,7 @@ class Front:
         self.owner: dict[str, tuple[WorkerProcess, float]] = {}
         self.load = {w.index: 0 for w in workers}
         self.http: aiohttp.ClientSession | None = None
+        self.stats_feed = StatsFeed(self.snapshot, config.quotas)
         self._poller: asyncio.Task | None = None
 
     async def start(self) -> None:
@@ -161,6 +164,8 @@ class RelaySession:
         self.upstream: aiohttp.ClientWebSocketResponse | None = None
         self._pump: asyncio.Task | None = None
         self._stats: asyncio.Task | None = None
+        quotas = front.config.quotas
+        self._bucket = TokenBucket(quotas.messages_per_second, quotas.message_burst, time.monotonic())
 
     async def run(self) -> None:
         try:
@@ -169,8 +174,7 @@ class RelaySession:
                     await self._on_frame(message.data)
         finally:
             await self._disconnect()
-            if self._stats is not None:
-                self._stats.cancel()
+            self._stop_stats()
 
     async def _on_frame(self, text: str) -> None:
         method, request_id, params = peek(text, self.front.config)
@@ -218,28 +222,27 @@ class RelaySession:
         await close_websocket(self.client, self.request)
 
     async def _stats_request(self, method: str, request_id: object, params: dict) -> None:
+        """Stats are the front's to answer (every worker's, merged); other requests are rate-limited by the worker."""
         try:
+            if not self._bucket.take(time.monotonic()):
+                raise SignalingError("rate_limited", f"too many messages a second (sfuctl serve {flag('messages_per_second')})")
             room = stats_room(params)
             grant = self.front.auth.verify(self.token)
             grant.require("admin")
             if method == "getStats":
                 result: dict = await self._snapshot(grant, room)
             elif method == "subscribeStats":
-                interval = params.get("interval", 1.0)
-                low, high = STATS_INTERVAL_RANGE
-                if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not low <= interval <= high:
-                    raise ValueError(f"'interval' must be a number of seconds from {low} to {high}")
-                if self._stats is not None:
-                    self._stats.cancel()
-                self._stats = asyncio.create_task(self._push_stats(float(interval), room, grant))
-                result = {"interval": interval}
+                try:
+                    interval = self.front.stats_feed.check_interval(params.get("interval", 1.0), STATS_MAX_INTERVAL)
+                except ValueError as exc:
+                    raise bad_request(str(exc)) from None
+                self._stop_stats()
+                self.front.stats_feed.open()
+                self._stats = asyncio.create_task(self._push_stats(interval, room, grant))
+                result = {"interval": params.get("interval", 1.0)}
             else:
-                if self._stats is not None:
-                    self._stats.cancel()
-                    self._stats = None
+                self._stop_stats()
                 result = {}
-        except ValueError as exc:
-            reply = {"id": request_id, "ok": False, "error": {"code": "bad_request", "message": str(exc)}}
         except SignalingError as exc:
             reply = {"id": request_id, "ok": False, "error": {"code": exc.code, "message": exc.message}}
         else:
@@ -252,9 +255,15 @@ class RelaySession:
         snapshot = await self.front.snapshot(room)
         return snapshot if grant.sees_addresses else hide_addresses(snapshot)
 
+    def _stop_stats(self) -> None:
+        if self._stats is not None:
+            self._stats.cancel()
+            self._stats = None
+            self.front.stats_feed.close()
+
     async def _push_stats(self, interval: float, room: str | None, grant: Grant) -> None:
         while not self.client.closed:
-            await self.client.send_str(json.dumps({"method": "stats", "params": await self._snapshot(grant, room)}))
+            await self.client.send_str(await self.front.stats_feed.notification(room, grant.sees_addresses))
             await asyncio.sleep(interval)
 
 

@@ -29,6 +29,7 @@ from .data_producer import DataProducer
 from .errors import bad_request, not_found, wrong_state
 from .events import CloseListeners
 from .producer import Producer
+from .quotas import check
 from .rate_limit import TokenBucket
 from .transport import Transport
 
@@ -83,7 +84,8 @@ class Peer:
     # -- publish --------------------------------------------------------------------------------------
     def publish(self, sdp: str) -> dict:
         """Answer the peer's offer for its send transport: each sending m-line becomes a producer."""
-        offer = self.parse(sdp)
+        quotas = self.worker.config.quotas
+        offer = self.parse(sdp, "producers_per_peer")
         self.grant.require_publishing(offer)
         if offer.application is not None:  # data channels on the send transport become data producers
             self.grant.require("data")
@@ -102,6 +104,8 @@ class Peer:
                 continue
             direction = answer_direction(m.direction, server_sends=False)
             plan.append((MediaAnswer(m, codec, direction, extensions=accepted_extensions(m)), existing))
+        producing = sum(answer.direction == "recvonly" for answer, _ in plan)
+        check("producers_per_peer", quotas.producers_per_peer, producing, f"the offer has {producing} tracks to publish")
 
         if transport is None:
             transport = self.send_transport = self._create_transport()
@@ -142,7 +146,7 @@ class Peer:
         them later (WHEP sessions, whose offer cannot name producers that do not exist yet).
         """
         self.grant.require("subscribe")
-        offer = self.parse(sdp)
+        offer = self.parse(sdp, "consumers_per_peer")
         self._check_subscriptions(offer, subscriptions)
         transport = self._receive_transport(offer)
         rejected: list[dict] = []
@@ -166,6 +170,8 @@ class Peer:
             isinstance(k, str) and isinstance(v, str) for k, v in subscriptions.items()
         ):
             raise bad_request("'subscriptions' must be an object mapping mid -> producerId")
+        limit = self.worker.config.quotas.consumers_per_peer
+        check("consumers_per_peer", limit, len(subscriptions), f"{len(subscriptions)} subscriptions asked for")
         by_mid = {m.mid: m for m in offer.media}
         for mid, producer_id in subscriptions.items():
             m = by_mid.get(mid)
@@ -365,12 +371,15 @@ class Peer:
     def _on_producer_closed(self, producer: Producer) -> None:
         self.producers.pop(producer.id, None)
 
-    def parse(self, sdp: object) -> Offer:
-        """Parse an offer from this peer; SignalingError (bad_request) says what is wrong."""
+    def parse(self, sdp: object, quota: str) -> Offer:
+        """Parse an offer from this peer; SignalingError says what is wrong. `quota` (producers_per_peer or
+        consumers_per_peer) bounds its m-lines, counted before parsing."""
         if self.closed:
             raise wrong_state("the peer has left the room")
         if not isinstance(sdp, str):
             raise bad_request("'sdp' must be the SDP offer as a string")
+        lines = sdp.count("\nm=")
+        check(quota, getattr(self.worker.config.quotas, quota), lines, f"the offer has {lines} m-lines")
         try:
             offer = parse_offer(sdp)
             normalize_fingerprints(offer.fingerprints)  # DTLS must be able to check the peer's certificate

@@ -8,34 +8,37 @@ each refusal is counted by reason for /metrics.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 from .errors import SignalingError
 
 
+def _quota(default: float, flag: str, help: str) -> Any:
+    return field(default=default, metadata={"flag": flag, "help": help})
+
+
 @dataclass(frozen=True)
 class Quotas:
-    """Per-server, per-room, per-peer and per-connection limits (docs/limits.md)."""
+    """Per-server, per-room, per-peer and per-connection limits (docs/limits.md); metadata: flag and help."""
 
-    rooms: int = 1000
-    peers_per_room: int = 1000
-    producers_per_peer: int = 32
-    consumers_per_peer: int = 256
-    messages_per_second: float = 50.0  # signaling requests per connection, sustained
-    message_burst: int = 200  # ... and in a burst
-    json_depth: int = 32  # nesting of a signaling message, checked before it is parsed
-    stats_subscriptions: int = 64  # stats streams open at once on a worker
-    stats_min_interval: float = 0.1  # seconds between two pushes of one stats stream
-    send_queue_bytes: int = 16 * 1024 * 1024  # frames waiting for a client that does not read; over it, it is closed
-
-    @classmethod
-    def names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
+    rooms: int = _quota(1000, "--max-rooms", "Rooms open at once on a worker.")
+    peers_per_room: int = _quota(1000, "--max-peers-per-room", "Peers in one room.")
+    producers_per_peer: int = _quota(32, "--max-producers-per-peer", "Tracks one peer (or one WHIP POST) publishes.")
+    consumers_per_peer: int = _quota(256, "--max-consumers-per-peer", "Tracks one peer receives.")
+    messages_per_second: float = _quota(50.0, "--max-messages-per-second", "Signaling requests per connection per second, sustained.")
+    message_burst: int = _quota(200, "--max-message-burst", "Signaling requests per connection in a burst.")
+    json_depth: int = _quota(32, "--max-json-depth", "Nesting of a signaling message, refused before it is parsed.")
+    stats_subscriptions: int = _quota(64, "--max-stats-subscriptions", "Stats streams open at once.")
+    stats_min_interval: float = _quota(0.1, "--min-stats-interval", "Shortest interval of a stats stream, in seconds.")
+    send_queue_bytes: int = _quota(
+        16 * 1024 * 1024, "--max-send-queue-bytes", "Bytes queued for a client that does not read before it is disconnected."
+    )
 
 
 def flag(quota: str) -> str:
     """The `sfuctl serve` option that sets `quota`."""
-    return "--max-" + quota.replace("_", "-")
+    return next(f.metadata["flag"] for f in fields(Quotas) if f.name == quota)
 
 
 class QuotaExceeded(SignalingError):

@@ -14,6 +14,12 @@ if TYPE_CHECKING:
     from .producer import Producer
 
 
+# Rooms up to this many peers announce each join and leave to every member (peerJoined / peerLeft) and list every
+# peer in the join reply. Bigger rooms would cost n frames per join (n^2 for a room filling up): there the joins and
+# leaves of an interval go out as one peersChanged per member, with at most this many peers listed.
+ANNOUNCED_PEERS = 100
+
+
 class Router:
     """A room, created on the first join and removed when its last peer leaves."""
 
@@ -25,18 +31,49 @@ class Router:
         self.data_producers: dict[str, DataProducer] = {}
         self.active_speaker = ActiveSpeakerObserver()
         self._on_empty = on_empty
+        self._joined: list[dict] = []  # since the last peersChanged (big rooms)
+        self._left: list[str] = []
+        self._changes = 0
 
     def add_peer(self, peer: Peer) -> None:
-        self.broadcast("peerJoined", {"peer": peer.info()})
+        if len(self.peers) < ANNOUNCED_PEERS:
+            self.broadcast("peerJoined", {"peer": peer.info()})
+        else:
+            self._changes += 1
+            if len(self._joined) < ANNOUNCED_PEERS:
+                self._joined.append(peer.info())
         self.peers[peer.id] = peer
         peer.on_close.add(self._on_peer_closed)
 
     def _on_peer_closed(self, peer: Peer) -> None:
         if self.peers.pop(peer.id, None) is None:
             return
-        self.broadcast("peerLeft", {"peerId": peer.id})
+        if len(self.peers) < ANNOUNCED_PEERS:
+            self.broadcast("peerLeft", {"peerId": peer.id})
+        else:
+            self._changes += 1
+            if len(self._left) < ANNOUNCED_PEERS:
+                self._left.append(peer.id)
         if not self.peers:
             self._on_empty(self)
+
+    def peer_list(self, exclude: Peer | None = None) -> list[dict]:
+        """The peers a join reply lists: all of them in a small room, the first ANNOUNCED_PEERS in a big one."""
+        listed = []
+        for peer in self.peers.values():
+            if len(listed) == ANNOUNCED_PEERS:
+                break
+            if peer is not exclude:
+                listed.append(peer.info())
+        return listed
+
+    def announce_changes(self) -> None:
+        """Once per interval: the joins and leaves of a big room since the last call, as one peersChanged."""
+        if not self._changes:
+            return
+        params = {"joined": self._joined, "left": self._left, "changes": self._changes, "peerCount": len(self.peers)}
+        self._joined, self._left, self._changes = [], [], 0
+        self.broadcast("peersChanged", params)
 
     def add_producer(self, producer: Producer) -> None:
         self.producers[producer.id] = producer

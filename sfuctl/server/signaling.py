@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 PROTOCOL_VERSION = 1
 MAX_NAME_LENGTH = 64
-STATS_INTERVAL_RANGE = (0.1, 60.0)
+STATS_MAX_INTERVAL = 60.0  # seconds; the shortest is a quota (Quotas.stats_min_interval)
 # A stats push is skipped while this many frames wait for a slow client, so its backlog stays bounded.
 STATS_MAX_BACKLOG = 8
 
@@ -145,7 +145,7 @@ class SignalingSession:
             raise bad_request(f"'name' must be a string of at most {MAX_NAME_LENGTH} characters")
         grant.require_room(room)
         replace_identity(self.worker, room, grant.identity)
-        router = self.worker.router(room)
+        router = self.worker.admit(room)
         peer = Peer(
             name=grant.name or name or grant.identity or "anonymous",
             router=router,
@@ -154,7 +154,7 @@ class SignalingSession:
             on_closed=self._on_peer_closed,
             grant=grant,
         )
-        others = [p.info() for p in router.peers.values()]
+        others = router.peer_list()
         router.add_peer(peer)
         self.peer = peer
         log.info("peer %s (%s) joined room %s from %s", peer.id, peer.name, room, self.remote or "?")
@@ -163,6 +163,7 @@ class SignalingSession:
             "peerId": peer.id,
             "room": room,
             "peers": others,
+            "peerCount": len(router.peers),
             "producers": [producer_info(p) for p in router.producers.values()],
         }
 
@@ -229,27 +230,29 @@ class SignalingSession:
 
     def _subscribe_stats(self, params: dict) -> dict:
         """Push a 'stats' notification now and every `interval` seconds; a second call replaces the first."""
-        interval = params.get("interval", 1.0)
-        low, high = STATS_INTERVAL_RANGE
-        if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not low <= interval <= high:
-            raise bad_request(f"'interval' must be a number of seconds from {low} to {high}")
+        try:
+            interval = self.worker.stats_feed.check_interval(params.get("interval", 1.0), STATS_MAX_INTERVAL)
+        except ValueError as exc:
+            raise bad_request(str(exc)) from None
         room = stats_room(params)
         grant = self._stats_grant()
         self._unsubscribe_stats({})
-        self._stats_task = asyncio.create_task(self._push_stats(float(interval), room, grant), name="signaling-stats")
-        return {"interval": interval}
+        self.worker.stats_feed.open()
+        self._stats_task = asyncio.create_task(self._push_stats(interval, room, grant), name="signaling-stats")
+        return {"interval": params.get("interval", 1.0)}
 
     def _unsubscribe_stats(self, params: dict) -> dict:
         if self._stats_task is not None:
             self._stats_task.cancel()
             self._stats_task = None
+            self.worker.stats_feed.close()
         return {}
 
     async def _push_stats(self, interval: float, room: str | None, grant: Grant) -> None:
         while True:
             if self._outbox.qsize() < STATS_MAX_BACKLOG:
                 try:
-                    self.notify("stats", self._snapshot(grant, room))
+                    self._enqueue(await self.worker.stats_feed.notification(room, grant.sees_addresses))
                 except Exception:  # a bug must not end the stream
                     log.exception("stats snapshot failed")
             await asyncio.sleep(interval)

@@ -148,7 +148,10 @@ class HttpSessions:
             raise web.HTTPBadRequest(text=f"invalid SDP offer: {exc}\n") from None
         resource = secrets.token_hex(8)
         replace_identity(self.worker, room, grant.identity)
-        router = self.worker.router(room)
+        try:
+            router = self.worker.admit(room)
+        except SignalingError as exc:
+            raise self._refused(exc) from None
         peer = Peer(
             name=grant.name or grant.identity or f"{kind}-{resource[:4]}",
             router=router,
@@ -162,7 +165,7 @@ class HttpSessions:
             result = negotiate(resource, peer, offer)
         except SignalingError as exc:
             peer.close("offer refused")
-            raise web.HTTPBadRequest(text=f"{exc.message}\n") from None
+            raise self._refused(exc) from None
         self.resources[resource] = HttpResource(peer, kind, room, grant.identity if grant.verified else None)
         etag = self.etags[resource] = new_etag()
         headers = [
@@ -176,13 +179,19 @@ class HttpSessions:
             response.headers.add(name, value)
         return response
 
+    def _refused(self, error: SignalingError) -> web.HTTPException:
+        """The HTTP error for a refused offer: 429 over a quota, 503 when overloaded, 400 for a bad offer."""
+        self.worker.refusals.add(error)
+        status = {"quota_exceeded": web.HTTPTooManyRequests, "overloaded": web.HTTPServiceUnavailable}
+        return status.get(error.code, web.HTTPBadRequest)(text=f"{error.message}\n")
+
     def _forget(self, resource: str) -> None:
         self.resources.pop(resource, None)
         self.etags.pop(resource, None)
         self.slots.pop(resource, None)
 
     def _play(self, resource: str, peer: Peer, sdp: str) -> dict:
-        offer = peer.parse(sdp)
+        offer = peer.parse(sdp, "consumers_per_peer")
         available = [p for p in peer.router.producers.values() if p.peer is not peer]
         subscriptions: dict[str, str] = {}
         slots: dict[str, tuple[MediaOffer, Codec]] = {}

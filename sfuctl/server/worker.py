@@ -16,8 +16,10 @@ from ..rtc.ice import stun_username
 from .active_speaker import STEP as SPEECH_STEP
 from .config import MediaPortsBusy, ServerConfig
 from ..stats_schema import SCHEMA_VERSION
-from .quotas import Refusals
+from .quotas import Refusals, check
+from .stats_feed import StatsFeed
 from .router import Router
+from .cpu import process_cpu_percent
 from .transport import Transport
 
 if TYPE_CHECKING:
@@ -42,6 +44,7 @@ class Worker(asyncio.DatagramProtocol):
         self.rtc_port = 0
         self.unknown_datagrams = 0
         self.refusals = Refusals()
+        self.stats_feed = StatsFeed(self._snapshot, config.quotas)
         self.started_at = time.time()
         self._by_ufrag: dict[str, Transport] = {}
         self._by_addr: dict[tuple, Transport] = {}
@@ -83,6 +86,16 @@ class Worker(asyncio.DatagramProtocol):
         if router is None:
             router = self.routers[name] = Router(name, self._remove_router)
             log.info("room %s created", name)
+        return router
+
+    def admit(self, room: str) -> Router:
+        """The router a new peer of `room` joins; QuotaExceeded when the server or the room is full."""
+        quotas = self.config.quotas
+        router = self.routers.get(room)
+        if router is None:
+            check("rooms", quotas.rooms, len(self.routers) + 1, "this server has too many rooms")
+            return self.router(room)
+        check("peers_per_room", quotas.peers_per_room, len(router.peers) + 1, f"room {room!r} is full")
         return router
 
     def _remove_router(self, router: Router) -> None:
@@ -205,6 +218,8 @@ class Worker(asyncio.DatagramProtocol):
             if not producer.pending:
                 self._feedback.discard(producer)
         if report:
+            for router in list(self.routers.values()):
+                router.announce_changes()
             for transport in list(self.transports):
                 try:
                     transport.report(now)
@@ -244,6 +259,9 @@ class Worker(asyncio.DatagramProtocol):
             },
             "rooms": [router.stats() for router in routers if room is None or router.name == room],
         }
+
+    async def _snapshot(self, room: str | None) -> dict:
+        return self.snapshot(time.time(), process_cpu_percent(), room)
 
     def stats(self) -> dict:
         return {
