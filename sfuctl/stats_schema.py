@@ -103,6 +103,7 @@ FIELDS: dict[str, dict[str, str]] = {
         "pli_count": "int",
         "fir_count": "int",
         "retransmitted": "int",
+        "retransmissions_refused": "int",
         "reports_received": "int",
         "score": "int",
         "producer_score": "int",

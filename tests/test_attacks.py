@@ -3,75 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 
 from aioice import stun
 
-from sfuctl.client.offer import RECEIVE_CODECS, OfferSection, connection_offer, parse_answer
-from sfuctl.client.signaling import SignalingClient
+from sfuctl.client.lean_subscriber import LeanSubscriber
 from sfuctl.rtc import rtcp
-from sfuctl.rtc.connection import Connection, open_client_connection
+from sfuctl.rtc.resend_budget import RESEND_RATIO
 
 from .peers import AiortcPeer
 from .test_forwarding import media, wait_for  # noqa: F401 (media is a fixture)
-
-
-class LeanSubscriber:
-    """A subscriber on sfuctl's own client stack, so that a test can use its ICE credentials and SRTP keys."""
-
-    def __init__(self, url: str, room: str) -> None:
-        self.url = url
-        self.room = room
-        self.rtp_received = 0
-        self.signaling: SignalingClient | None = None
-        self.connection: Connection | None = None
-        self.udp: asyncio.DatagramTransport | None = None
-        self.answer = None
-        self.consumers: list[dict] = []
-
-    async def start(self, producers: list[dict]) -> None:
-        self.signaling = await SignalingClient.connect(self.url)
-        await self.signaling.request("join", room=self.room, name="lean")
-        self.connection, self.udp = await open_client_connection(
-            on_rtp=self._on_rtp, on_rtcp=lambda data: None, on_state=lambda state: None
-        )
-        sections = [OfferSection(str(i), p["kind"], "recvonly", RECEIVE_CODECS[p["kind"]]) for i, p in enumerate(producers)]
-        offer = connection_offer(self.connection, sections, session_id=int.from_bytes(os.urandom(7), "big"))
-        result = await self.signaling.request("subscribe", sdp=offer, subscriptions={str(i): p["id"] for i, p in enumerate(producers)})
-        self.consumers = result["consumers"]
-        self.answer = parse_answer(result["sdp"])
-        self.connection.set_remote(self.answer.ice, self.answer.fingerprints, self.answer.dtls_role, self.answer.candidates)
-
-    def _on_rtp(self, data: bytes) -> None:
-        self.rtp_received += 1
-
-    def binding_request(self) -> bytes:
-        """A valid nominating check from this client (the attacker holds the credentials)."""
-        message = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST)
-        message.attributes["USERNAME"] = f"{self.answer.ice.ufrag}:{self.connection.local_ice.ufrag}"
-        message.attributes["PRIORITY"] = 1853824767
-        message.attributes["ICE-CONTROLLING"] = 1
-        message.attributes["USE-CANDIDATE"] = None
-        message.add_message_integrity(self.answer.ice.pwd.encode())
-        return bytes(message)
-
-    def send_rtcp_from(self, sock: socket.socket, packet: bytes) -> None:
-        """Protect `packet` with this client's SRTCP keys and send it from another socket."""
-        send = self.connection._send
-        self.connection._send = lambda data, addr: sock.sendto(data, addr)
-        try:
-            self.connection.send_rtcp(packet)
-        finally:
-            self.connection._send = send
-
-    async def close(self) -> None:
-        if self.connection is not None:
-            self.connection.close()
-        if self.udp is not None:
-            self.udp.close()
-        if self.signaling is not None:
-            await self.signaling.close()
 
 
 async def test_reflection_a_check_from_a_third_address_moves_no_media_there(server, media):
@@ -87,13 +28,13 @@ async def test_reflection_a_check_from_a_third_address_moves_no_media_there(serv
         assert await wait_for(lambda: attacker.rtp_received > 20, 15)
         transport = next(t for t in server.worker.transports if t.consumers)
         path = transport.connection.remote_addr
-        server_addr = attacker.answer.candidates[0]
+        server_addr = attacker.server_address
         consumer_ssrc = attacker.consumers[0]["ssrc"]
         received: list[bytes] = []
         for _ in range(20):  # checks and NACKs from the stranger's address, for 2 s
             stranger.sendto(attacker.binding_request(), server_addr)
             nack = rtcp.Nack(1234, consumer_ssrc, list(range(0, 64)))
-            attacker.send_rtcp_from(stranger, bytes(nack))
+            attacker.send_rtcp(bytes(nack), stranger)
             await asyncio.sleep(0.1)
             while True:
                 try:
@@ -113,3 +54,42 @@ async def test_reflection_a_check_from_a_third_address_moves_no_media_there(serv
         stranger.close()
         await attacker.close()
         await publisher.close()
+
+
+async def test_nack_storm_is_capped_and_a_call_in_another_room_keeps_its_media(server, media):
+    publisher = AiortcPeer(server.url, "storm", "alice")
+    attacker = LeanSubscriber(server.url, "storm")
+    bystanders = [AiortcPeer(server.url, "calm", "carol"), AiortcPeer(server.url, "calm", "dave")]
+    try:
+        await publisher.join()
+        producers = await publisher.publish(str(media.video))
+        await attacker.start(producers)
+        await bystanders[0].join()
+        calm = await bystanders[0].publish(str(media.video))
+        await bystanders[1].join()
+        await bystanders[1].subscribe(calm)
+        assert await wait_for(lambda: attacker.rtp_received > 50 and bystanders[1].video() and bystanders[1].video()[0].frames > 10, 15)
+        consumer = next(c for peer in server.worker.routers["storm"].peers.values() for c in peer.consumers.values())
+        calm_consumer = next(c for peer in server.worker.routers["calm"].peers.values() for c in peer.consumers.values())
+        lost_before, frames_before = calm_consumer.rtcp.packets_lost, bystanders[1].video()[0].frames
+        nack_bytes = 0
+        for _ in range(120):  # 3 s at 40 NACKs a second, each naming ~1000 recent packets (~250 bytes of SRTCP)
+            last = attacker.last_sequence
+            nack = rtcp.Nack(1234, consumer.ssrc, [(last - 999 + i) & 0xFFFF for i in range(1000)])
+            nack_bytes += attacker.send_rtcp(bytes(nack))
+            await asyncio.sleep(0.025)
+        stream = consumer.rtcp
+        media_bytes = consumer.meter.bytes - stream.retransmitted_bytes
+        assert stream.nacks_received >= 100
+        assert 0 < stream.retransmitted_bytes <= RESEND_RATIO * media_bytes
+        # Each named packet was resent at most once per resend interval: ~2 per lost packet per RTT at most.
+        assert stream.budget.refused_recent > stream.retransmitted
+        assert stream.retransmitted <= 120 * 1000 / 2
+        await asyncio.sleep(1.5)  # the bystander's next receiver reports cover the storm
+        assert bystanders[1].video()[0].frames > frames_before + 50
+        assert calm_consumer.rtcp.packets_lost == lost_before
+        assert consumer.stats()["retransmissions_refused"] == stream.budget.refused
+    finally:
+        await attacker.close()
+        for peer in (publisher, *bystanders):
+            await peer.close()

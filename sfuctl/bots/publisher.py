@@ -68,6 +68,7 @@ class StreamSender:
             send_rtp=send_rtp,
             lookup=self._rtx.get if self._rtx is not None else None,
             on_keyframe_request=self._on_keyframe_request,
+            media_bytes=lambda: self.octets,
         )
 
     # What the server's feedback said about this stream.

@@ -6,23 +6,26 @@ peer's report blocks about the stream (loss, jitter, RTT) and builds the stream'
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from . import rtcp
+from .resend_budget import ResendBudget
 
 
 class SendStream:
     """Feedback about one outgoing SSRC.
 
     `lookup(sequence)` gives the packet to resend for a NACKed sequence number, or None (no lookup: nothing is
-    ever resent); `send_rtp` sends it. `on_keyframe_request(now)` is the owner's reaction to a PLI or FIR;
+    ever resent); `send_rtp` sends it, within the ResendBudget (`media_bytes()`: the media bytes sent so far,
+    retransmissions excluded, for its byte cap). `on_keyframe_request(now)` is the owner's reaction to a PLI or FIR;
     `on_report(block)`, if given, runs after each report block was taken.
     """
 
     __slots__ = (
         "ssrc", "clock_rate", "nacks_received", "plis_received", "firs_received", "retransmitted",
-        "reports_received", "fraction_lost", "packets_lost", "jitter_ms", "rtt_ms",
-        "_send_rtp", "_lookup", "_on_keyframe_request", "_on_report",
+        "retransmitted_bytes", "reports_received", "fraction_lost", "packets_lost", "jitter_ms", "rtt_ms",
+        "budget", "_send_rtp", "_lookup", "_on_keyframe_request", "_on_report", "_clock",
     )
 
     def __init__(
@@ -34,6 +37,8 @@ class SendStream:
         lookup: Callable[[int], bytes | None] | None,
         on_keyframe_request: Callable[[float], None],
         on_report: Callable[[rtcp.ReportBlock], None] | None = None,
+        media_bytes: Callable[[], int] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.ssrc = ssrc
         self.clock_rate = clock_rate
@@ -41,6 +46,7 @@ class SendStream:
         self.plis_received = 0
         self.firs_received = 0
         self.retransmitted = 0
+        self.retransmitted_bytes = 0
         self.reports_received = 0
         # From the peer's report blocks about this stream (RFC 3550 6.4.1).
         self.fraction_lost = 0.0
@@ -51,17 +57,26 @@ class SendStream:
         self._lookup = lookup
         self._on_keyframe_request = on_keyframe_request
         self._on_report = on_report
+        self._clock = clock
+        self.budget = ResendBudget(media_bytes, clock())
 
     def on_nack(self, lost: list[int]) -> None:
-        """Resend every NACKed packet still available, at once (no tick in between)."""
+        """Resend the NACKed packets still available, at once (no tick in between), within the budget."""
         self.nacks_received += 1
         lookup = self._lookup
         if lookup is None:
             return
+        budget = self.budget
+        now = self._clock()
+        rtt = None if self.rtt_ms is None else self.rtt_ms / 1000
         for sequence in lost:
+            if not budget.allow(sequence, now, rtt):
+                continue
             packet = lookup(sequence)
             if packet is not None:
+                budget.spend(sequence, len(packet), now)
                 self.retransmitted += 1
+                self.retransmitted_bytes += len(packet)
                 self._send_rtp(packet)
 
     def on_keyframe_request(self, now: float, fir: bool) -> None:

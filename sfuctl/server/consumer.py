@@ -63,6 +63,7 @@ class Consumer:
             lookup=self._retransmission if producer.rtx_buffer is not None else None,
             on_keyframe_request=self._on_keyframe_request,
             on_report=self._on_report,
+            media_bytes=self._media_bytes,
         )
 
         ext_items = [(extensions[MID_URI], mid.encode())] if MID_URI in extensions else []
@@ -132,6 +133,9 @@ class Consumer:
         header = self._header
         _pack_header(header, 0, self._first_byte | (data[0] & 0x20), self._second_byte[marker], out_seq, ts)
         return b"".join((header, data[offset:]))
+
+    def _media_bytes(self) -> int:
+        return self.meter.bytes - self.rtcp.retransmitted_bytes
 
     def _resend(self, packet: bytes) -> None:
         self.meter.add(len(packet))
@@ -225,6 +229,7 @@ class Consumer:
             "pli_count": s.plis_received,
             "fir_count": s.firs_received,
             "retransmitted": s.retransmitted,
+            "retransmissions_refused": s.budget.refused,
             "reports_received": s.reports_received,
             "score": self.quality.score,
             "producer_score": self.producer.quality.score,

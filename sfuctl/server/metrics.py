@@ -39,6 +39,11 @@ CONSUMER_COUNTERS = (
     CounterSpec("sfuctl_rtp_sent_packets", "RTP packets sent to subscribers, retransmissions included.", lambda c: c.meter.packets),
     CounterSpec("sfuctl_rtp_sent_bytes", "RTP bytes (header and payload, before SRTP) sent to subscribers.", lambda c: c.meter.bytes),
     CounterSpec("sfuctl_rtp_retransmitted_packets", "RTP packets retransmitted on a subscriber's NACK.", lambda c: c.rtcp.retransmitted),
+    CounterSpec(
+        "sfuctl_rtp_retransmissions_refused",
+        "NACKed packets not resent: resent less than an RTT ago, or over the retransmission budget.",
+        lambda c: c.rtcp.budget.refused,
+    ),
     CounterSpec("sfuctl_rtcp_nacks_received", "Generic NACK packets received from subscribers.", lambda c: c.rtcp.nacks_received),
     CounterSpec("sfuctl_rtcp_plis_received", "PLI packets received from subscribers.", lambda c: c.rtcp.plis_received),
     CounterSpec("sfuctl_rtcp_firs_received", "FIR packets received from subscribers.", lambda c: c.rtcp.firs_received),
