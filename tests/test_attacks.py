@@ -74,7 +74,7 @@ async def test_nack_storm_is_capped_and_a_call_in_another_room_keeps_its_media(s
         lost_before, frames_before = calm_consumer.rtcp.packets_lost, bystanders[1].video()[0].frames
         nack_bytes = 0
         for _ in range(120):  # 3 s at 40 NACKs a second, each naming ~1000 recent packets (~250 bytes of SRTCP)
-            last = attacker.last_sequence
+            last = attacker.last_sequence[consumer.ssrc]
             nack = rtcp.Nack(1234, consumer.ssrc, [(last - 999 + i) & 0xFFFF for i in range(1000)])
             nack_bytes += attacker.send_rtcp(bytes(nack))
             await asyncio.sleep(0.025)

@@ -25,7 +25,7 @@ class LeanSubscriber:
         self.room = room
         self.name = name
         self.rtp_received = 0
-        self.last_sequence: int | None = None  # of the RTP received last
+        self.last_sequence: dict[int, int] = {}  # SSRC -> sequence number of the RTP received last
         self.signaling: SignalingClient | None = None
         self.connection: Connection | None = None
         self.udp: asyncio.DatagramTransport | None = None
@@ -49,7 +49,7 @@ class LeanSubscriber:
 
     def _on_rtp(self, data: bytes) -> None:
         self.rtp_received += 1
-        self.last_sequence = int.from_bytes(data[2:4], "big")
+        self.last_sequence[int.from_bytes(data[8:12], "big")] = int.from_bytes(data[2:4], "big")
 
     @property
     def server_address(self) -> tuple[str, int]:
