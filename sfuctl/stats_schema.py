@@ -28,6 +28,7 @@ FIELDS: dict[str, dict[str, str]] = {
         "cpu_percent": "number",
         "rtc_port": "int",
         "unknown_datagrams": "int",
+        "loop_lag_p95_ms": "number",
     },
     "room": {
         "name": "str",

@@ -25,6 +25,7 @@ from sfuctl.server.app import start_server
 from sfuctl.server.config import ServerConfig
 from sfuctl.server.quotas import Quotas
 
+from .peers import AiortcPeer
 from .test_forwarding import media, wait_for  # noqa: F401 (media is a fixture)
 
 
@@ -149,8 +150,8 @@ async def test_sigterm_stops_the_server_while_a_client_neither_reads_nor_closes(
 async def tight_server():
     """A server with small quotas, so that tests reach them with little traffic."""
     quotas = Quotas(
-        rooms=2, peers_per_room=3, producers_per_peer=4, messages_per_second=5, message_burst=10,
-        stats_subscriptions=2, send_queue_bytes=1_000_000,
+        rooms=2, peers_per_room=3, producers_per_peer=4, consumers_per_worker=2, messages_per_second=5,
+        message_burst=10, stats_subscriptions=2, send_queue_bytes=1_000_000,
     )
     running = await start_server(ServerConfig(host="127.0.0.1", port=0, rtc_ports=(0, 0), consent_timeout=5.0, quotas=quotas))
     yield running
@@ -202,9 +203,14 @@ async def test_rooms_and_peers_per_room_are_bounded(tight_server):
     assert (by_reason["peers_per_room"], by_reason["rooms"]) == (1, 1)
 
 
-def offer_with_tracks(count: int) -> str:
+def offer_with_tracks(count: int, direction: str = "sendonly") -> str:
     connection_ice = IceParameters.random()
-    sections = [OfferSection(str(i), "audio", "sendonly", (OPUS,), ssrc=1000 + i, cname="c", msid=("s", f"t{i}")) for i in range(count)]
+    sending = direction == "sendonly"
+    sections = [
+        OfferSection(str(i), "audio", direction, (OPUS,), ssrc=1000 + i if sending else None, cname="c" if sending else None,
+                     msid=("s", f"t{i}") if sending else None)
+        for i in range(count)
+    ]
     return build_offer(
         session_id=1, version=1, ice=connection_ice, fingerprint="sha-256 " + ":".join(["AB"] * 32),
         candidate=("127.0.0.1", 9), sections=sections,
@@ -299,3 +305,59 @@ async def test_stats_streams_are_bounded_and_share_their_snapshots(tight_server)
     finally:
         await asyncio.gather(*(w.close() for w in watchers))
     assert tight_server.worker.stats_feed.streams == 0
+
+
+async def test_a_worker_at_its_consumer_limit_refuses_new_peers_with_overloaded(tight_server):
+    publisher, subscriber, late = [await SignalingClient.connect(tight_server.url) for _ in range(3)]
+    try:
+        await publisher.request("join", room="full")
+        producers = (await publisher.request("publish", sdp=offer_with_tracks(3)))["producers"]
+        await subscriber.request("join", room="full")
+        wanted = {str(i): p["id"] for i, p in enumerate(producers)}
+        with pytest.raises(ClientSignalingError) as refused:
+            await subscriber.request("subscribe", sdp=offer_with_tracks(3, "recvonly"), subscriptions=wanted)
+        assert refused.value.code == "overloaded" and "--max-consumers-per-worker" in refused.value.message
+        two = {mid: wanted[mid] for mid in ("0", "1")}
+        assert len((await subscriber.request("subscribe", sdp=offer_with_tracks(2, "recvonly"), subscriptions=two))["consumers"]) == 2
+        with pytest.raises(ClientSignalingError) as refused:
+            await late.request("join", room="full")
+        assert refused.value.code == "overloaded"
+        assert len(tight_server.worker.routers["full"].peers) == 2
+    finally:
+        await asyncio.gather(*(c.close() for c in (publisher, subscriber, late)))
+    assert tight_server.worker.refusals.by_reason["overloaded"] == 2
+
+
+async def test_a_saturated_event_loop_refuses_new_peers_and_its_peers_keep_their_media(media):
+    server = await start_server(ServerConfig(port=0, rtc_ports=(0, 0), quotas=Quotas(loop_lag_ms=50)))
+    publisher, viewer = AiortcPeer(server.url, "busy", "alice"), AiortcPeer(server.url, "busy", "bob")
+    late = await SignalingClient.connect(server.url)
+    try:
+        await publisher.join()
+        producers = await publisher.publish(str(media.video))
+        await viewer.join()
+        await viewer.subscribe(producers)
+        assert await wait_for(lambda: viewer.video() and viewer.video()[0].frames > 10, 15)
+        loop = asyncio.get_running_loop()
+        until = time.monotonic() + 3.0
+
+        def hog() -> None:  # the loop is busy 100 ms out of every 120: its timers fire ~100 ms late
+            started = time.monotonic()
+            while time.monotonic() - started < 0.1:
+                pass
+            if time.monotonic() < until:
+                loop.call_later(0.02, hog)
+
+        hog()
+        assert await wait_for(lambda: server.worker.loop_lag.p95() > 0.05, 5)
+        with pytest.raises(ClientSignalingError) as refused:
+            await late.request("join", room="busy")
+        assert refused.value.code == "overloaded" and "event-loop lag" in refused.value.message
+        frames = viewer.video()[0].frames
+        assert await wait_for(lambda: viewer.video()[0].frames > frames + 20, 10)  # the call goes on
+        assert len(server.worker.routers["busy"].peers) == 2
+    finally:
+        await late.close()
+        await publisher.close()
+        await viewer.close()
+        await server.close()

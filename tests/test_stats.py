@@ -163,14 +163,14 @@ def sample_snapshot() -> dict:
     producer = {**stream, "id": "p-1", "ssrc": None, "keyframes": 0, "consumers": 1, "audio_level_dbov": -30}
     consumer = {**stream, "id": "c-1", "peer": "peer-b", "peer_name": "bob", "producer_id": "p-1",
                 "producer_peer": "peer-a", "producer_peer_name": "alice", "ssrc": 1234, "rtt_ms": 12.5,
-                "retransmitted": 0, "reports_received": 3, "producer_score": 10}  # fmt: skip
+                "retransmitted": 0, "retransmissions_refused": 0, "reports_received": 3, "producer_score": 10}  # fmt: skip
     transport = {"id": "t-1", "state": "connected", "ice_state": "connected", "dtls_state": "connected",
                  "srtp_profile": "SRTP_AEAD_AES_128_GCM", "remote_address": "127.0.0.1:5000", "producers": 1,
                  "consumers": 0, "bytes_received": 1, "bytes_sent": 1, "packets_received": 1, "packets_sent": 1,
                  "srtp_errors": 0, "invalid_rtcp": 0, "sctp_state": None, "data_channels": 0, "data_invalid": 0}  # fmt: skip
     server = {"uptime_s": 1.0, "rooms": 1, "peers": 2, "producers": 1, "consumers": 1, "transports": 2,
               "bitrate_in_bps": 8000, "bitrate_out_bps": 8000, "cpu_percent": 3.5, "rtc_port": 40000,
-              "unknown_datagrams": 0}  # fmt: skip
+              "unknown_datagrams": 0, "loop_lag_p95_ms": 0.0}  # fmt: skip
     room = {"name": "demo", "peers": [{"id": "peer-a", "name": "alice", "transports": [transport]}],
             "producers": [producer], "consumers": [consumer], "active_speaker": "peer-a",
             "data_producers": [{"id": "dp-1", "peer": "peer-a", "peer_name": "alice", "label": "chat", "stream_id": 0,

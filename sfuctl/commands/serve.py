@@ -75,7 +75,7 @@ def quota_options(command: Callable) -> Callable:
             envvar="SFUCTL_" + flag[2:].upper().replace("-", "_"),
             default=quota.default,
             show_default=True,
-            type=click.IntRange(1) if quota.type in (int, "int") else click.FloatRange(0.001),
+            type=click.IntRange(quota.metadata["min"]) if quota.type in (int, "int") else click.FloatRange(quota.metadata["min"]),
             help=quota.metadata["help"],
         )(command)
     return command

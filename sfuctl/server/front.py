@@ -277,11 +277,11 @@ def peek(text: str, config: ServerConfig) -> tuple[str | None, object, dict]:
 
 
 def merge_snapshots(parts: list[dict], workers: list[WorkerProcess], front_cpu: float) -> dict:
-    """Rooms side by side; server totals added up (uptime: the longest); one entry per worker."""
+    """Rooms side by side; server totals added up (uptime and loop lag: the highest); one entry per worker."""
     server: dict = {}
     for part in parts:
         for key, value in part["server"].items():
-            if key == "uptime_s":
+            if key in ("uptime_s", "loop_lag_p95_ms"):  # the longest, the worst worker's
                 server[key] = max(server.get(key, 0), value)
             elif key == "rtc_port":
                 server.setdefault(key, value)

@@ -172,6 +172,8 @@ class Peer:
             raise bad_request("'subscriptions' must be an object mapping mid -> producerId")
         limit = self.worker.config.quotas.consumers_per_peer
         check("consumers_per_peer", limit, len(subscriptions), f"{len(subscriptions)} subscriptions asked for")
+        current = len(self.recv_transport.consumers_by_mid) if self.recv_transport is not None else 0
+        self.worker.check_consumers(len(subscriptions) - current)
         by_mid = {m.mid: m for m in offer.media}
         for mid, producer_id in subscriptions.items():
             m = by_mid.get(mid)

@@ -14,8 +14,11 @@ from typing import Any
 from .errors import SignalingError
 
 
-def _quota(default: float, flag: str, help: str) -> Any:
-    return field(default=default, metadata={"flag": flag, "help": help})
+def _quota(default: float, flag: str, help: str, minimum: float | None = None) -> Any:
+    """A quota field: its flag, help and least value (default: 1 for counts, 0.001 for rates and seconds)."""
+    if minimum is None:
+        minimum = 1 if isinstance(default, int) else 0.001
+    return field(default=default, metadata={"flag": flag, "help": help, "min": minimum})
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,13 @@ class Quotas:
     peers_per_room: int = _quota(1000, "--max-peers-per-room", "Peers in one room.")
     producers_per_peer: int = _quota(32, "--max-producers-per-peer", "Tracks one peer (or one WHIP POST) publishes.")
     consumers_per_peer: int = _quota(256, "--max-consumers-per-peer", "Tracks one peer receives.")
+    # 2.5 ticks (20 ms) late: media and feedback already wait longer than a NACK round trip on a LAN.
+    loop_lag_ms: float = _quota(
+        50.0, "--max-loop-lag-ms", "Event-loop lag (p95 over 2 s) over which new peers get 'overloaded'; 0: never.", 0
+    )
+    consumers_per_worker: int = _quota(
+        20000, "--max-consumers-per-worker", "Consumers one worker forwards to; over it, new peers get 'overloaded'."
+    )
     messages_per_second: float = _quota(50.0, "--max-messages-per-second", "Signaling requests per connection per second, sustained.")
     message_burst: int = _quota(200, "--max-message-burst", "Signaling requests per connection in a burst.")
     json_depth: int = _quota(32, "--max-json-depth", "Nesting of a signaling message, refused before it is parsed.")

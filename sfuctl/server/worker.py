@@ -16,7 +16,8 @@ from ..rtc.ice import stun_username
 from .active_speaker import STEP as SPEECH_STEP
 from .config import MediaPortsBusy, ServerConfig
 from ..stats_schema import SCHEMA_VERSION
-from .quotas import Refusals, check
+from .admission import LAG_WINDOW, LoopLag, overloaded
+from .quotas import Refusals, check, flag
 from .stats_feed import StatsFeed
 from .router import Router
 from .cpu import process_cpu_percent
@@ -44,6 +45,7 @@ class Worker(asyncio.DatagramProtocol):
         self.rtc_port = 0
         self.unknown_datagrams = 0
         self.refusals = Refusals()
+        self.loop_lag = LoopLag()
         self.stats_feed = StatsFeed(self._snapshot, config.quotas)
         self.started_at = time.time()
         self._by_ufrag: dict[str, Transport] = {}
@@ -89,14 +91,26 @@ class Worker(asyncio.DatagramProtocol):
         return router
 
     def admit(self, room: str) -> Router:
-        """The router a new peer of `room` joins; QuotaExceeded when the server or the room is full."""
+        """The router a new peer of `room` joins: `overloaded` when the worker is saturated (admission.py),
+        QuotaExceeded when the server or the room is full."""
         quotas = self.config.quotas
+        lag_ms = self.loop_lag.p95() * 1000
+        if quotas.loop_lag_ms and lag_ms > quotas.loop_lag_ms:
+            raise overloaded(f"event-loop lag p95 {lag_ms:.0f} ms over {LAG_WINDOW:g} s (sfuctl serve {flag('loop_lag_ms')})")
+        self.check_consumers(0)
         router = self.routers.get(room)
         if router is None:
             check("rooms", quotas.rooms, len(self.routers) + 1, "this server has too many rooms")
             return self.router(room)
         check("peers_per_room", quotas.peers_per_room, len(router.peers) + 1, f"room {room!r} is full")
         return router
+
+    def check_consumers(self, more: int) -> None:
+        """`overloaded` unless the worker may forward to `more` consumers beyond those it has (and one more)."""
+        limit = self.config.quotas.consumers_per_worker
+        count = sum(len(t.consumers_by_mid) for t in self.transports)
+        if count + max(more, 1) > limit:
+            raise overloaded(f"{count} consumers, the limit is {limit} (sfuctl serve {flag('consumers_per_worker')})")
 
     def _remove_router(self, router: Router) -> None:
         if self.routers.get(router.name) is router:
@@ -189,8 +203,10 @@ class Worker(asyncio.DatagramProtocol):
         next_report = time.monotonic() + REPORT_INTERVAL
         next_speech = time.monotonic() + SPEECH_STEP
         while True:
+            slept_at = time.monotonic()
             await asyncio.sleep(TICK_INTERVAL)
             now = time.monotonic()
+            self.loop_lag.add(now, now - slept_at - TICK_INTERVAL)
             report = now >= next_report
             if report:
                 next_report = now + REPORT_INTERVAL
@@ -256,6 +272,7 @@ class Worker(asyncio.DatagramProtocol):
                 "cpu_percent": round(cpu_percent, 1),
                 "rtc_port": worker_stats["rtc_port"],
                 "unknown_datagrams": worker_stats["unknown_datagrams"],
+                "loop_lag_p95_ms": worker_stats["loop_lag_p95_ms"],
             },
             "rooms": [router.stats() for router in routers if room is None or router.name == room],
         }
@@ -269,4 +286,5 @@ class Worker(asyncio.DatagramProtocol):
             "rooms": len(self.routers),
             "transports": len(self.transports),
             "unknown_datagrams": self.unknown_datagrams,
+            "loop_lag_p95_ms": round(self.loop_lag.p95() * 1000, 1),
         }
