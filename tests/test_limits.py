@@ -329,7 +329,8 @@ async def test_a_worker_at_its_consumer_limit_refuses_new_peers_with_overloaded(
 
 
 async def test_a_saturated_event_loop_refuses_new_peers_and_its_peers_keep_their_media(media):
-    server = await start_server(ServerConfig(port=0, rtc_ports=(0, 0), quotas=Quotas(loop_lag_ms=50)))
+    # The limit is far above what this test's own aiortc peers, sharing the loop, cause on a busy machine.
+    server = await start_server(ServerConfig(port=0, rtc_ports=(0, 0), quotas=Quotas(loop_lag_ms=1000)))
     publisher, viewer = AiortcPeer(server.url, "busy", "alice"), AiortcPeer(server.url, "busy", "bob")
     late = await SignalingClient.connect(server.url)
     try:
@@ -341,15 +342,15 @@ async def test_a_saturated_event_loop_refuses_new_peers_and_its_peers_keep_their
         loop = asyncio.get_running_loop()
         until = time.monotonic() + 3.0
 
-        def hog() -> None:  # the loop is busy 100 ms out of every 120: its timers fire ~100 ms late
+        def hog() -> None:  # the loop is busy 1.2 s out of every 1.22: its timers fire over a second late
             started = time.monotonic()
-            while time.monotonic() - started < 0.1:
+            while time.monotonic() - started < 1.2:
                 pass
             if time.monotonic() < until:
                 loop.call_later(0.02, hog)
 
         hog()
-        assert await wait_for(lambda: server.worker.loop_lag.p95() > 0.05, 5)
+        assert await wait_for(lambda: server.worker.loop_lag.p95() > 1.0, 5)
         with pytest.raises(ClientSignalingError) as refused:
             await late.request("join", room="busy")
         assert refused.value.code == "overloaded" and "event-loop lag" in refused.value.message
