@@ -4,7 +4,7 @@ of the media (mediasoup's RtpStreamSend rules, written from their description).
 - A packet is resent at most once per RTT (100 ms until an RTT is known, never less than one NACK tick): a second
   NACK for it within that window asks for a copy that is still on its way.
 - Retransmitted bytes over each second are capped at RESEND_RATIO times the media bytes of the previous second
-  (or of the current one, when that is more).
+  (of the first second so far, for a new stream): over any run, at most RESEND_RATIO times the media sent.
 - A sequence number the owner no longer holds costs a lookup and nothing more (the owner's `lookup` says so).
 
 Time is a parameter (deterministic tests); nothing here runs per media packet, only per NACKed sequence number.
@@ -42,7 +42,7 @@ class ResendBudget:
         self._resent_at: dict[int, float] = {}
         self._window_start = now
         self._window_media = 0
-        self._allowance = 0.0
+        self._allowance: float | None = None  # None during the first window
         self._spent = 0
         self.refused_recent = 0  # resent less than an RTT ago
         self.refused_budget = 0  # over the byte cap
@@ -60,9 +60,10 @@ class ResendBudget:
             self.refused_recent += 1
             return False
         media_bytes = self._media_bytes
-        if media_bytes is not None and self._spent >= self._allowance:
-            # The current window's own media counts too: a stream's first second, or one that just sped up.
-            if self._spent >= RESEND_RATIO * (media_bytes() - self._window_media):
+        if media_bytes is not None:
+            # In the stream's first window there is no previous one: its own media so far sets the cap.
+            allowance = RESEND_RATIO * media_bytes() if self._allowance is None else self._allowance
+            if self._spent >= allowance:
                 self.refused_budget += 1
                 return False
         return True

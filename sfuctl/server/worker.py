@@ -16,7 +16,7 @@ from ..rtc.ice import stun_username
 from .active_speaker import STEP as SPEECH_STEP
 from .config import MediaPortsBusy, ServerConfig
 from ..stats_schema import SCHEMA_VERSION
-from .admission import LAG_WINDOW, LoopLag, overloaded
+from .admission import LAG_WINDOW, LoopLag, demand_seconds, overloaded
 from .quotas import Refusals, check, flag
 from .stats_feed import StatsFeed
 from .router import Router
@@ -95,7 +95,7 @@ class Worker(asyncio.DatagramProtocol):
         QuotaExceeded when the server or the room is full."""
         quotas = self.config.quotas
         lag_ms = self.loop_lag.p95() * 1000
-        if quotas.loop_lag_ms and lag_ms > quotas.loop_lag_ms:
+        if quotas.loop_lag_ms and lag_ms > quotas.loop_lag_ms and self.loop_lag.busy():
             raise overloaded(f"event-loop lag p95 {lag_ms:.0f} ms over {LAG_WINDOW:g} s (sfuctl serve {flag('loop_lag_ms')})")
         self.check_consumers(0)
         router = self.routers.get(room)
@@ -206,7 +206,7 @@ class Worker(asyncio.DatagramProtocol):
             slept_at = time.monotonic()
             await asyncio.sleep(TICK_INTERVAL)
             now = time.monotonic()
-            self.loop_lag.add(now, now - slept_at - TICK_INTERVAL)
+            self.loop_lag.add(now, now - slept_at - TICK_INTERVAL, demand_seconds())
             report = now >= next_report
             if report:
                 next_report = now + REPORT_INTERVAL
