@@ -4,7 +4,7 @@ Every probe is bounded in count and time, and reports figures, never a verdict (
 
 - nack:       one subscriber sends 40 NACKs a second for 5 s, each naming the last 1024 packets ~5 times over
               (1,188 bytes of NACK); packets retransmitted to it (and ~bytes per NACK byte), server CPU, and the
-              loss of a call in another room (RTP the server sent it vs RTP it received, both read while paused).
+              loss of a call in another room (from the sequence numbers its subscriber received, RFC 3550 A.3).
 - reflection: the same subscriber's credentials used from 127.0.0.3 (a check, then NACKs) for 5 s; bytes that
               address received per byte it sent.
 - flood:      5,000 join/leave pairs on one websocket as fast as the server answers: how many were served.
@@ -40,6 +40,7 @@ import websockets
 
 from sfuctl.client.lean_subscriber import LeanSubscriber
 from sfuctl.client.signaling import SignalingClient
+from sfuctl.client.signaling import SignalingError as ClientSignalingError
 from sfuctl.encoded import load_track
 from sfuctl.media import ensure_default_media
 from sfuctl.rtc import rtcp
@@ -142,28 +143,42 @@ async def call(url: str, room: str) -> tuple[LeanPublisher, LeanSubscriber]:
     return publisher, subscriber
 
 
-async def consumer_counts(url: str, room: str) -> tuple[int, int]:
-    """(packets, retransmitted) the server sent the consumers of `room`, so far."""
+async def retransmitted(url: str, room: str) -> int:
+    """Packets the server retransmitted to the consumers of `room`, so far."""
     client = await SignalingClient.connect(url)
     try:
         snapshot = await client.request("getStats", room=room)
     finally:
         await client.close()
-    consumers = [c for r in snapshot["rooms"] for c in r["consumers"]]
-    return sum(c["packets"] for c in consumers), sum(c["retransmitted"] for c in consumers)
+    return sum(c["retransmitted"] for r in snapshot["rooms"] for c in r["consumers"])
 
 
-async def quiet_counts(url: str, publisher: LeanPublisher, subscriber: LeanSubscriber) -> tuple[int, int]:
-    """(packets the server sent, packets the subscriber got) with the publisher paused and the path drained."""
-    for stream in publisher.streams:
-        stream.stop()
-    await asyncio.sleep(0.5)
-    sent, _ = await consumer_counts(url, publisher.room)
-    received = subscriber.rtp_received
-    loop = asyncio.get_running_loop()
-    for stream in publisher.streams:
-        stream.start(loop)
-    return sent, received
+class SequenceCount:
+    """RTP a subscriber got and what it should have got, per SSRC from the sequence numbers (RFC 3550 A.3)."""
+
+    def __init__(self, subscriber: LeanSubscriber) -> None:
+        self.streams: dict[int, list[int]] = {}  # ssrc -> [received, first extended, highest extended]
+        handler = subscriber.connection.on_rtp
+
+        def on_rtp(data: bytes) -> None:
+            self.add(int.from_bytes(data[8:12], "big"), int.from_bytes(data[2:4], "big"))
+            handler(data)
+
+        subscriber.connection.on_rtp = on_rtp
+
+    def add(self, ssrc: int, sequence: int) -> None:
+        stream = self.streams.get(ssrc)
+        if stream is None:
+            self.streams[ssrc] = [1, sequence, sequence]
+            return
+        highest = stream[2]
+        extended = highest + ((sequence - highest + 0x8000) & 0xFFFF) - 0x8000
+        stream[0] += 1
+        stream[2] = max(highest, extended)
+
+    def totals(self) -> tuple[int, int]:
+        """(received, expected) so far."""
+        return sum(s[0] for s in self.streams.values()), sum(s[2] - s[1] + 1 for s in self.streams.values())
 
 
 async def probe_nack(directory: Path) -> dict:
@@ -172,8 +187,10 @@ async def probe_nack(directory: Path) -> dict:
         pub, attacker = await call(server.url, "storm")
         calm_pub, calm_sub = await call(server.url, "calm")
         video = next(c for c in attacker.consumers if c["kind"] == "video")
-        calm_before = await quiet_counts(server.url, calm_pub, calm_sub)
-        _, resent = await consumer_counts(server.url, "storm")
+        calm = SequenceCount(calm_sub)
+        await asyncio.sleep(1.0)
+        calm_before = calm.totals()
+        resent = await retransmitted(server.url, "storm")
         cpu, started = server.cpu(), time.monotonic()
         nack_bytes = nacks = 0
         while time.monotonic() - started < STORM_SECONDS:
@@ -182,9 +199,9 @@ async def probe_nack(directory: Path) -> dict:
             await asyncio.sleep(1 / NACKS_PER_SECOND)
         elapsed = time.monotonic() - started
         cpu = (server.cpu() - cpu) / elapsed
-        _, resent = (x - y for x, y in zip(await consumer_counts(server.url, "storm"), (0, resent)))
-        calm_after = await quiet_counts(server.url, calm_pub, calm_sub)
-        calm_sent, calm_received = calm_after[0] - calm_before[0], calm_after[1] - calm_before[1]
+        resent = await retransmitted(server.url, "storm") - resent
+        calm_after = calm.totals()
+        calm_received, calm_sent = calm_after[0] - calm_before[0], calm_after[1] - calm_before[1]
         for peer in (attacker, calm_sub, pub, calm_pub):
             await peer.close()
         return {
@@ -334,15 +351,19 @@ async def probe_stats(directory: Path, clients_count: int = 100) -> dict:
         pub, sub = await call(server.url, "watched")
         clients = [await SignalingClient.connect(server.url) for _ in range(clients_count)]
         cpu, started = server.cpu(), time.monotonic()
+        refused = 0
         for client in clients:
-            await client.request("subscribeStats", interval=0.1)
+            try:
+                await client.request("subscribeStats", interval=0.1)
+            except ClientSignalingError:  # over the stats-stream quota
+                refused += 1
         await asyncio.sleep(STORM_SECONDS)
         elapsed = time.monotonic() - started
         cpu = (server.cpu() - cpu) / elapsed
         pushes = sum(c.notifications.qsize() for c in clients)
         for peer in (sub, pub):
             await peer.close()
-        return {"clients": clients_count, "pushes": pushes, "server_cpu": round(cpu, 2)}
+        return {"clients": clients_count, "refused": refused, "pushes": pushes, "server_cpu": round(cpu, 2)}
     finally:
         await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
         await server.stop()
