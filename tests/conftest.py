@@ -7,7 +7,6 @@ import pytest
 
 from sfuctl.server.app import RunningServer, start_server
 from sfuctl.server.config import ServerConfig
-from sfuctl.server.quotas import Quotas
 
 
 @pytest.fixture(autouse=True)
@@ -19,9 +18,7 @@ def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 async def server() -> RunningServer:
     """A real sfuctl server on free loopback ports, closed after the test."""
-    # The test's own aiortc peers share this server's event loop, so its lag is theirs too: no lag-based admission.
-    quotas = Quotas(loop_lag_ms=0)
-    running = await start_server(ServerConfig(host="127.0.0.1", port=0, rtc_ports=(0, 0), consent_timeout=5.0, quotas=quotas))
+    running = await start_server(ServerConfig(host="127.0.0.1", port=0, rtc_ports=(0, 0), consent_timeout=5.0))
     yield running
     await running.close()
 

@@ -82,9 +82,7 @@ async def test_nack_storm_is_capped_and_a_call_in_another_room_keeps_its_media(s
         media_bytes = consumer.meter.bytes - stream.retransmitted_bytes
         assert stream.nacks_received >= 100
         assert 0 < stream.retransmitted_bytes <= RESEND_RATIO * media_bytes
-        # Each named packet was resent at most once per resend interval: ~2 per lost packet per RTT at most.
-        assert stream.budget.refused_recent > stream.retransmitted
-        assert stream.retransmitted <= 120 * 1000 / 2
+        assert stream.budget.refused > 0  # once per RTT per packet and the byte cap: tests/test_resend_budget.py
         await asyncio.sleep(1.5)  # the bystander's next receiver reports cover the storm
         assert bystanders[1].video()[0].frames > frames_before + 50
         assert calm_consumer.rtcp.packets_lost == lost_before

@@ -151,7 +151,7 @@ async def tight_server():
     """A server with small quotas, so that tests reach them with little traffic."""
     quotas = Quotas(
         rooms=2, peers_per_room=3, producers_per_peer=4, consumers_per_worker=2, messages_per_second=5,
-        message_burst=10, stats_subscriptions=2, send_queue_bytes=1_000_000, loop_lag_ms=0,
+        message_burst=10, stats_subscriptions=2, send_queue_bytes=1_000_000,
     )
     running = await start_server(ServerConfig(host="127.0.0.1", port=0, rtc_ports=(0, 0), consent_timeout=5.0, quotas=quotas))
     yield running
@@ -243,7 +243,7 @@ async def test_an_offer_with_hundreds_of_tracks_is_refused_over_websocket_and_wh
 
 
 async def test_a_client_that_does_not_read_is_disconnected_and_its_peer_freed():
-    quotas = Quotas(send_queue_bytes=1_000_000, loop_lag_ms=0)
+    quotas = Quotas(send_queue_bytes=1_000_000)
     server = await start_server(ServerConfig(host="127.0.0.1", port=0, rtc_ports=(0, 0), quotas=quotas))
     stuck = await raw_websocket_that_never_reads(server.url, 0)
     try:

@@ -73,7 +73,7 @@ def quota_options(command: Callable) -> Callable:
             flag,
             quota.name,
             envvar="SFUCTL_" + flag[2:].upper().replace("-", "_"),
-            default=quota.default,
+            default=quota.metadata["served"],
             show_default=True,
             type=click.IntRange(quota.metadata["min"]) if quota.type in (int, "int") else click.FloatRange(quota.metadata["min"]),
             help=quota.metadata["help"],

@@ -14,11 +14,13 @@ from typing import Any
 from .errors import SignalingError
 
 
-def _quota(default: float, flag: str, help: str, minimum: float | None = None) -> Any:
-    """A quota field: its flag, help and least value (default: 1 for counts, 0.001 for rates and seconds)."""
+def _quota(default: float, flag: str, help: str, minimum: float | None = None, served: float | None = None) -> Any:
+    """A quota field: its flag, help, least value (default: 1 for counts, 0.001 for rates and seconds) and the
+    value `sfuctl serve` runs with when it differs from the default."""
     if minimum is None:
         minimum = 1 if isinstance(default, int) else 0.001
-    return field(default=default, metadata={"flag": flag, "help": help, "min": minimum})
+    metadata = {"flag": flag, "help": help, "min": minimum, "served": default if served is None else served}
+    return field(default=default, metadata=metadata)
 
 
 @dataclass(frozen=True)
@@ -29,9 +31,11 @@ class Quotas:
     peers_per_room: int = _quota(1000, "--max-peers-per-room", "Peers in one room.")
     producers_per_peer: int = _quota(32, "--max-producers-per-peer", "Tracks one peer (or one WHIP POST) publishes.")
     consumers_per_peer: int = _quota(256, "--max-consumers-per-peer", "Tracks one peer receives.")
-    # 2.5 ticks (20 ms) late: media and feedback already wait longer than a NACK round trip on a LAN.
+    # 2.5 ticks (20 ms) late: media and feedback already wait longer than a NACK round trip on a LAN. Off (0) for a
+    # server embedded in another program (tests, scripts), whose loop lag is that program's too; `sfuctl serve` runs
+    # it at 50 ms.
     loop_lag_ms: float = _quota(
-        50.0, "--max-loop-lag-ms", "Event-loop lag (p95 over 2 s) over which new peers get 'overloaded'; 0: never.", 0
+        0.0, "--max-loop-lag-ms", "Event-loop lag (p95 over 2 s) over which new peers get 'overloaded'; 0: never.", 0, 50.0
     )
     consumers_per_worker: int = _quota(
         20000, "--max-consumers-per-worker", "Consumers one worker forwards to; over it, new peers get 'overloaded'."
