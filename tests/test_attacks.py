@@ -81,7 +81,7 @@ async def test_nack_storm_is_capped_and_a_call_in_another_room_keeps_its_media(s
         stream = consumer.rtcp
         media_bytes = consumer.meter.bytes - stream.retransmitted_bytes
         assert stream.nacks_received >= 100
-        assert 0 < stream.retransmitted_bytes <= RESEND_RATIO * media_bytes
+        assert 0 < stream.retransmitted_bytes <= RESEND_RATIO * media_bytes + 1500  # the last one allowed may cross it
         assert stream.budget.refused > 0  # once per RTT per packet and the byte cap: tests/test_resend_budget.py
         await asyncio.sleep(1.5)  # the bystander's next receiver reports cover the storm
         assert bystanders[1].video()[0].frames > frames_before + 50

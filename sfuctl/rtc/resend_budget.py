@@ -3,8 +3,8 @@ of the media (mediasoup's RtpStreamSend rules, written from their description).
 
 - A packet is resent at most once per RTT (100 ms until an RTT is known, never less than one NACK tick): a second
   NACK for it within that window asks for a copy that is still on its way.
-- Retransmitted bytes over each second are capped at RESEND_RATIO times the media bytes of the previous second
-  (of the first second so far, for a new stream): over any run, at most RESEND_RATIO times the media sent.
+- Retransmitted bytes over each second are capped at RESEND_RATIO times the media bytes of the previous second,
+  and over the whole run at RESEND_RATIO times the media sent.
 - A sequence number the owner no longer holds costs a lookup and nothing more (the owner's `lookup` says so).
 
 Time is a parameter (deterministic tests); nothing here runs per media packet, only per NACKed sequence number.
@@ -31,7 +31,7 @@ class ResendBudget:
     """Decides, per NACKed sequence number, whether to resend; counts what it refused and why."""
 
     __slots__ = (
-        "_media_bytes", "_resent_at", "_window_start", "_window_media", "_allowance", "_spent",
+        "_media_bytes", "_resent_at", "_window_start", "_window_media", "_allowance", "_spent", "_total",
         "refused_recent", "refused_budget",
     )
 
@@ -44,6 +44,7 @@ class ResendBudget:
         self._window_media = 0
         self._allowance: float | None = None  # None during the first window
         self._spent = 0
+        self._total = 0
         self.refused_recent = 0  # resent less than an RTT ago
         self.refused_budget = 0  # over the byte cap
 
@@ -61,9 +62,9 @@ class ResendBudget:
             return False
         media_bytes = self._media_bytes
         if media_bytes is not None:
-            # In the stream's first window there is no previous one: its own media so far sets the cap.
-            allowance = RESEND_RATIO * media_bytes() if self._allowance is None else self._allowance
-            if self._spent >= allowance:
+            # The window's cap (none in the stream's first window), and over the whole run RESEND_RATIO x the media.
+            over_window = self._allowance is not None and self._spent >= self._allowance
+            if over_window or self._total >= RESEND_RATIO * media_bytes():
                 self.refused_budget += 1
                 return False
         return True
@@ -71,6 +72,7 @@ class ResendBudget:
     def spend(self, sequence: int, size: int, now: float) -> None:
         """Record that `sequence` (`size` bytes) was resent."""
         self._spent += size
+        self._total += size
         resent_at = self._resent_at
         resent_at.pop(sequence, None)
         resent_at[sequence] = now  # insertion order = resend order
