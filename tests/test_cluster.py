@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 
 from sfuctl.bots.config import BotsConfig
 from sfuctl.bots.runner import run_bots
-from sfuctl.client.signaling import SignalingClient
+from sfuctl.client.signaling import SignalingClient, SignalingError
 from sfuctl.cluster.registry import NODE_TTL, ROOM_LEASE, node_key, room_key
 from sfuctl.media import MediaSpec, make_media
 
@@ -53,6 +53,7 @@ class Node:
         if self.process.poll() is None:
             self.process.send_signal(sig)
         code = self.process.wait(20)
+        self.stderr_rest = self.process.stderr.read().splitlines()
         self.process.stderr.close()
         return code
 
@@ -184,3 +185,48 @@ async def wait_for_async(probe, accept, timeout: float) -> bool:
             return True
         await asyncio.sleep(0.1)
     return False
+
+
+async def test_a_killed_nodes_rooms_leave_redis_and_the_room_lives_again_on_a_live_node(cluster, redis_url, redis) -> None:
+    a = cluster[0]
+    doomed = Node(redis_url, "doomed").ready()
+    await redis.set(room_key("fragile"), "doomed", ex=ROOM_LEASE)
+    client = await SignalingClient.connect(a.url)  # through a, to the doomed node
+    await client.request("join", room="fragile", name="x")
+    assert "fragile" in await doomed.rooms()
+    assert doomed.stop(signal.SIGKILL) == -signal.SIGKILL
+    assert await wait_for_async(lambda: redis.get(room_key("fragile")), lambda holder: holder is None, 3 * (NODE_TTL + ROOM_LEASE))
+    assert await redis.get(node_key("doomed")) is None
+    assert await wait_for(lambda: client.closed.is_set(), 10)  # the relay to the dead node ended, so did the session
+    await client.close()
+    again = await SignalingClient.connect(a.url)  # a participant reconnecting
+    try:
+        await again.request("join", room="fragile", name="x")
+        holder = await redis.get(room_key("fragile"))
+        assert holder in {"a", "b", "c"}
+        assert "fragile" in await next(n for n in cluster if n.id == holder).rooms()
+    finally:
+        await again.close()
+
+
+async def test_without_redis_existing_rooms_go_on_new_rooms_are_refused_and_it_is_logged_once() -> None:
+    with redis_server() as url:
+        node = Node(url, "alone").ready()
+        first = await SignalingClient.connect(node.url)
+        await first.request("join", room="kept", name="one")
+    # redis-server is stopped now
+    try:
+        second = await SignalingClient.connect(node.url)
+        await second.request("join", room="kept", name="two")  # a room this node hosts needs no Redis
+        third = await SignalingClient.connect(node.url)
+        for _ in range(3):
+            with pytest.raises(SignalingError) as refused:
+                await third.request("join", room="new-room", name="three")
+            assert refused.value.code == "cluster_unavailable" and "Redis is unreachable" in refused.value.message
+        await asyncio.sleep(2 * NODE_TTL)  # heartbeats fail meanwhile: still one log line
+        for client in (first, second, third):
+            await client.close()
+    finally:
+        node.stop()
+    log = node.stderr_rest
+    assert sum("is unreachable" in line for line in log) == 1, log
