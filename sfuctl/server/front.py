@@ -36,7 +36,8 @@ from .auth import Authenticator, Grant, check_metrics_access, hide_addresses
 from .config import ServerConfig
 from .errors import SignalingError, bad_request
 from .messages import RequestError, parse_request
-from .quotas import TokenBucket, flag
+from .quotas import flag
+from .rate_limit import TokenBucket
 from .signaling import STATS_MAX_INTERVAL, stats_room
 from .stats_feed import StatsFeed
 from .cpu import process_cpu_percent

@@ -1,4 +1,4 @@
-"""Quotas: what one client may make the server hold or do, the token bucket that paces requests, refusal counts.
+"""Quotas: what one client may make the server hold or do, and refusals counted by reason.
 
 Every limit has a default that lets the benchmarks and scenarios run unchanged and a `sfuctl serve` flag. A
 request over a quota gets a structured error (`quota_exceeded`, `rate_limited`, ...) and changes nothing else;
@@ -67,29 +67,6 @@ def check(quota: str, limit: int, count: int, what: str) -> None:
     """Raise QuotaExceeded when `count` items exceed `limit`."""
     if count > limit:
         raise QuotaExceeded(quota, limit, what)
-
-
-class TokenBucket:
-    """`rate` tokens a second, at most `burst` saved up; time is a parameter (deterministic tests)."""
-
-    __slots__ = ("rate", "burst", "tokens", "updated")
-
-    def __init__(self, rate: float, burst: float, now: float) -> None:
-        self.rate = rate
-        self.burst = burst
-        self.tokens = float(burst)
-        self.updated = now
-
-    def take(self, now: float, cost: float = 1.0) -> bool:
-        """Spend `cost` tokens if there are enough; False (and nothing spent) otherwise."""
-        elapsed = now - self.updated
-        if elapsed > 0:
-            self.tokens = min(self.burst, self.tokens + elapsed * self.rate)
-            self.updated = now
-        if self.tokens < cost:
-            return False
-        self.tokens -= cost
-        return True
 
 
 # Error codes that are refusals of work (as opposed to mistakes in a request), counted by /metrics.

@@ -1,4 +1,4 @@
-"""TokenBucket: a rate limit with a burst allowance, on a clock the caller passes in."""
+"""TokenBucket: a rate limit with a burst allowance on a clock the caller passes in (signaling, data messages)."""
 
 from __future__ import annotations
 

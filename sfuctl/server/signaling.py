@@ -13,7 +13,8 @@ from .errors import SignalingError, bad_request, not_found, wrong_state
 from .messages import RequestError, parse_request, recover_id
 from .peer import Peer, producer_info
 from .cpu import process_cpu_percent
-from .quotas import TokenBucket, flag
+from .quotas import flag
+from .rate_limit import TokenBucket
 from .worker import Worker
 
 log = logging.getLogger(__name__)
