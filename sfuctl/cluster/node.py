@@ -164,6 +164,9 @@ class HereOnly:
     async def place(self, room: str) -> WorkerProcess:
         return await Front.place(self.node, room)
 
+    async def place_peer(self, room: str) -> WorkerProcess:
+        return await self.node.spill(room, await self.place(room))
+
     async def locate(self, room: str) -> WorkerProcess | None:
         return await Front.locate(self.node, room)
 

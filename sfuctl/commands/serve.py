@@ -89,7 +89,8 @@ def quota_options(command: Callable) -> Callable:
 @click.option("--announced-ip", envvar="SFUCTL_ANNOUNCED_IP", default=None, callback=_announced_ip, help="IP address put in ICE candidates [default: --host]; a host name is resolved once at start.")
 @click.option("--rtc-port-range", envvar="SFUCTL_RTC_PORT_RANGE", default="40000-40099", show_default=True, callback=_port_range, help="UDP ports for media, split evenly over the workers; each worker takes the first free port of its slice and every transport shares it.")
 @click.option("--consent-timeout", envvar="SFUCTL_CONSENT_TIMEOUT", default=30.0, show_default=True, type=Duration(1, 300), help="Time without ICE consent before a peer is dropped (30s, 2m).")
-@click.option("--workers", envvar="SFUCTL_WORKERS", default=os.cpu_count() or 1, show_default="number of cores", type=click.IntRange(1, 64), help="Worker processes; each room lives on one worker (one core).")
+@click.option("--workers", envvar="SFUCTL_WORKERS", default=os.cpu_count() or 1, show_default="number of cores", type=click.IntRange(1, 64), help="Worker processes; each room lives on one worker (one core) until --room-spill-consumers.")
+@click.option("--room-spill-consumers", envvar="SFUCTL_ROOM_SPILL_CONSUMERS", default=1500, show_default=True, type=click.IntRange(0), help="With several workers: a room with this many consumers on its home worker takes new participants on the least loaded other worker, its producers piped there (docs/architecture.md). 0: a room stays on one worker.")
 @click.option("--auth-secret", envvar="SFUCTL_AUTH_SECRET", default=None, help="HS256 secret (32+ bytes): joining, WHIP/WHEP, stats and /metrics need an access token (docs/security.md).")
 @click.option("--auth-key-file", envvar="SFUCTL_AUTH_KEY_FILE", default=None, type=click.Path(exists=True, dir_okay=False), help="PEM public key (RSA, Ed25519 or EC P-256): access tokens signed with its private key are accepted.")
 @click.option("--metrics-token", envvar="SFUCTL_METRICS_TOKEN", default=None, help="A bearer secret that may read /metrics (a Prometheus scraper); /metrics then needs it or an admin token.")
@@ -110,6 +111,7 @@ def serve(
     rtc_port_range: tuple[int, int],
     consent_timeout: float,
     workers: int,
+    room_spill_consumers: int,
     auth_secret: str | None,
     auth_key_file: str | None,
     metrics_token: str | None,
@@ -129,6 +131,7 @@ def serve(
     \b
     Examples:
       sfuctl serve --port 8080 --rtc-port-range 40000-40099 --workers 2
+      sfuctl serve --workers 4 --room-spill-consumers 1000   # big rooms span workers past 1000 consumers
       SFUCTL_AUTH_SECRET=$(openssl rand -hex 32) sfuctl serve   # access tokens required
       sfuctl serve --redis redis://10.0.0.2:6379/0 --cluster-secret "$S" --announced-ip 10.0.0.5   # a cluster node
     Every option can also be set as SFUCTL_<OPTION>, e.g. SFUCTL_ANNOUNCED_IP=10.0.0.5.
@@ -142,6 +145,7 @@ def serve(
         announced_ip=announced_ip,
         rtc_ports=rtc_port_range,
         consent_timeout=consent_timeout,
+        room_spill_consumers=room_spill_consumers,
         whip_token=whip_token,
         auth_secret=auth_secret,
         auth_public_key=_read_key(auth_key_file),

@@ -13,6 +13,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from .auth import Authenticator, origin_allowed
 from .config import ServerConfig
 from .metrics import metrics_handler
+from .pipes import add_internal_routes
 from .signaling import SignalingSession
 from .whip import HttpSessions, add_routes
 from .worker import Worker
@@ -121,6 +122,7 @@ def build_app(worker: Worker) -> web.Application:
     app.router.add_get("/metrics", metrics_handler(worker, auth))
     sessions = app[HTTP_SESSIONS_KEY] = HttpSessions(worker, auth)
     add_routes(app, sessions)
+    add_internal_routes(app, worker)
     return app
 
 
@@ -142,12 +144,13 @@ class RunningServer:
         await self.runner.cleanup()
 
 
-async def start_server(config: ServerConfig, http_host: str | None = None) -> RunningServer:
+async def start_server(config: ServerConfig, http_host: str | None = None, index: int = 0) -> RunningServer:
     """Start the worker and the HTTP/websocket listener; port 0 picks a free port.
 
-    `http_host` binds signaling elsewhere than media (worker processes listen for the front on 127.0.0.1).
+    `http_host` binds signaling elsewhere than media (worker processes listen for the front on 127.0.0.1);
+    `index`: the worker's among those of a multi-worker server.
     """
-    worker = Worker(config)
+    worker = Worker(config, index)
     await worker.start()
     runner = web.AppRunner(build_app(worker), handle_signals=False, access_log=None, shutdown_timeout=CLOSE_TIMEOUT)
     await runner.setup()

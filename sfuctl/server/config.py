@@ -36,6 +36,11 @@ class ServerConfig:
     # (messages per second over all its data channels, with one second's worth of burst; 0 = no limit).
     data_max_message_size: int = 65536
     data_rate_limit: float = 200.0
+    # A room whose consumers on its home worker reach this many takes its new participants on the least loaded
+    # other worker, piped (docs/architecture.md, "Rooms across workers"); 0: rooms never span workers. 3/4 of
+    # the 2000 consumers one worker forwarded under 1% loss (docs/performance.md): the home keeps headroom for
+    # the pipes and its other rooms.
+    room_spill_consumers: int = 1500
     ice_servers: tuple[IceServer, ...] = ()  # offered to clients; the server itself never contacts them
     quotas: Quotas = Quotas()
 

@@ -1,8 +1,10 @@
 """The front of a multi-worker server: the public port, relaying each participant to its room's worker.
 
-Each room lives on one worker (one core). A websocket is relayed frame by frame to the worker that owns the
-room it joins; WHIP/WHEP requests go to the room's worker too. Stats and /metrics gather every worker's.
-Rooms go to the worker with the fewest peers when first seen and stay there while they exist.
+Each room lives on one worker (one core), its home. A websocket is relayed frame by frame to the worker of the
+room it joins; WHIP/WHEP requests go to the room's home worker. Stats and /metrics gather every worker's.
+Rooms go to the worker with the fewest peers when first seen and stay there while they exist. A participant
+joining a room with --room-spill-consumers consumers on its home goes to the least loaded other worker, which
+the room then spans through pipes (pipes.py).
 """
 
 from __future__ import annotations
@@ -77,18 +79,42 @@ class Front:
         if self.http is not None:
             await self.http.close()
 
-    def least_loaded(self) -> WorkerProcess:
-        return min(self.workers, key=lambda w: (self.load[w.index], w.index))
+    def least_loaded(self, exclude: WorkerProcess | None = None) -> WorkerProcess:
+        """The live worker with the fewest peers (any, if none is alive: the relay then fails and says so)."""
+        candidates = [w for w in self.workers if w.alive and w is not exclude] or self.workers
+        return min(candidates, key=lambda w: (self.load[w.index], w.index))
 
     async def place(self, room: str) -> WorkerProcess:
-        """The worker that owns `room`, choosing the least loaded one for a new room."""
+        """The worker that owns `room`, choosing the least loaded one for a new room (or one whose worker died)."""
         owned = self.owner.get(room)
-        if owned is not None:
+        if owned is not None and owned[0].alive:
             return owned[0]
         worker = self.least_loaded()
         self.load[worker.index] += 1
         self.owner[room] = (worker, time.monotonic())
         return worker
+
+    async def place_peer(self, room: str) -> WorkerProcess:
+        """The worker a participant joining `room` goes to: the room's home, or another the room spills to."""
+        return await self.spill(room, await self.place(room))
+
+    async def spill(self, room: str, home: WorkerProcess) -> WorkerProcess:
+        """`home`, unless the room has --room-spill-consumers consumers there and another live worker attaches
+        to it: then the least loaded other worker."""
+        threshold = self.config.room_spill_consumers
+        others = [w for w in self.workers if w is not home and w.alive]
+        if not threshold or not others or room not in self.owner:
+            return home
+        size = await self._get_json(home, f"/internal/room/{quote(room, safe='')}")
+        if size is None or size.get("consumers", 0) < threshold:
+            return home
+        target = self.least_loaded(exclude=home)
+        attached = await self._post(target, f"/internal/attach/{quote(room, safe='')}?home={home.index}")
+        if not attached:
+            log.warning("worker %d did not attach to room %s: its participant goes to the home worker", target.index, room)
+            return home
+        self.load[target.index] += 1
+        return target
 
     async def locate(self, room: str) -> WorkerProcess | None:
         """Where `room` lives now, or None: no new placement (a WHIP/WHEP resource of a room that is gone)."""
@@ -106,7 +132,8 @@ class Front:
     async def snapshot(self, room: str | None = None) -> dict:
         """Every worker's snapshot merged into one of the same schema, plus a `workers` list."""
         parts = await asyncio.gather(*(self._worker_stats(w, room) for w in self.workers))
-        return merge_snapshots([p for p in parts if p is not None], self.workers, process_cpu_percent())
+        answered = [(w, p) for w, p in zip(self.workers, parts) if p is not None]
+        return merge_snapshots([p for _, p in answered], [w for w, _ in answered], process_cpu_percent())
 
     def internal_url(self, worker: WorkerProcess) -> str:
         """A worker's websocket URL with the front's own credential (an admin on the worker)."""
@@ -127,13 +154,30 @@ class Front:
             log.warning("worker %d did not answer getStats", worker.index)
             return None
 
+    def _internal_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.config.internal_token}"} if self.config.internal_token else {}
+
     async def _get_text(self, url: str) -> str | None:
         try:
-            headers = {"Authorization": f"Bearer {self.config.internal_token}"} if self.config.internal_token else {}
-            async with self.http.get(url, headers=headers) as response:
+            async with self.http.get(url, headers=self._internal_headers()) as response:
                 return await response.text()
         except aiohttp.ClientError:
             return None
+
+    async def _get_json(self, worker: WorkerProcess, path: str) -> dict | None:
+        try:
+            async with self.http.get(worker.http_url + path, headers=self._internal_headers()) as response:
+                return await response.json() if response.status == 200 else None
+        except (aiohttp.ClientError, ValueError):
+            return None
+
+    async def _post(self, worker: WorkerProcess, path: str) -> bool:
+        """An internal POST to `worker`; True when it answered 200."""
+        try:
+            async with self.http.post(worker.http_url + path, headers=self._internal_headers()) as response:
+                return response.status == 200
+        except aiohttp.ClientError:
+            return False
 
     async def _poll(self) -> None:
         while True:
@@ -186,7 +230,7 @@ class RelaySession:
             self.token = params["token"]
         if method == "join" and isinstance(params.get("room"), str) and params["room"]:
             try:
-                worker = await self.front.place(params["room"])
+                worker = await self.front.place_peer(params["room"])
             except SignalingError as exc:  # no place for the room now (a cluster without its Redis)
                 error = {"code": exc.code, "message": exc.message}
                 await self.client.send_str(json.dumps({"id": request_id, "ok": False, "error": error}))
@@ -278,9 +322,12 @@ def peek(text: str, config: ServerConfig) -> tuple[str | None, object, dict]:
 
 
 def merge_snapshots(parts: list[dict], workers: list[WorkerProcess], front_cpu: float) -> dict:
-    """Rooms side by side; server totals added up (uptime and loop lag: the highest); one entry per worker."""
-    server: dict = {}
-    for part in parts:
+    """Server totals added up (uptime and loop lag: the highest); one entry per worker; every pipe (each end);
+    a room that spans workers once, with each worker's peers, producers and consumers (`parts[i]` is
+    `workers[i]`'s snapshot)."""
+    server: dict = {"pipes": []}
+    for worker, part in zip(workers, parts):
+        server["pipes"] += [{**pipe, "from_worker": worker.index} for pipe in part["server"]["pipes"]]
         for key, value in part["server"].items():
             if key in ("uptime_s", "loop_lag_p95_ms"):  # the longest, the worst worker's
                 server[key] = max(server.get(key, 0), value)
@@ -297,8 +344,26 @@ def merge_snapshots(parts: list[dict], workers: list[WorkerProcess], front_cpu: 
         "version": SCHEMA_VERSION,
         "time": time.time(),
         "server": server,
-        "rooms": [room for part in parts for room in part["rooms"]],
+        "rooms": merge_rooms([room for part in parts for room in part["rooms"]]),
     }
+
+
+ROOM_LISTS = ("peers", "producers", "consumers", "data_producers", "data_consumers")
+
+
+def merge_rooms(rooms: list[dict]) -> list[dict]:
+    """One entry per room name: the lists of the workers it spans joined (each worker lists only its own peers
+    and consumers, and producers only where they are published); the active speaker of the first that has one."""
+    merged: dict[str, dict] = {}
+    for room in rooms:
+        into = merged.get(room["name"])
+        if into is None:
+            merged[room["name"]] = {**room, **{key: list(room[key]) for key in ROOM_LISTS}}
+            continue
+        for key in ROOM_LISTS:
+            into[key] += room[key]
+        into["active_speaker"] = into["active_speaker"] or room["active_speaker"]
+    return list(merged.values())
 
 
 def merge_metrics(texts: list[str], indexes: list[int]) -> bytes:

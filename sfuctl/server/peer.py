@@ -361,6 +361,7 @@ class Peer:
     def stats(self) -> dict:
         return {
             **self.info(),
+            "worker": self.worker.index,
             "transports": [t.stats() for t in (self.send_transport, self.recv_transport) if t is not None],
         }
 

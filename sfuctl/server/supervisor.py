@@ -18,6 +18,7 @@ from .config import MediaPortsBusy, ServerConfig
 
 READY_TIMEOUT = 30.0
 CONFIG_VARIABLE = "SFUCTL_WORKER_CONFIG"  # a worker's ServerConfig as JSON
+PIPES_VARIABLE = "SFUCTL_WORKER_PIPES"  # a worker's index and the earlier workers' (index, internal port), as JSON
 # A worker closes its transports and websockets within ~1 s of SIGTERM (app.CLOSE_TIMEOUT); one that takes longer
 # is killed, so that the whole server stops within 2 s.
 STOP_TIMEOUT = 1.5
@@ -31,6 +32,10 @@ class WorkerProcess:
     process: asyncio.subprocess.Process
     http_port: int
     rtc_port: int
+
+    @property
+    def alive(self) -> bool:
+        return self.process.returncode is None
 
     @property
     def ws_url(self) -> str:
@@ -76,16 +81,24 @@ async def start_workers(
     try:
         for index, ports in enumerate(split_port_range(config.rtc_ports, count)):
             worker_config = dataclasses.replace(config, port=0, rtc_ports=ports)
-            workers.append(await _spawn(index, worker_config, log_level, own_session))
+            earlier = [(w.index, w.http_port) for w in workers]
+            workers.append(await _spawn(index, worker_config, log_level, own_session, earlier))
     except BaseException:
         await asyncio.gather(*(w.stop() for w in workers), return_exceptions=True)
         raise
     return workers
 
 
-async def _spawn(index: int, config: ServerConfig, log_level: str, own_session: bool) -> WorkerProcess:
+async def _spawn(
+    index: int, config: ServerConfig, log_level: str, own_session: bool, earlier: list[tuple[int, int]]
+) -> WorkerProcess:
     # The settings (secrets included) go in the environment, which other users cannot read, not in argv.
-    environment = {**os.environ, CONFIG_VARIABLE: json.dumps(dataclasses.asdict(config))}
+    # A worker links to each earlier one (pipes.py) before it reports ready.
+    environment = {
+        **os.environ,
+        CONFIG_VARIABLE: json.dumps(dataclasses.asdict(config)),
+        PIPES_VARIABLE: json.dumps({"index": index, "earlier": earlier}),
+    }
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

@@ -10,6 +10,7 @@ import logging
 import random
 import time
 from collections import deque
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Callable, Protocol
 
 from ..rtc import rtcp
@@ -268,23 +269,8 @@ class Transport:
 
     def report(self, now: float) -> None:
         """Once per interval: RR for the producers, SR for each consumer, bitrate samples and producer scores."""
-        if not self.connected:
-            return
-        sdes = self._sdes
-        blocks = []
-        for producer in self.producers_by_mid.values():
-            producer.meter.sample(now)
-            producer.update_quality()
-            block = producer.report_block(now)
-            if block is not None:
-                blocks.append(block)
-        for packet in receiver_reports(self.rtcp_ssrc, blocks, sdes):
-            self.send_rtcp(packet)
-        for consumer in self.consumers.values():
-            consumer.meter.sample(now)
-            report = consumer.sender_report(now)
-            if report is not None:
-                self.send_rtcp(report)
+        if self.connected:
+            send_reports(now, self.rtcp_ssrc, self._sdes, self.producers_by_mid.values(), self.consumers.values(), self.send_rtcp)
 
     def close(self) -> None:
         """Idempotent: stop the connection and forget the routes (producers/consumers are closed by the peer)."""
@@ -319,6 +305,31 @@ class Transport:
             "data_channels": len(self.sctp.streams) if self.sctp is not None else 0,
             "data_invalid": (self.sctp.invalid_messages + self.sctp.errors + self.data_ignored) if self.sctp is not None else 0,
         }
+
+
+def send_reports(
+    now: float,
+    rtcp_ssrc: int,
+    sdes: bytes,
+    producers: Iterable[Producer],
+    consumers: Iterable[Consumer],
+    send_rtcp: Callable[[bytes], None],
+) -> None:
+    """One report interval of a transport: bitrate samples and scores, RRs for `producers`, an SR per consumer."""
+    blocks = []
+    for producer in producers:
+        producer.meter.sample(now)
+        producer.update_quality()
+        block = producer.report_block(now)
+        if block is not None:
+            blocks.append(block)
+    for packet in receiver_reports(rtcp_ssrc, blocks, sdes):
+        send_rtcp(packet)
+    for consumer in consumers:
+        consumer.meter.sample(now)
+        report = consumer.sender_report(now)
+        if report is not None:
+            send_rtcp(report)
 
 
 def ice_dtls_states(state: str, ice_selected: bool, srtp_ready: bool) -> tuple[str, str]:

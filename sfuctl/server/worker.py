@@ -24,6 +24,7 @@ from .cpu import process_cpu_percent
 from .transport import Transport
 
 if TYPE_CHECKING:
+    from .pipes import Pipes
     from .producer import Producer
 
 log = logging.getLogger(__name__)
@@ -37,8 +38,10 @@ RECEIVE_BUFFER = 1024 * 1024
 class Worker(asyncio.DatagramProtocol):
     """Demultiplexes the shared UDP socket: known remote addresses first, then STUN by ICE username."""
 
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: ServerConfig, index: int = 0) -> None:
         self.config = config
+        self.index = index  # among the workers of a multi-worker server (supervisor.py); 0 alone
+        self.pipes: Pipes | None = None  # the links to the other workers, when there are others (pipes.py)
         self.certificate = DtlsCertificate.generate()
         self.routers: dict[str, Router] = {}
         self.transports: set[Transport] = set()
@@ -75,6 +78,8 @@ class Worker(asyncio.DatagramProtocol):
     async def close(self) -> None:
         for router in list(self.routers.values()):
             router.close()
+        if self.pipes is not None:
+            await self.pipes.close()
         if self._ticker is not None:
             self._ticker.cancel()
             await asyncio.gather(self._ticker, return_exceptions=True)
@@ -102,7 +107,7 @@ class Worker(asyncio.DatagramProtocol):
         if router is None:
             check("rooms", quotas.rooms, len(self.routers) + 1, "this server has too many rooms")
             return self.router(room)
-        check("peers_per_room", quotas.peers_per_room, len(router.peers) + 1, f"room {room!r} is full")
+        check("peers_per_room", quotas.peers_per_room, router.peer_count + 1, f"room {room!r} is full")
         return router
 
     def check_consumers(self, more: int) -> None:
@@ -241,6 +246,11 @@ class Worker(asyncio.DatagramProtocol):
                     transport.report(now)
                 except Exception:
                     log.exception("reports of transport %s failed", transport.id)
+            if self.pipes is not None:
+                try:
+                    self.pipes.report(now)
+                except Exception:
+                    log.exception("reports of the pipes failed")
 
     def snapshot(self, now: float, cpu_percent: float, room: str | None = None) -> dict:
         """The stats snapshot (docs/stats.md) at wall-clock time `now`; `room` keeps only that room (totals stay whole)."""
@@ -249,7 +259,7 @@ class Worker(asyncio.DatagramProtocol):
         bitrate_in = bitrate_out = 0.0
         for router in routers:
             peers += len(router.peers)
-            for producer in router.producers.values():
+            for producer in router.published():
                 producers += 1
                 bitrate_in += producer.meter.bitrate_bps
             for peer in router.peers.values():
@@ -273,6 +283,7 @@ class Worker(asyncio.DatagramProtocol):
                 "rtc_port": worker_stats["rtc_port"],
                 "unknown_datagrams": worker_stats["unknown_datagrams"],
                 "loop_lag_p95_ms": worker_stats["loop_lag_p95_ms"],
+                "pipes": self.pipes.stats() if self.pipes is not None else [],
             },
             "rooms": [router.stats() for router in routers if room is None or router.name == room],
         }

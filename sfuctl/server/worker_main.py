@@ -11,16 +11,21 @@ import sys
 from ..runtime import run, setup_logging
 from .app import start_server
 from .config import MediaPortsBusy, ServerConfig
-from .supervisor import CONFIG_VARIABLE
+from .pipes import Pipes
+from .supervisor import CONFIG_VARIABLE, PIPES_VARIABLE
 from .quotas import Quotas
 
 
-async def _main(config: ServerConfig) -> None:
+async def _main(config: ServerConfig, index: int, earlier: list[tuple[int, int]]) -> None:
     try:
-        server = await start_server(config, http_host="127.0.0.1")
+        server = await start_server(config, http_host="127.0.0.1", index=index)
     except MediaPortsBusy as exc:  # the parent names it to the user (supervisor.py); no traceback here
         print(json.dumps({"error": str(exc)}), flush=True)
         sys.exit(1)
+    if config.internal_token is not None:  # one link to each earlier worker; the later ones link to this one
+        server.worker.pipes = Pipes(server.worker, index, config.internal_token)
+        for other, http_port in earlier:
+            await server.worker.pipes.connect(other, http_port)
     print(json.dumps({"http_port": server.port, "rtc_port": server.worker.rtc_port}), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -37,11 +42,12 @@ async def _main(config: ServerConfig) -> None:
 
 def main() -> None:
     settings = json.loads(os.environ.pop(CONFIG_VARIABLE))
+    pipes = json.loads(os.environ.pop(PIPES_VARIABLE, '{"index": 0, "earlier": []}'))
     settings["rtc_ports"] = tuple(settings["rtc_ports"])
     settings["allowed_origins"] = tuple(settings["allowed_origins"])
     settings["quotas"] = Quotas(**settings["quotas"])
     setup_logging(sys.argv[1] if len(sys.argv) > 1 else "warning")
-    run(_main(ServerConfig(**settings)))
+    run(_main(ServerConfig(**settings), pipes["index"], [tuple(e) for e in pipes["earlier"]]))
 
 
 if __name__ == "__main__":
