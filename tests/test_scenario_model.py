@@ -119,7 +119,11 @@ def test_topology(tmp_path: Path, line: str, topologies: tuple, rooms: list) -> 
         (  # unknown key, with the known ones
             'duration = "10s"\n[bots]\ncount = 2\nrampp = 3\n',
             ["s.toml:4: bots.rampp: unknown key; known keys here: count, rooms, publishers, audio, video, subscribe, "
-             "media, ramp, lifetime, processes, seed, join_timeout, data"],
+             "media, ramp, lifetime, processes, seed, join_timeout, data, speakers"],
+        ),
+        (  # talkers without audio
+            'duration = "10s"\n[bots]\ncount = 2\naudio = false\nspeakers = 1\n',
+            ["s.toml:5: bots.speakers: speakers talk on their audio: set audio = true or remove speakers"],
         ),
         (  # a tag the metric does not have, and a tag value that does not exist
             'duration = "10s"\n[bots]\ncount = 2\n[thresholds]\n"server.cpu_percent{room=room-1}" = ["max < 90"]\n'

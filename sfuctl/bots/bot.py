@@ -22,6 +22,7 @@ from sfuctl.encoded import EncodedTrack
 from sfuctl.rtc.connection import Connection, IceRole
 from sfuctl.rtc.dtls import DtlsCertificate
 from sfuctl.rtc.ice import IceParameters
+from sfuctl.rtc.sdp import AUDIO_LEVEL_URI
 from sfuctl.tokens import url_with_token
 
 from .chat import ChatTraffic
@@ -30,6 +31,7 @@ from .impairment import ImpairmentConfig
 from .link import Link
 from .pacer import Pacer
 from .publisher import Publisher, StreamSender
+from .speech import Speaker
 from .stats import ConsumerRow, RoomCounters, SentRow, StreamSample
 from .subscriber import ConsumerInfo, ConsumerStream, Subscriber
 from .udp import open_bot_connection, open_bot_socket
@@ -61,6 +63,7 @@ class BotEnv:
     access_token: Callable[[BotPlan], str | None] = lambda plan: None  # a bot's token (config.access_token)
     data_rate: float = 0.0  # chat messages per second on a data channel (0: none)
     ice_restart_every: float | None = None  # seconds between a joined bot's ICE restarts
+    speakers: int | None = None  # speakers taking turns per room (sfuctl.bots.speech); None: no audio levels
 
 
 class JoinError(Exception):
@@ -122,6 +125,7 @@ class Bot:
         self._send_version = 1
         self._recv_lock = asyncio.Lock()  # one receive offer at a time (subscriptions, ICE restarts)
         self.chat = ChatTraffic(env.data_rate if plan.publish else 0.0) if env.data_rate else None
+        self.speaker = Speaker(plan.speaker, env.speakers) if env.speakers is not None and plan.publish else None
 
     @property
     def publisher(self) -> Publisher | None:
@@ -401,6 +405,8 @@ class Bot:
                     send_rtp=conn.send_rtp,
                     rng=self.rng,
                     nack=media.codec.has_feedback("nack"),
+                    level=self.speaker.level if self.speaker is not None else None,
+                    level_id=media.extensions.get(AUDIO_LEVEL_URI),
                 )
             )
         link.publisher = Publisher(senders, link.send_rtcp, self.cname, link.router)
@@ -463,6 +469,8 @@ class Bot:
                 self.subscriber.close(params.get("consumerId", ""), time.monotonic())
             elif method == "dataConsumerAdded" and self.chat is not None:
                 self.chat.on_consumer_added(params)
+            elif method == "activeSpeaker" and self.speaker is not None:
+                self.speaker.on_active_speaker(params.get("peerId"), self.peer_id)
 
     async def _watch_signaling(self) -> None:
         assert self.signaling is not None
@@ -706,6 +714,7 @@ class Bot:
             "sent": sent,
             "consumers": consumers,
             "data": self.chat.report() if self.chat is not None else None,
+            "speaker": self.speaker.report() if self.speaker is not None else None,
         }
 
 

@@ -33,6 +33,8 @@ class BotsConfig:
     `data_rate`: chat messages per second each publishing bot sends on a data channel (0: no data channels).
     `ice_restart_every`: each joined bot restarts ICE on its transports this often (seconds), each time from a
     new local port, as a network change would (websocket: renegotiation; WHIP/WHEP: PATCH, RFC 9725).
+    `speakers`: the first N publishing bots of each room take turns talking (sfuctl.bots.speech) and every
+    publishing bot sends audio levels (RFC 6464); None sends no levels.
     """
 
     url: str
@@ -61,6 +63,7 @@ class BotsConfig:
     auth_secret: str | None = None
     data_rate: float = 0.0
     ice_restart_every: float | None = None
+    speakers: int | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -99,6 +102,13 @@ class BotsConfig:
             raise ValueError(f"ice_restart_every must be more than 0 seconds, not {self.ice_restart_every}")
         if self.ice_restart_every is not None and self.mesh:
             raise ValueError("ICE restarts are for bots connected to a server, not a mesh")
+        if self.speakers is not None:
+            if not 0 <= self.speakers <= self.count:
+                raise ValueError(f"speakers must be between 0 and the bot count ({self.count}), not {self.speakers}")
+            if not self.audio:
+                raise ValueError("speakers talk on their audio: drop --no-audio or --speakers")
+            if self.mode != "websocket" or self.mesh:
+                raise ValueError("the active speaker comes from the sfuctl server's signaling (ws://), not WHIP/WHEP or a mesh")
         if not (self.audio or self.video):
             raise ValueError("bots need audio or video (both --no-audio and --no-video were given)")
         for name in ("connect_timeout", "join_timeout", "rtcp_interval", "sample_interval"):
@@ -159,6 +169,7 @@ class BotPlan:
     network: tuple[ImpairmentStep, ...] = ()
     mesh: bool = False
     token: str | None = None  # its own access token, minted where the secret is (load agents never get it)
+    speaker: int | None = None  # its turn among its room's speakers (0-based), None when it never talks
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -202,7 +213,7 @@ def access_token(config: BotsConfig, plan: BotPlan) -> str | None:
 
 def plan_bots(config: BotsConfig) -> list[BotPlan]:
     """Bots join in index order at `ramp` per second; bot i goes to room (i mod rooms) + 1, so the rooms fill
-    evenly during the ramp; the first `publishers` bots of each room publish.
+    evenly during the ramp; the first `publishers` bots of each room publish, the first `speakers` of those talk.
     WHIP bots only publish and WHEP bots only play, all to the endpoint's room."""
     plans = []
     per_room: dict[str, int] = {}
@@ -210,11 +221,13 @@ def plan_bots(config: BotsConfig) -> list[BotPlan]:
         if config.mode != "websocket":
             room = config.endpoint_room
             publish, subscribe = config.mode == "whip", config.mode == "whep"
+            speaker = None
         else:
             room = config.room if config.room is not None else f"room-{index % config.rooms + 1}"
             position = per_room[room] = per_room.get(room, 0) + 1
             publish = config.publishers is None or position <= config.publishers
             subscribe = config.subscribe
+            speaker = position - 1 if publish and position <= (config.speakers or 0) else None
         plans.append(
             BotPlan(
                 index=index,
@@ -225,6 +238,7 @@ def plan_bots(config: BotsConfig) -> list[BotPlan]:
                 start_offset=index / config.ramp,
                 impaired=config.is_impaired(index),
                 mesh=config.mesh,
+                speaker=speaker,
             )
         )
     return plans

@@ -90,6 +90,7 @@ class BotGroup:
             loop_started_at=start,
             access_token=lambda plan: access_token(self.config, plan),
             ice_restart_every=self.config.ice_restart_every,
+            speakers=self.config.speakers,
         )
         self.bots = [_bot_class(self.config, plan)(plan, env) for plan in self.plans]
         tasks = [asyncio.create_task(self._run_bot(bot, stop, start)) for bot in self.bots]

@@ -14,6 +14,7 @@ from sfuctl.encoded import EncodedTrack, FrameCursor
 from sfuctl.rtc import rtcp
 from sfuctl.rtc.nack import RetransmissionBuffer
 from sfuctl.rtc.rtcp_router import RtcpRouter
+from sfuctl.rtc.rtp import build_extension_block, find_extension
 from sfuctl.rtc.send_stream import SendStream
 
 _pack_header = struct.Struct("!BBHII").pack_into
@@ -29,7 +30,7 @@ class StreamSender:
     __slots__ = (
         "active", "kind", "codec", "ssrc", "payload_type", "clock_rate", "cursor", "packets", "octets", "frames",
         "keyframes", "rtcp", "_send", "_header", "_vp8", "_seq", "_picture_id", "_rtx", "_last_ts", "_last_time",
-        "_first_packet",
+        "_first_packet", "_level", "_level_pos", "_first_byte",
     )
 
     def __init__(
@@ -41,7 +42,10 @@ class StreamSender:
         send_rtp: Callable[[bytes], None],
         rng: random.Random,
         nack: bool,
+        level: Callable[[], int] | None = None,
+        level_id: int | None = None,
     ) -> None:
+        """`level` gives each audio frame's RFC 6464 level byte, sent under extension id `level_id`."""
         self.active = True
         self.kind = track.kind
         self.codec = track.codec
@@ -55,7 +59,15 @@ class StreamSender:
         self.keyframes = 0
         self._send = send_rtp
         self._vp8 = track.codec == "VP8"
-        self._header = bytearray(VP8_HEADER_SIZE if self._vp8 else 12)
+        self._header = bytearray(VP8_HEADER_SIZE if self._vp8 else RTP_HEADER_SIZE)
+        self._level = level if level_id is not None and self.kind == "audio" else None
+        self._level_pos = 0
+        self._first_byte = 0x80  # RTP version 2
+        if self._level is not None:
+            self._first_byte = 0x90  # and the X bit: a header extension follows
+            self._header[0] = self._first_byte
+            self._header += build_extension_block([(level_id, b"\x00")])  # type: ignore[list-item]
+            self._level_pos = find_extension(bytes(self._header), level_id)  # type: ignore[arg-type]
         self._seq = rng.getrandbits(16)
         self._picture_id = rng.getrandbits(15)
         self._rtx = RetransmissionBuffer(1024) if nack else None
@@ -134,11 +146,13 @@ class StreamSender:
                 octets += len(payload)
         else:
             last = len(payloads) - 1 if self.kind == "video" else -1
+            if self._level is not None:
+                header[self._level_pos] = self._level()
             for index, payload in enumerate(payloads):
                 seq = (seq + 1) & 0xFFFF
                 second = pt | 0x80 if index == last or self._first_packet else pt
                 self._first_packet = False
-                _pack_header(header, 0, 0x80, second, seq, timestamp, ssrc)
+                _pack_header(header, 0, self._first_byte, second, seq, timestamp, ssrc)
                 packet = join((header, payload))
                 if rtx is not None:
                     rtx.store(seq, packet)
@@ -170,7 +184,8 @@ class StreamSender:
 
     def stats(self, elapsed: float) -> dict:
         """Figures for the report; bytes and bitrate count whole RTP packets (header + payload)."""
-        packet_bytes = self.octets + RTP_HEADER_SIZE * self.packets
+        header_size = RTP_HEADER_SIZE if self._vp8 else len(self._header)  # VP8: its descriptor is payload
+        packet_bytes = self.octets + header_size * self.packets
         return {
             "kind": self.kind,
             "codec": self.codec,

@@ -91,6 +91,8 @@ def summarize(name: str, bots: list[dict], duration_s: float, peaks: BitratePeak
     jitters = [c["jitter_ms"] for c in received]
     rtts = [bot["recv_rtt_ms"] for bot in bots if bot["recv_rtt_ms"] is not None]
     first_frames = [c["first_frame_ms"] for c in consumers if c["kind"] == "video" and c["first_frame_ms"] is not None]
+    speakers = [bot["speaker"] for bot in bots if bot.get("speaker") is not None]
+    named = [value for speaker in speakers for value in speaker["named_ms"]]
     sent_mean = _mean_bps(sum(s["bytes"] for bot in bots for s in bot["sent"]), duration_s)
     received_mean = _mean_bps(sum(c["bytes"] for c in consumers), duration_s)
     return {
@@ -120,6 +122,11 @@ def summarize(name: str, bots: list[dict], duration_s: float, peaks: BitratePeak
         "first_frame_p95_ms": percentile(first_frames, 0.95),
         "join_p50_ms": percentile(joins, 0.5),
         "join_p95_ms": percentile(joins, 0.95),
+        "speaker_turns": sum(speaker["turns"] for speaker in speakers),
+        "speaker_named_p50_ms": percentile(named, 0.5),
+        "speaker_named_p95_ms": percentile(named, 0.95),
+        "speaker_missed": sum(speaker["missed"] for speaker in speakers),
+        "speaker_misnamed": sum(speaker["misnamed"] for speaker in speakers),
     }
 
 
@@ -153,6 +160,7 @@ def placeholder_bot(plan: BotPlan, join: JoinEvent | None, error: str) -> dict:
         "sent": [],
         "consumers": [],
         "data": None,
+        "speaker": None,
     }
 
 
@@ -191,7 +199,15 @@ def summary_table(report: BotsReport, stopped_by: str | None = None) -> Renderab
             f"{_ms(row['join_p50_ms'], 0)}/{_ms(row['join_p95_ms'], 0)}",
             style="bold" if index == len(rows) - 1 else None,
         )
-    return Group(table, Text(SUMMARY_NOTE, style="dim"))
+    parts: list[RenderableType] = [table, Text(SUMMARY_NOTE, style="dim")]
+    total = report.total
+    if report.config.get("speakers") is not None:
+        parts.append(Text(
+            f"active speaker: {total['speaker_turns']} turns · named after "
+            f"{_ms(total['speaker_named_p50_ms'], 0)}/{_ms(total['speaker_named_p95_ms'], 0)} ms p50/p95 · "
+            f"{total['speaker_missed']} missed · {total['speaker_misnamed']} misnamed"
+        ))
+    return Group(*parts)
 
 
 def _ms(value: float | None, digits: int = 1) -> str:

@@ -87,6 +87,7 @@ EXIT_ERROR = 2
 @click.option("--agents", "agents_url", metavar="REDIS_URL", envvar="SFUCTL_AGENTS", default=None, help="Run the bots on the `sfuctl agent`s registered at this Redis (redis://HOST:PORT), split by their cores.")
 @click.option("--agents-secret", envvar="SFUCTL_AGENTS_SECRET", default=None, help="The secret the agents share, to sign the plans (or SFUCTL_AGENTS_SECRET).")
 @click.option("--ice-restart-every", type=click.FloatRange(0.5, 86_400), default=None, metavar="SECONDS", help="Restart ICE on every joined bot's transports this often, each time from a new local port (a network change).")
+@click.option("--speakers", type=click.IntRange(0), default=None, metavar="N", help="The first N publishing bots of each room take 3-s turns talking (audio levels, RFC 6464) and measure how fast the server names them the active speaker; the others stay silent.")
 def bots(
     url: str,
     whip: str | None,
@@ -117,6 +118,7 @@ def bots(
     agents_url: str | None,
     agents_secret: str | None,
     ice_restart_every: float | None,
+    speakers: int | None,
 ) -> None:
     """Headless bots join rooms, publish pre-encoded audio/video (no encoding), subscribe to each other
     (no decoding) and report per-consumer loss, jitter, RTT, freezes and join times (RFC 3550). With
@@ -136,6 +138,7 @@ def bots(
             mesh=mesh,
             data_rate=data_rate,
             ice_restart_every=ice_restart_every,
+            speakers=speakers,
             token=token,
             auth_secret=auth_secret,
             count=count,

@@ -77,6 +77,11 @@ METRICS: dict[str, Metric] = _metrics(
     ("data.out_of_order", "messages", "event", BOT_TAGS, "per receiving bot and sender: messages after a higher one"),
     ("data.latency_p50_ms", "ms", "event", BOT_TAGS, "per receiving bot and sender: median send-to-receive time"),
     ("data.latency_p95_ms", "ms", "event", BOT_TAGS, "per receiving bot and sender: 95th percentile of it"),
+    ("speaker.named_ms", "ms", "event", BOT_TAGS,
+     "per turn of a talking bot (bots.speakers): from the turn's start to the server naming it the active speaker"),
+    ("speaker.missed", "turns", "event", BOT_TAGS,
+     "1 per turn that ended with its talking bot neither named during it nor still the room's speaker"),
+    ("speaker.misnamed", "times", "event", BOT_TAGS, "1 each time the server named a bot outside its turns"),
     ("bots.cpu_percent", "% of a core", "sample", ROOM_TAGS,
      "CPU of the bot processes per joined bot, % of a core: one value per room per bots sample"),
     ("server.cpu_percent", "% of a core", "sample", (), "CPU of the server process (all threads)"),
@@ -312,6 +317,7 @@ class Recorder:
         events: dict[str, list[tuple[float, float, dict[str, str]]]] = {
             "consumer.first_frame_ms": [], "bots.join_ms": [], "bots.join_failed": [], "bots.disconnected": [],
             "bots.errors": [], **{name: [] for name in DATA_FIELDS},
+            "speaker.named_ms": [], "speaker.missed": [], "speaker.misnamed": [],
         }
         for bot in (report or {}).get("bots", []):
             info = self.bots.get(bot["index"])
@@ -337,6 +343,12 @@ class Recorder:
                 for name, field_name in DATA_FIELDS.items():
                     if stream[field_name] is not None:
                         events[name].append((left, float(stream[field_name]), tags))
+            speaker = bot.get("speaker")
+            if speaker is not None:
+                left = min(_or(bot["left_at_s"], self.end), self.end)
+                events["speaker.named_ms"].extend((left, value, tags) for value in speaker["named_ms"])
+                events["speaker.missed"].extend((left, 1.0, tags) for _ in range(speaker["missed"]))
+                events["speaker.misnamed"].extend((left, 1.0, tags) for _ in range(speaker["misnamed"]))
             for consumer in bot["consumers"]:
                 if consumer["first_frame_ms"] is not None:
                     events["consumer.first_frame_ms"].append(

@@ -26,7 +26,7 @@ from .topology import DEFAULT_TOPOLOGY, MAX_MESH_ROOM, TOPOLOGIES, room_name
 KeyPath = tuple[str | int, ...]
 TOP_KEYS = ("name", "description", "topology", "duration", "stages", "server", "bots", "network", "thresholds")
 BOTS_KEYS = ("count", "rooms", "publishers", "audio", "video", "subscribe", "media", "ramp", "lifetime",
-             "processes", "seed", "join_timeout", "data")
+             "processes", "seed", "join_timeout", "data", "speakers")
 IMPAIRMENT_KEYS = ("loss", "delay", "jitter", "bandwidth")
 NETWORK_KEYS = ("name", "share", "rooms", "role", *IMPAIRMENT_KEYS, "timeline")
 WINDOW_KEYS = ("from", "to", *IMPAIRMENT_KEYS)
@@ -103,6 +103,7 @@ class BotsSettings:
     seed: int | None = None
     join_timeout: float = 20.0
     data: float = 0.0  # chat messages per second per publishing bot on a data channel
+    speakers: int | None = None  # the first N publishing bots of each room take turns talking (audio levels)
 
 
 @dataclass(frozen=True)
@@ -344,9 +345,12 @@ class _Reader:
             seed=self.get(table, key + ("seed",), _integer(0, 2**63 - 1)),
             join_timeout=self.get(table, key + ("join_timeout",), _duration(1.0, 600.0), 20.0),
             data=self.get(table, key + ("data",), _number(0, 1000, "messages per second"), 0.0),
+            speakers=self.get(table, key + ("speakers",), _integer(0, MAX_BOTS)),
         )
         if not (settings.audio or settings.video):
             self.problem(key + ("video",), "bots need audio or video: set audio = true or video = true")
+        if settings.speakers is not None and not settings.audio:
+            self.problem(key + ("speakers",), "speakers talk on their audio: set audio = true or remove speakers")
         return settings
 
     def stages(self, data: dict, bots_table: dict, bots: BotsSettings) -> list[Stage]:

@@ -137,6 +137,7 @@ def plan_scenario(scenario: Scenario) -> tuple[list[BotPlan], dict[int, BotInfo]
                     stop_offset=round(stop, 6) if stop is not None else None,
                     network=group.timeline() if group is not None and group.impaired else (),
                     mesh=topology == "mesh",
+                    speaker=slot.position if slot.publisher and slot.position < (settings.speakers or 0) and topology != "mesh" else None,
                 )
             )
             infos[index] = BotInfo(name, slot.room, group.name if group is not None else NO_GROUP, slot.publisher,

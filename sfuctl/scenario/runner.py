@@ -237,6 +237,7 @@ async def _run(
             seed=seed,
             join_timeout=settings.join_timeout,
             data_rate=settings.data,
+            speakers=settings.speakers,
             connect_timeout=min(10.0, settings.join_timeout / 2),
             auth_secret=scenario.server.auth_secret,
         )
