@@ -10,7 +10,7 @@ import pytest
 from rich.console import Console
 
 from sfuctl.bots.stats import RoomCounters, Sample
-from sfuctl.scenario.live import PlainView, TerminalView
+from sfuctl.scenario.live import PlainView, TerminalView, rooms_table
 from sfuctl.scenario.model import parse_scenario
 
 SCENARIO = parse_scenario('duration = "60s"\n[bots]\ncount = 50\nrooms = 10\n', Path("meeting.toml"))
@@ -50,11 +50,22 @@ def test_the_terminal_view_fits_the_screen_and_shows_every_room(width: int, heig
     assert text[0].startswith("sfuctl run meeting") and "stage 1/1: 50 bots" in text[0]
     assert any(line.startswith("bots 50/50 up") for line in text)
     assert [line.split()[0] for line in text if line.startswith("room-")] == [f"room-{r}" for r in range(1, 9)]
-    assert any("and 2 more rooms" in line for line in text)
+    assert any("+2 more rooms (the worst are shown)" in line for line in text)
     assert any(line.startswith("sfuctl stats ws://127.0.0.1:1/ws") for line in text)
     if height >= 40:  # the dashboard cuts itself to the lines left, and says what it left out
         assert any("more streams" in line for line in text)
         assert any(line.startswith("+") and "more rooms" in line for line in text)
+
+
+def test_cut_rooms_keep_the_worst() -> None:
+    clean = RoomCounters(bots=5, joined=5, active=5, expected=1000, lost=0)
+    lossy = RoomCounters(bots=5, joined=5, active=5, expected=1000, lost=50)
+    counters = {**{f"room-{r}": clean for r in range(1, 10)}, "room-10": lossy}
+    console = Console(file=io.StringIO(), width=120, color_system=None)
+    console.print(rooms_table(Sample.from_counters(30.0, counters), limit=3))
+    text = console.file.getvalue().splitlines()
+    assert [line.split()[0] for line in text if line.startswith("room-")] == ["room-10", "room-1", "room-2"]
+    assert any("+7 more rooms (the worst are shown)" in line for line in text)
 
 
 def test_without_a_terminal_the_view_prints_a_line_every_few_seconds() -> None:

@@ -47,11 +47,14 @@ def bots_line(sample: Sample) -> str:
 
 
 def rooms_table(sample: Sample, limit: int = MAX_ROOM_LINES) -> Table:
-    """The bots' view per room: bots up, received bitrate, loss after / before NACK, jitter, RTT, freezes."""
+    """The bots' view per room: bots up, received bitrate, loss after / before NACK, jitter, RTT, freezes; over
+    `limit` rooms, the worst `limit` and how many more."""
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
     for header in ("room", "up", "rx", "loss", "pre-NACK", "jit ms", "rtt ms", "freezes"):
         table.add_column(header, justify="left" if header == "room" else "right", no_wrap=True)
     rooms = list(sample.rooms.values())
+    if len(rooms) > limit:  # the worst first: failed joins, then loss, then freezes
+        rooms.sort(key=lambda room: (room.failed, room.loss, room.freezes), reverse=True)
     for room in rooms[:limit]:
         table.add_row(
             room.room, f"{room.active}/{room.bots}", format_bitrate(room.received_bitrate_bps), f"{room.loss:.2%}",
@@ -59,7 +62,7 @@ def rooms_table(sample: Sample, limit: int = MAX_ROOM_LINES) -> Table:
             style="red" if room.failed else None,
         )
     if len(rooms) > limit:
-        table.caption = f"and {len(rooms) - limit} more rooms"
+        table.caption = f"+{len(rooms) - limit} more rooms (the worst are shown)"
     return table
 
 
