@@ -15,8 +15,11 @@ Every probe is bounded in count and time, and reports figures, never a verdict (
 - stats:      100 clients subscribe to stats every 0.1 s for 5 s against `--workers 2`: CPU of the server's
               processes (front + workers).
 - sigterm:    7 x (a call, then SIGTERM): seconds to exit.
+- soak:       1,000 join/publish/leave cycles beside a running call, a third each left cleanly (`leave`), by a
+              dropped websocket (no close frame, no DTLS close_notify) and by a SIGKILLed process (10 peers a
+              process): the server's open fds, asyncio tasks and RSS after the first round and after the last.
 
-    python bench/abuse.py [--server-dir DIR] [--only nack,reflection,...] [--json]
+    python bench/abuse.py [--server-dir DIR] [--only nack,reflection,...] [--cycles 1000] [--json]
 
 `--server-dir` runs the server from another checkout (e.g. the code before a change) while the probes use this
 one's client; run inside scripts/loopback (the reflection probe binds 127.0.0.3).
@@ -27,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import re
 import signal
@@ -380,9 +384,87 @@ async def probe_sigterm(directory: Path, trials: int = 7) -> dict:
     return {"trials": trials, "seconds": seconds, "max": max(seconds)}
 
 
+SOAK_ROUND = 30  # cycles per round: 10 clean leaves, 10 dropped websockets, 10 peers of one SIGKILLed process
+SOAK_SETTLE_S = 30.0  # the longest the server may take to forget a round's peers
+SOAK_STABLE_S = 3.0  # the task count must hold this long to be read
+
+
+async def soak_round(server: Server, room: str) -> None:
+    """One round: publishers join `room` and leave, a third each way (see the module's docstring)."""
+    killed = await asyncio.create_subprocess_exec(
+        sys.executable, str(Path(__file__)), "--soak-child", server.url, room, str(SOAK_ROUND // 3),
+        stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL,
+    )
+    for index in range(2 * SOAK_ROUND // 3):
+        publisher = LeanPublisher(server.url, room, f"{room}-{index}", tracks())
+        await publisher.start()
+        if index % 2 == 0:  # a clean leave
+            await publisher.signaling.request("leave")  # type: ignore[union-attr]
+            await publisher.close()
+        else:  # the network goes: no close frame, no close_notify
+            publisher.pause()
+            publisher.signaling._ws.transport.abort()  # type: ignore[union-attr]
+            publisher.udp.close()  # type: ignore[union-attr]
+            publisher.connection.close()  # type: ignore[union-attr]  # its timers stop; the close_notify goes nowhere
+    await asyncio.wait_for(killed.stdout.readline(), 60)  # type: ignore[union-attr]  # its peers are connected
+    killed.kill()
+    await killed.wait()
+
+
+async def server_figures(server: Server, peers: int) -> dict:
+    """Open fds, asyncio tasks and RSS of the server once it is back to `peers` peers and its task count has
+    held for SOAK_STABLE_S (closing websockets' tasks end a few seconds after their peers); at most SOAK_SETTLE_S."""
+    deadline = time.monotonic() + SOAK_SETTLE_S
+    tasks, stable_since = -1, time.monotonic()
+    while True:
+        client = await SignalingClient.connect(server.url)
+        try:
+            snapshot = await client.request("getStats")
+        finally:
+            await client.close()
+        now = time.monotonic()
+        if snapshot["server"]["tasks"] != tasks or snapshot["server"]["peers"] > peers:
+            tasks, stable_since = snapshot["server"]["tasks"], now
+        if now - stable_since >= SOAK_STABLE_S or now > deadline:
+            break
+        await asyncio.sleep(0.5)
+    fds = sum(len(os.listdir(f"/proc/{pid}/fd")) for pid in server.pids())
+    return {"peers": snapshot["server"]["peers"], "fds": fds, "tasks": tasks, "rss_mb": round(server.rss_mb(), 1)}
+
+
+async def probe_soak(directory: Path, cycles: int = 1000) -> dict:
+    server = await Server.start(directory)
+    pub, sub = await call(server.url, "steady")
+    try:
+        rounds = max(2, math.ceil(cycles / SOAK_ROUND))
+        await soak_round(server, "soak-0")
+        start = await server_figures(server, 2)
+        received = sub.rtp_received
+        for number in range(1, rounds):
+            await soak_round(server, f"soak-{number % 5}")
+            print(f"soak: {(number + 1) * SOAK_ROUND} cycles", file=sys.stderr, flush=True)
+        end = await server_figures(server, 2)
+        return {"cycles": rounds * SOAK_ROUND, "start": start, "end": end,
+                "ratios": {key: round(end[key] / start[key], 3) for key in ("fds", "tasks", "rss_mb")},
+                "steady_call_packets": sub.rtp_received - received}
+    finally:
+        for peer in (sub, pub):
+            await peer.close()
+        await server.stop()
+
+
+async def soak_child(url: str, room: str, count: int) -> None:
+    """`count` publishers in `room`; says so on stdout once all are connected, then waits to be killed."""
+    publishers = [LeanPublisher(url, room, f"{room}-killed-{index}", tracks()) for index in range(count)]
+    for publisher in publishers:
+        await publisher.start()
+    print("connected", flush=True)
+    await asyncio.sleep(120)  # the parent kills it long before
+
+
 PROBES = {
     "nack": probe_nack, "reflection": probe_reflection, "flood": probe_flood, "room": probe_room,
-    "whip": probe_whip, "queue": probe_queue, "stats": probe_stats, "sigterm": probe_sigterm,
+    "whip": probe_whip, "queue": probe_queue, "stats": probe_stats, "sigterm": probe_sigterm, "soak": probe_soak,
 }
 
 
@@ -390,7 +472,8 @@ async def main(args: argparse.Namespace) -> dict:
     results = {}
     for name in args.only.split(","):
         try:
-            results[name] = await PROBES[name](args.server_dir)
+            probe = PROBES[name]
+            results[name] = await (probe(args.server_dir, args.cycles) if name == "soak" else probe(args.server_dir))
         except Exception as exc:  # a probe that breaks the server is a figure too
             results[name] = {"error": f"{type(exc).__name__}: {exc}"}
         print(f"{name}: {results[name]}", file=sys.stderr, flush=True)
@@ -402,7 +485,12 @@ if __name__ == "__main__":
     parser.add_argument("--server-dir", type=Path, default=HERE.parent, help="checkout to run the server from")
     parser.add_argument("--only", default=",".join(PROBES), help="comma-separated probes")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--cycles", type=int, default=1000, help="join/leave cycles of the soak probe")
+    parser.add_argument("--soak-child", nargs=3, metavar=("URL", "ROOM", "COUNT"), help=argparse.SUPPRESS)
     arguments = parser.parse_args()
+    if arguments.soak_child:
+        url, room, count = arguments.soak_child
+        sys.exit(run(soak_child(url, room, int(count))))
     outcome = run(main(arguments))
     if arguments.json:
         print(json.dumps(outcome, indent=1))

@@ -30,6 +30,7 @@ FIELDS: dict[str, dict[str, str]] = {
         "unknown_datagrams": "int",
         "loop_lag_p95_ms": "number",
         "pipes": "array",
+        "tasks": "int",
     },
     "room": {
         "name": "str",

@@ -170,7 +170,7 @@ def sample_snapshot() -> dict:
                  "srtp_errors": 0, "invalid_rtcp": 0, "sctp_state": None, "data_channels": 0, "data_invalid": 0}  # fmt: skip
     server = {"uptime_s": 1.0, "rooms": 1, "peers": 2, "producers": 1, "consumers": 1, "transports": 2,
               "bitrate_in_bps": 8000, "bitrate_out_bps": 8000, "cpu_percent": 3.5, "rtc_port": 40000,
-              "unknown_datagrams": 0, "loop_lag_p95_ms": 0.0,
+              "unknown_datagrams": 0, "loop_lag_p95_ms": 0.0, "tasks": 12,
               "pipes": [{"worker": 1, "port": 41000, "remote_port": 41001, "streams_out": 1, "streams_in": 0,
                          "packets_sent": 10, "bytes_sent": 1000, "packets_received": 1, "bytes_received": 80,
                          "dropped_foreign": 0, "dropped_invalid": 0, "unknown_ssrc": 0, "invalid_rtcp": 0,

@@ -284,6 +284,7 @@ class Worker(asyncio.DatagramProtocol):
                 "unknown_datagrams": worker_stats["unknown_datagrams"],
                 "loop_lag_p95_ms": worker_stats["loop_lag_p95_ms"],
                 "pipes": self.pipes.stats() if self.pipes is not None else [],
+                "tasks": len(asyncio.all_tasks()),
             },
             "rooms": [router.stats() for router in routers if room is None or router.name == room],
         }
