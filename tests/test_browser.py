@@ -316,6 +316,28 @@ async def test_a_refused_join_is_shown_on_the_page(server, chromium):
         await page.close()
 
 
+async def test_the_page_follows_a_big_room_whose_joins_and_leaves_come_once_a_second(server, chromium):
+    # above 100 peers the server sends peersChanged instead of peerJoined/peerLeft (docs/limits.md)
+    page = await chromium.open(page_url(server, "crowd", "watcher"))
+    others: list[SignalingClient] = []
+    try:
+        await page.wait_until("sfuctl.state === 'joined'", 10)
+        for index in range(104):
+            client = await SignalingClient.connect(server.url)
+            await client.request("join", room="crowd", name=f"p{index}")
+            others.append(client)
+        others_shown = "document.querySelectorAll('#tiles .tile').length - 1"
+        await page.wait_until(f"{others_shown} === 104", 10)
+        for client in others[-4:]:  # announced in a peersChanged's `left`
+            await client.close()
+        await page.wait_until(f"{others_shown} === 100", 10)
+        assert page.errors == []
+    finally:
+        for client in others:
+            await client.close()
+        await page.close()
+
+
 async def test_leave_and_rejoin(server, chromium):
     stay = await chromium.open(page_url(server, "again", "stay"))
     roam = await chromium.open(page_url(server, "again", "roam"))

@@ -259,12 +259,11 @@ export class Session {
         this.lost(`the server closed the session: ${params.code} (${params.message})`);
         break;
       case "peerLeft":
-        for (const producer of [...this.producers.values()]) {
-          if (producer.peerId === params.peerId) this.producers.delete(producer.id);
-        }
-        this.peers.delete(params.peerId);
-        this.requestSync();
-        this.events.peerLeft(params.peerId);
+        this.removePeer(params.peerId);
+        break;
+      case "peersChanged": // a room of more than 100 peers: the joins and leaves of the last second at once
+        for (const peer of params.joined) this.addPeer(peer);
+        for (const peerId of params.left) this.removePeer(peerId);
         break;
       case "producerAdded":
         this.addProducer(params.producer);
@@ -303,6 +302,16 @@ export class Session {
   addPeer(peer) {
     this.peers.set(peer.id, peer);
     this.events.peer(peer);
+  }
+
+  /** A peer left: its producers go with it (the next sync closes their consumers). */
+  removePeer(peerId) {
+    for (const producer of [...this.producers.values()]) {
+      if (producer.peerId === peerId) this.producers.delete(producer.id);
+    }
+    this.peers.delete(peerId);
+    this.requestSync();
+    this.events.peerLeft(peerId);
   }
 
   addProducer(producer) {
