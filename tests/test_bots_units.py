@@ -205,7 +205,7 @@ def test_stream_sender_writes_rtp_with_continuous_numbering_picture_ids_and_mark
     assert (sender.packets, sender.frames, sender.keyframes) == (6, 4, 2)
 
     sent.clear()
-    sender.retransmit([sequences[1], (sequences[0] - 5) & 0xFFFF])
+    sender.rtcp.on_nack([sequences[1], (sequences[0] - 5) & 0xFFFF])
     assert [read_header(p)[2] for p in sent] == [sequences[1]] and sender.retransmitted == 1
 
 
@@ -219,7 +219,7 @@ def test_publisher_answers_nack_pli_fir_and_reads_receiver_reports() -> None:
     first_seq = read_header(sent[0])[2]
     sent.clear()
     block = rtcp.ReportBlock(5, 64, 3, 10, 900, 0, 0)
-    publisher.on_rtcp(
+    publisher.router.route(
         bytes(rtcp.ReceiverReport(99, [block])) + bytes(rtcp.Nack(99, 5, [first_seq])) + bytes(rtcp.Pli(99, 5))
         + bytes(rtcp.Fir(99, [(5, 1)]))
     )
@@ -232,7 +232,7 @@ def test_publisher_answers_nack_pli_fir_and_reads_receiver_reports() -> None:
     sr, sdes = rtcp.parse_compound(rtcp_out[-1])
     assert isinstance(sr, rtcp.SenderReport) and sr.ssrc == 5 and sr.packet_count == sender.packets
     assert isinstance(sdes, rtcp.Sdes) and sdes.chunks == [(5, "bot-1")]
-    publisher.on_rtcp(b"\x80")
+    publisher.router.route(b"\x80")
     assert publisher.invalid_rtcp == 1
 
 
@@ -264,7 +264,7 @@ def test_subscriber_counts_keyframes_first_frame_and_asks_for_lost_packets() -> 
     subscriber.tick(10.3)
     nack = rtcp.parse_compound(rtcp_out[-1])[0]
     assert isinstance(nack, rtcp.Nack) and nack.media_ssrc == 77 and nack.sender_ssrc == 4242 and nack.lost == [2]
-    subscriber.on_rtcp(bytes(rtcp.SenderReport(77, rtcp.ntp_from_unix(1000.0), 0, 5, 100)))
+    subscriber.router.route(bytes(rtcp.SenderReport(77, rtcp.ntp_from_unix(1000.0), 0, 5, 100)))
     subscriber.send_report(10.5)
     rr, sdes = rtcp.parse_compound(rtcp_out[-1])
     assert isinstance(rr, rtcp.ReceiverReport) and rr.reports[0].ssrc == 77

@@ -168,10 +168,6 @@ class StreamSender:
         self._last_time = now
         return seconds
 
-    def retransmit(self, lost: list[int]) -> None:
-        """Answer a NACK with the packets still in the buffer."""
-        self.rtcp.on_nack(lost)
-
     def _on_keyframe_request(self, now: float) -> None:
         self.cursor.request_keyframe()
 
@@ -225,10 +221,6 @@ class Publisher:
     def invalid_rtcp(self) -> int:
         """RTCP datagrams on this connection that did not parse."""
         return self.router.invalid
-
-    def on_rtcp(self, data: bytes) -> None:
-        """Feedback from the server: NACK -> retransmit, PLI/FIR -> next keyframe, RR -> loss, jitter, RTT."""
-        self.router.route(data)
 
     def send_reports(self, now: float) -> None:
         """One compound packet: an SR per stream that has sent, then SDES with the CNAME of each."""

@@ -237,10 +237,6 @@ class Subscriber:
         except (ValueError, struct.error):
             self.invalid_packets += 1
 
-    def on_rtcp(self, data: bytes) -> None:
-        """SRs about our consumers (their LSR goes into our next report blocks)."""
-        self.router.route(data)
-
     def tick(self, now: float) -> None:
         for stream in self.by_ssrc.values():
             for packet in stream.feedback(now, self.rtcp_ssrc):
