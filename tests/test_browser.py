@@ -16,6 +16,8 @@ import aiohttp
 import pytest
 import websockets
 
+from sfuctl.bots.config import BotsConfig
+from sfuctl.bots.runner import run_bots
 from sfuctl.client.signaling import SignalingClient
 from sfuctl.media import MediaSpec, make_media
 from sfuctl.server.app import start_server
@@ -444,6 +446,33 @@ async def test_the_page_joins_with_a_token_and_a_second_join_as_the_same_identit
             if page is not None:
                 await page.close()
         await running.close()
+
+
+async def test_the_page_outlines_each_talking_bot_and_reads_its_forwarded_audio_level(server, chromium, media):
+    # two bots take 3-s turns (RFC 6464 levels, docs/bots.md --speakers); the server forwards each level in its
+    # consumers' headers, so Chromium's getSynchronizationSources() follows it, and activeSpeaker moves the outline
+    config = BotsConfig(url=server.url, room="talk", count=2, ramp=20, duration=12.5, media=(str(media.audio),), seed=3,
+                        video=False, speakers=2)
+    bots = asyncio.create_task(run_bots(config))
+    page = await chromium.open(page_url(server, "talk", "listener"))
+    try:
+        await page.wait_until("sfuctl.audioLevels().length === 2", 15)
+        outlined: set[str] = set()
+        levels: list[float] = []
+        for _ in range(40):  # 10 s: at least three turns
+            outlined.add(await page.evaluate("document.querySelector('#tiles .tile.speaking .name')?.textContent ?? ''"))
+            levels += [level for level in await page.evaluate("sfuctl.audioLevels()") if level is not None]
+            await asyncio.sleep(0.25)
+        assert {"bot-1", "bot-2"} <= outlined, outlined
+        assert max(levels) > 0.05  # -20 dBov speech reads 0.1
+        assert min(levels) < 0.01  # silence between words and turns reads ~0
+        report = await bots
+        assert all(bot["speaker"]["misnamed"] == 0 for bot in report.bots)
+        await assert_clean(page)
+    finally:
+        await page.close()
+        if not bots.done():
+            bots.cancel()
 
 
 async def test_chat_between_a_browser_and_two_bots_goes_through_the_sfu_both_ways(server, chromium):

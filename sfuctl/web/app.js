@@ -334,6 +334,8 @@ window.sfuctl = {
   get activeSpeaker() {
     return app.activeSpeaker;
   },
+  /** The audio level (0..1) of each received audio track's source, as Chromium reads it from the packets. */
+  audioLevels: () => app.session?.audioLevels() ?? [],
   join: (room, name) => join(room, name),
   chat: (text) => chat(text),
   leave: () => leave(),

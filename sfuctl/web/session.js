@@ -74,6 +74,15 @@ export class Session {
   }
 
   /** Per remote stream: who sends it and what getStats() says about it (jitter in seconds). */
+  /** The audio level (0..1) each audio receiver's source last sent (RFC 6464, getSynchronizationSources). */
+  audioLevels() {
+    if (!this.recvPc || this.closed) return [];
+    return this.recvPc
+      .getReceivers()
+      .filter((receiver) => receiver.track?.kind === "audio")
+      .map((receiver) => receiver.getSynchronizationSources()[0]?.audioLevel ?? null);
+  }
+
   async streamStats() {
     if (!this.recvPc || this.closed) return [];
     const streams = await inboundStreams(this.recvPc);
