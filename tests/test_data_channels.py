@@ -12,7 +12,7 @@ from aiortc.rtcsctptransport import DataChunk, tsn_plus_one
 from google_crc32c import value as crc32c
 
 from sfuctl.bots.data_peer import DataPeer
-from sfuctl.client.signaling import SignalingClient
+from sfuctl.client.signaling import SignalingClient, SignalingError
 from sfuctl.rtc.dcep import PPID_BINARY, PPID_DCEP, PPID_STRING, ChannelParameters
 from sfuctl.rtc.sctp import SctpAssociation
 from sfuctl.server.app import RunningServer, start_server
@@ -109,6 +109,29 @@ async def test_a_late_joiner_gets_the_existing_channels_and_leaving_closes_them(
         await alice.close()
         await wait_until(lambda: len(bob.closed_consumers) == 1)
     finally:
+        await bob.close()
+
+
+async def test_closing_a_data_producer_closes_its_consumers_and_only_its_owner_may(data_server: RunningServer) -> None:
+    alice = await DataPeer.join(data_server.url, "close", "alice")
+    bob = await DataPeer.join(data_server.url, "close", "bob")
+    try:
+        chat, reactions = alice.send.open("chat"), alice.send.open("reactions")
+        await wait_until(lambda: len(alice.producers) == 2 and len(bob.consumers) == 2)
+        chat_id = next(p["id"] for p in alice.producers if p["label"] == "chat")
+        for who, wrong in ((bob, chat_id), (alice, "dp-nope"), (alice, 7)):
+            with pytest.raises(SignalingError) as refused:
+                await who.signaling.request("closeDataProducer", dataProducerId=wrong)
+            assert refused.value.code == "not_found"
+        assert await alice.signaling.request("closeDataProducer", dataProducerId=chat_id) == {}
+        await wait_until(lambda: [c["dataProducerId"] for c in bob.closed_consumers] == [chat_id])
+        assert not alice.send.send(chat, "too late")  # its stream was reset
+        assert alice.send.send(reactions, "the other channel goes on")
+        await wait_until(lambda: bob.from_peer(alice, "reactions") == ["the other channel goes on"])
+        room = await room_stats(data_server.url, "close")
+        assert [d["label"] for d in room["data_producers"]] == ["reactions"]
+    finally:
+        await alice.close()
         await bob.close()
 
 

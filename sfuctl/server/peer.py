@@ -335,6 +335,17 @@ class Peer:
             raise not_found("producer", producer_id)
         return producer
 
+    def close_data_producer(self, data_producer_id: object) -> None:
+        """Close one of this peer's data channels: its stream is reset (the peer's channel closes) and every
+        DataConsumer of it closes with `dataConsumerClosed`."""
+        data_producer = self.data_producers.get(data_producer_id) if isinstance(data_producer_id, str) else None
+        if data_producer is None:
+            raise not_found("data producer", data_producer_id)
+        sctp = data_producer.transport.sctp
+        if sctp is not None:
+            sctp.close_channel(data_producer.stream_id)
+        self.router.close_data_producer(data_producer)
+
     def unsubscribe(self, consumer_id: object) -> None:
         self.consumer(consumer_id).close(UNSUBSCRIBED)
 

@@ -84,6 +84,7 @@ class SignalingSession:
             "pauseProducer": lambda p: self._producer_paused(p, True),
             "resumeProducer": lambda p: self._producer_paused(p, False),
             "closeProducer": self._close_producer,
+            "closeDataProducer": self._close_data_producer,
             "relay": self._relay,
             "getStats": self._get_stats,
             "subscribeStats": self._subscribe_stats,
@@ -198,6 +199,10 @@ class SignalingSession:
     def _close_producer(self, params: dict) -> dict:
         peer = self._require_peer()
         peer.producer(params.get("producerId")).close()
+        return {}
+
+    def _close_data_producer(self, params: dict) -> dict:
+        self._require_peer().close_data_producer(params.get("dataProducerId"))
         return {}
 
     def _relay(self, params: dict) -> dict:
