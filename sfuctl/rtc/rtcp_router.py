@@ -34,8 +34,8 @@ class RtcpRouter:
     """SSRC -> stream tables for one connection; `route` is the connection's RTCP callback.
 
     `invalid` counts datagrams that did not parse (nothing of them is used); `unclaimed` counts parts (an SR, a
-    report block, a NACK, PLI or FIR entry) naming an SSRC no stream registered. SDES, BYE and REMB are read
-    and left (nothing here acts on them).
+    report block, a NACK, PLI or FIR entry) naming an SSRC no stream registered. SDES and BYE are read and
+    left; a REMB goes to `on_remb(bitrate_bps, now)` when the owner set one (it is about the whole connection).
     """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
@@ -43,6 +43,7 @@ class RtcpRouter:
         self.sending: dict[int, SendingStream] = {}
         self.invalid = 0
         self.unclaimed = 0
+        self.on_remb: Callable[[float, float], None] | None = None
         self._clock = clock
 
     def add_receiving(self, ssrc: int, stream: ReceivingStream) -> None:
@@ -104,6 +105,8 @@ class RtcpRouter:
                         sender.on_keyframe_request(now, True)
                     else:
                         self.unclaimed += 1
+            elif isinstance(packet, rtcp.Remb) and self.on_remb is not None:
+                self.on_remb(packet.bitrate, now)
 
 
 def receiver_reports(rtcp_ssrc: int, blocks: list[rtcp.ReportBlock], sdes: bytes) -> list[bytes]:

@@ -237,8 +237,11 @@ def _raw_sections(raw: list[list[str]]) -> list[tuple[tuple[str, tuple[str, ...]
     return sections
 
 
-def choose_codec(offer: MediaOffer, name: str | None = None) -> Codec | None:
-    """The codec the server accepts on an m-line: `name` when given (a consumer must match its producer)."""
+def choose_codec(
+    offer: MediaOffer, name: str | None = None, extra_feedback: tuple[tuple[str, str | None], ...] = ()
+) -> Codec | None:
+    """The codec the server accepts on an m-line: `name` when given (a consumer must match its producer);
+    `extra_feedback` is answered too when offered (beyond VIDEO_FEEDBACK)."""
     names = (name,) if name else CODEC_PREFERENCE.get(offer.kind, ())
     simulcast = offer.simulcast
     for wanted in names:
@@ -250,7 +253,8 @@ def choose_codec(offer: MediaOffer, name: str | None = None) -> Codec | None:
             candidates.sort(key=lambda c: dict(c.parameters).get("profile-level-id", "")[:2] != "42")
         if candidates:
             chosen = candidates[0]
-            feedback = tuple(f for f in chosen.feedback if f in VIDEO_FEEDBACK) if offer.kind == "video" else ()
+            answered = VIDEO_FEEDBACK + extra_feedback
+            feedback = tuple(f for f in chosen.feedback if f in answered) if offer.kind == "video" else ()
             return Codec(chosen.name, chosen.clock_rate, chosen.payload_type, chosen.channels, chosen.parameters, feedback)
     return None
 

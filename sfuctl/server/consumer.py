@@ -60,7 +60,7 @@ class Consumer:
             self.ssrc,
             codec.clock_rate,
             send_rtp=self._resend,
-            lookup=self._retransmission if producer.rtx_buffer is not None else None,
+            lookup=self._retransmission if self._resends() else None,
             on_keyframe_request=self._on_keyframe_request,
             on_report=self._on_report,
             media_bytes=self._media_bytes,
@@ -134,6 +134,10 @@ class Consumer:
         _pack_header(header, 0, self._first_byte | (data[0] & 0x20), self._second_byte[marker], out_seq, ts)
         return b"".join((header, data[offset:]))
 
+    def _resends(self) -> bool:
+        """Whether NACKs can be answered: the producer keeps a retransmission buffer (video)."""
+        return self.producer.rtx_buffer is not None
+
     def _media_bytes(self) -> int:
         return self.meter.bytes - self.rtcp.retransmitted_bytes
 
@@ -158,18 +162,23 @@ class Consumer:
 
     def sender_report(self, now: float) -> bytes | None:
         """SR + SDES for this stream, mapping the producer's NTP time line to this consumer's timestamps."""
-        if self._last_time is None:
+        rtp_ts = self._report_timestamp(now)
+        if rtp_ts is None:
             return None
-        clock = self._clock_rate
-        source = self.producer.last_sender_report
-        if source is not None:  # follow the publisher's RTP/NTP mapping, so the peer's tracks stay in sync
-            _, rtp_ts, arrival = source
-            rtp_ts = rtp_ts + self._ts_offset + int((now - arrival) * clock)
-        else:
-            rtp_ts = self._ts + int((now - self._last_time) * clock)
         if self._sdes is None:  # built once: the SSRC and the publisher's CNAME never change
             self._sdes = bytes(rtcp.Sdes(self.ssrc, self.cname))
         return bytes(self.rtcp.sender_report(rtcp.ntp_now(), rtp_ts, self.meter.packets, self.meter.bytes)) + self._sdes
+
+    def _report_timestamp(self, now: float) -> int | None:
+        """This stream's RTP timestamp for wall-clock `now` (None before anything was sent): the publisher's
+        RTP/NTP mapping through our offset, so the peer's tracks stay in sync; else our last timestamp advanced."""
+        if self._last_time is None:
+            return None
+        source = self.producer.last_sender_report
+        if source is not None:
+            _, rtp_ts, arrival = source
+            return rtp_ts + self._ts_offset + int((now - arrival) * self._clock_rate)
+        return self._ts + int((now - self._last_time) * self._clock_rate)
 
     def on_transport_connected(self, now: float) -> None:
         if self._waiting_keyframe:

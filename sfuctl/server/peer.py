@@ -22,6 +22,7 @@ from ..rtc.sdp import (
     choose_codec,
     parse_offer,
 )
+from ..rtc.simulcast import RID_URI
 from .auth import OPEN, Grant
 from .consumer import Consumer
 from .data_consumer import DataConsumer
@@ -31,6 +32,8 @@ from .events import CloseListeners
 from .producer import Producer
 from .quotas import check
 from .rate_limit import TokenBucket
+from .simulcast_consumer import SimulcastConsumer
+from .simulcast_producer import SimulcastProducer
 from .transport import Transport
 
 if TYPE_CHECKING:
@@ -99,11 +102,14 @@ class Peer:
                 continue
             existing = transport.producers_by_mid.get(m.mid) if transport else None
             codec = existing.codec if existing else choose_codec(m)
+            if m.simulcast is not None and codec is None and not m.rejected:
+                raise bad_request(f"mid {m.mid}: the simulcast encodings allow no common codec the server takes (VP8, H264)")
             if m.rejected or codec is None:
                 plan.append((MediaAnswer(m, None, "inactive"), existing))
                 continue
             direction = answer_direction(m.direction, server_sends=False)
-            plan.append((MediaAnswer(m, codec, direction, extensions=accepted_extensions(m)), existing))
+            rids = m.simulcast.rids if m.simulcast is not None else ()
+            plan.append((MediaAnswer(m, codec, direction, extensions=accepted_extensions(m), rids=rids), existing))
         producing = sum(answer.direction == "recvonly" for answer, _ in plan)
         check("producers_per_peer", quotas.producers_per_peer, producing, f"the offer has {producing} tracks to publish")
 
@@ -119,16 +125,28 @@ class Peer:
                 existing.close()
             elif existing is None and receiving:
                 m = answer.offer
-                producer = Producer(
-                    id=new_id("p"),
-                    peer=self,
-                    transport=transport,
-                    kind=m.kind,
-                    codec=answer.codec,
-                    ssrc=m.ssrc,
-                    mid=m.mid,
-                    audio_level_id=answer.extensions.get(AUDIO_LEVEL_URI),
-                )
+                producer: Producer | SimulcastProducer
+                if m.simulcast is not None:
+                    producer = SimulcastProducer(
+                        id=new_id("p"),
+                        peer=self,
+                        transport=transport,
+                        codec=answer.codec,
+                        mid=m.mid,
+                        simulcast=m.simulcast,
+                        rid_extension_id=answer.extensions.get(RID_URI),
+                    )
+                else:
+                    producer = Producer(
+                        id=new_id("p"),
+                        peer=self,
+                        transport=transport,
+                        kind=m.kind,
+                        codec=answer.codec,
+                        ssrc=m.ssrc,
+                        mid=m.mid,
+                        audio_level_id=answer.extensions.get(AUDIO_LEVEL_URI),
+                    )
                 transport.add_producer(producer, answer.extensions.get(MID_URI))
                 self.producers[producer.id] = producer
                 producer.on_close.add(self._on_producer_closed)
@@ -208,7 +226,9 @@ class Peer:
         if consumer is not None and (producer is not consumer.producer or not receiving or m.rejected):
             consumer.close(UNSUBSCRIBED)
             consumer = None
-        codec = choose_codec(m, producer.codec.name) if producer else choose_codec(m)
+        # REMB is answered only where the server sends simulcast: it lets a browser's estimate cap the layer choice.
+        remb = (("goog-remb", None),) if isinstance(producer, SimulcastProducer) else ()
+        codec = choose_codec(m, producer.codec.name, remb) if producer else choose_codec(m)
         if producer is None and waiting and receiving and not m.rejected and codec is not None:
             return MediaAnswer(m, codec, "sendonly", extensions=accepted_extensions(m))
         if producer is None or not receiving or m.rejected or codec is None:
@@ -227,12 +247,13 @@ class Peer:
             extensions=accepted_extensions(m),
         )
 
-    def consume(self, m: MediaOffer, producer: Producer, codec: Codec) -> Consumer:
+    def consume(self, m: MediaOffer, producer: Producer | SimulcastProducer, codec: Codec) -> Consumer:
         """A consumer of `producer` on the receive transport's answered m-line `m`, sending with `codec`."""
         transport = self.recv_transport
         if transport is None or transport.closed:
             raise wrong_state("the peer has no receive connection")
-        consumer = Consumer(
+        kind = SimulcastConsumer if isinstance(producer, SimulcastProducer) else Consumer
+        consumer = kind(
             id=new_id("c"),
             peer=self,
             producer=producer,
@@ -430,8 +451,18 @@ class Peer:
             self.close("connection lost (ICE consent expired)")
 
 
-def producer_info(p: Producer) -> dict:
-    return {"id": p.id, "peerId": p.peer_id, "peerName": p.peer_name, "kind": p.kind, "codec": p.codec.name, "mid": p.mid, "paused": p.paused}
+def producer_info(p: Producer | SimulcastProducer) -> dict:
+    layers = len(p.layers) if isinstance(p, SimulcastProducer) else 1
+    return {
+        "id": p.id,
+        "peerId": p.peer_id,
+        "peerName": p.peer_name,
+        "kind": p.kind,
+        "codec": p.codec.name,
+        "mid": p.mid,
+        "paused": p.paused,
+        "spatialLayers": layers,
+    }
 
 
 def consumer_info(c: Consumer) -> dict:

@@ -170,6 +170,10 @@ class Producer:
         r = self.reception
         self.quality.update(packets=r.packets_received, expected=r.expected, lost=r.packets_lost)
 
+    def receive_streams(self) -> list[Producer]:
+        """The per-SSRC streams the transport reports on: this one."""
+        return [self]
+
     def report_block(self, now: float) -> ReportBlock | None:
         return self.rtcp.report_block(now)
 

@@ -15,6 +15,7 @@ from .peer import Peer, producer_info
 from .cpu import process_cpu_percent
 from .quotas import flag
 from .rate_limit import TokenBucket
+from .simulcast_consumer import MAX_TEMPORAL_LAYER, PRIORITY_RANGE, SimulcastConsumer
 from .worker import Worker
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,10 @@ MAX_NAME_LENGTH = 64
 STATS_MAX_INTERVAL = 60.0  # seconds; the shortest is a quota (Quotas.stats_min_interval)
 # A stats push is skipped while this many frames wait for a slow client, so its backlog stays bounded.
 STATS_MAX_BACKLOG = 8
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def stats_room(params: dict) -> str | None:
@@ -85,6 +90,9 @@ class SignalingSession:
             "resumeProducer": lambda p: self._producer_paused(p, False),
             "closeProducer": self._close_producer,
             "closeDataProducer": self._close_data_producer,
+            "setPreferredLayers": self._set_preferred_layers,
+            "setMaxSize": self._set_max_size,
+            "setConsumerPriority": self._set_consumer_priority,
             "relay": self._relay,
             "getStats": self._get_stats,
             "subscribeStats": self._subscribe_stats,
@@ -195,6 +203,50 @@ class SignalingSession:
         producer = peer.producer(params.get("producerId"))
         peer.router.set_producer_paused(producer, paused)
         return {"paused": producer.paused}
+
+    def _simulcast_consumer(self, params: dict) -> SimulcastConsumer:
+        consumer = self._require_peer().consumer(params.get("consumerId"))
+        if not isinstance(consumer, SimulcastConsumer):
+            raise bad_request(f"consumer {consumer.id} forwards a single-encoding producer: it has no layers to choose")
+        return consumer
+
+    def _set_preferred_layers(self, params: dict) -> dict:
+        consumer = self._simulcast_consumer(params)
+        layers = len(consumer.producer.layers)
+        spatial, temporal = params.get("spatialLayer"), params.get("temporalLayer")
+        if not _is_int(spatial) or not 0 <= spatial < layers:
+            raise bad_request(f"'spatialLayer' must be an integer from 0 to {layers - 1}: producer {consumer.producer.id} has {layers} layer(s)")
+        if temporal is not None and (not _is_int(temporal) or not 0 <= temporal < MAX_TEMPORAL_LAYER):
+            raise bad_request(f"'temporalLayer' must be an integer from 0 to {MAX_TEMPORAL_LAYER - 1}, or absent for all")
+        consumer.preferred_spatial = spatial
+        consumer.set_temporal(temporal)
+        return self._reallocate(consumer)
+
+    def _set_max_size(self, params: dict) -> dict:
+        consumer = self._simulcast_consumer(params)
+        width, height = params.get("width"), params.get("height")
+        if width is None and height is None:
+            consumer.max_size = None
+        elif _is_int(width) and _is_int(height) and width > 0 and height > 0:
+            consumer.max_size = (width, height)
+        else:
+            raise bad_request("'width' and 'height' must be positive integers (pixels of the viewer's window), or both absent")
+        return self._reallocate(consumer)
+
+    def _set_consumer_priority(self, params: dict) -> dict:
+        consumer = self._simulcast_consumer(params)
+        priority = params.get("priority")
+        low, high = PRIORITY_RANGE
+        if not _is_int(priority) or not low <= priority <= high:
+            raise bad_request(f"'priority' must be an integer from {low} to {high} (higher is served first)")
+        consumer.priority = priority
+        return self._reallocate(consumer)
+
+    def _reallocate(self, consumer: SimulcastConsumer) -> dict:
+        allocation = consumer.transport.allocation
+        if allocation is not None:
+            allocation.apply(time.monotonic())
+        return {"spatialLayer": consumer.current_layer, "targetSpatialLayer": consumer.target_layer}
 
     def _close_producer(self, params: dict) -> dict:
         peer = self._require_peer()

@@ -22,6 +22,8 @@ from ..rtc.sctp import SctpAssociation
 from ..rtc.rtp import read_extensions
 from ..rtc.sdp import MID_URI, MediaAnswer, Offer, build_answer, dtls_role_for
 from .errors import bad_request
+from .layer_allocation import LayerAllocation
+from .simulcast_producer import SimulcastProducer
 
 if TYPE_CHECKING:
     from .consumer import Consumer
@@ -60,8 +62,8 @@ class Transport:
         self.closed = False
         self.rtcp_router = RtcpRouter()
         self._sdes = bytes(rtcp.Sdes(self.rtcp_ssrc, cname))  # the SDES closing each of its RRs
-        self.producers: dict[int, Producer] = {}
-        self.producers_by_mid: dict[str, Producer] = {}
+        self.producers: dict[int, Producer] = {}  # by SSRC: a simulcast producer's encodings are here one by one
+        self.producers_by_mid: dict[str, Producer | SimulcastProducer] = {}
         self.consumers: dict[int, Consumer] = {}
         self.consumers_by_mid: dict[str, Consumer] = {}
         # Data channels, when the offer had an m=application section: routed by SCTP stream id.
@@ -78,6 +80,7 @@ class Transport:
         self.ice_restarts = 0
         self._setup = "passive"
         self._mid_extension_id: int | None = None
+        self.allocation: LayerAllocation | None = None  # made with the first simulcast consumer
         self._session_id = random.randint(1, 2**62)
         self._on_closed = on_closed
         self.connection = Connection(
@@ -177,26 +180,31 @@ class Transport:
             bundle=self._bundle,
         )
 
-    def add_producer(self, producer: Producer, mid_extension_id: int | None) -> None:
+    def add_producer(self, producer: Producer | SimulcastProducer, mid_extension_id: int | None) -> None:
         self.producers_by_mid[producer.mid] = producer
-        if producer.ssrc is not None:
-            self.producers[producer.ssrc] = producer
-            self.rtcp_router.add_receiving(producer.ssrc, producer.rtcp)
+        for stream in producer.receive_streams():
+            if stream.ssrc is not None:
+                self._route_stream(stream)
         if mid_extension_id is not None:
             self._mid_extension_id = mid_extension_id
         producer.on_close.add(self._on_producer_closed)
 
-    def _on_producer_closed(self, producer: Producer) -> None:
-        self.producers_by_mid.pop(producer.mid, None)
-        if producer.ssrc is not None and self.producers.get(producer.ssrc) is producer:
-            del self.producers[producer.ssrc]
-            self.rtcp_router.remove_receiving(producer.ssrc, producer.rtcp)
+    def _on_producer_closed(self, producer: Producer | SimulcastProducer) -> None:
+        if self.producers_by_mid.get(producer.mid) is producer:
+            del self.producers_by_mid[producer.mid]
+        for stream in producer.receive_streams():
+            if stream.ssrc is not None and self.producers.get(stream.ssrc) is stream:
+                del self.producers[stream.ssrc]
+                self.rtcp_router.remove_receiving(stream.ssrc, stream.rtcp)
 
     def add_consumer(self, consumer: Consumer) -> None:
         self.consumers[consumer.ssrc] = consumer
         self.consumers_by_mid[consumer.mid] = consumer
         self.rtcp_router.add_sending(consumer.ssrc, consumer.rtcp)
         consumer.on_close.add(self._on_consumer_closed)
+        if self.allocation is None and isinstance(consumer.producer, SimulcastProducer):
+            self.allocation = LayerAllocation(self.consumers)
+            self.rtcp_router.on_remb = self.allocation.on_remb
         if self.connected:
             consumer.on_transport_connected(time.monotonic())
 
@@ -224,28 +232,42 @@ class Transport:
         producer.receive(data, time.monotonic())
 
     def _learn_ssrc(self, data: bytes) -> Producer | None:
-        """Bind an unsignaled SSRC to its producer (slow path): by the MID header extension, else by payload type
-        when exactly one producer without an SSRC has it (an offer written before its sender knew its SSRC)."""
-        unbound = [p for p in self.producers_by_mid.values() if p.ssrc is None]
+        """Bind an unsignaled SSRC to its producer (slow path): by the MID header extension (a simulcast producer's
+        encoding by the RID one), else by payload type when exactly one plain producer without an SSRC has it (an
+        offer written before its sender knew its SSRC)."""
+        unbound = [p for p in self.producers_by_mid.values() if any(s.ssrc is None for s in p.receive_streams())]
         if not unbound:
             return None
-        producer = None
+        extensions: dict[int, bytes] = {}
         if self._mid_extension_id is not None:
             try:
-                mid = read_extensions(data).get(self._mid_extension_id)
+                extensions = read_extensions(data)
             except ValueError:
                 return None
-            producer = self.producers_by_mid.get(mid.decode(errors="replace")) if mid else None
+        mid = extensions.get(self._mid_extension_id) if self._mid_extension_id is not None else None
+        producer = self.producers_by_mid.get(mid.decode(errors="replace")) if mid else None
         if producer is None:
             payload_type = data[1] & 0x7F
-            matching = [p for p in unbound if p.codec.payload_type == payload_type]
+            matching = [p for p in unbound if not isinstance(p, SimulcastProducer) and p.codec.payload_type == payload_type]
             producer = matching[0] if len(matching) == 1 else None
-        if producer is None or producer.ssrc is not None:
+        ssrc = int.from_bytes(data[8:12], "big")
+        stream: Producer | None = None
+        if isinstance(producer, SimulcastProducer):
+            rid_id = producer.rid_extension_id
+            stream = producer.layer_for(ssrc, extensions.get(rid_id) if rid_id is not None else None)
+        elif producer is not None and producer.ssrc is None:
+            producer.ssrc = ssrc
+            stream = producer
+        if stream is None:
             return None
-        producer.ssrc = int.from_bytes(data[8:12], "big")
-        self.producers[producer.ssrc] = producer
-        self.rtcp_router.add_receiving(producer.ssrc, producer.rtcp)
-        return producer
+        self._route_stream(stream)
+        return stream
+
+    def _route_stream(self, stream: Producer) -> None:
+        """Packets and SRs of a known SSRC go to its (encoding's) Producer."""
+        assert stream.ssrc is not None
+        self.producers[stream.ssrc] = stream
+        self.rtcp_router.add_receiving(stream.ssrc, stream.rtcp)
 
     def _on_state(self, state: str) -> None:
         log.debug("transport %s: %s", self.id, state)
@@ -270,7 +292,10 @@ class Transport:
     def report(self, now: float) -> None:
         """Once per interval: RR for the producers, SR for each consumer, bitrate samples and producer scores."""
         if self.connected:
-            send_reports(now, self.rtcp_ssrc, self._sdes, self.producers_by_mid.values(), self.consumers.values(), self.send_rtcp)
+            streams = [stream for producer in self.producers_by_mid.values() for stream in producer.receive_streams()]
+            send_reports(now, self.rtcp_ssrc, self._sdes, streams, self.consumers.values(), self.send_rtcp)
+            if self.allocation is not None:
+                self.allocation.run(now)
 
     def close(self) -> None:
         """Idempotent: stop the connection and forget the routes (producers/consumers are closed by the peer)."""

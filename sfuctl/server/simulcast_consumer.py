@@ -1,0 +1,240 @@
+"""SimulcastConsumer: one outgoing stream for one peer, fed from the encoding of a SimulcastProducer that fits it.
+
+It sends one SSRC; `LayerSwitch` decides per packet which encoding goes out and renumbers it (contiguous
+sequence numbers, timestamps aligned through each encoding's SR, VP8 PictureID/TL0PICIDX continued). A change
+of target asks the target encoding for a keyframe (merged and retried by that encoding's Producer) and takes
+effect at it. The peer's wishes (preferred layers, max size, priority) are kept here for the allocator; NACKs
+map back to the encoding and number they came from.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import TYPE_CHECKING, Any
+
+from ..rtc.layer_switch import Epoch, LayerSwitch
+from ..rtc.rtp import read_header
+from ..rtc.vp8 import Vp8Descriptor, parse_descriptor, write_descriptor
+from .allocator import Layer, Wish
+from .consumer import Consumer
+
+if TYPE_CHECKING:
+    from .simulcast_producer import SimulcastProducer
+
+_pack_header = struct.Struct("!BBHI").pack_into
+# The longest VP8 payload descriptor: X byte, extension byte, 2-byte PictureID, TL0PICIDX, TID/KEYIDX byte.
+MAX_DESCRIPTOR = 6
+# Highest VP8 temporal layer id (TID is 2 bits, RFC 7741); Chromium's simulcast uses up to 3 (0..2).
+MAX_TEMPORAL_LAYER = 3
+# Priority range of setConsumerPriority (mediasoup's is 1..255; higher is served first).
+PRIORITY_RANGE = (1, 255)
+
+
+class SimulcastConsumer(Consumer):
+    """A consumer of a SimulcastProducer; `producer` is that SimulcastProducer."""
+
+    producer: SimulcastProducer
+
+    def _start_waiting(self) -> None:
+        """The layer switch waits for keyframes (of the target encoding), not the producer's counter."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        """Consumer's arguments; it starts waiting for the top encoding (the allocator moves it from there)."""
+        super().__init__(**kwargs)
+        self.preferred_spatial: int | None = None
+        self.preferred_temporal: int | None = None
+        self.max_size: tuple[int, int] | None = None
+        self.priority = 1
+        self.switch = LayerSwitch(self._clock_rate, self.producer.sender_report, target=len(self.producer.layers) - 1)
+        self.switch_started: float | None = None
+        self.switch_times_ms: list[float] = []
+        self._waiting_on: int | None = None
+        self._descriptor = bytearray(MAX_DESCRIPTOR)
+        self._wait_for(self.switch.target)
+
+    # -- media path -----------------------------------------------------------------------------------
+    def forward_layer(
+        self,
+        layer: int,
+        first_byte: int,
+        marker: int,
+        sequence: int,
+        timestamp: int,
+        payload: bytes,
+        keyframe: bool,
+        vp8: Vp8Descriptor | None,
+        tail: bytes,
+        now: float,
+    ) -> None:
+        """Hot path: one packet of encoding `layer`; forwarded if it belongs to the stream this peer gets.
+        `tail` is the payload after its VP8 descriptor (shared by the consumers)."""
+        if self.paused or not self.transport.connected:
+            return
+        epoch = self.switch.accept(layer, sequence, timestamp, keyframe, vp8, now)
+        if epoch is None:
+            return
+        if self._waiting_on is not None and self.switch.current == self._waiting_on:
+            self._switched(now)
+        seq = (sequence + epoch.seq_offset) & 0xFFFF
+        ts = (timestamp + epoch.ts_offset) & 0xFFFFFFFF
+        header = self._header
+        _pack_header(header, 0, self._first_byte | (first_byte & 0x20), self._second_byte[marker], seq, ts)
+        if vp8 is not None and (epoch.pid_offset or epoch.tl0_offset):
+            # the rewritten descriptor, then the rest of the payload: one copy, in the join
+            packet = b"".join((header, self._renumber(payload, vp8, epoch), tail))
+        else:
+            packet = b"".join((header, payload))
+        meter = self.meter
+        meter.packets += 1
+        meter.bytes += len(packet)
+        self._send_rtp(packet)
+
+    def _retransmission(self, out_seq: int) -> bytes | None:
+        """The packet to resend for a NACKed number of ours, from the buffer of the encoding it came from."""
+        if self.paused:
+            return None
+        epoch = self.switch.lookup(out_seq)
+        # Packets of an encoding left behind are not resent: the new one started with a keyframe, and the old
+        # one was left because the link could not carry it.
+        if epoch is None or epoch.layer != self.switch.current:
+            return None
+        buffer = self.producer.layers[epoch.layer].rtx_buffer
+        data = buffer.get(epoch.source_seq(out_seq)) if buffer is not None else None
+        if data is None:
+            return None
+        marker, _, _, timestamp, _, offset = read_header(data)
+        payload = data[offset:]
+        if self.producer.taps[epoch.layer].vp8 and (epoch.pid_offset or epoch.tl0_offset):
+            try:
+                vp8 = parse_descriptor(payload)
+            except ValueError:
+                return None
+            payload = bytes(self._renumber(payload, vp8, epoch)) + payload[vp8.size :]
+        ts = (timestamp + epoch.ts_offset) & 0xFFFFFFFF
+        header = self._header
+        _pack_header(header, 0, self._first_byte | (data[0] & 0x20), self._second_byte[marker], out_seq, ts)
+        return b"".join((header, payload))
+
+    def _renumber(self, payload: bytes, vp8: Vp8Descriptor, epoch: Epoch) -> memoryview:
+        """The packet's VP8 descriptor with this stream's PictureID and TL0PICIDX, in a buffer of this consumer
+        (valid until the next call: the caller joins it into the packet at once)."""
+        pid = None if vp8.picture_id is None else (vp8.picture_id + epoch.pid_offset) & 0x7FFF
+        tl0 = None if vp8.tl0picidx is None else (vp8.tl0picidx + epoch.tl0_offset) & 0xFF
+        write_descriptor(self._descriptor, payload, vp8, pid, tl0)
+        return memoryview(self._descriptor)[: vp8.size]
+
+    # -- layer choice ----------------------------------------------------------------------------------
+    @property
+    def current_layer(self) -> int | None:
+        return self.switch.current
+
+    @property
+    def target_layer(self) -> int:
+        return self.switch.target
+
+    def wish(self) -> Wish:
+        """What the allocator weighs for this consumer: the encodings' measured rates and the peer's wishes."""
+        sizes = self.producer.layer_sizes()
+        layers = tuple(
+            Layer(layer.meter.bitrate_bps, width, height) for layer, (width, height) in zip(self.producer.layers, sizes)
+        )
+        return Wish(self.id, "video", layers, self.preferred_spatial, self.max_size, self.priority)
+
+    def set_target(self, layer: int, now: float) -> None:
+        """Move to encoding `layer` at its next keyframe (asked for now); a no-op if it is already the target."""
+        layer = max(0, min(layer, len(self.producer.layers) - 1))
+        if layer == self.switch.target:
+            return
+        self.switch.target = layer
+        self._wait_for(layer if layer != self.switch.current else None)
+        if self._waiting_on is not None:
+            self.switch_started = now
+            self.producer.layers[layer].request_keyframe(now)
+
+    def set_temporal(self, temporal: int | None) -> None:
+        self.preferred_temporal = temporal
+        self.switch.max_temporal = temporal
+
+    def _wait_for(self, layer: int | None) -> None:
+        """Count this consumer as waiting for a keyframe of `layer` (so that encoding asks again until one comes)."""
+        if self._waiting_on is not None:
+            self.producer.layers[self._waiting_on].consumer_waiting(False)
+        self._waiting_on = layer
+        if layer is not None:
+            self.producer.layers[layer].consumer_waiting(True)
+
+    def _switched(self, now: float) -> None:
+        self._wait_for(None)
+        if self.switch_started is not None:
+            self.switch_times_ms.append(round((now - self.switch_started) * 1000, 1))
+            del self.switch_times_ms[:-16]  # the last few, for stats
+            self.switch_started = None
+        self.peer.notify(
+            "consumerLayersChanged",
+            {"consumerId": self.id, "spatialLayer": self.switch.current, "temporalLayer": self.switch.max_temporal},
+        )
+
+    # -- feedback and control -------------------------------------------------------------------------
+    def _on_keyframe_request(self, now: float) -> None:
+        """The peer lost its picture: a keyframe of the encoding it gets (or is about to get)."""
+        layer = self.switch.current if self.switch.current is not None else self.switch.target
+        self.producer.layers[layer].request_keyframe(now)
+
+    def _resends(self) -> bool:
+        """NACKs are answered from each encoding's own buffer (the SimulcastProducer has none of its own)."""
+        return True
+
+    def _report_timestamp(self, now: float) -> int | None:
+        """For the SR: the current encoding's RTP/NTP mapping through its offset, else the last timestamp sent
+        advanced by the wall clock."""
+        switch = self.switch
+        if switch.last_time is None or switch.epoch is None:
+            return None
+        source = self.producer.layers[switch.epoch.layer].last_sender_report
+        if source is not None:
+            _, rtp_ts, arrival = source
+            return rtp_ts + switch.epoch.ts_offset + int((now - arrival) * self._clock_rate)
+        return switch.last_ts + int((now - switch.last_time) * self._clock_rate)
+
+    def on_transport_connected(self, now: float) -> None:
+        self.producer.layers[self.switch.target].request_keyframe(now)
+
+    def set_paused(self, paused: bool, now: float) -> None:
+        if paused == self.paused:
+            return
+        self.paused = paused
+        if not paused:
+            self.resync()
+            self.producer.layers[self.switch.target].request_keyframe(now)
+
+    def resync(self) -> None:
+        """Continue the numbering at the target's next keyframe."""
+        self.switch.restart()
+        self._wait_for(self.switch.target)
+
+    def close(self, reason: str) -> None:
+        if not self.closed:
+            self._wait_for(None)
+        super().close(reason)
+
+    def stats(self) -> dict:
+        base = super().stats()
+        sizes = self.producer.layer_sizes()
+        current = self.switch.current
+        return base | {
+            "spatial_layer": current,
+            "target_spatial_layer": self.switch.target,
+            "temporal_layer": self.switch.max_temporal,
+            "preferred_spatial_layer": self.preferred_spatial,
+            "priority": self.priority,
+            "layer_switches": self.switch.switches,
+            "layer_switch_ms": self.switch_times_ms[-1] if self.switch_times_ms else None,
+            "width": None if current is None else sizes[current][0],
+            "height": None if current is None else sizes[current][1],
+            "available_bps": self._available_bps(),
+        }
+
+    def _available_bps(self) -> float | None:
+        allocation = self.transport.allocation
+        available = allocation.estimate.available_bps(0.0) if allocation is not None else None
+        return None if available is None else round(available)
