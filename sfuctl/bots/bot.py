@@ -24,6 +24,9 @@ from sfuctl.rtc.dtls import DtlsCertificate
 from sfuctl.rtc.ice import IceParameters
 from sfuctl.rtc.sdp import AUDIO_LEVEL_URI
 from sfuctl.tokens import url_with_token
+from sfuctl.rtc.rtp import build_extension_block
+from sfuctl.rtc.sdp import MID_URI
+from sfuctl.rtc.simulcast import RID_URI
 
 from .chat import ChatTraffic
 from .config import BotPlan
@@ -50,6 +53,7 @@ class BotEnv:
 
     url: str
     tracks: dict[str, EncodedTrack]
+    layers: tuple[EncodedTrack, ...]  # simulcast encodings of the video, lowest first; () publishes `tracks` only
     certificate: DtlsCertificate
     pacer: Pacer
     impairment: ImpairmentConfig
@@ -71,6 +75,11 @@ class JoinError(Exception):
 
 
 RESTART_POLL_INTERVAL = 0.02  # how often an ICE restart looks whether its new path is up
+# RIDs of simulcast encodings, lowest first (quarter, half, full size); fewer encodings take the top ones.
+SIMULCAST_RIDS = ("q", "h", "f")
+# A simulcast publisher's first SRs go out this soon after sending starts (every encoding has sent a frame by
+# then at 25 fps), instead of after the first randomized RTCP interval.
+EARLY_SR_DELAY = 0.1
 
 
 class Bot:
@@ -366,21 +375,29 @@ class Bot:
         self._send_ready = self.loop.create_future()
         sections = []
         used: set[int] = set()
-        for number, kind in enumerate(k for k in ("video", "audio") if k in self.env.tracks):
-            track = self.env.tracks[kind]
+
+        def new_ssrc() -> int:
             ssrc = self.rng.randint(1, 0xFFFFFFFF)
             while ssrc in used:
                 ssrc = self.rng.randint(1, 0xFFFFFFFF)
             used.add(ssrc)
+            return ssrc
+
+        layers = self.env.layers
+        rids = SIMULCAST_RIDS[len(SIMULCAST_RIDS) - len(layers) :] if layers else ()
+        for number, kind in enumerate(k for k in ("video", "audio") if k in self.env.tracks):
+            track = self.env.tracks[kind]
+            simulcast = kind == "video" and bool(layers)
             sections.append(
                 OfferSection(
                     mid=str(number),
                     kind=kind,
                     direction="sendonly",
-                    codecs=(SEND_CODECS[track.codec],),
-                    ssrc=ssrc,
+                    codecs=(SEND_CODECS[layers[0].codec if simulcast else track.codec],),
+                    ssrc=None if simulcast else new_ssrc(),
                     cname=self.cname,
                     msid=(self.cname, f"{self.cname}-{kind}"),
+                    rids=rids if simulcast else (),
                 )
             )
         if self.chat is not None:
@@ -396,19 +413,27 @@ class Bot:
             media = answer.media.get(section.mid)
             if media is None or media.codec is None:
                 raise JoinError(f"the server rejected the {section.kind} track (mid {section.mid})")
-            assert section.ssrc is not None
-            senders.append(
-                StreamSender(
-                    self.env.tracks[section.kind],
-                    ssrc=section.ssrc,
-                    payload_type=media.codec.payload_type,
-                    send_rtp=conn.send_rtp,
-                    rng=self.rng,
-                    nack=media.codec.has_feedback("nack"),
-                    level=self.speaker.level if self.speaker is not None else None,
-                    level_id=media.extensions.get(AUDIO_LEVEL_URI),
+            common = dict(payload_type=media.codec.payload_type, send_rtp=conn.send_rtp, rng=self.rng, nack=media.codec.has_feedback("nack"))
+            if not section.rids:
+                assert section.ssrc is not None
+                senders.append(
+                    StreamSender(
+                        self.env.tracks[section.kind],
+                        ssrc=section.ssrc,
+                        level=self.speaker.level if self.speaker is not None else None,
+                        level_id=media.extensions.get(AUDIO_LEVEL_URI),
+                        **common,
+                    )
                 )
-            )
+                continue
+            if RID_URI not in media.extensions:
+                raise JoinError(f"the server did not accept simulcast on mid {section.mid} (no rtp-stream-id in its answer)")
+            for rid, track in zip(section.rids, layers):
+                # MID and RID on every packet: the server binds each SSRC to its encoding on first sight.
+                extensions = build_extension_block(
+                    [(media.extensions[MID_URI], section.mid.encode()), (media.extensions[RID_URI], rid.encode())]
+                )
+                senders.append(StreamSender(track, ssrc=new_ssrc(), extensions=extensions, rid=rid, **common))
         link.publisher = Publisher(senders, link.send_rtcp, self.cname, link.router)
         conn.set_remote(answer.ice, answer.fingerprints, answer.dtls_role, answer.candidates)  # type: ignore[arg-type]
 
@@ -425,6 +450,8 @@ class Bot:
                 self._send_link.started_at = time.monotonic()
                 for sender in self.publisher.senders:
                     self.env.pacer.add(sender)
+                if self.env.layers:  # the server aligns encodings through their SRs: send the first ones early
+                    self.next_report_at = min(self.next_report_at, self._send_link.started_at + EARLY_SR_DELAY)
         elif state in ("failed", "closed"):
             if self.publisher is not None:
                 self.publisher.stop()
@@ -690,6 +717,8 @@ class Bot:
             consumer = stream.stats(end, rtt)
             first = stream.first_frame_at
             consumer["first_frame_at_s"] = first - started if first is not None else None
+            consumer["sizes"] = [[round(at - started, 3), width, height] for at, width, height in stream.size_log]
+            consumer["freeze_log"] = [[round(at - started, 3), round(seconds * 1000, 1)] for at, seconds in stream.frames.freeze_log]
             consumers.append(consumer)
         return {
             "index": self.plan.index,

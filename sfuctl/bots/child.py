@@ -16,7 +16,7 @@ import time
 
 from sfuctl.runtime import run
 
-from .config import BotPlan, BotsConfig, load_tracks
+from .config import BotPlan, BotsConfig, load_layers, load_tracks
 from .group import BotGroup, JoinEvent
 from .stats import RoomCounters, StreamSample
 
@@ -37,6 +37,7 @@ async def _main() -> int:
     plans = [BotPlan.from_dict(p) for p in setup["plans"]]
     try:
         tracks = load_tracks(setup["media"], audio=config.audio, video=config.video)
+        layers = load_layers(setup["media"]) if config.simulcast else ()
     except ValueError as exc:
         emit({"type": "error", "message": str(exc)})
         return 1
@@ -71,7 +72,7 @@ async def _main() -> int:
 
     watcher = asyncio.create_task(watch_stdin())
     group = BotGroup(
-        config, plans, tracks, on_join=on_join, on_counters=on_counters,
+        config, plans, tracks, layers=layers, on_join=on_join, on_counters=on_counters,
         on_streams=on_streams if setup.get("streams") else None,
     )
     bots = await group.run(stop, start_at=start_at)

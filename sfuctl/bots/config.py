@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from sfuctl.encoded import EncodedTrack, load_track
 from sfuctl.rtc.batching import REPORT_INTERVAL
+from sfuctl.rtc.simulcast import MAX_LAYERS
 from sfuctl.tokens import check_secret, claims, mint
 
 from .impairment import ImpairmentConfig, ImpairmentStep
@@ -35,6 +36,8 @@ class BotsConfig:
     new local port, as a network change would (websocket: renegotiation; WHIP/WHEP: PATCH, RFC 9725).
     `speakers`: the first N publishing bots of each room take turns talking (sfuctl.bots.speech) and every
     publishing bot sends audio levels (RFC 6464); None sends no levels.
+    `simulcast`: publishers send every video file of `media` (lowest first; default: the simulcast test media)
+    as the encodings of one simulcast track, with RIDs.
     """
 
     url: str
@@ -64,6 +67,7 @@ class BotsConfig:
     data_rate: float = 0.0
     ice_restart_every: float | None = None
     speakers: int | None = None
+    simulcast: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -109,6 +113,10 @@ class BotsConfig:
                 raise ValueError("speakers talk on their audio: drop --no-audio or --speakers")
             if self.mode != "websocket" or self.mesh:
                 raise ValueError("the active speaker comes from the sfuctl server's signaling (ws://), not WHIP/WHEP or a mesh")
+        if self.simulcast and (self.mesh or self.mode != "websocket"):
+            raise ValueError("simulcast needs the sfuctl server's signaling (ws://): it cannot go with --mesh, --whip or --whep")
+        if self.simulcast and not self.video:
+            raise ValueError("simulcast is a video feature: it cannot go with --no-video")
         if not (self.audio or self.video):
             raise ValueError("bots need audio or video (both --no-audio and --no-video were given)")
         for name in ("connect_timeout", "join_timeout", "rtcp_interval", "sample_interval"):
@@ -242,6 +250,27 @@ def plan_bots(config: BotsConfig) -> list[BotPlan]:
             )
         )
     return plans
+
+
+def load_layers(paths: list[str] | tuple[str, ...]) -> tuple[EncodedTrack, ...]:
+    """Every video track of `paths` in order, as simulcast encodings (lowest first).
+
+    Raises ValueError unless there are 1 to MAX_LAYERS with one codec and one frame rate (switching between
+    encodings needs their frames to line up).
+    """
+    layers = []
+    for path in paths:
+        try:
+            layers.append(load_track(Path(path), "video"))
+        except ValueError:
+            continue  # an audio-only file
+        except OSError as error:
+            raise ValueError(f"{path}: {error.strerror or error}") from None
+    if not 1 <= len(layers) <= MAX_LAYERS:
+        raise ValueError(f"simulcast needs 1 to {MAX_LAYERS} video files (lowest first), got {len(layers)}")
+    if len({t.codec for t in layers}) != 1 or len({round(t.frame_interval, 4) for t in layers}) != 1:
+        raise ValueError("simulcast video files must share one codec and one frame rate")
+    return tuple(layers)
 
 
 def load_tracks(paths: list[str] | tuple[str, ...], audio: bool, video: bool) -> dict[str, EncodedTrack]:

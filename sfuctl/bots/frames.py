@@ -22,6 +22,7 @@ FREEZE_WINDOW = 30  # inter-frame delays in the mean (webrtc-stats: the last 30 
 FREEZE_MIN_DELAYS = 5  # no freeze is judged before this many delays are known (as Chromium)
 FREEZE_MIN_INCREASE = 0.150  # s: a freeze is also at least this much longer than the mean delay
 MAX_GAP = 512  # a jump further ahead is a stream restart, not loss
+FREEZE_LOG = 64  # the last freezes kept with their times (a report says when the stream froze, not only how often)
 
 
 class FrameTracker:
@@ -29,7 +30,7 @@ class FrameTracker:
 
     __slots__ = (
         "clock_rate", "detect_freezes", "max_age", "packets", "duplicates", "lost_first", "recovered", "given_up",
-        "frames", "complete_frames", "lost_frames", "freezes", "freeze_seconds",
+        "frames", "complete_frames", "lost_frames", "freezes", "freeze_seconds", "freeze_log",
         "_highest", "_missing", "_pending", "_last_complete_at", "_delays", "_delay_sum",
     )
 
@@ -47,6 +48,7 @@ class FrameTracker:
         self.lost_frames = 0
         self.freezes = 0  # closed freezes; freeze_totals() adds one still open
         self.freeze_seconds = 0.0
+        self.freeze_log: deque[tuple[float, float]] = deque(maxlen=FREEZE_LOG)  # (frozen since, seconds)
         self._highest: int | None = None
         self._missing: dict[int, float] = {}  # sequence -> when noticed, oldest first
         self._pending: deque[int] = deque()  # end sequences of frames waiting for packets, in sequence order
@@ -57,6 +59,11 @@ class FrameTracker:
     @property
     def missing(self) -> int:
         return len(self._missing)
+
+    @property
+    def last_complete_at(self) -> float | None:
+        """When the last complete frame was (None before the first)."""
+        return self._last_complete_at
 
     def freeze_totals(self, now: float) -> tuple[int, float]:
         """(freezes, frozen seconds) as of `now`, counting a freeze still open since the last complete frame
@@ -176,6 +183,7 @@ class FrameTracker:
             if self._is_freeze(delay):
                 self.freezes += 1
                 self.freeze_seconds += delay
+                self.freeze_log.append((last_at, delay))
             delays = self._delays
             if len(delays) == FREEZE_WINDOW:
                 self._delay_sum -= delays[0]

@@ -53,6 +53,7 @@ class BotGroup:
         plans: list[BotPlan],
         tracks: dict[str, EncodedTrack],
         *,
+        layers: tuple[EncodedTrack, ...] = (),
         on_join: Callable[[JoinEvent], None] | None = None,
         on_counters: Callable[[dict[str, RoomCounters]], None] | None = None,
         on_streams: Callable[[StreamSample], None] | None = None,
@@ -60,6 +61,7 @@ class BotGroup:
         self.config = config
         self.plans = plans
         self.tracks = tracks
+        self.layers = layers
         self.on_join = on_join
         self.on_counters = on_counters
         self.on_streams = on_streams
@@ -77,6 +79,7 @@ class BotGroup:
         env = BotEnv(
             url=self.config.url,
             tracks=self.tracks,
+            layers=self.layers,
             certificate=DtlsCertificate.default(),
             pacer=self._pacer,
             impairment=self.config.impairment,

@@ -19,7 +19,8 @@ from sfuctl.rtc.send_stream import SendStream
 
 _pack_header = struct.Struct("!BBHII").pack_into
 _pack_vp8_header = struct.Struct("!BBHIIBBH").pack_into  # RTP header + the 4-byte VP8 descriptor
-VP8_HEADER_SIZE = 16
+_pack_vp8_descriptor = struct.Struct("!BBH").pack_into
+VP8_DESCRIPTOR_SIZE = 4
 RTP_HEADER_SIZE = 12
 
 
@@ -29,8 +30,8 @@ class StreamSender:
 
     __slots__ = (
         "active", "kind", "codec", "ssrc", "payload_type", "clock_rate", "cursor", "packets", "octets", "frames",
-        "keyframes", "rtcp", "_send", "_header", "_vp8", "_seq", "_picture_id", "_rtx", "_last_ts", "_last_time",
-        "_first_packet", "_level", "_level_pos", "_first_byte",
+        "keyframes", "rtcp", "rid", "_send", "_header", "_vp8", "_seq", "_picture_id", "_rtx", "_last_ts",
+        "_last_time", "_first_packet", "_level", "_level_pos", "_first_byte", "_descriptor_at",
     )
 
     def __init__(
@@ -44,9 +45,14 @@ class StreamSender:
         nack: bool,
         level: Callable[[], int] | None = None,
         level_id: int | None = None,
+        extensions: bytes = b"",
+        rid: str | None = None,
     ) -> None:
-        """`level` gives each audio frame's RFC 6464 level byte, sent under extension id `level_id`."""
+        """`level` gives each audio frame's RFC 6464 level byte, sent under extension id `level_id`; `extensions`
+        is a header extension block (rtp.build_extension_block) every packet carries: a simulcast encoding's MID
+        and RID (`rid`)."""
         self.active = True
+        self.rid = rid
         self.kind = track.kind
         self.codec = track.codec
         self.ssrc = ssrc
@@ -59,15 +65,14 @@ class StreamSender:
         self.keyframes = 0
         self._send = send_rtp
         self._vp8 = track.codec == "VP8"
-        self._header = bytearray(VP8_HEADER_SIZE if self._vp8 else RTP_HEADER_SIZE)
         self._level = level if level_id is not None and self.kind == "audio" else None
-        self._level_pos = 0
-        self._first_byte = 0x80  # RTP version 2
-        if self._level is not None:
-            self._first_byte = 0x90  # and the X bit: a header extension follows
-            self._header[0] = self._first_byte
-            self._header += build_extension_block([(level_id, b"\x00")])  # type: ignore[list-item]
-            self._level_pos = find_extension(bytes(self._header), level_id)  # type: ignore[arg-type]
+        if self._level is not None:  # audio: the level is its only extension
+            extensions = build_extension_block([(level_id, b"\x00")])  # type: ignore[list-item]
+        self._header = bytearray(RTP_HEADER_SIZE) + extensions + bytearray(VP8_DESCRIPTOR_SIZE if self._vp8 else 0)
+        self._first_byte = 0x90 if extensions else 0x80  # RTP version 2, and the X bit when an extension follows
+        self._descriptor_at = RTP_HEADER_SIZE + len(extensions)
+        # Where the level byte sits (the template says "extension" only once patched: search a copy that does).
+        self._level_pos = find_extension(b"\x90" + bytes(self._header[1:]), level_id) if self._level is not None else 0  # type: ignore[arg-type]
         self._seq = rng.getrandbits(16)
         self._picture_id = rng.getrandbits(15)
         self._rtx = RetransmissionBuffer(1024) if nack else None
@@ -135,10 +140,16 @@ class StreamSender:
             picture_id = self._picture_id = (self._picture_id + 1) & 0x7FFF
             picture_word = 0x8000 | picture_id
             last = len(payloads) - 1
+            first = self._first_byte
+            at = self._descriptor_at
             for index, payload in enumerate(payloads):
                 seq = (seq + 1) & 0xFFFF
                 second = pt | 0x80 if index == last else pt
-                _pack_vp8_header(header, 0, 0x80, second, seq, timestamp, ssrc, payload[0], payload[1], picture_word)
+                if at == RTP_HEADER_SIZE:
+                    _pack_vp8_header(header, 0, 0x80, second, seq, timestamp, ssrc, payload[0], payload[1], picture_word)
+                else:  # header extensions sit between the fixed header and the descriptor
+                    _pack_header(header, 0, first, second, seq, timestamp, ssrc)
+                    _pack_vp8_descriptor(header, at, payload[0], payload[1], picture_word)
                 packet = join((header, memoryview(payload)[4:]))
                 if rtx is not None:
                     rtx.store(seq, packet)
@@ -180,12 +191,13 @@ class StreamSender:
 
     def stats(self, elapsed: float) -> dict:
         """Figures for the report; bytes and bitrate count whole RTP packets (header + payload)."""
-        header_size = RTP_HEADER_SIZE if self._vp8 else len(self._header)  # VP8: its descriptor is payload
+        header_size = self._descriptor_at  # fixed header and extensions (VP8: its descriptor is payload)
         packet_bytes = self.octets + header_size * self.packets
         return {
             "kind": self.kind,
             "codec": self.codec,
             "ssrc": self.ssrc,
+            "rid": self.rid,
             "packets": self.packets,
             "bytes": packet_bytes,
             "payload_bytes": self.octets,

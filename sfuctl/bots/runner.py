@@ -16,10 +16,10 @@ from collections import deque
 from collections.abc import Callable
 
 from sfuctl.client.signaling import SignalingClient
-from sfuctl.media import ensure_default_media
+from sfuctl.media import ensure_default_media, ensure_simulcast_media
 from sfuctl.tokens import scrub
 
-from .config import BotPlan, BotsConfig, load_tracks, plan_bots
+from .config import BotPlan, BotsConfig, load_layers, load_tracks, plan_bots
 from .group import BotGroup, JoinEvent
 from .report import BotsReport, build_report, placeholder_bot
 from .stats import BitratePeaks, RoomCounters, Sample, StreamSample, merge_counters
@@ -62,6 +62,9 @@ def media_paths(config: BotsConfig) -> list[str]:
     """The media files of a run: the configured ones, else the default media (made on first use)."""
     if config.media:
         return list(config.media)
+    if config.simulcast:
+        layers = ensure_simulcast_media()
+        return [str(path) for path in (*layers.videos, layers.audio)]
     files = ensure_default_media()
     return [str(path) for path in (files.video, files.audio) if path is not None]
 
@@ -94,6 +97,7 @@ async def run_bots(
     paths = await asyncio.to_thread(media_paths, config)
     try:
         tracks = load_tracks(paths, audio=config.audio, video=config.video)
+        layers = load_layers(paths) if config.simulcast else ()
     except ValueError as exc:
         raise BotsError(str(exc)) from None
     plans = plans if plans is not None else plan_bots(config)
@@ -126,7 +130,9 @@ async def run_bots(
 
     try:
         if config.processes == 1 and not child_processes:
-            group = BotGroup(config, plans, tracks, on_join=on_join, on_counters=on_counters, on_streams=on_streams)
+            group = BotGroup(
+                config, plans, tracks, layers=layers, on_join=on_join, on_counters=on_counters, on_streams=on_streams
+            )
             delay = max(0.0, start_at - time.time()) if start_at is not None else 0.0
             starting(delay)
             bots = await group.run(stop, start_at=loop.time() + delay)

@@ -8,6 +8,7 @@ checks the server independently. Once per tick (tens of ms): NACK and PLI; once 
 from __future__ import annotations
 
 import struct
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -17,12 +18,15 @@ from sfuctl.rtc.receive_stream import ReceiveStream
 from sfuctl.rtc.reception import ReceptionStats
 from sfuctl.rtc.rtcp_router import RtcpRouter, receiver_reports
 from sfuctl.rtc.rtp import is_keyframe, read_header
+from sfuctl.rtc.vp8 import keyframe_size
 
 from .decode import FrameDecoder
 from .frames import FrameTracker
 
 # A video consumer that has packets but no keyframe after this long asks for one.
 KEYFRAME_WAIT = 1.0
+# Changes of received frame size kept with their times (a simulcast consumer's layer over time).
+SIZE_LOG = 64
 NACK_GIVE_UP = 1.5  # NackGenerator stops after 1 s; a late retransmission still completes its frame
 REORDER_ALLOWANCE = 0.1
 
@@ -50,7 +54,7 @@ class ConsumerStream:
 
     __slots__ = (
         "info", "announced_at", "video", "packets", "bytes", "keyframes", "first_packet_at", "first_frame_at",
-        "closed_at", "rtcp", "frames", "decoder", "_last_ts", "_prev",
+        "closed_at", "rtcp", "frames", "decoder", "size", "size_log", "switch_gaps", "_last_ts", "_prev",
     )
 
     def __init__(self, info: ConsumerInfo, announced_at: float, decode: bool = False) -> None:
@@ -73,6 +77,9 @@ class ConsumerStream:
             info.clock_rate, detect_freezes=self.video, max_age=NACK_GIVE_UP if info.nack else REORDER_ALLOWANCE
         )
         self.decoder = FrameDecoder(info.codec) if decode else None
+        self.size: tuple[int, int] | None = None  # VP8 frame size of the last keyframe
+        self.size_log: deque[tuple[float, int, int]] = deque(maxlen=SIZE_LOG)  # (since, width, height)
+        self.switch_gaps: deque[float] = deque(maxlen=SIZE_LOG)  # seconds from the last frame before a size change
         self._last_ts: int | None = None
         self._prev = (0, 0, 0, 0, 0, 0.0, 0)
 
@@ -109,10 +116,21 @@ class ConsumerStream:
                 self.keyframes += 1
                 if self.first_frame_at is None:
                     self.first_frame_at = now
+                size = keyframe_size(data[offset:]) if self.info.codec == "VP8" else None
+                if size is not None and size != self.size:
+                    self._size_changed(size, now)
         if self.first_packet_at is None:
             self.first_packet_at = now
             if not video:
                 self.first_frame_at = now
+
+    def _size_changed(self, size: tuple[int, int], now: float) -> None:
+        """A keyframe of another size: the server switched simulcast encodings (or the first keyframe)."""
+        last = self.frames.last_complete_at
+        if self.size is not None and last is not None:
+            self.switch_gaps.append(now - last)
+        self.size = size
+        self.size_log.append((now, *size))
 
     def feedback(self, now: float, sender_ssrc: int) -> list[bytes]:
         """RTCP feedback due now: NACKs for missing packets, a PLI when a frame was given up or no keyframe came."""
@@ -184,6 +202,10 @@ class ConsumerStream:
             "duplicates": frames.duplicates,
             "closed": self.closed_at is not None,
             "decode": self.decoder.stats() if self.decoder is not None else None,
+            "width": self.size[0] if self.size else None,
+            "height": self.size[1] if self.size else None,
+            "size_changes": max(0, len(self.size_log) - 1),
+            "switch_gap_ms": [round(gap * 1000, 1) for gap in self.switch_gaps],
         }
 
 

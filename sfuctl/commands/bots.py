@@ -27,7 +27,7 @@ from ..bots.impairment import ImpairmentConfig
 from ..bots.report import BotsReport, summary_table
 from ..bots.runner import BotsError, ServerUnreachable, check_server, run_bots
 from ..bots.stats import Sample
-from ..media import MediaSpec, default_cache_dir, ensure_default_media, media_paths
+from ..media import MediaSpec, default_cache_dir, ensure_default_media, ensure_simulcast_media, media_paths
 from ..runtime import run
 from ..units import format_bitrate
 from .conventions import (
@@ -55,6 +55,8 @@ EXIT_ERROR = 2
         "Example: sfuctl bots --count 50 --rooms 10 --duration 60 --json report.json\n\n"
         "The same 5-peer call as a full mesh: sfuctl bots --count 5 --mesh --duration 30\n\n"
         "A server with access tokens: SFUCTL_AUTH_SECRET=... sfuctl bots --count 10 (one token minted per bot)\n\n"
+        "Simulcast (3 encodings; a subscriber on 400 kb/s gets a lower one): "
+        "sfuctl bots --count 2 --publishers 1 --simulcast --duration 30\n\n"
         "Impairment is approximate and applies per bot, both directions: --delay is added round-trip time."
     ),
 )
@@ -88,6 +90,7 @@ EXIT_ERROR = 2
 @click.option("--agents-secret", envvar="SFUCTL_AGENTS_SECRET", default=None, help="The secret the agents share, to sign the plans (or SFUCTL_AGENTS_SECRET).")
 @click.option("--ice-restart-every", type=click.FloatRange(0.5, 86_400), default=None, metavar="SECONDS", help="Restart ICE on every joined bot's transports this often, each time from a new local port (a network change).")
 @click.option("--speakers", type=click.IntRange(0), default=None, metavar="N", help="The first N publishing bots of each room take 3-s turns talking (audio levels, RFC 6464) and measure how fast the server names them the active speaker; the others stay silent.")
+@click.option("--simulcast", is_flag=True, help="Publish the video as simulcast: every video --media file is an encoding, lowest first [default: 1280x720/640x360/320x180 test media].")
 def bots(
     url: str,
     whip: str | None,
@@ -119,6 +122,7 @@ def bots(
     agents_secret: str | None,
     ice_restart_every: float | None,
     speakers: int | None,
+    simulcast: bool,
 ) -> None:
     """Headless bots join rooms, publish pre-encoded audio/video (no encoding), subscribe to each other
     (no decoding) and report per-consumer loss, jitter, RTT, freezes and join times (RFC 3550). With
@@ -139,6 +143,7 @@ def bots(
             data_rate=data_rate,
             ice_restart_every=ice_restart_every,
             speakers=speakers,
+            simulcast=simulcast,
             token=token,
             auth_secret=auth_secret,
             count=count,
@@ -167,24 +172,32 @@ def bots(
             sys.exit(_error(unreachable(exc)))
     if not config.media and agents is None:  # agents make their own default media
         try:
-            config = replace(config, media=_default_media(errors))
+            config = replace(config, media=_default_media(errors, config.simulcast))
         except OSError as exc:
             sys.exit(_error(f"cannot write test media to {default_cache_dir()}: {exc.strerror or exc}; "
                                     "set SFUCTL_CACHE_DIR or pass --media"))
     sys.exit(run(_run(config, json_path, errors, agents)))
 
 
-def _default_media(console: Console) -> tuple[str, ...]:
-    """The default test media, generated on first use behind a progress bar."""
+def _default_media(console: Console, simulcast: bool = False) -> tuple[str, ...]:
+    """The default test media (the simulcast set with `simulcast`), generated on first use behind a progress bar."""
+    progress = Progress(
+        TextColumn("making test media (once)"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console, transient=True, disable=not console.is_terminal,
+    )
+    task = progress.add_task("media", total=None)
+
+    def update(done: int, total: int) -> None:
+        progress.update(task, completed=done, total=total)
+
+    if simulcast:
+        with progress:
+            layers = ensure_simulcast_media(update)
+        return tuple(str(path) for path in (*layers.videos, layers.audio))
     files = media_paths(MediaSpec(), default_cache_dir())
     if not (files.video and files.video.exists() and files.audio and files.audio.exists()):
-        progress = Progress(
-            TextColumn("making test media (once)"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=console, transient=True, disable=not console.is_terminal,
-        )
-        task = progress.add_task("media", total=None)
         with progress:
-            files = ensure_default_media(lambda done, total: progress.update(task, completed=done, total=total))
+            files = ensure_default_media(update)
     return tuple(str(path) for path in (files.video, files.audio) if path is not None)
 
 
