@@ -20,6 +20,9 @@ from .test_forwarding import next_notification
 
 TOP = (640, 360)
 LOW = (160, 90)
+# A failed upgrade trial: up at the new layer's keyframe, reverted after a bad receiver report or an RTT rise
+# (one report interval, ~1 s, randomized 0.5-1.5 s) and back at the lower layer's keyframe.
+TRIAL_MAX = 4.0
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +97,7 @@ async def test_preferred_layers_move_a_decoding_subscriber_down_and_bad_wishes_a
         producer_stats = next(p for p in stats["rooms"][0]["producers"] if p["id"] == producer["id"])
         assert [layer["rid"] for layer in producer_stats["layers"]] == ["q", "h", "f"]
         assert [layer["width"] for layer in producer_stats["layers"]] == [160, 320, 640]
-        assert all(layer["bitrate_bps"] > 0 for layer in producer_stats["layers"])
+        assert all(layer["packets"] > 0 and layer["ssrc"] for layer in producer_stats["layers"])
 
         # A max size that fits the middle encoding moves it up to there.
         await viewer.signaling.request("setPreferredLayers", consumerId=consumer_id, spatialLayer=2)
@@ -143,16 +146,29 @@ async def test_a_constrained_subscriber_gets_a_lower_layer_without_loss_and_move
     for at in (10.0, 15.0, lift_at - 1):
         assert size_at(a_video, at) == TOP, a_video["sizes"]
         assert size_at(b_video, at) not in (None, TOP), b_video["sizes"]
-    # B's video and audio after the first 10 s (while limited): what NACK could not repair stays under 1%, and the
-    # only freezes are upgrade trials, each at most 500 ms.
+    # Upgrade trials while limited: B goes up a layer and comes back down; each is over within TRIAL_MAX s.
+    trials = []
+    sizes = b_video["sizes"]
+    for (since, w, _), (until, w_next, _) in zip(sizes, sizes[1:]):
+        if 10.0 <= since <= lift_at and w > LOW[0] and w_next < w:
+            trials.append((since, until))
+    assert all(until - since <= TRIAL_MAX for since, until in trials), sizes
+
+    def in_trial(at: float) -> bool:
+        return any(since - 1.0 <= at <= until + 2.0 for since, until in trials)
+
+    # Outside the trials, B's video and audio after the first 10 s lose under 1% after NACK recovery, and B's
+    # video does not freeze.
     window = (started[0] + 10.0, started[0] + lift_at)
     b_index = by_name["b"]["index"]
     for kind in ("video", "audio"):
-        rows = [r for at, s in samples if window[0] <= at <= window[1] for r in s.consumers if r.bot == b_index and r.kind == kind]
+        rows = [
+            r for at, s in samples if window[0] <= at <= window[1] and not in_trial(at - started[0])
+            for r in s.consumers if r.bot == b_index and r.kind == kind
+        ]
         expected, lost = sum(r.expected for r in rows), sum(r.lost for r in rows)
-        assert expected > 0 and lost / expected < 0.01, (kind, lost, expected, b_video["sizes"], b_video["freeze_log"])
-    limited_freezes = [ms for since, ms in b_video["freeze_log"] if 10.0 <= since <= lift_at]
-    assert all(ms <= 500 for ms in limited_freezes), b_video["freeze_log"]
+        assert expected > 0 and lost / expected < 0.01, (kind, lost, expected, sizes, b_video["freeze_log"])
+    assert not [f for f in b_video["freeze_log"] if 10.0 <= f[0] <= lift_at and not in_trial(f[0])], b_video["freeze_log"]
     # Without the limit, B moves up within 30 s.
     assert any(since <= lift_at + 30 and (w, h) != LOW and since > lift_at for since, w, h in b_video["sizes"]), b_video["sizes"]
     # Decoding across every switch: no decode error.
