@@ -62,6 +62,14 @@ def severity(consumer: dict) -> int:
     return max(level, 2 if score < bad else 1 if score < warn else 0)
 
 
+def kind_cell(consumer: dict) -> str:
+    """The consumer's kind, with the simulcast layer it forwards ("video L1"; "L?" before its first keyframe)."""
+    if "spatial_layer" not in consumer:
+        return consumer["kind"]
+    layer = consumer["spatial_layer"]
+    return f"{consumer['kind']} L{'?' if layer is None else layer}"
+
+
 def peer_pair(peer: str, source: str, width: int) -> str:
     """'bob ← alice' in at most `width` characters, shortening the longer name first."""
     if width < 5:
@@ -244,7 +252,7 @@ class DashboardView:
         for c in consumers[:rows]:
             cells = [
                 peer_pair(c["peer_name"], c["producer_peer_name"], pair_width),
-                c["kind"],
+                kind_cell(c),
                 *([c["codec"]] if wide else []),
                 format_bitrate(c["bitrate_bps"]),
                 f"{c['fraction_lost'] * 100:.1f}%",

@@ -7,7 +7,7 @@ from io import StringIO
 import pytest
 from rich.console import Console
 
-from sfuctl.dashboard import Dashboard, format_bitrate, peer_pair, severity, sparkline
+from sfuctl.dashboard import Dashboard, format_bitrate, kind_cell, peer_pair, severity, sparkline
 
 URL = "ws://127.0.0.1:8080"
 
@@ -223,3 +223,9 @@ def test_the_rooms_overview_is_one_line_per_room_worst_first():
     rows = [line.split() for line in text.splitlines() if line.strip().startswith("room-")]
     assert [row[0] for row in rows] == ["room-3", "room-1", "room-2"]
     assert rows[0][-3:] == ["5.0%", "10", "1/0"] and rows[1][-3:] == ["0.0%", "10", "0/0"]
+@pytest.mark.parametrize(
+    ("extra", "cell"),
+    [({}, "video"), ({"spatial_layer": 1}, "video L1"), ({"spatial_layer": None}, "video L?")],
+)
+def test_the_kind_cell_shows_a_simulcast_consumer_layer(extra: dict, cell: str) -> None:
+    assert kind_cell(consumer("c1", "a", "b") | extra) == cell

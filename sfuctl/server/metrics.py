@@ -12,6 +12,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from .auth import Authenticator, check_metrics_access
+from .simulcast_consumer import SimulcastConsumer
 
 if TYPE_CHECKING:
     from .worker import Worker
@@ -47,6 +48,11 @@ CONSUMER_COUNTERS = (
     CounterSpec("sfuctl_rtcp_nacks_received", "Generic NACK packets received from subscribers.", lambda c: c.rtcp.nacks_received),
     CounterSpec("sfuctl_rtcp_plis_received", "PLI packets received from subscribers.", lambda c: c.rtcp.plis_received),
     CounterSpec("sfuctl_rtcp_firs_received", "FIR packets received from subscribers.", lambda c: c.rtcp.firs_received),
+    CounterSpec(
+        "sfuctl_consumer_layer_switches",
+        "Simulcast layer switches of consumers (one per keyframe-gated change of the forwarded encoding).",
+        lambda c: c.switch.switches if isinstance(c, SimulcastConsumer) else 0,
+    ),
 )
 
 DATA_PRODUCER_COUNTERS = (
