@@ -254,3 +254,24 @@ def test_the_shipped_scenarios_are_valid() -> None:
 def test_the_docs_describe_every_metric() -> None:
     documented = set(re.findall(r"^\| `([a-z0-9_.]+)` \| (?:window|event|sample) \|", (ROOT / "docs" / "scenarios.md").read_text(), re.M))
     assert documented == set(METRICS)
+
+
+@pytest.mark.parametrize(
+    ("media", "simulcast", "problem"),
+    [
+        ("media.simulcast = true", True, None),
+        ("media = { simulcast = false }", False, None),
+        ('media = { simulcast = "yes" }', False, "bots.media.simulcast: expected true or false"),
+        ("media = { simulcast = true, encodings = 3 }", False, "bots.media.encodings: unknown key"),
+        ('media = { files = ["nope.ivf"], simulcast = true }', False, "bots.media.files[0]: no such file"),
+        ("media.simulcast = true\nvideo = false", False, "bots.media.simulcast: simulcast is for video"),
+    ],
+)
+def test_bots_media_may_ask_for_simulcast(tmp_path: Path, media: str, simulcast: bool, problem: str | None) -> None:
+    text = GOOD.replace("ramp = 5\n", f"ramp = 5\n{media}\n", 1)
+    if problem is None:
+        path = tmp_path / "s.toml"
+        path.write_text(text)
+        assert load_scenario(path).bots.simulcast is simulcast
+    else:
+        assert any(problem in p for p in problems(tmp_path, text)), problems(tmp_path, text)

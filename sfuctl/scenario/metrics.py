@@ -96,6 +96,9 @@ METRICS: dict[str, Metric] = _metrics(
     ("server.consumer.fraction_lost", "0..1", "sample", STREAM_TAGS, "loss from the subscribers' receiver reports"),
     ("server.consumer.jitter_ms", "ms", "sample", STREAM_TAGS, "jitter from the subscribers' receiver reports"),
     ("server.consumer.rtt_ms", "ms", "sample", STREAM_TAGS, "RTT from the subscribers' receiver reports"),
+    ("server.consumer.spatial_layer", "layer", "sample", STREAM_TAGS, "simulcast layer forwarded (0 = lowest)"),
+    ("server.consumer.height", "pixels", "sample", STREAM_TAGS, "frame height of the simulcast layer forwarded"),
+    ("server.consumer.layer_switches", "switches", "sample", STREAM_TAGS, "simulcast layer switches so far"),
     ("server.producer.score", "0..10", "sample", STREAM_TAGS, "quality score of each producer (server)"),
     ("server.producer.fraction_lost", "0..1", "sample", STREAM_TAGS, "loss the server sees from publishers"),
     ("server.producer.bitrate_bps", "bit/s", "sample", STREAM_TAGS, "bitrate the server receives per producer"),
@@ -108,6 +111,9 @@ SERVER_TOTALS = {
 SERVER_OBJECTS = {
     "server.consumer.score": ("consumers", "score"), "server.consumer.fraction_lost": ("consumers", "fraction_lost"),
     "server.consumer.jitter_ms": ("consumers", "jitter_ms"), "server.consumer.rtt_ms": ("consumers", "rtt_ms"),
+    # only simulcast consumers have these (others are skipped)
+    "server.consumer.spatial_layer": ("consumers", "spatial_layer"), "server.consumer.height": ("consumers", "height"),
+    "server.consumer.layer_switches": ("consumers", "layer_switches"),
     "server.producer.score": ("producers", "score"), "server.producer.fraction_lost": ("producers", "fraction_lost"),
     "server.producer.bitrate_bps": ("producers", "bitrate_bps"),
 }

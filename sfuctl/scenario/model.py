@@ -97,6 +97,7 @@ class BotsSettings:
     video: bool = True
     subscribe: bool = True
     media: tuple[str, ...] = ()
+    simulcast: bool = False  # publishers send the video as simulcast encodings (media = { simulcast = true })
     ramp: float = 5.0
     lifetime: float | None = None
     processes: int | None = None
@@ -324,13 +325,23 @@ class _Reader:
     def bots(self, table: dict) -> BotsSettings:
         self.unknown(table, ("bots",), BOTS_KEYS)
         key = ("bots",)
-        media = tuple(self.get(table, key + ("media",), _string_list("media files"), []))
+        # media is a list of files, or a table: { files = [...], simulcast = true } (TOML: media.simulcast = true)
+        media_table = table.get("media") if isinstance(table.get("media"), dict) else None
+        simulcast = False
+        files_key = key + ("media",)
+        if media_table is not None:
+            self.unknown(media_table, files_key, ("files", "simulcast"))
+            simulcast = self.get(media_table, files_key + ("simulcast",), _boolean, False)
+            media = tuple(self.get(media_table, files_key + ("files",), _string_list("media files"), []))
+            files_key += ("files",)
+        else:
+            media = tuple(self.get(table, files_key, _string_list("media files"), []))
         resolved = []
         for index, item in enumerate(media):
             file = (self.path.parent / item).resolve()
             if not file.is_file():
-                self.problem(key + ("media", index), f"no such file: {file}; give a path relative to the scenario "
-                                                     "file, or remove media to use the generated test media")
+                self.problem(files_key + (index,), f"no such file: {file}; give a path relative to the scenario "
+                                                   "file, or remove media to use the generated test media")
             resolved.append(str(file))
         settings = BotsSettings(
             rooms=self.get(table, key + ("rooms",), _integer(1, MAX_BOTS), 1),
@@ -339,6 +350,7 @@ class _Reader:
             video=self.get(table, key + ("video",), _boolean, True),
             subscribe=self.get(table, key + ("subscribe",), _boolean, True),
             media=tuple(resolved),
+            simulcast=simulcast,
             ramp=self.get(table, key + ("ramp",), _number(0.01, 1000, "joins per second"), 5.0),
             lifetime=self.get(table, key + ("lifetime",), _duration(1.0)),
             processes=self.get(table, key + ("processes",), _integer(1, 256)),
@@ -351,6 +363,8 @@ class _Reader:
             self.problem(key + ("video",), "bots need audio or video: set audio = true or video = true")
         if settings.speakers is not None and not settings.audio:
             self.problem(key + ("speakers",), "speakers talk on their audio: set audio = true or remove speakers")
+        if settings.simulcast and not settings.video:
+            self.problem(key + ("media", "simulcast"), "simulcast is for video: set video = true or remove it")
         return settings
 
     def stages(self, data: dict, bots_table: dict, bots: BotsSettings) -> list[Stage]:

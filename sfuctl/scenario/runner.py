@@ -23,7 +23,7 @@ from ..bots.report import BotsReport
 from ..bots.runner import BotsError, ServerUnreachable, check_server, run_bots
 from ..bots.stats import Sample, StreamSample
 from ..client.stats import StatsFailure, watch
-from ..media import ensure_default_media
+from ..media import ensure_default_media, ensure_simulcast_media
 from ..tokens import claims, mint
 from .embedded import embedded_server
 from .histogram import LogHistogram
@@ -170,7 +170,7 @@ async def run_scenario(
                             "can reach (--url ws://HOST:PORT or server.url in the scenario)")
         media = scenario.bots.media  # agents make their own default media
         if not media and agents is None:
-            media = await asyncio.to_thread(_default_media, observer.media_progress)
+            media = await asyncio.to_thread(_default_media, observer.media_progress, scenario.bots.simulcast)
         if stop.is_set():
             result.status = "interrupted"
         else:
@@ -230,6 +230,7 @@ async def _run(
             video=settings.video,
             subscribe=settings.subscribe,
             media=media,
+            simulcast=settings.simulcast,
             ramp=settings.ramp,
             duration=scenario.duration + END_MARGIN,
             # at least a process per topology, so that bots.cpu_percent never mixes them
@@ -356,8 +357,11 @@ async def _stats(url: str, auth_secret: str | None, on_snapshot: Callable[[dict]
         await watch(url, STATS_INTERVAL, None, on_snapshot, on_lost, token)
 
 
-def _default_media(progress: Callable[[int, int], None]) -> tuple[str, ...]:
+def _default_media(progress: Callable[[int, int], None], simulcast: bool = False) -> tuple[str, ...]:
     try:
+        if simulcast:
+            layers = ensure_simulcast_media(progress)
+            return tuple(str(path) for path in (*layers.videos, layers.audio))
         files = ensure_default_media(progress)
     except OSError as exc:
         raise RunFailed(f"cannot write the test media: {exc.strerror or exc}; set SFUCTL_CACHE_DIR or give "
