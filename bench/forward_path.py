@@ -7,11 +7,15 @@ reads (the kernel drops what overflows, so no receiver is ever woken). Packets a
 caches stay warm: this is the floor of the path, not a served load (bench/forwarding.py measures that).
 
     python bench/forward_path.py [--subscribers 125] [--producers 8] [--seconds 4] [--no-send]
-                                 [--audio [--audio-level]]
+                                 [--audio [--audio-level] | --simulcast]
 
 --audio forwards Opus (160-byte payloads) whose packets carry an RFC 6464 audio level; with --audio-level the
 producers read it and the consumers copy it into their headers (negotiated on both ends), without it neither
 end negotiated it: the two give the cost of audio-level forwarding.
+
+--simulcast makes each producer a SimulcastProducer of 3 encodings and each consumer a SimulcastConsumer that
+switched from the lowest encoding to the top one before the measurement (so it rewrites every packet's VP8
+PictureID: the costlier case); the packets are the top encoding's, with a VP8 descriptor (15-bit PictureID).
 """
 
 from __future__ import annotations
@@ -27,10 +31,13 @@ import pylibsrtp
 from sfuctl.rtc.dtls import SRTP_PROFILES
 from sfuctl.rtc.rtp import build_extension_block, build_packet
 from sfuctl.rtc.sdp import AUDIO_LEVEL_URI, MID_URI, VIDEO_FEEDBACK, Codec
+from sfuctl.rtc.simulcast import SimulcastOffer
 from sfuctl.runtime import run
 from sfuctl.server.config import ServerConfig
 from sfuctl.server.consumer import Consumer
 from sfuctl.server.producer import Producer
+from sfuctl.server.simulcast_consumer import SimulcastConsumer
+from sfuctl.server.simulcast_producer import SimulcastProducer
 from sfuctl.server.transport import Transport
 from sfuctl.server.worker import Worker
 
@@ -50,7 +57,19 @@ def outbound_session() -> pylibsrtp.Session:
     return pylibsrtp.Session(policy)
 
 
-async def measure(subscribers: int, producers: int, seconds: float, send: bool, audio: bool = False, level: bool = False) -> dict:
+def vp8_packets(ssrc: int, picture_id: int, count: int = 0x10000) -> list[bytes]:
+    """A keyframe's first packet, then packets continuing it: VP8 descriptor with a 15-bit PictureID."""
+    key = bytes([0x90, 0x80, 0x80 | picture_id >> 8, picture_id & 0xFF, 0x00]) + os.urandom(PAYLOAD_SIZE - 5)
+    rest = bytes([0x80, 0x80, 0x80 | picture_id >> 8, picture_id & 0xFF]) + os.urandom(PAYLOAD_SIZE - 4)
+    extensions = build_extension_block([(9, b"0"), (3, b"\x01\x02\x03")])
+    return [build_packet(96, seq, 3000 * (seq // 3), ssrc, key if seq == 0 else rest, seq % 3 == 2, extensions)
+            for seq in range(count)]  # fmt: skip
+
+
+async def measure(
+    subscribers: int, producers: int, seconds: float, send: bool, audio: bool = False, level: bool = False,
+    simulcast: bool = False,
+) -> dict:  # fmt: skip
     worker = Worker(ServerConfig(host="127.0.0.1", port=0, rtc_ports=(0, 0)))
     if send:
         await worker.start()
@@ -59,6 +78,12 @@ async def measure(subscribers: int, producers: int, seconds: float, send: bool, 
     sources = []
     for index in range(producers):
         transport = Transport(id=f"t-pub{index}", worker=worker, cname="pub", on_closed=lambda t, s: None)
+        if simulcast:
+            sources.append(SimulcastProducer(
+                id=f"p{index}", peer=publisher, transport=transport, codec=VP8, mid="0",
+                simulcast=SimulcastOffer(ssrcs=(3 * index + 1, 3 * index + 2, 3 * index + 3)), rid_extension_id=None,
+            ))  # fmt: skip
+            continue
         sources.append(
             Producer(
                 id=f"p{index}", peer=publisher, transport=transport, kind="audio" if audio else "video",
@@ -75,14 +100,28 @@ async def measure(subscribers: int, producers: int, seconds: float, send: bool, 
         connection._remote_addr = sink.getsockname()
         transport.connected = True
         for number, producer in enumerate(sources):
-            consumer = Consumer(
-                id=f"c{index}-{number}", peer=None, producer=producer, transport=transport,
+            kind = SimulcastConsumer if simulcast else Consumer
+            consumer = kind(
+                id=f"c{index}-{number}", peer=types.SimpleNamespace(notify=lambda method, params: None),
+                producer=producer, transport=transport,
                 codec=OPUS if audio else VP8, mid=str(number),
                 extensions={MID_URI: 1, AUDIO_LEVEL_URI: 2} if level else {MID_URI: 1},
             )  # fmt: skip
             producer.add_consumer(consumer)
             transport.add_consumer(consumer)
-    if audio:  # the publisher's audio level (id 1, -30 dBov, voice) beside its MID
+    now = time.monotonic()
+    receivers = sources
+    if simulcast:  # every consumer starts on the lowest encoding, then switches to the top one at its keyframe
+        keyframe = vp8_packets(0, 5000, count=1)[0]
+        for producer in sources:
+            for consumer in producer.consumers:
+                consumer.set_target(0, now)
+            producer.layers[0].receive(keyframe, now)
+            for consumer in producer.consumers:
+                consumer.set_target(2, now)
+        packets = vp8_packets(0, 100)
+        receivers = [producer.layers[2] for producer in sources]
+    elif audio:  # the publisher's audio level (id 1, -30 dBov, voice) beside its MID
         payload = os.urandom(OPUS_PAYLOAD_SIZE)
         extensions = build_extension_block([(9, b"0"), (1, bytes([0x80 | 30]))])
         packets = [build_packet(111, seq, seq * 960, 0, payload, False, extensions) for seq in range(0x10000)]
@@ -92,9 +131,8 @@ async def measure(subscribers: int, producers: int, seconds: float, send: bool, 
         packets = [build_packet(96, seq, seq * 3000, 0, payload, seq % 3 == 0, extensions) for seq in range(0x10000)]
     sent = 0
     started = time.process_time()
-    now = time.monotonic()
     for data in packets:  # one pass at most: sequence numbers never repeat, so SRTP never sees a replay
-        for producer in sources:
+        for producer in receivers:
             producer.receive(data, now)
         sent += producers * subscribers
         if time.process_time() - started >= seconds:
@@ -117,10 +155,13 @@ def cli() -> None:
     parser.add_argument("--no-send", action="store_true", help="no socket: protect, but drop before sendto")
     parser.add_argument("--audio", action="store_true", help="forward Opus with audio levels instead of VP8")
     parser.add_argument("--audio-level", action="store_true", help="with --audio: read and forward the levels")
+    parser.add_argument("--simulcast", action="store_true", help="simulcast producers and consumers (top encoding)")
     args = parser.parse_args()
-    result = run(measure(args.subscribers, args.producers, args.seconds, not args.no_send, args.audio, args.audio_level))
+    result = run(measure(
+        args.subscribers, args.producers, args.seconds, not args.no_send, args.audio, args.audio_level, args.simulcast
+    ))  # fmt: skip
     print(
-        f"{args.producers} producers x {args.subscribers} subscribers"
+        f"{args.producers} {'simulcast ' if args.simulcast else ''}producers x {args.subscribers} subscribers"
         f"{'' if result['send'] else ' (no sendto)'}: {result['us_per_packet']} µs CPU per output packet"
         f" over {result['packets']:,} packets"
     )

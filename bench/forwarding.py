@@ -14,7 +14,11 @@
    /proc/<pid>/stat), its ratio to the raw limit, server CPU µs per forwarded packet (gross, and net of the
    ingress-only baseline of step 0), server RSS per consumer (VmRSS over step 0's), and the CPU of the rest.
 
-    python bench/forwarding.py [--json] [--quick]      (docs/performance.md)
+    python bench/forwarding.py [--json] [--quick] [--simulcast]      (docs/performance.md)
+
+With --simulcast each publisher sends its video as three encodings (sfuctl media make --simulcast: 320x180,
+640x360, 1280x720) and every video consumer is a simulcast consumer; the receivers send no reports, so each
+forwards the top encoding. Compare its net CPU per output packet with a run without the flag.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ import websockets
 
 from sfuctl.client.signaling import SignalingClient
 from sfuctl.encoded import load_track
-from sfuctl.media import ensure_default_media
+from sfuctl.media import ensure_default_media, ensure_simulcast_media
 from sfuctl.rtc.dtls import SRTP_PROFILES, SrtpProfile
 from sfuctl.rtc.rtp import build_extension_block
 from sfuctl.runtime import run
@@ -66,6 +70,7 @@ class Settings:
     settle: float
     raw_seconds: float
     deadline: float  # seconds after start: no new step begins after it
+    simulcast: bool = False
 
 
 @dataclass
@@ -333,8 +338,11 @@ class Bench:
         files = ensure_default_media()
         assert files.video is not None and files.audio is not None
         tracks = [load_track(files.video, "video"), load_track(files.audio, "audio")]
+        layers = []
+        if self.settings.simulcast:
+            layers = [load_track(path, "video") for path in ensure_simulcast_media().videos]
         for index in range(self.settings.publishers):
-            publisher = LeanPublisher(self.server.url, ROOM, f"pub{index}", tracks)
+            publisher = LeanPublisher(self.server.url, ROOM, f"pub{index}", tracks, layers)
             self.publishers.append(publisher)
             self.producers += await publisher.start()
         # video and audio alternate, so a subscriber with fewer than all producers still gets both kinds
@@ -652,6 +660,7 @@ def cli() -> None:
     parser.add_argument("--receivers", type=int, default=2, help="receiver processes")
     parser.add_argument("--steps", default=None, help="comma-separated consumer counts to ramp through")
     parser.add_argument("--window", type=float, default=None, help="seconds of each step's rate window")
+    parser.add_argument("--simulcast", action="store_true", help="publish video as 3 simulcast encodings")
     args = parser.parse_args()
     if args.quick:
         settings = Settings(args.publishers, args.receivers, QUICK_STEPS, window=3.0, settle=1.5, raw_seconds=0.5, deadline=45)
@@ -661,6 +670,7 @@ def cli() -> None:
         settings.window = args.window
     if args.steps:
         settings.steps = tuple(int(n) for n in args.steps.split(","))
+    settings.simulcast = args.simulcast
     result = run(main(settings))
     print(json.dumps(result) if args.json else render(result))
 

@@ -1,4 +1,5 @@
-"""A lean publisher for bench/forwarding.py: pre-packetized VP8 + Opus paced in real time, keyframe on PLI/FIR.
+"""A lean publisher for bench/forwarding.py: pre-packetized VP8 + Opus paced in real time, keyframe on PLI/FIR;
+with `layers`, the video is simulcast (one stream per encoding, MID and RID on every packet).
 
 Built on sfuctl.client (signaling, offer) and a controlling Connection; no encoder, no aiortc plumbing.
 """
@@ -14,6 +15,11 @@ from sfuctl.client.signaling import SignalingClient
 from sfuctl.encoded import EncodedTrack, FrameCursor
 from sfuctl.rtc import rtcp
 from sfuctl.rtc.connection import Connection, open_client_connection
+from sfuctl.rtc.rtp import build_extension_block
+from sfuctl.rtc.sdp import MID_URI
+from sfuctl.rtc.simulcast import RID_URI
+
+RIDS = ("q", "h", "f")  # simulcast encodings, lowest first
 
 _pack_header = struct.Struct("!BBHII").pack_into
 
@@ -21,7 +27,9 @@ _pack_header = struct.Struct("!BBHII").pack_into
 class PacedStream:
     """One track sent frame by frame at the track's own pace; marker on the last packet of a video frame."""
 
-    def __init__(self, track: EncodedTrack, ssrc: int, payload_type: int, connection: Connection) -> None:
+    def __init__(
+        self, track: EncodedTrack, ssrc: int, payload_type: int, connection: Connection, extensions: bytes = b""
+    ) -> None:
         self.track = track
         self.ssrc = ssrc
         self.payload_type = payload_type
@@ -29,7 +37,8 @@ class PacedStream:
         self.packets = 0
         self.keyframe_requests = 0
         self._send = connection.send_rtp
-        self._header = bytearray(12)
+        self._header = bytearray(12) + extensions
+        self._first = 0x90 if extensions else 0x80
         self._seq = int.from_bytes(os.urandom(2), "big")
         self._video = track.kind == "video"
         self._handle: asyncio.TimerHandle | None = None
@@ -54,7 +63,7 @@ class PacedStream:
         for index, payload in enumerate(frame.payloads):
             seq = (seq + 1) & 0xFFFF
             second = self.payload_type | 0x80 if index == last else self.payload_type
-            _pack_header(header, 0, 0x80, second, seq, timestamp, self.ssrc)
+            _pack_header(header, 0, self._first, second, seq, timestamp, self.ssrc)
             send(b"".join((header, payload)))
         self._seq = seq
         self.packets += len(frame.payloads)
@@ -65,11 +74,14 @@ class PacedStream:
 class LeanPublisher:
     """Joins the room and publishes one video and one audio track from memory."""
 
-    def __init__(self, url: str, room: str, name: str, tracks: list[EncodedTrack]) -> None:
+    def __init__(
+        self, url: str, room: str, name: str, tracks: list[EncodedTrack], layers: list[EncodedTrack] | None = None
+    ) -> None:
         self.url = url
         self.room = room
         self.name = name
         self.tracks = tracks
+        self.layers = layers or []
         self.streams: list[PacedStream] = []
         self.signaling: SignalingClient | None = None
         self.connection: Connection | None = None
@@ -92,28 +104,39 @@ class LeanPublisher:
         )
         sections = []
         for index, track in enumerate(self.tracks):
-            ssrc = int.from_bytes(os.urandom(4), "big") or 1
+            simulcast = track.kind == "video" and bool(self.layers)
             sections.append(
                 OfferSection(
                     mid=str(index),
                     kind=track.kind,
                     direction="sendonly",
                     codecs=(SEND_CODECS[track.codec],),
-                    ssrc=ssrc,
+                    ssrc=None if simulcast else int.from_bytes(os.urandom(4), "big") or 1,
                     cname=self.name,
                     msid=(self.name, f"{self.name}-{track.kind}"),
+                    rids=RIDS[-len(self.layers) :] if simulcast else (),
                 )
             )
         offer = connection_offer(self.connection, sections, session_id=int.from_bytes(os.urandom(7), "big"))
         result = await self.signaling.request("publish", sdp=offer)
         answer = parse_answer(result["sdp"])
         for section, track in zip(sections, self.tracks):
-            codec = answer.media[section.mid].codec
-            if codec is None or section.ssrc is None:
+            media = answer.media[section.mid]
+            if media.codec is None:
                 raise RuntimeError(f"the server rejected the {track.kind} track")
-            stream = PacedStream(track, section.ssrc, codec.payload_type, self.connection)
-            self.streams.append(stream)
-            self._by_ssrc[section.ssrc] = stream
+            encodings = [(track, section.ssrc, b"")]
+            if section.rids:
+                encodings = [
+                    (layer, int.from_bytes(os.urandom(4), "big") or 1, build_extension_block(
+                        [(media.extensions[MID_URI], section.mid.encode()), (media.extensions[RID_URI], rid.encode())]
+                    ))
+                    for layer, rid in zip(self.layers, section.rids)
+                ]
+            for encoding, ssrc, extensions in encodings:
+                assert ssrc is not None
+                stream = PacedStream(encoding, ssrc, media.codec.payload_type, self.connection, extensions)
+                self.streams.append(stream)
+                self._by_ssrc[ssrc] = stream
         self.connection.set_remote(answer.ice, answer.fingerprints, answer.dtls_role, answer.candidates)  # type: ignore[arg-type]
         await asyncio.wait_for(self._connected, 30)
         for stream in self.streams:
