@@ -7,7 +7,7 @@ reads (the kernel drops what overflows, so no receiver is ever woken). Packets a
 caches stay warm: this is the floor of the path, not a served load (bench/forwarding.py measures that).
 
     python bench/forward_path.py [--subscribers 125] [--producers 8] [--seconds 4] [--no-send]
-                                 [--audio [--audio-level] | --simulcast]
+                                 [--audio [--audio-level] | --simulcast [--distinct]]
 
 --audio forwards Opus (160-byte payloads) whose packets carry an RFC 6464 audio level; with --audio-level the
 producers read it and the consumers copy it into their headers (negotiated on both ends), without it neither
@@ -16,6 +16,9 @@ end negotiated it: the two give the cost of audio-level forwarding.
 --simulcast makes each producer a SimulcastProducer of 3 encodings and each consumer a SimulcastConsumer that
 switched from the lowest encoding to the top one before the measurement (so it rewrites every packet's VP8
 PictureID: the costlier case); the packets are the top encoding's, with a VP8 descriptor (15-bit PictureID).
+All consumers of a producer then share one renumbering (as consumers that switch at the same keyframe do), so
+the rewritten descriptor is made once per packet; --distinct gives each consumer a renumbering of its own (each
+started on a lowest-encoding keyframe of its own), the worst case, where every consumer rewrites.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import types
 import pylibsrtp
 
 from sfuctl.rtc.dtls import SRTP_PROFILES
-from sfuctl.rtc.rtp import build_extension_block, build_packet
+from sfuctl.rtc.rtp import build_extension_block, build_packet, read_header
 from sfuctl.rtc.sdp import AUDIO_LEVEL_URI, MID_URI, VIDEO_FEEDBACK, Codec
 from sfuctl.rtc.simulcast import SimulcastOffer
 from sfuctl.runtime import run
@@ -66,9 +69,15 @@ def vp8_packets(ssrc: int, picture_id: int, count: int = 0x10000) -> list[bytes]
             for seq in range(count)]  # fmt: skip
 
 
+def forwarded(packet: bytes) -> tuple:
+    """The arguments a Producer hands its consumers for `packet` (before `now`)."""
+    marker, _, sequence, timestamp, _, offset = read_header(packet)
+    return packet[0], marker, sequence, timestamp, packet[offset:], True
+
+
 async def measure(
     subscribers: int, producers: int, seconds: float, send: bool, audio: bool = False, level: bool = False,
-    simulcast: bool = False,
+    simulcast: bool = False, distinct: bool = False,
 ) -> dict:  # fmt: skip
     worker = Worker(ServerConfig(host="127.0.0.1", port=0, rtc_ports=(0, 0)))
     if send:
@@ -116,7 +125,14 @@ async def measure(
         for producer in sources:
             for consumer in producer.consumers:
                 consumer.set_target(0, now)
-            producer.layers[0].receive(keyframe, now)
+            if distinct:
+                for number, consumer in enumerate(producer.consumers):
+                    tap = producer.taps[0]
+                    tap.owner = types.SimpleNamespace(consumers=[consumer])  # this keyframe to this consumer only
+                    tap.forward(*forwarded(vp8_packets(0, 5000 + number, count=1)[0]), now)
+                    tap.owner = producer
+            else:
+                producer.layers[0].receive(keyframe, now)
             for consumer in producer.consumers:
                 consumer.set_target(2, now)
         packets = vp8_packets(0, 100)
@@ -156,12 +172,14 @@ def cli() -> None:
     parser.add_argument("--audio", action="store_true", help="forward Opus with audio levels instead of VP8")
     parser.add_argument("--audio-level", action="store_true", help="with --audio: read and forward the levels")
     parser.add_argument("--simulcast", action="store_true", help="simulcast producers and consumers (top encoding)")
+    parser.add_argument("--distinct", action="store_true", help="with --simulcast: a renumbering per consumer")
     args = parser.parse_args()
     result = run(measure(
-        args.subscribers, args.producers, args.seconds, not args.no_send, args.audio, args.audio_level, args.simulcast
+        args.subscribers, args.producers, args.seconds, not args.no_send, args.audio, args.audio_level, args.simulcast,
+        args.distinct,
     ))  # fmt: skip
     print(
-        f"{args.producers} {'simulcast ' if args.simulcast else ''}producers x {args.subscribers} subscribers"
+        f"{args.producers} {'simulcast ' if args.simulcast else ''}producers{' (distinct)' if args.distinct else ''} x {args.subscribers} subscribers"
         f"{'' if result['send'] else ' (no sendto)'}: {result['us_per_packet']} µs CPU per output packet"
         f" over {result['packets']:,} packets"
     )

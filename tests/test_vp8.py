@@ -2,7 +2,7 @@ import pytest
 
 from sfuctl.encoded import _packetize_vp8
 from sfuctl.rtc.rtp import is_keyframe
-from sfuctl.rtc.vp8 import PictureNumbering, keyframe_size, parse_descriptor, rewrite
+from sfuctl.rtc.vp8 import PictureNumbering, keyframe_size, parse_descriptor, renumbered
 
 # A VP8 keyframe's first bytes: frame tag (P=0), start code, 320x180 (little-endian 14-bit fields).
 KEY_BODY = bytes((0x10, 0x02, 0x00)) + b"\x9d\x01\x2a" + (320).to_bytes(2, "little") + (180).to_bytes(2, "little") + b"xx"
@@ -77,9 +77,11 @@ def test_keyframe_size_reads_packets_made_by_the_bots_packetizer():
         (b"\x10", 7, 9, b"\x10"),
     ],
 )
-def test_rewrite_replaces_only_present_fields(descriptor, picture_id, tl0, expected):
+def test_renumbering_replaces_only_present_fields(descriptor, picture_id, tl0, expected):
     payload = descriptor + DELTA_BODY
-    out = rewrite(payload, parse_descriptor(payload), picture_id, tl0)
+    d = parse_descriptor(payload)
+    offsets = (picture_id - (d.picture_id or 0), tl0 - (d.tl0picidx or 0))
+    out = bytes(renumbered(payload[: d.size], d, *offsets)) + payload[d.size :]
     assert out == expected + DELTA_BODY
     assert parse_descriptor(out).size == len(descriptor)
 

@@ -29,16 +29,21 @@ SenderReports = Callable[[int], "tuple[float, int] | None"]
 
 
 class Epoch:
-    """The offsets valid for a run of packets of one encoding (fixed once made)."""
+    """The offsets valid for a run of packets of one encoding (fixed once made).
 
-    __slots__ = ("layer", "seq_offset", "ts_offset", "pid_offset", "tl0_offset")
+    `renumbering` names the VP8 picture renumbering: 0 when the encoding keeps its own PictureID and TL0PICIDX,
+    else the same number for every epoch with the same offsets (so consumers can share a rewritten descriptor).
+    """
+
+    __slots__ = ("layer", "seq_offset", "ts_offset", "pid_offset", "tl0_offset", "renumbering")
 
     def __init__(self, layer: int, seq_offset: int, ts_offset: int, pid_offset: int, tl0_offset: int) -> None:
         self.layer = layer
         self.seq_offset = seq_offset
         self.ts_offset = ts_offset
-        self.pid_offset = pid_offset
-        self.tl0_offset = tl0_offset
+        self.pid_offset = pid_offset & 0x7FFF
+        self.tl0_offset = tl0_offset & 0xFF
+        self.renumbering = self.pid_offset << 8 | self.tl0_offset
 
     def source_seq(self, out_seq: int) -> int:
         return (out_seq - self.seq_offset) & 0xFFFF

@@ -114,29 +114,26 @@ def keyframe_size(payload: bytes) -> tuple[int, int] | None:
     return width, height
 
 
-def rewrite(payload: bytes, d: Vp8Descriptor, picture_id: int | None, tl0picidx: int | None) -> bytes:
-    """A copy of payload with its PictureID and TL0PICIDX replaced (fields the descriptor lacks stay absent).
-
-    A 7-bit PictureID keeps its width: the new value is taken modulo 128.
-    """
-    head = bytearray(d.size)
-    write_descriptor(head, payload, d, picture_id, tl0picidx)
-    return bytes(head) + payload[d.size :]
+def renumbered(head: bytes, d: Vp8Descriptor, pid_offset: int, tl0_offset: int) -> bytearray:
+    """A copy of `head` (d's descriptor) with the offsets added to its PictureID and TL0PICIDX (fields the
+    descriptor lacks stay absent; a 7-bit PictureID keeps its width, taken modulo 128)."""
+    copy = bytearray(head)
+    renumber(copy, 0, d, pid_offset, tl0_offset)
+    return copy
 
 
-def write_descriptor(
-    buffer: bytearray, payload: bytes, d: Vp8Descriptor, picture_id: int | None, tl0picidx: int | None
-) -> None:
-    """Hot path: payload's descriptor into buffer[:d.size], with PictureID and TL0PICIDX replaced as `rewrite`
-    does (a forwarder reuses one buffer and joins it with the rest of the payload)."""
-    buffer[: d.size] = payload[: d.size]
-    if picture_id is not None and d.picture_id_offset >= 0:
+def renumber(buffer: bytearray, at: int, d: Vp8Descriptor, pid_offset: int, tl0_offset: int) -> None:
+    """Hot path: buffer[at:] holds a copy of d's descriptor; add the offsets to its PictureID (keeping its width)
+    and TL0PICIDX. A forwarder keeps the copy right after its RTP header and joins the rest of the payload."""
+    picture_id = d.picture_id
+    if picture_id is not None:
         if d.picture_id_bits == 15:
-            _pack_u16(buffer, d.picture_id_offset, 0x8000 | picture_id & 0x7FFF)
+            _pack_u16(buffer, at + d.picture_id_offset, 0x8000 | (picture_id + pid_offset) & 0x7FFF)
         else:
-            buffer[d.picture_id_offset] = picture_id & 0x7F
-    if tl0picidx is not None and d.tl0picidx_offset >= 0:
-        buffer[d.tl0picidx_offset] = tl0picidx & 0xFF
+            buffer[at + d.picture_id_offset] = (picture_id + pid_offset) & 0x7F
+    tl0picidx = d.tl0picidx
+    if tl0picidx is not None:
+        buffer[at + d.tl0picidx_offset] = (tl0picidx + tl0_offset) & 0xFF
 
 
 class PictureNumbering:

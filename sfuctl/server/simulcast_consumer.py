@@ -12,9 +12,9 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING, Any
 
-from ..rtc.layer_switch import Epoch, LayerSwitch
+from ..rtc.layer_switch import LayerSwitch
 from ..rtc.rtp import read_header
-from ..rtc.vp8 import Vp8Descriptor, parse_descriptor, write_descriptor
+from ..rtc.vp8 import Vp8Descriptor, parse_descriptor, renumber, renumbered
 from .allocator import Layer, Wish
 from .consumer import Consumer
 
@@ -22,8 +22,6 @@ if TYPE_CHECKING:
     from .simulcast_producer import SimulcastProducer
 
 _pack_header = struct.Struct("!BBHI").pack_into
-# The longest VP8 payload descriptor: X byte, extension byte, 2-byte PictureID, TL0PICIDX, TID/KEYIDX byte.
-MAX_DESCRIPTOR = 6
 # Highest VP8 temporal layer id (TID is 2 bits, RFC 7741); Chromium's simulcast uses up to 3 (0..2).
 MAX_TEMPORAL_LAYER = 3
 # Priority range of setConsumerPriority (mediasoup's is 1..255; higher is served first).
@@ -49,7 +47,6 @@ class SimulcastConsumer(Consumer):
         self.switch_started: float | None = None
         self.switch_times_ms: list[float] = []
         self._waiting_on: int | None = None
-        self._descriptor = bytearray(MAX_DESCRIPTOR)
         self._wait_for(self.switch.target)
 
     # -- media path -----------------------------------------------------------------------------------
@@ -63,11 +60,17 @@ class SimulcastConsumer(Consumer):
         payload: bytes,
         keyframe: bool,
         vp8: Vp8Descriptor | None,
+        head: bytes,
         tail: bytes,
+        descriptors: dict[int, bytearray],
         now: float,
     ) -> None:
         """Hot path: one packet of encoding `layer`; forwarded if it belongs to the stream this peer gets.
-        `tail` is the payload after its VP8 descriptor (shared by the consumers)."""
+
+        `head` and `tail` are the payload's VP8 descriptor and the rest (sliced once for every consumer);
+        `descriptors` holds this packet's renumbered descriptors by renumbering, made by the first consumer that
+        needs one and reused by the others with the same renumbering (those that switched at the same keyframe).
+        """
         if self.paused or not self.transport.connected:
             return
         epoch = self.switch.accept(layer, sequence, timestamp, keyframe, vp8, now)
@@ -79,9 +82,12 @@ class SimulcastConsumer(Consumer):
         ts = (timestamp + epoch.ts_offset) & 0xFFFFFFFF
         header = self._header
         _pack_header(header, 0, self._first_byte | (first_byte & 0x20), self._second_byte[marker], seq, ts)
-        if vp8 is not None and (epoch.pid_offset or epoch.tl0_offset):
-            # the rewritten descriptor, then the rest of the payload: one copy, in the join
-            packet = b"".join((header, self._renumber(payload, vp8, epoch), tail))
+        renumbering = epoch.renumbering
+        if renumbering and vp8 is not None:
+            descriptor = descriptors.get(renumbering)
+            if descriptor is None:
+                descriptor = descriptors[renumbering] = renumbered(head, vp8, epoch.pid_offset, epoch.tl0_offset)
+            packet = b"".join((header, descriptor, tail))
         else:
             packet = b"".join((header, payload))
         meter = self.meter
@@ -104,24 +110,18 @@ class SimulcastConsumer(Consumer):
             return None
         marker, _, _, timestamp, _, offset = read_header(data)
         payload = data[offset:]
-        if self.producer.taps[epoch.layer].vp8 and (epoch.pid_offset or epoch.tl0_offset):
+        header = self._header
+        if self.producer.taps[epoch.layer].vp8 and epoch.renumbering:
             try:
                 vp8 = parse_descriptor(payload)
             except ValueError:
                 return None
-            payload = bytes(self._renumber(payload, vp8, epoch)) + payload[vp8.size :]
+            header = self._header + payload[: vp8.size]
+            renumber(header, len(self._header), vp8, epoch.pid_offset, epoch.tl0_offset)
+            payload = payload[vp8.size :]
         ts = (timestamp + epoch.ts_offset) & 0xFFFFFFFF
-        header = self._header
         _pack_header(header, 0, self._first_byte | (data[0] & 0x20), self._second_byte[marker], out_seq, ts)
         return b"".join((header, payload))
-
-    def _renumber(self, payload: bytes, vp8: Vp8Descriptor, epoch: Epoch) -> memoryview:
-        """The packet's VP8 descriptor with this stream's PictureID and TL0PICIDX, in a buffer of this consumer
-        (valid until the next call: the caller joins it into the packet at once)."""
-        pid = None if vp8.picture_id is None else (vp8.picture_id + epoch.pid_offset) & 0x7FFF
-        tl0 = None if vp8.tl0picidx is None else (vp8.tl0picidx + epoch.tl0_offset) & 0xFF
-        write_descriptor(self._descriptor, payload, vp8, pid, tl0)
-        return memoryview(self._descriptor)[: vp8.size]
 
     # -- layer choice ----------------------------------------------------------------------------------
     @property

@@ -73,10 +73,16 @@ class LayerTap:
             if not counted:
                 self.layer.keyframes += 1
         index = self.index
-        # the payload after the descriptor, sliced once for every consumer that rewrites the descriptor
-        tail = payload[descriptor.size :] if descriptor is not None else payload
+        # the descriptor and the rest of the payload, sliced once for every consumer that rewrites the descriptor
+        if descriptor is not None:
+            head, tail = payload[: descriptor.size], payload[descriptor.size :]
+        else:
+            head, tail = b"", payload
+        descriptors: dict[int, bytearray] = {}
         for consumer in self.owner.consumers:
-            consumer.forward_layer(index, first_byte, marker, sequence, timestamp, payload, keyframe, descriptor, tail, now)
+            consumer.forward_layer(
+                index, first_byte, marker, sequence, timestamp, payload, keyframe, descriptor, head, tail, descriptors, now
+            )
 
 
 class SummedMeter:
