@@ -26,6 +26,9 @@ def video(cid: str, **kwargs) -> Wish:
         ([video("v", max_size=(400, 200))], None, {"v": 1}),  # the smallest layer not upscaled
         ([video("v", max_size=(4000, 4000))], None, {"v": 2}),
         ([video("v", max_size=(1280, 720), preferred=1)], None, {"v": 1}),
+        # A layer the publisher stopped sending (no bitrate while a lower one has one) is never chosen.
+        ([Wish("v", "video", (*SIMULCAST[:2], Layer(0, 1280, 720)))], None, {"v": 1}),
+        ([Wish("v", "video", (*SIMULCAST[:2], Layer(0, 1280, 720)), preferred=2)], 5_000_000, {"v": 1}),
         # 400 kb/s: audio first, then the layer that fits.
         ([AUDIO, video("v")], 400_000, {"a": 0, "v": 0}),
         ([AUDIO, video("v")], 600_000, {"a": 0, "v": 1}),

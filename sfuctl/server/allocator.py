@@ -37,8 +37,16 @@ class Wish:
     priority: int = 1  # higher is served first
 
     def cap(self) -> int:
-        """The highest layer this consumer may get."""
+        """The highest layer this consumer may get.
+
+        Never above the highest layer that has a measured bitrate, once any has one: a publisher stops the
+        encodings its own link cannot carry (libwebrtc does), and a consumer moved to one would wait for a
+        keyframe that never comes.
+        """
         top = len(self.layers) - 1
+        sent = [index for index, layer in enumerate(self.layers) if layer.bitrate_bps > 0]
+        if sent:
+            top = sent[-1]
         cap = top if self.preferred is None else max(0, min(self.preferred, top))
         if self.max_size is not None:
             width, height = self.max_size
