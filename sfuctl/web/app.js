@@ -9,7 +9,8 @@ import { Tiles } from "./tiles.js";
 const STATS_INTERVAL_MS = 1000;
 const MEDIA_CONSTRAINTS = {
   audio: true,
-  video: { width: { ideal: 640 }, height: { ideal: 360 }, frameRate: { ideal: 25 } },
+  // 720p when the camera has it: published as simulcast (session.js), so each viewer gets what fits its tile.
+  video: { width: { ideal: 1280 }, height: { ideal: 720 }, frameRate: { ideal: 25 } },
 };
 
 const params = new URLSearchParams(location.search);
@@ -24,7 +25,9 @@ const muteButtons = { audio: document.getElementById("mute-audio"), video: docum
 const statsButton = document.getElementById("toggle-stats");
 const emptyState = document.getElementById("empty");
 const errorList = document.getElementById("errors");
-const tiles = new Tiles(document.getElementById("tiles"));
+const tiles = new Tiles(document.getElementById("tiles"), (peerId, width, height) =>
+  app.session?.setViewSize(peerId, width, height),
+);
 const chatLog = document.getElementById("chat-log");
 const chatInput = document.getElementById("chat-input");
 const chatSend = document.getElementById("chat-send");
@@ -262,6 +265,7 @@ function receivedLine(s) {
   const lossPercent = total > 0 ? (100 * Math.max(0, s.packetsLost)) / total : 0;
   const parts = [`${s.kind} ${s.codec}`];
   if (s.kind === "video") parts.push(`${s.frameWidth}×${s.frameHeight} ${Math.round(s.framesPerSecond)} fps`);
+  if (s.spatialLayers > 1) parts.push(`layer ${s.layer ?? "?"} of 0-${s.spatialLayers - 1}`);
   parts.push(kbps(s.bitrate), `lost ${s.packetsLost} (${lossPercent.toFixed(1)}%)`, `jitter ${(1000 * s.jitter).toFixed(1)} ms`);
   if (s.kind === "video") parts.push(`${s.framesDecoded} frames`);
   if (s.paused) parts.push("paused");

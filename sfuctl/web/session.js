@@ -2,10 +2,23 @@
 // connection with one recvonly transceiver per producer of the others, renegotiated with a full offer
 // whenever producers come and go. Negotiations run one at a time. A "chat" data channel on the send
 // connection becomes the server's data producer; the server opens a channel on the receive connection for each
-// of the others' (dataConsumerAdded says whose).
+// of the others' (dataConsumerAdded says whose). A camera of 540 lines or more is published as simulcast (three
+// encodings, lowest first); each remote video tile's size is sent as setMaxSize, so the server forwards the
+// smallest encoding that fills it.
 
 import { Signaling, SignalingError } from "./signaling.js";
 import { inboundStreams } from "./stats.js";
+
+// Simulcast encodings, lowest first as the server reads them (docs/protocol.md, Simulcast): quarter, half, full.
+const SIMULCAST_ENCODINGS = [
+  { rid: "q", scaleResolutionDownBy: 4 },
+  { rid: "h", scaleResolutionDownBy: 2 },
+  { rid: "f" },
+];
+// The lowest camera height published as simulcast: its quarter encoding still has 135 lines.
+const SIMULCAST_MIN_HEIGHT = 540;
+// A tile's size goes to the server at most this often while it is being resized (the last size wins).
+const VIEW_SIZE_DELAY_MS = 300;
 
 export class Session {
   /**
@@ -29,6 +42,9 @@ export class Session {
     this.subscriptions = new Map(); // mid -> {producer, transceiver}
     this.consumers = new Map(); // mid -> consumer info from the last subscribe
     this.unreceivable = new Set(); // producer ids the server rejected for us (no common codec)
+    this.layers = new Map(); // consumer id -> spatial layer forwarded now (consumerLayersChanged)
+    this.viewSizes = new Map(); // peer id -> {width, height} in device pixels of its tile
+    this.viewTimers = new Map(); // peer id -> pending setMaxSize timer
     this.sendPc = null;
     this.recvPc = null;
     this.chatChannel = null;
@@ -99,6 +115,8 @@ export class Session {
         producerId: producer.id,
         consumerId: consumer?.id ?? null,
         paused: producer.paused,
+        spatialLayers: producer.spatialLayers ?? 1,
+        layer: consumer ? (this.layers.get(consumer.id) ?? null) : null,
       });
     }
     return result;
@@ -137,7 +155,13 @@ export class Session {
   async publish(stream) {
     const pc = (this.sendPc = this.createPc("sending"));
     this.chatChannel = pc.createDataChannel("chat");
-    for (const track of stream?.getTracks() ?? []) pc.addTransceiver(track, { direction: "sendonly", streams: [stream] });
+    for (const track of stream?.getTracks() ?? []) {
+      const init = { direction: "sendonly", streams: [stream] };
+      if (track.kind === "video" && (track.getSettings().height ?? 0) >= SIMULCAST_MIN_HEIGHT) {
+        init.sendEncodings = SIMULCAST_ENCODINGS;
+      }
+      pc.addTransceiver(track, init);
+    }
     await pc.setLocalDescription(await pc.createOffer());
     let result;
     try {
@@ -216,6 +240,7 @@ export class Session {
     }
     await pc.setRemoteDescription({ type: "answer", sdp: result.sdp });
     this.consumers = new Map(result.consumers.map((c) => [c.mid, c]));
+    for (const peerId of this.viewSizes.keys()) this.sendViewSize(peerId);
     for (const rejected of result.rejected) {
       this.unreceivable.add(rejected.producerId);
       const producer = this.producers.get(rejected.producerId);
@@ -223,6 +248,33 @@ export class Session {
       this.events.error(`cannot receive ${who}: ${rejected.reason}`);
     }
     if (result.rejected.length) this.requestSync(); // free their transceivers
+  }
+
+  /** The tile of `peerId` is `width` x `height` device pixels: ask for the encoding that fills it. */
+  setViewSize(peerId, width, height) {
+    this.viewSizes.set(peerId, { width: Math.max(1, Math.round(width)), height: Math.max(1, Math.round(height)) });
+    if (this.viewTimers.has(peerId)) return;
+    this.viewTimers.set(
+      peerId,
+      setTimeout(() => {
+        this.viewTimers.delete(peerId);
+        this.sendViewSize(peerId);
+      }, VIEW_SIZE_DELAY_MS),
+    );
+  }
+
+  sendViewSize(peerId) {
+    const size = this.viewSizes.get(peerId);
+    if (!size || this.closed) return;
+    for (const consumer of this.consumers.values()) {
+      const producer = this.producers.get(consumer.producerId);
+      if (consumer.kind !== "video" || producer?.peerId !== peerId || (producer.spatialLayers ?? 1) < 2) continue;
+      this.signaling
+        .request("setMaxSize", { consumerId: consumer.id, width: size.width, height: size.height })
+        .catch((error) => {
+          if (!this.closed) console.warn("sfuctl: setMaxSize", describe(error));
+        });
+    }
   }
 
   dataArrived(streamId, data) {
@@ -297,6 +349,9 @@ export class Session {
       }
       case "activeSpeaker":
         this.events.activeSpeaker(params.peerId);
+        break;
+      case "consumerLayersChanged":
+        this.layers.set(params.consumerId, params.spatialLayer);
         break;
       case "dataConsumerClosed":
         for (const [streamId, consumer] of this.dataConsumers) {

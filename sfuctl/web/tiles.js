@@ -1,9 +1,17 @@
 // The video tiles: one per participant, with their name and a stats overlay.
 
 export class Tiles {
-  constructor(container) {
+  /** resized(key, width, height): a remote tile's video now shows at that many device pixels. */
+  constructor(container, resized = () => {}) {
     this.container = container;
     this.tiles = new Map(); // key -> {root, video, name, stats, hint, stream, local}
+    this.observer = new ResizeObserver((entries) => {
+      for (const entry of entries) {
+        const key = entry.target.dataset.peerId;
+        const { width, height } = entry.contentRect;
+        if (this.tiles.has(key) && width > 0 && height > 0) resized(key, width * devicePixelRatio, height * devicePixelRatio);
+      }
+    });
   }
 
   /** The tile for `key` (a peer id, or "self"), created on first use. */
@@ -39,7 +47,10 @@ export class Tiles {
     tile = { root, video, name: nameLine, stats, hint, stream, local };
     this.tiles.set(key, tile);
     if (local) this.container.prepend(root);
-    else this.container.append(root);
+    else {
+      this.container.append(root);
+      this.observer.observe(root);
+    }
     return tile;
   }
 
@@ -68,7 +79,11 @@ export class Tiles {
   }
 
   remove(key) {
-    this.tiles.get(key)?.root.remove();
+    const tile = this.tiles.get(key);
+    if (tile) {
+      this.observer.unobserve(tile.root);
+      tile.root.remove();
+    }
     this.tiles.delete(key);
   }
 
