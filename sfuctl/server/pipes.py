@@ -29,6 +29,8 @@ from .consumer import Consumer
 from .peer import new_id
 from .pipe_transport import PipeTransport
 from .producer import PRODUCER_CLOSED, Producer
+from .simulcast_consumer import SimulcastConsumer
+from .simulcast_producer import SimulcastProducer
 
 if TYPE_CHECKING:
     from .peer import Peer
@@ -64,6 +66,9 @@ class RemotePeer:
 
     def info(self) -> dict:
         return {"id": self.id, "name": self.name}
+
+    def notify(self, method: str, params: dict) -> None:
+        """A pipe consumer's notifications (its simulcast layer) concern no client: nothing to send."""
 
 
 def codec_from_json(data: dict) -> Codec:
@@ -116,13 +121,18 @@ class RoomPipe:
         if message is not None:
             self.send(message)
 
-    def _pipe_out(self, producer: Producer) -> dict | None:
-        """A pipe consumer of `producer` under a new SSRC; the `producer` message that tells the other side."""
+    def _pipe_out(self, producer: Producer | SimulcastProducer) -> dict | None:
+        """A pipe consumer of `producer` under a new SSRC; the `producer` message that tells the other side.
+
+        A simulcast producer is piped as one stream, its top encoding (the pipe consumer's target, which nothing
+        moves): the other worker's subscribers all get that encoding.
+        """
         if self.closed or producer.id in self.incoming or producer.id in self.outgoing or producer.closed:
             return None
         transport = self.link.transport
         level = producer.audio_level_id is not None
-        consumer = Consumer(
+        kind = SimulcastConsumer if isinstance(producer, SimulcastProducer) else Consumer
+        consumer = kind(
             id=new_id("pc"),
             peer=self._far,  # type: ignore[arg-type]
             producer=producer,
