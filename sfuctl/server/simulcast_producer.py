@@ -219,10 +219,10 @@ class SimulcastProducer:
         return [(tap.width, tap.height) for tap in self.taps]
 
     # -- the producer interface the router, peers and transport use ----------------------------------
-    def request_keyframe(self, now: float, layer: int | None = None) -> None:
-        for index, stream in enumerate(self.layers):
-            if layer is None or index == layer:
-                stream.request_keyframe(now)
+    def request_keyframe(self, now: float) -> None:
+        """A keyframe of every encoding (its consumers ask the encoding they forward themselves)."""
+        for stream in self.layers:
+            stream.request_keyframe(now)
 
     def add_consumer(self, consumer: SimulcastConsumer) -> None:
         self.consumers.append(consumer)
