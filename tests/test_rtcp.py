@@ -206,7 +206,6 @@ def test_padding_is_stripped():
     [
         bytes.fromhex("80cc0002" "00000001" "6e616d65"),  # APP
         bytes.fromhex("80cf0002" "00000001" "05000000"),  # XR
-        bytes.fromhex("8fcd0004" "00000001" "00000002" "00010001" "20010000"),  # transport-cc
         bytes.fromhex("8fce0003" "00000001" "00000000" "41424344"),  # AFB that is not REMB
         bytes.fromhex("82ce0003" "00000001" "00000002" "00000000"),  # SLI
         bytes.fromhex("83cd0002" "00000001" "00000002"),  # TMMBR-like RTPFB FMT 3

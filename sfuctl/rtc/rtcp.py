@@ -1,10 +1,13 @@
-"""RTCP packets: RFC 3550 SR/RR/SDES/BYE, RFC 4585 NACK/PLI, RFC 5104 FIR, REMB; NTP clock helpers."""
+"""RTCP packets: RFC 3550 SR/RR/SDES/BYE, RFC 4585 NACK/PLI, RFC 5104 FIR, REMB, transport-wide feedback
+(transport_feedback.py); NTP clock helpers."""
 
 from __future__ import annotations
 
 import struct
 import time
 from dataclasses import dataclass, field
+
+from .transport_feedback import FMT_TRANSPORT_CC, TransportFeedback
 
 RTCP_SR = 200
 RTCP_RR = 201
@@ -400,7 +403,7 @@ def _is_remb(data: bytes, start: int, end: int) -> bool:
     return start + 12 <= end and data[start + 8 : start + 12] == _REMB_ID
 
 
-RtcpPacket = SenderReport | ReceiverReport | Sdes | Bye | Nack | Pli | Fir | Remb
+RtcpPacket = SenderReport | ReceiverReport | Sdes | Bye | Nack | Pli | Fir | Remb | TransportFeedback
 
 
 def parse_compound(data: bytes) -> list[RtcpPacket]:
@@ -424,8 +427,11 @@ def _decoder(packet_type: int, count: int, data: bytes, start: int, end: int) ->
         return Sdes
     if packet_type == RTCP_BYE:
         return Bye
-    if packet_type == RTCP_RTPFB and count == FMT_NACK:
-        return Nack
+    if packet_type == RTCP_RTPFB:
+        if count == FMT_NACK:
+            return Nack
+        if count == FMT_TRANSPORT_CC:
+            return TransportFeedback
     if packet_type == RTCP_PSFB:
         if count == FMT_PLI:
             return Pli

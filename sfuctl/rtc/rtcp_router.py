@@ -12,6 +12,7 @@ from typing import Protocol
 
 from . import rtcp
 from .batching import REPORT_BLOCKS_MAX, batches
+from .transport_feedback import TransportFeedback
 
 
 class ReceivingStream(Protocol):
@@ -34,8 +35,10 @@ class RtcpRouter:
     """SSRC -> stream tables for one connection; `route` is the connection's RTCP callback.
 
     `invalid` counts datagrams that did not parse (nothing of them is used); `unclaimed` counts parts (an SR, a
-    report block, a NACK, PLI or FIR entry) naming an SSRC no stream registered. SDES and BYE are read and
-    left; a REMB goes to `on_remb(bitrate_bps, now)` when the owner set one (it is about the whole connection).
+    report block, a NACK, PLI or FIR entry) naming an SSRC no stream registered, and transport feedback when no
+    `on_transport_feedback` handler is set. SDES and BYE are read and left; a REMB goes to
+    `on_remb(bitrate_bps, now)` and transport feedback to `on_transport_feedback(packet, now)` when the owner set
+    them (both are about the whole connection, not a stream).
     """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
@@ -44,6 +47,7 @@ class RtcpRouter:
         self.invalid = 0
         self.unclaimed = 0
         self.on_remb: Callable[[float, float], None] | None = None
+        self.on_transport_feedback: Callable[[TransportFeedback, float], None] | None = None
         self._clock = clock
 
     def add_receiving(self, ssrc: int, stream: ReceivingStream) -> None:
@@ -96,6 +100,11 @@ class RtcpRouter:
                 sender = sending.get(packet.media_ssrc)
                 if sender is not None:
                     sender.on_keyframe_request(now, False)
+                else:
+                    self.unclaimed += 1
+            elif isinstance(packet, TransportFeedback):
+                if self.on_transport_feedback is not None:
+                    self.on_transport_feedback(packet, now)
                 else:
                     self.unclaimed += 1
             elif isinstance(packet, rtcp.Fir):

@@ -1,0 +1,161 @@
+"""BandwidthEstimator: the bitrate one transport can send, from transport feedback (Google Congestion Control).
+
+The estimate is the lower of a delay-based one (delay_based.py: over-use of the path's queue -> AIMD) and a
+loss-based cap, capped by REMB when the receiver sends it. It starts at START_BPS; the probe controller's
+results lift it at once when a probe got through. The owner feeds it feedback (`on_feedback`, via SendHistory's
+PacketResults), RTTs and REMBs, asks it which probe clusters to send (`probes`), and reads `available_bps`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from .delay_based import OVERUSING, AimdRateControl, InterArrival, TrendlineDetector
+from .probe_controller import ProbeCluster, ProbeController
+from .send_history import PacketResult
+
+# A transport starts here (libwebrtc's and the issue's start rate) and stays within MIN..MAX.
+START_BPS = 300_000.0
+MIN_BPS = 30_000.0
+MAX_BPS = 20_000_000.0
+# What the receiver got (the acknowledged bitrate) is measured over this much of its arrival timeline, and over
+# at least ACKED_MIN_SPAN before the first second is complete.
+ACKED_WINDOW = 0.5
+ACKED_MIN_SPAN = 0.15
+# Loss-based cap (libwebrtc's send-side rule): loss is measured over at least LOSS_MIN_PACKETS reported packets;
+# above LOSS_HIGH the cap drops to rate x (1 - loss / 2), at most once per LOSS_DECREASE_INTERVAL + RTT; under
+# LOSS_LOW it grows 8% per second and goes away once above the delay-based estimate.
+LOSS_MIN_PACKETS = 20
+LOSS_LOW = 0.02
+LOSS_HIGH = 0.10
+LOSS_DECREASE_INTERVAL = 0.3
+LOSS_INCREASE = 1.08
+
+
+class BandwidthEstimator:
+    """Delay- and loss-based estimate of one transport's available outgoing bitrate."""
+
+    def __init__(self, start_bps: float = START_BPS, max_bps: float = MAX_BPS) -> None:
+        self.max_bps = max_bps
+        self.delay_bps = start_bps
+        self.loss_cap_bps: float | None = None
+        self.remb_bps: float | None = None
+        self.acked_bps: float | None = None
+        self.loss_fraction = 0.0  # over the last LOSS_MIN_PACKETS or more reported packets
+        self.overuse_events = 0  # the detector entering over-use
+        self.state = "normal"
+        self.probe = ProbeController(start_bps, max_bps)
+        self._inter_arrival = InterArrival()
+        self._detector = TrendlineDetector()
+        self._aimd = AimdRateControl(start_bps)
+        self._acked: deque[tuple[float, int]] = deque()  # (arrival, size)
+        self._acked_bytes = 0
+        self._lost = 0
+        self._reported = 0
+        self._last_loss_decrease = float("-inf")
+        self._last_loss_update: float | None = None
+        self._rtt = 0.2
+
+    @property
+    def available_bps(self) -> float:
+        rate = self.delay_bps
+        if self.loss_cap_bps is not None:
+            rate = min(rate, self.loss_cap_bps)
+        if self.remb_bps is not None:
+            rate = min(rate, self.remb_bps)
+        return min(max(rate, MIN_BPS), self.max_bps)
+
+    def on_rtt(self, rtt: float) -> None:
+        """A round-trip time (seconds) measured on this transport."""
+        self._rtt = rtt
+        self._aimd.rtt = rtt
+
+    def on_remb(self, bitrate_bps: float) -> None:
+        self.remb_bps = bitrate_bps
+
+    def probes(self, now: float) -> list[ProbeCluster]:
+        """Probe clusters to send now (the initial ones at the first call)."""
+        return self.probe.due(self.available_bps, now)
+
+    def request_probe(self, target_bps: float, now: float) -> list[ProbeCluster]:
+        """Clusters that test whether `target_bps` gets through (none while over-using or already probing)."""
+        if self.state == OVERUSING or target_bps <= self.available_bps:
+            return []
+        return self.probe.request(target_bps, now)
+
+    def on_feedback(self, results: list[PacketResult], now: float) -> None:
+        """One feedback packet's results (SendHistory.on_feedback), in sequence order, received at `now`."""
+        if not results:
+            return
+        received = [r for r in results if r.arrival is not None]
+        self._update_acked(received)
+        probe_bps = self.probe.on_results(results)
+        if probe_bps is not None:
+            if probe_bps > self.delay_bps:
+                self.delay_bps = min(probe_bps, self.max_bps)
+                self._aimd.set_estimate(self.delay_bps, now)
+            if self.loss_cap_bps is not None and probe_bps > self.loss_cap_bps:
+                self.loss_cap_bps = probe_bps
+        self._update_delay(sorted(received, key=lambda r: r.arrival or 0.0), now)
+        self._update_loss(len(results) - len(received), len(results), now)
+
+    def _update_acked(self, received: list[PacketResult]) -> None:
+        window = self._acked
+        for result in received:
+            window.append((result.arrival, result.size))
+            self._acked_bytes += result.size
+        if not window:
+            return
+        latest = max(arrival for arrival, _ in window)
+        while window and window[0][0] < latest - ACKED_WINDOW:
+            self._acked_bytes -= window.popleft()[1]
+        span = latest - window[0][0]
+        if span >= ACKED_MIN_SPAN:
+            self.acked_bps = self._acked_bytes * 8 / span
+
+    def _update_delay(self, received: list[PacketResult], now: float) -> None:
+        inter_arrival = self._inter_arrival
+        state = self.state
+        for result in received:
+            deltas = inter_arrival.add(result.send_time, result.arrival)
+            if deltas is not None:
+                state = self._detector.update(*deltas)
+        if state == OVERUSING and self.state != OVERUSING:
+            self.overuse_events += 1
+            self.probe.stop()
+        self.state = state
+        if state == OVERUSING and not self._aimd.time_to_reduce(self.acked_bps, now):
+            return
+        self.delay_bps = min(max(self._aimd.update(state, self.acked_bps, now), MIN_BPS), self.max_bps)
+        self._aimd.bitrate_bps = self.delay_bps
+
+    def _update_loss(self, lost: int, reported: int, now: float) -> None:
+        self._lost += lost
+        self._reported += reported
+        if self._reported < LOSS_MIN_PACKETS:
+            return
+        self.loss_fraction = self._lost / self._reported
+        self._lost = self._reported = 0
+        elapsed = 0.0 if self._last_loss_update is None else now - self._last_loss_update
+        self._last_loss_update = now
+        if self.loss_fraction > LOSS_HIGH:
+            if now - self._last_loss_decrease >= LOSS_DECREASE_INTERVAL + self._rtt:
+                base = self.available_bps
+                self.loss_cap_bps = max(base * (1 - self.loss_fraction / 2), MIN_BPS)
+                self._last_loss_decrease = now
+        elif self.loss_fraction < LOSS_LOW and self.loss_cap_bps is not None:
+            self.loss_cap_bps *= LOSS_INCREASE ** min(elapsed, 1.0)
+            if self.loss_cap_bps >= self.delay_bps:
+                self.loss_cap_bps = None
+
+    def stats(self) -> dict:
+        return {
+            "available_outgoing_bitrate_bps": round(self.available_bps),
+            "delay_based_bps": round(self.delay_bps),
+            "loss_based_bps": None if self.loss_cap_bps is None else round(self.loss_cap_bps),
+            "acked_bps": None if self.acked_bps is None else round(self.acked_bps),
+            "loss_fraction": round(self.loss_fraction, 4),
+            "overuse_events": self.overuse_events,
+            "probe_clusters": self.probe.clusters_sent,
+            "probe_results": self.probe.results,
+        }

@@ -1,0 +1,56 @@
+import pytest
+
+from sfuctl.rtc.send_history import RING_SIZE, PacketResult, SendHistory
+from sfuctl.rtc.transport_feedback import TransportFeedback
+
+
+def test_sequences_count_up_and_wrap() -> None:
+    history = SendHistory()
+    history.sequence = 65534
+    assert [history.add(100, 1.0) for _ in range(3)] == [65534, 65535, 0]
+    assert len(history.sent) == RING_SIZE
+
+
+def test_feedback_is_matched_to_send_times_and_sizes_once() -> None:
+    history = SendHistory()
+    for index in range(4):
+        history.add(1000 + index, 1.0 + index * 0.01)
+    # 0 at reference + 8 ticks (2 ms), 1 lost, 2 at +4 ms, 3 at +6 ms; reference time 10 (0.64 s)
+    feedback = TransportFeedback(1, 2, 0, 10, 0, [2568, None, 2576, 2584])
+    assert history.on_feedback(feedback, 1.1) == [
+        PacketResult(1.0, 0.642, 1000, -1),
+        PacketResult(1.01, None, 1001, -1),
+        PacketResult(1.02, 0.644, 1002, -1),
+        PacketResult(1.03, 0.646, 1003, -1),
+    ]
+    late = TransportFeedback(1, 2, 1, 10, 1, [2590, 2576, None])  # 1 arrived after all; 2 again; 3 lost again
+    assert history.on_feedback(late, 1.2) == [PacketResult(1.01, 0.6475, 1001, -1)]
+
+
+def test_reference_time_wraps_without_breaking_the_arrival_timeline() -> None:
+    history = SendHistory()
+    history.add(100, 1.0)
+    history.add(100, 1.1)
+    top = (1 << 24) - 1
+    first = history.on_feedback(TransportFeedback(1, 2, 0, top, 0, [top * 256]), 1.2)
+    second = history.on_feedback(TransportFeedback(1, 2, 1, 1, 1, [256]), 1.3)
+    assert second[0].arrival - first[0].arrival == pytest.approx(0.128)  # two reference steps of 64 ms
+
+
+def test_feedback_about_packets_never_sent_or_too_old_is_counted_and_ignored() -> None:
+    history = SendHistory()
+    history.add(100, 1.0)
+    assert history.on_feedback(TransportFeedback(1, 2, 5, 0, 0, [1, 2]), 1.1) == []
+    assert history.on_feedback(TransportFeedback(1, 2, 0, 0, 0, [1]), 100.0) == []
+    assert history.unknown == 3
+
+
+def test_probe_packets_carry_their_cluster_until_the_slot_is_reused() -> None:
+    history = SendHistory()
+    history.add_probe(280, 1.0, cluster=3)
+    history.add(1200, 1.0)
+    results = history.on_feedback(TransportFeedback(1, 2, 0, 0, 0, [1, 2]), 1.1)
+    assert [r.cluster for r in results] == [3, -1]
+    history.sequence = 0
+    history.add(1200, 2.0)  # the same slot, a later lap: no longer a probe
+    assert history.on_feedback(TransportFeedback(1, 2, 0, 0, 1, [300]), 2.1)[0].cluster == -1
