@@ -76,6 +76,8 @@ FIELDS: dict[str, dict[str, str]] = {
         "sctp_state": "str?",
         "data_channels": "int",
         "data_invalid": "int",
+        "transport_cc_packets": "int",
+        "transport_feedback_sent": "int",
     },
     "producer": {
         "id": "str",

@@ -16,6 +16,7 @@ from sfuctl.client.offer import parse_answer
 from sfuctl.media import MediaSpec, make_media
 from sfuctl.rtc.ice import IceParameters
 from sfuctl.rtc.sdp import MediaAnswer, Offer, accepted_extensions, build_answer, choose_codec, parse_offer
+from sfuctl.rtc.transport_feedback import TRANSPORT_CC_URI
 from sfuctl.server.errors import SignalingError
 from sfuctl.server.peer import Peer
 
@@ -225,3 +226,24 @@ async def test_streams_offered_without_ssrc_or_mid_extension_are_bound_by_payloa
     finally:
         await publisher.close()
         await watcher.close()
+
+
+async def test_transport_cc_is_answered_to_a_publisher_that_offers_it_and_its_packets_are_recorded(server) -> None:
+    router = server.worker.router("twcc")
+    peer = Peer(name="chromium", router=router, worker=server.worker, notify=lambda *_: None, on_closed=lambda: None)
+    router.add_peer(peer)
+    try:
+        answer = peer.publish(captured("chromium-send"))["sdp"]
+        offer = parse_offer(captured("chromium-send"))
+        for m in offer.media:
+            if m.kind in ("audio", "video"):
+                codec = choose_codec(m, transport_cc=True)
+                assert codec.has_feedback("transport-cc") and not choose_codec(m).has_feedback("transport-cc")
+                assert f"a=rtcp-fb:{codec.payload_type} transport-cc" in answer
+        assert answer.count(f"a=extmap:3 {TRANSPORT_CC_URI}") == 2
+        assert peer.send_transport.arrivals is not None
+    finally:
+        peer.close()
+    # Receive offers name it too, but the server does not stamp what it sends yet: not answered there.
+    recv = parse_offer(captured("chromium-recv"))
+    assert all(TRANSPORT_CC_URI not in accepted_extensions(m) for m in recv.media)

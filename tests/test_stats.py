@@ -167,7 +167,8 @@ def sample_snapshot() -> dict:
     transport = {"id": "t-1", "state": "connected", "ice_state": "connected", "dtls_state": "connected",
                  "srtp_profile": "SRTP_AEAD_AES_128_GCM", "remote_address": "127.0.0.1:5000", "producers": 1,
                  "consumers": 0, "bytes_received": 1, "bytes_sent": 1, "packets_received": 1, "packets_sent": 1,
-                 "srtp_errors": 0, "invalid_rtcp": 0, "sctp_state": None, "data_channels": 0, "data_invalid": 0}  # fmt: skip
+                 "srtp_errors": 0, "invalid_rtcp": 0, "sctp_state": None, "data_channels": 0, "data_invalid": 0,
+                 "transport_cc_packets": 0, "transport_feedback_sent": 0}  # fmt: skip
     server = {"uptime_s": 1.0, "rooms": 1, "peers": 2, "producers": 1, "consumers": 1, "transports": 2,
               "bitrate_in_bps": 8000, "bitrate_out_bps": 8000, "cpu_percent": 3.5, "rtc_port": 40000,
               "unknown_datagrams": 0, "loop_lag_p95_ms": 0.0, "tasks": 12,

@@ -8,6 +8,7 @@ from sfuctl.rtc.transport_feedback import (
     decode_chunk,
     encode_chunks,
     extension_value,
+    packet_sequence,
     read_sequence,
     write_sequence,
 )
@@ -123,3 +124,18 @@ def test_the_header_extension_is_read_and_patched_in_place() -> None:
     assert read_sequence(packet, offset) == 0x1234
     write_sequence(packet, offset, 0x10001)
     assert read_sequence(packet, offset) == 1 and rtp.read_extensions(bytes(packet))[5] == b"\x00\x01"
+
+
+def test_the_sequence_of_an_unvalidated_packet_is_read_only_when_its_extension_block_fits() -> None:
+    block = rtp.build_extension_block([(3, extension_value(513))])
+    packet = rtp.build_packet(96, 7, 0, 0xAB, b"x" * 20, extensions=block)
+    assert packet_sequence(packet, 3) == 513
+    assert packet_sequence(packet, 4) == -1  # another id
+    assert packet_sequence(rtp.build_packet(96, 7, 0, 0xAB, b"x" * 20), 3) == -1  # no extension block
+    assert packet_sequence(packet[:15], 3) == -1
+    overrun = bytearray(packet)
+    overrun[14:16] = b"\x00\x40"  # the block claims 64 words
+    assert packet_sequence(bytes(overrun), 3) == -1
+    csrcs = bytearray(packet)
+    csrcs[0] |= 0x0F  # 15 CSRCs: the block would start past the end
+    assert packet_sequence(bytes(csrcs), 3) == -1

@@ -97,6 +97,7 @@ def quota_options(command: Callable) -> Callable:
 @click.option("--allowed-origin", "allowed_origins", envvar="SFUCTL_ALLOWED_ORIGIN", multiple=True, help="A browser Origin the websocket accepts, e.g. https://meet.example.com (repeatable; default: any).")
 @click.option("--data-max-message-size", envvar="SFUCTL_DATA_MAX_MESSAGE_SIZE", default=65536, show_default=True, type=click.IntRange(1024, 1 << 20), help="Largest data channel message in bytes (a=max-message-size); bigger ones are dropped and counted.")
 @click.option("--data-rate-limit", envvar="SFUCTL_DATA_RATE_LIMIT", default=200.0, show_default=True, type=click.FloatRange(0, 1e6), help="Data channel messages per second per peer (one second of burst); more are dropped and counted. 0: no limit.")
+@click.option("--transport-cc/--no-transport-cc", envvar="SFUCTL_TRANSPORT_CC", default=True, show_default=True, help="Transport-wide congestion control with publishers that offer it: the server sends them transport feedback every 100 ms (docs/congestion-control.md); off, they rely on its receiver reports.")
 @click.option("--whip-token", envvar="SFUCTL_WHIP_TOKEN", default=None, help="A shared secret for WHIP/WHEP only ('Authorization: Bearer TOKEN', any room); the websocket is not covered.")
 @click.option("--redis", "redis_url", envvar="SFUCTL_REDIS", default=None, help="Join the cluster on this Redis (redis://HOST:PORT/DB): rooms are placed on the least loaded node and any node relays to the room's node (docs/cluster.md).")
 @click.option("--node-id", envvar="SFUCTL_NODE_ID", default=None, help="This node's id in the cluster [default: HOSTNAME-RANDOM].")
@@ -118,6 +119,7 @@ def serve(
     allowed_origins: tuple[str, ...],
     data_max_message_size: int,
     data_rate_limit: float,
+    transport_cc: bool,
     whip_token: str | None,
     redis_url: str | None,
     node_id: str | None,
@@ -153,6 +155,7 @@ def serve(
         allowed_origins=allowed_origins,
         data_max_message_size=data_max_message_size,
         data_rate_limit=data_rate_limit,
+        transport_cc=transport_cc,
         quotas=Quotas(**quotas),
     )
     try:

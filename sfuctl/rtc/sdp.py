@@ -21,6 +21,7 @@ from aiortc import sdp as aiortc_sdp
 
 from .ice import IceParameters
 from .simulcast import RID_URI, SimulcastOffer, answer_lines, media_sections, read_simulcast
+from .transport_feedback import TRANSPORT_CC_URI
 
 MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
 # The SCTP port of data channels (RFC 8841 a=sctp-port); every browser uses 5000.
@@ -28,6 +29,8 @@ SCTP_PORT = 5000
 AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"  # RFC 6464: V bit and level in -dBov
 SUPPORTED_EXTENSIONS = {"audio": (MID_URI, AUDIO_LEVEL_URI), "video": (MID_URI,)}
 VIDEO_FEEDBACK = (("nack", None), ("nack", "pli"), ("ccm", "fir"))
+# Transport-wide congestion control: the header extension and the rtcp-fb that asks for its feedback.
+TRANSPORT_CC_FEEDBACK = ("transport-cc", None)
 CODEC_PREFERENCE = {"audio": ("opus",), "video": ("VP8", "H264")}
 CLOCK_RATES = {"opus": 48000, "VP8": 90000, "H264": 90000}
 
@@ -238,10 +241,13 @@ def _raw_sections(raw: list[list[str]]) -> list[tuple[tuple[str, tuple[str, ...]
 
 
 def choose_codec(
-    offer: MediaOffer, name: str | None = None, extra_feedback: tuple[tuple[str, str | None], ...] = ()
+    offer: MediaOffer,
+    name: str | None = None,
+    extra_feedback: tuple[tuple[str, str | None], ...] = (),
+    transport_cc: bool = False,
 ) -> Codec | None:
     """The codec the server accepts on an m-line: `name` when given (a consumer must match its producer);
-    `extra_feedback` is answered too when offered (beyond VIDEO_FEEDBACK)."""
+    `extra_feedback` is answered too when offered (beyond VIDEO_FEEDBACK), and transport-cc with `transport_cc`."""
     names = (name,) if name else CODEC_PREFERENCE.get(offer.kind, ())
     simulcast = offer.simulcast
     for wanted in names:
@@ -253,8 +259,10 @@ def choose_codec(
             candidates.sort(key=lambda c: dict(c.parameters).get("profile-level-id", "")[:2] != "42")
         if candidates:
             chosen = candidates[0]
-            answered = VIDEO_FEEDBACK + extra_feedback
-            feedback = tuple(f for f in chosen.feedback if f in answered) if offer.kind == "video" else ()
+            answered = VIDEO_FEEDBACK + extra_feedback if offer.kind == "video" else ()
+            if transport_cc:
+                answered = (*answered, TRANSPORT_CC_FEEDBACK)
+            feedback = tuple(f for f in chosen.feedback if f in answered)
             return Codec(chosen.name, chosen.clock_rate, chosen.payload_type, chosen.channels, chosen.parameters, feedback)
     return None
 
@@ -357,12 +365,14 @@ def build_answer(
     return "\r\n".join(lines) + "\r\n"
 
 
-def accepted_extensions(offer: MediaOffer) -> dict[str, int]:
+def accepted_extensions(offer: MediaOffer, transport_cc: bool = False) -> dict[str, int]:
     """The header extensions the server uses on an m-line (their ids come from the offer); the RID one only where
-    the offer announces encodings by RID."""
+    the offer announces encodings by RID, transport-cc only with `transport_cc`."""
     supported = SUPPORTED_EXTENSIONS.get(offer.kind, ())
     if offer.simulcast is not None and offer.simulcast.rids:
         supported = (*supported, RID_URI)
+    if transport_cc:
+        supported = (*supported, TRANSPORT_CC_URI)
     return {uri: ext_id for uri, ext_id in offer.extensions.items() if uri in supported}
 
 

@@ -13,6 +13,8 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from .rtp import find_extension
+
 TRANSPORT_CC_URI = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
 RTCP_RTPFB = 205
 FMT_TRANSPORT_CC = 15
@@ -38,6 +40,19 @@ _HEADER = struct.Struct("!BBH")
 _FIXED = struct.Struct("!IIHHI")  # sender ssrc, media ssrc, base sequence, status count, reference + count
 _U16 = struct.Struct("!H")
 _I16 = struct.Struct("!h")
+
+
+def packet_sequence(packet: bytes, extension_id: int) -> int:
+    """The transport-wide sequence of an RTP packet not yet validated, or -1 when it has none (or a header
+    extension block that overruns the packet)."""
+    length = len(packet)
+    if length < 16 or not packet[0] & 0x10:
+        return -1
+    start = 12 + 4 * (packet[0] & 0x0F)
+    if start + 4 > length or start + 4 + 4 * _U16.unpack_from(packet, start + 2)[0] > length:
+        return -1
+    offset = find_extension(packet, extension_id)
+    return _U16.unpack_from(packet, offset)[0] if 0 <= offset <= length - 2 else -1
 
 
 def read_sequence(packet: bytes | bytearray, offset: int) -> int:

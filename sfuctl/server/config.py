@@ -41,6 +41,9 @@ class ServerConfig:
     # the 2000 consumers one worker forwarded under 1% loss (docs/performance.md): the home keeps headroom for
     # the pipes and its other rooms.
     room_spill_consumers: int = 1500
+    # Transport-wide congestion control with publishers that offer it (docs/congestion-control.md); off, they
+    # fall back on the server's receiver reports.
+    transport_cc: bool = True
     ice_servers: tuple[IceServer, ...] = ()  # offered to clients; the server itself never contacts them
     quotas: Quotas = Quotas()
 

@@ -17,6 +17,7 @@ from ..rtc.sdp import (
     MediaAnswer,
     MediaOffer,
     Offer,
+    TRANSPORT_CC_URI,
     accepted_extensions,
     answer_direction,
     choose_codec,
@@ -95,13 +96,14 @@ class Peer:
         transport = self.send_transport
         if transport is not None:
             transport.check_offer(offer)
+        transport_cc = self.worker.config.transport_cc
         plan: list[tuple[MediaAnswer, Producer | None]] = []
         for m in offer.media:
             if m.kind == "application":
                 plan.append((self._data_answer(m), None))
                 continue
             existing = transport.producers_by_mid.get(m.mid) if transport else None
-            codec = existing.codec if existing else choose_codec(m)
+            codec = existing.codec if existing else choose_codec(m, transport_cc=transport_cc)
             if m.simulcast is not None and codec is None and not m.rejected:
                 raise bad_request(f"mid {m.mid}: the simulcast encodings allow no common codec the server takes (VP8, H264)")
             if m.rejected or codec is None:
@@ -109,7 +111,8 @@ class Peer:
                 continue
             direction = answer_direction(m.direction, server_sends=False)
             rids = m.simulcast.rids if m.simulcast is not None else ()
-            plan.append((MediaAnswer(m, codec, direction, extensions=accepted_extensions(m), rids=rids), existing))
+            extensions = accepted_extensions(m, transport_cc=transport_cc)
+            plan.append((MediaAnswer(m, codec, direction, extensions=extensions, rids=rids), existing))
         producing = sum(answer.direction == "recvonly" for answer, _ in plan)
         check("producers_per_peer", quotas.producers_per_peer, producing, f"the offer has {producing} tracks to publish")
 
@@ -121,6 +124,8 @@ class Peer:
             producer.close()
         for answer, existing in plan:
             receiving = answer.direction == "recvonly"
+            if receiving and TRANSPORT_CC_URI in answer.extensions:
+                transport.record_arrivals(answer.extensions[TRANSPORT_CC_URI])
             if existing is not None and not receiving:
                 existing.close()
             elif existing is None and receiving:

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Callable, Protocol
 
 from ..rtc import rtcp
+from ..rtc.arrival_recorder import ArrivalRecorder
 from ..rtc.connection import Connection
 from ..rtc.dcep import ChannelParameters
 from ..rtc.ice import IceParameters
@@ -21,6 +22,7 @@ from ..rtc.rtcp_router import RtcpRouter, receiver_reports
 from ..rtc.sctp import SctpAssociation
 from ..rtc.rtp import read_extensions
 from ..rtc.sdp import MID_URI, MediaAnswer, Offer, build_answer, dtls_role_for
+from ..rtc.transport_feedback import packet_sequence
 from .errors import bad_request
 from .layer_allocation import LayerAllocation
 from .simulcast_producer import SimulcastProducer
@@ -81,6 +83,9 @@ class Transport:
         self._setup = "passive"
         self._mid_extension_id: int | None = None
         self.allocation: LayerAllocation | None = None  # made with the first simulcast consumer
+        # Transport-wide congestion control, receive side: set once the peer sends transport-cc sequences.
+        self.arrivals: ArrivalRecorder | None = None
+        self._transport_cc_id = 0
         self._session_id = random.randint(1, 2**62)
         self._on_closed = on_closed
         self.connection = Connection(
@@ -189,6 +194,14 @@ class Transport:
             self._mid_extension_id = mid_extension_id
         producer.on_close.add(self._on_producer_closed)
 
+    def record_arrivals(self, extension_id: int) -> None:
+        """The peer stamps transport-wide sequences with header extension `extension_id` (negotiated on an m-line
+        it sends): record every packet's arrival and send transport feedback (the worker ticks this transport)."""
+        self._transport_cc_id = extension_id
+        if self.arrivals is None:
+            self.arrivals = ArrivalRecorder(self.rtcp_ssrc)
+            self.worker.congestion_due(self)
+
     def _on_producer_closed(self, producer: Producer | SimulcastProducer) -> None:
         if self.producers_by_mid.get(producer.mid) is producer:
             del self.producers_by_mid[producer.mid]
@@ -224,12 +237,18 @@ class Transport:
         producer.receive(ppid, payload, time.monotonic())
 
     def _on_rtp(self, data: bytes) -> None:
+        now = time.monotonic()
+        arrivals = self.arrivals
+        if arrivals is not None:  # every packet counts, whatever its SSRC (retransmissions, padding, probes)
+            sequence = packet_sequence(data, self._transport_cc_id)
+            if sequence >= 0:
+                arrivals.record(sequence, now)
         producer = self.producers.get(int.from_bytes(data[8:12], "big"))
         if producer is None:
             producer = self._learn_ssrc(data)
             if producer is None:
                 return
-        producer.receive(data, time.monotonic())
+        producer.receive(data, now)
 
     def _learn_ssrc(self, data: bytes) -> Producer | None:
         """Bind an unsignaled SSRC to its producer (slow path): by the MID header extension (a simulcast producer's
@@ -285,6 +304,16 @@ class Transport:
     def send_rtcp(self, packet: bytes) -> None:
         self.connection.send_rtcp(packet)
 
+    def congestion_tick(self, now: float) -> None:
+        """Every tick while transport-wide congestion control runs: the transport feedback that is due."""
+        arrivals = self.arrivals
+        if arrivals is None or not self.connected:
+            return
+        if not arrivals.media_ssrc and self.producers:
+            arrivals.media_ssrc = next(iter(self.producers))
+        for packet in arrivals.feedback(now):
+            self.send_rtcp(packet)
+
     def feedback_due(self, producer: Producer) -> None:
         """A producer of this transport has NACKs or keyframe requests pending: the worker ticks it."""
         self.worker.feedback_due(producer)
@@ -329,6 +358,8 @@ class Transport:
             "sctp_state": self.sctp.state if self.sctp is not None else None,
             "data_channels": len(self.sctp.streams) if self.sctp is not None else 0,
             "data_invalid": (self.sctp.invalid_messages + self.sctp.errors + self.data_ignored) if self.sctp is not None else 0,
+            "transport_cc_packets": self.arrivals.packets if self.arrivals is not None else 0,
+            "transport_feedback_sent": self.arrivals.feedback_packets if self.arrivals is not None else 0,
         }
 
 

@@ -54,6 +54,7 @@ class Worker(asyncio.DatagramProtocol):
         self._by_ufrag: dict[str, Transport] = {}
         self._by_addr: dict[tuple, Transport] = {}
         self._feedback: set[Producer] = set()  # producers with NACKs or keyframe requests pending
+        self._congestion: set[Transport] = set()  # transports running transport-wide congestion control
         self._addr_of: dict[Transport, tuple] = {}  # the one address each transport is mapped from
         self._probing: dict[Transport, tuple] = {}  # the address each transport checks before moving there
         self._udp: asyncio.DatagramTransport | None = None
@@ -135,10 +136,16 @@ class Worker(asyncio.DatagramProtocol):
 
     def unregister(self, transport: Transport) -> None:
         self.transports.discard(transport)
+        self._congestion.discard(transport)
         self._by_ufrag.pop(transport.connection.local_ice.ufrag, None)
         for addr in (self._addr_of.pop(transport, None), self._probing.pop(transport, None)):
             if addr is not None and self._by_addr.get(addr) is transport:
                 del self._by_addr[addr]
+
+    def congestion_due(self, transport: Transport) -> None:
+        """Tick this transport's congestion control (transport feedback, estimates) until it closes."""
+        if not transport.closed:
+            self._congestion.add(transport)
 
     def feedback_due(self, producer: Producer) -> None:
         """Tick this producer until nothing is pending (work per tick follows what is due, not every stream)."""
@@ -238,6 +245,11 @@ class Worker(asyncio.DatagramProtocol):
                 log.exception("feedback for producer %s failed", producer.id)
             if not producer.pending:
                 self._feedback.discard(producer)
+        for transport in list(self._congestion):
+            try:
+                transport.congestion_tick(now)
+            except Exception:
+                log.exception("congestion control of transport %s failed", transport.id)
         if report:
             for router in list(self.routers.values()):
                 router.announce_changes()
