@@ -7,7 +7,7 @@ reads (the kernel drops what overflows, so no receiver is ever woken). Packets a
 caches stay warm: this is the floor of the path, not a served load (bench/forwarding.py measures that).
 
     python bench/forward_path.py [--subscribers 125] [--producers 8] [--seconds 4] [--no-send]
-                                 [--audio [--audio-level] | --simulcast [--distinct]]
+                                 [--audio [--audio-level] | --simulcast [--distinct] [--all-encodings]]
 
 --audio forwards Opus (160-byte payloads) whose packets carry an RFC 6464 audio level; with --audio-level the
 producers read it and the consumers copy it into their headers (negotiated on both ends), without it neither
@@ -19,6 +19,9 @@ PictureID: the costlier case); the packets are the top encoding's, with a VP8 de
 All consumers of a producer then share one renumbering (as consumers that switch at the same keyframe do), so
 the rewritten descriptor is made once per packet; --distinct gives each consumer a renumbering of its own (each
 started on a lowest-encoding keyframe of its own), the worst case, where every consumer rewrites.
+--all-encodings also feeds the two lower encodings, as a simulcast publisher sends them (1 packet of the lowest
+and 3 of the middle one per 10 of the top, the simulcast test media's bitrates); nobody forwards them here, so
+they count as input only, and the output packets are still the top encoding's.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import pylibsrtp
 
 from sfuctl.rtc.dtls import SRTP_PROFILES
 from sfuctl.rtc.rtp import build_extension_block, build_packet, read_header
+from sfuctl.rtc.vp8 import parse_descriptor
 from sfuctl.rtc.sdp import AUDIO_LEVEL_URI, MID_URI, VIDEO_FEEDBACK, Codec
 from sfuctl.rtc.simulcast import SimulcastOffer
 from sfuctl.runtime import run
@@ -77,7 +81,7 @@ def forwarded(packet: bytes) -> tuple:
 
 async def measure(
     subscribers: int, producers: int, seconds: float, send: bool, audio: bool = False, level: bool = False,
-    simulcast: bool = False, distinct: bool = False,
+    simulcast: bool = False, distinct: bool = False, all_encodings: bool = False,
 ) -> dict:  # fmt: skip
     worker = Worker(ServerConfig(host="127.0.0.1", port=0, rtc_ports=(0, 0)))
     if send:
@@ -125,18 +129,21 @@ async def measure(
         for producer in sources:
             for consumer in producer.consumers:
                 consumer.set_target(0, now)
-            if distinct:
+            if distinct:  # a lowest-encoding keyframe of its own to each consumer
                 for number, consumer in enumerate(producer.consumers):
-                    tap = producer.taps[0]
-                    tap.owner = types.SimpleNamespace(consumers=[consumer])  # this keyframe to this consumer only
-                    tap.forward(*forwarded(vp8_packets(0, 5000 + number, count=1)[0]), now)
-                    tap.owner = producer
+                    first, marker, sequence, timestamp, payload, _ = forwarded(vp8_packets(0, 5000 + number, count=1)[0])
+                    d = parse_descriptor(payload)
+                    consumer.forward_layer(
+                        0, first, marker, sequence, timestamp, payload, True, d, payload[: d.size], payload[d.size :], {}, now
+                    )
             else:
                 producer.layers[0].receive(keyframe, now)
             for consumer in producer.consumers:
                 consumer.set_target(2, now)
         packets = vp8_packets(0, 100)
         receivers = [producer.layers[2] for producer in sources]
+        # the lower encodings' packets (no keyframe: nobody switches), interleaved as their bitrates have them
+        lower = [(vp8_packets(0, 300)[1:], {0}), (vp8_packets(0, 200)[1:], {0, 3, 6})]
     elif audio:  # the publisher's audio level (id 1, -30 dBov, voice) beside its MID
         payload = os.urandom(OPUS_PAYLOAD_SIZE)
         extensions = build_extension_block([(9, b"0"), (1, bytes([0x80 | 30]))])
@@ -146,10 +153,18 @@ async def measure(
         extensions = build_extension_block([(9, b"0"), (3, b"\x01\x02\x03")])
         packets = [build_packet(96, seq, seq * 3000, 0, payload, seq % 3 == 0, extensions) for seq in range(0x10000)]
     sent = 0
+    fed = [0, 0]  # lower-encoding packets fed so far
     started = time.process_time()
-    for data in packets:  # one pass at most: sequence numbers never repeat, so SRTP never sees a replay
+    for number, data in enumerate(packets):  # one pass at most: sequence numbers never repeat (no SRTP replay)
         for producer in receivers:
             producer.receive(data, now)
+        if simulcast and all_encodings:
+            for layer, (stream, slots) in enumerate(lower):
+                if number % 10 in slots:
+                    low = stream[fed[layer]]
+                    fed[layer] += 1
+                    for producer in sources:
+                        producer.layers[layer].receive(low, now)
         sent += producers * subscribers
         if time.process_time() - started >= seconds:
             break
@@ -173,10 +188,11 @@ def cli() -> None:
     parser.add_argument("--audio-level", action="store_true", help="with --audio: read and forward the levels")
     parser.add_argument("--simulcast", action="store_true", help="simulcast producers and consumers (top encoding)")
     parser.add_argument("--distinct", action="store_true", help="with --simulcast: a renumbering per consumer")
+    parser.add_argument("--all-encodings", action="store_true", help="with --simulcast: the lower encodings arrive too")
     args = parser.parse_args()
     result = run(measure(
         args.subscribers, args.producers, args.seconds, not args.no_send, args.audio, args.audio_level, args.simulcast,
-        args.distinct,
+        args.distinct, args.all_encodings,
     ))  # fmt: skip
     print(
         f"{args.producers} {'simulcast ' if args.simulcast else ''}producers{' (distinct)' if args.distinct else ''} x {args.subscribers} subscribers"

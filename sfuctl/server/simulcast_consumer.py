@@ -47,7 +47,9 @@ class SimulcastConsumer(Consumer):
         self.switch_started: float | None = None
         self.switch_times_ms: list[float] = []
         self._waiting_on: int | None = None
+        self._listening: set[int] = set()  # the encodings whose taps send us their packets
         self._wait_for(self.switch.target)
+        self._listen()
 
     # -- media path -----------------------------------------------------------------------------------
     def forward_layer(
@@ -147,6 +149,7 @@ class SimulcastConsumer(Consumer):
             return
         self.switch.target = layer
         self._wait_for(layer if layer != self.switch.current else None)
+        self._listen()
         if self._waiting_on is not None:
             self.switch_started = now
             self.producer.layers[layer].request_keyframe(now)
@@ -163,8 +166,18 @@ class SimulcastConsumer(Consumer):
         if layer is not None:
             self.producer.layers[layer].consumer_waiting(True)
 
+    def _listen(self) -> None:
+        """Take the packets of the encoding forwarded and of the target (for its keyframe), and no others."""
+        wanted = {layer for layer in (self.switch.current, self.switch.target) if layer is not None and not self.closed}
+        for layer in self._listening - wanted:
+            self.producer.taps[layer].unlisten(self)
+        for layer in wanted - self._listening:
+            self.producer.taps[layer].listen(self)
+        self._listening = wanted
+
     def _switched(self, now: float) -> None:
         self._wait_for(None)
+        self._listen()
         if self.switch_started is not None:
             self.switch_times_ms.append(round((now - self.switch_started) * 1000, 1))
             del self.switch_times_ms[:-16]  # the last few, for stats
@@ -211,11 +224,13 @@ class SimulcastConsumer(Consumer):
         """Continue the numbering at the target's next keyframe."""
         self.switch.restart()
         self._wait_for(self.switch.target)
+        self._listen()
 
     def close(self, reason: str) -> None:
         if not self.closed:
             self._wait_for(None)
         super().close(reason)
+        self._listen()  # closed: no encoding's packets any more
 
     def stats(self) -> dict:
         base = super().stats()

@@ -31,7 +31,7 @@ class LayerTap:
     only with its encoding.
     """
 
-    __slots__ = ("index", "owner", "layer", "vp8", "width", "height", "on_close")
+    __slots__ = ("index", "owner", "layer", "vp8", "width", "height", "on_close", "listeners")
 
     waiting_keyframe = False
 
@@ -43,6 +43,17 @@ class LayerTap:
         self.width: int | None = None
         self.height: int | None = None
         self.on_close: CloseListeners[LayerTap] = CloseListeners()  # its encoding's Producer listens
+        # The consumers that forward this encoding or wait for its keyframe: the only ones its packets go to.
+        # Replaced, never changed in place, so that a packet being fanned out keeps the list it started with.
+        self.listeners: list[SimulcastConsumer] = []
+
+    def listen(self, consumer: SimulcastConsumer) -> None:
+        if consumer not in self.listeners:
+            self.listeners = [*self.listeners, consumer]
+
+    def unlisten(self, consumer: SimulcastConsumer) -> None:
+        if consumer in self.listeners:
+            self.listeners = [c for c in self.listeners if c is not consumer]
 
     def resync(self) -> None:
         """Nothing to renumber here: the SimulcastProducer resyncs its consumers when it resumes."""
@@ -79,7 +90,7 @@ class LayerTap:
         else:
             head, tail = b"", payload
         descriptors: dict[int, bytearray] = {}
-        for consumer in self.owner.consumers:
+        for consumer in self.listeners:
             consumer.forward_layer(
                 index, first_byte, marker, sequence, timestamp, payload, keyframe, descriptor, head, tail, descriptors, now
             )
