@@ -101,6 +101,8 @@ def test_encoder_picks_runs_one_bit_and_two_bit_vectors() -> None:
         (bytes.fromhex("8fcd0005" "00000001" "00000002" "0000" "0001" "00000000" "6001" "0000"), "reserved"),
         (bytes.fromhex("8fcd0005" "00000001" "00000002" "0000" "0001" "00000000" "f000" "0000"), "reserved"),
         (bytes.fromhex("81cd0002" "00000001" "00000002"), "not an RTCP transport feedback"),
+        # 2049 statuses from one 2-byte run-length chunk: refused before they are expanded
+        (bytes.fromhex("8fcd0005" "00000001" "00000002" "0000" "0801" "00000000" "2801" "0000"), "at most 2048"),
     ],
 )
 def test_malformed_feedback_is_refused(data: bytes, message: str) -> None:

@@ -33,6 +33,10 @@ LARGE_DELTA_MIN = -0x8000
 LARGE_DELTA_MAX = 0x7FFF
 # Chunk capacities: a run-length chunk's 13-bit run, a status vector's 14 one-bit or 7 two-bit symbols.
 RUN_LENGTH_MAX = 0x1FFF
+# The most packet statuses one feedback packet may report: 2048 in a feedback interval (~100 ms) is ~20,000
+# packets a second, beyond any real transport. A packet claiming more is refused before its statuses are
+# expanded (run-length chunks of 2 bytes could otherwise make a 40-byte packet cost 65,535 list entries).
+MAX_STATUS_COUNT = 2048
 ONE_BIT_SYMBOLS = 14
 TWO_BIT_SYMBOLS = 7
 
@@ -157,6 +161,8 @@ class TransportFeedback:
         sender, media, base, status_count, word = _FIXED.unpack_from(data, start)
         if status_count == 0:
             raise ValueError("RTCP transport feedback reports no packets")
+        if status_count > MAX_STATUS_COUNT:
+            raise ValueError(f"RTCP transport feedback reports {status_count} packets (at most {MAX_STATUS_COUNT})")
         reference = word >> 8
         pos = start + _FIXED.size
         symbols: list[int] = []
