@@ -283,8 +283,12 @@ class Transport:
         return stream
 
     def _route_stream(self, stream: Producer) -> None:
-        """Packets and SRs of a known SSRC go to its (encoding's) Producer."""
+        """Packets and SRs of a known SSRC go to its (encoding's) Producer; an SSRC it had before (a publisher
+        that restarted an encoding) no longer does. Runs once per new SSRC, so the scan costs nothing per packet."""
         assert stream.ssrc is not None
+        for old in [ssrc for ssrc, routed in self.producers.items() if routed is stream and ssrc != stream.ssrc]:
+            del self.producers[old]
+            self.rtcp_router.remove_receiving(old, stream.rtcp)
         self.producers[stream.ssrc] = stream
         self.rtcp_router.add_receiving(stream.ssrc, stream.rtcp)
 
