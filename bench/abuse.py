@@ -395,20 +395,22 @@ async def soak_round(server: Server, room: str) -> None:
         sys.executable, str(Path(__file__)), "--soak-child", server.url, room, str(SOAK_ROUND // 3),
         stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL,
     )
-    for index in range(2 * SOAK_ROUND // 3):
-        publisher = LeanPublisher(server.url, room, f"{room}-{index}", tracks())
-        await publisher.start()
-        if index % 2 == 0:  # a clean leave
-            await publisher.signaling.request("leave")  # type: ignore[union-attr]
-            await publisher.close()
-        else:  # the network goes: no close frame, no close_notify
-            publisher.pause()
-            publisher.signaling._ws.transport.abort()  # type: ignore[union-attr]
-            publisher.udp.close()  # type: ignore[union-attr]
-            publisher.connection.close()  # type: ignore[union-attr]  # its timers stop; the close_notify goes nowhere
-    await asyncio.wait_for(killed.stdout.readline(), 60)  # type: ignore[union-attr]  # its peers are connected
-    killed.kill()
-    await killed.wait()
+    try:
+        for index in range(2 * SOAK_ROUND // 3):
+            publisher = LeanPublisher(server.url, room, f"{room}-{index}", tracks())
+            await publisher.start()
+            if index % 2 == 0:  # a clean leave
+                await publisher.signaling.request("leave")  # type: ignore[union-attr]
+                await publisher.close()
+            else:  # the network goes: no close frame, no close_notify
+                publisher.pause()
+                publisher.signaling._ws.transport.abort()  # type: ignore[union-attr]
+                publisher.udp.close()  # type: ignore[union-attr]
+                publisher.connection.close()  # type: ignore[union-attr]  # its timers stop; the close_notify goes nowhere
+        await asyncio.wait_for(killed.stdout.readline(), 60)  # type: ignore[union-attr]  # its peers are connected
+    finally:
+        killed.kill()
+        await killed.wait()
 
 
 async def server_figures(server: Server, peers: int) -> dict:

@@ -120,7 +120,7 @@ async def test_a_real_server_names_each_speaker_in_its_turn_and_never_the_silent
         talker = by_slot[slot]
         assert talker["turns"] >= 1 and talker["named"] >= 1, talker
         assert talker["missed"] == 0 and talker["misnamed"] == 0, talker
-        assert all(0 < value < TURN_S * 1000 for value in talker["named_ms"])
+        assert len(talker["named_ms"]) == talker["named"]
     assert by_slot[None]["misnamed"] == 0  # the silent bot was never named
     assert report.total["speaker_missed"] == 0 and report.total["speaker_named_p50_ms"] is not None
 

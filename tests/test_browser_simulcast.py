@@ -72,7 +72,7 @@ async def test_chromium_publishes_simulcast_and_a_page_gets_the_layer_its_tile_f
         await bot.subscribe([producer])
         await until(lambda: any(track.frames >= 10 for track in bot.video()), 20)
         widths = {width for track in bot.video() for width, _ in track.sizes}
-        assert widths <= {320, 640, 1280}, widths
+        assert widths and widths <= {320, 640, 1280}, widths
 
         # The watching page: a small tile gets the quarter layer, a big one a larger layer.
         await wait_for_streams(watcher, lambda streams: any(s["kind"] == "video" and s["framesDecoded"] > 0 for s in streams), 20)

@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 from .stats import percentile
 
-TURN_S = 3.0  # one speaker's turn: the "two bots take turns talking every 3 s"
+TURN_S = 3.0  # one speaker's turn: long enough to be named (the detector needs ~0.5-1 s), short enough for many turns a run
 WORD_S = 0.6  # a spurt of speech within a turn
 PAUSE_S = 0.15  # the silence between two spurts (the detector must keep the floor through it)
 SPEECH_LEVEL = 20  # -20 dBov: conversational speech at a headset microphone
