@@ -21,6 +21,7 @@ from sfuctl.cluster.registry import NODE_TTL, ROOM_LEASE, node_key, room_key
 from sfuctl.media import MediaSpec, make_media
 
 from .redis_server import redis_server
+from .test_browser import chromium, decoding, wait_for_streams  # noqa: F401 (chromium: a fixture)
 from .test_forwarding import wait_for
 
 SECRET = "cluster-test-secret"
@@ -29,11 +30,11 @@ SECRET = "cluster-test-secret"
 class Node:
     """One `sfuctl serve --redis` process."""
 
-    def __init__(self, redis_url: str, node_id: str, secret: str = SECRET) -> None:
+    def __init__(self, redis_url: str, node_id: str, secret: str = SECRET, *options: str) -> None:
         self.id = node_id
         self.process = subprocess.Popen(
             [sys.executable, "-m", "sfuctl.cli", "serve", "--port", "0", "--rtc-port-range", "0", "--workers", "1",
-             "--redis", redis_url, "--node-id", node_id, "--cluster-secret", secret, "--log-level", "warning"],
+             "--redis", redis_url, "--node-id", node_id, "--cluster-secret", secret, "--log-level", "warning", *options],
             stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "400"},  # one line per message
         )
         self.url = self.http = ""
@@ -49,10 +50,11 @@ class Node:
         assert f"cluster node {self.id} at {self.http}" in line, line
         return self
 
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        if self.process.poll() is None:
+    def stop(self, sig: int | None = signal.SIGTERM, timeout: float = 20) -> int:
+        """Send `sig` (None: none, wait for the process to end by itself); the exit status."""
+        if sig is not None and self.process.poll() is None:
             self.process.send_signal(sig)
-        code = self.process.wait(20)
+        code = self.process.wait(timeout)
         self.stderr_rest = self.process.stderr.read().splitlines()
         self.process.stderr.close()
         return code
@@ -230,3 +232,75 @@ async def test_without_redis_existing_rooms_go_on_new_rooms_are_refused_and_it_i
         node.stop()
     log = node.stderr_rest
     assert sum("is unreachable" in line for line in log) == 1, log
+
+
+async def test_sigterm_drains_bots_move_to_a_live_node_and_the_node_exits_once_empty(cluster, redis_url, redis, media) -> None:
+    a = cluster[0]
+    leaving = Node(redis_url, "leaving", SECRET, "--drain-timeout", "60").ready()
+    await redis.set(room_key("moving"), "leaving", ex=ROOM_LEASE)
+    bots = asyncio.create_task(run_bots(BotsConfig(url=a.url, count=2, room="moving", ramp=10, duration=10.0, media=media, seed=7)))
+    assert await wait_for_async(lambda: leaving.rooms(), lambda rooms: rooms.get("moving") == 2, 15)
+    await asyncio.sleep(1.0)  # media flows on the first node
+    leaving.process.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(leaving.stop, None, 40) == 0  # it exits by itself once both bots moved: well before 60 s
+    assert any("2 participant(s) told to reconnect" in line for line in leaving.stderr_rest), leaving.stderr_rest
+    assert any("drained: no participant left" in line for line in leaving.stderr_rest), leaving.stderr_rest
+    assert await redis.get(node_key("leaving")) is None
+    holder = await redis.get(room_key("moving"))
+    assert holder in {"a", "b", "c"}
+    report = await bots
+    assert report.failed == 0
+    for bot in report.bots:
+        assert bot["reconnects"] == 1 and bot["status"] == "left" and bot["errors"] == [], bot
+        first = [c for c in bot["consumers"] if c["closed"]]
+        again = [c for c in bot["consumers"] if not c["closed"]]
+        assert sorted(c["kind"] for c in first) == sorted(c["kind"] for c in again) == ["audio", "video"]
+        assert all(c["packets"] > 0 for c in first + again)  # media before and after the move
+        assert all(c["packets_lost"] == 0 for c in again)
+
+
+async def test_a_drain_ends_at_its_timeout_and_sends_new_rooms_elsewhere(cluster, redis_url, redis) -> None:
+    stubborn = Node(redis_url, "stubborn", SECRET, "--drain-timeout", "3").ready()
+    await redis.set(room_key("stays"), "stubborn", ex=ROOM_LEASE)
+    staying = await SignalingClient.connect(stubborn.url)  # a participant that ignores `reconnect`
+    await staying.request("join", room="stays", name="x")
+    stubborn.process.send_signal(signal.SIGTERM)
+    method, params = await asyncio.wait_for(staying.notifications.get(), 10)
+    assert method == "reconnect" and params["reason"] == "draining"
+    newcomer = await SignalingClient.connect(stubborn.url)  # joins through the draining node
+    try:
+        await newcomer.request("join", room="new-while-draining", name="y")
+        assert await redis.get(room_key("new-while-draining")) in {"a", "b", "c"}
+        assert "new-while-draining" not in await stubborn.rooms()
+        await staying.request("getStats")  # the session that stayed still works meanwhile
+    finally:
+        await newcomer.close()
+    assert await asyncio.to_thread(stubborn.stop, None, 20) == 0
+    assert any("drain timeout: 1 participant(s) still here" in line for line in stubborn.stderr_rest), stubborn.stderr_rest
+    assert await wait_for(lambda: staying.closed.is_set(), 10)
+    await staying.close()
+
+
+async def test_the_page_joins_again_when_its_node_drains(cluster, redis_url, redis, chromium) -> None:
+    a = cluster[0]
+    leaving = Node(redis_url, "leaving-page", SECRET, "--drain-timeout", "60").ready()
+    await redis.set(room_key("page-moves"), "leaving-page", ex=ROOM_LEASE)
+    query = "room=page-moves&autojoin=1&name="
+    one, two = await chromium.open(f"{a.http}/?{query}one"), await chromium.open(f"{a.http}/?{query}two")
+    try:
+        await wait_for_streams(one, decoding("two", 10), 20)
+        before = await one.evaluate("sfuctl.peerId")
+        leaving.process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(leaving.stop, None, 40) == 0
+        assert any("drained: no participant left" in line for line in leaving.stderr_rest), leaving.stderr_rest
+        for page in (one, two):
+            await page.wait_until("sfuctl.state === 'joined'", 20)
+        assert await one.evaluate("sfuctl.peerId") != before
+        holder = await redis.get(room_key("page-moves"))
+        assert holder in {"a", "b", "c"}
+        assert (await next(n for n in cluster if n.id == holder).rooms())["page-moves"] == 2
+        await wait_for_streams(one, decoding("two", 10), 20)  # decoding again, from the live node
+        await wait_for_streams(two, decoding("one", 10), 20)
+    finally:
+        await one.close()
+        await two.close()

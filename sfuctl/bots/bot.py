@@ -45,6 +45,7 @@ LEAVE_TIMEOUT = 2.0
 DATA_MID = "data"  # the m=application section's mid on both connections
 RESUBSCRIBE_DELAY = 0.2
 MAX_RESUBSCRIBE_RETRIES = 5
+REJOIN_DELAYS = (0.2, 5.0)  # first and longest wait (doubling, +-50% jitter) before joining again after `reconnect`
 
 
 @dataclass
@@ -121,6 +122,8 @@ class Bot:
         self._recv_version = 0
         self._dirty = asyncio.Event()
         self._lost = asyncio.Event()
+        self._moved = asyncio.Event()  # the server sent `reconnect` (its node drains)
+        self.reconnects = 0  # joins again after a `reconnect` notification that succeeded
         self.join_done = asyncio.Event()
         self._leaving = False
         self._tasks: list[asyncio.Task] = []
@@ -172,24 +175,86 @@ class Bot:
             if self.env.ice_restart_every is not None:
                 self._tasks.append(asyncio.create_task(self._ice_restarts(self.env.ice_restart_every),
                                                        name=f"{self.plan.name}-ice-restarts"))
-            waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._lost.wait())]
-            try:
-                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for waiter in waiters:
-                    waiter.cancel()
-            if self._lost.is_set() and not stop.is_set():
-                self.status = "disconnected"
+            while await self._stay(stop) and await self._rejoin(stop):
+                pass
         finally:
             if self.status == "joining":  # cancelled: the run ended while this bot was still joining
                 self.status = "failed"
                 self.error = f"{self._stage}: the run ended before the bot joined"
+            elif self.status == "reconnecting":  # cancelled while joining again
+                self.status = "disconnected"
             await self._leave()
+
+    async def _stay(self, stop: asyncio.Event) -> bool:
+        """Wait for `stop`, a loss (status disconnected) or a `reconnect` notification (True)."""
+        waiters = [asyncio.ensure_future(e.wait()) for e in (stop, self._lost, self._moved)]
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        if stop.is_set():
+            return False
+        if self._moved.is_set():
+            return True
+        self.status = "disconnected"
+        return False
+
+    async def _rejoin(self, stop: asyncio.Event) -> bool:
+        """Leave this session and join the room again (the server, which drains, lets another node host it),
+        retrying with backoff until it works (True) or `stop` (False, status disconnected)."""
+        delay = REJOIN_DELAYS[0]
+        while True:
+            await self._end_session()
+            if await _wait(stop, delay * self.rng.uniform(0.5, 1.5)):
+                self.status = "disconnected"
+                return False
+            try:
+                await asyncio.wait_for(self._join(), self.env.join_timeout)
+            except asyncio.TimeoutError:
+                self.errors.append(f"join again after reconnect: {self._stage}: no answer within {self.env.join_timeout:g} s")
+            except Exception as exc:
+                self.errors.append(f"join again after reconnect: {_describe(exc, self._stage)}")
+            else:
+                self.status = "joined"
+                self.reconnects += 1
+                return True
+            delay = min(delay * 2, REJOIN_DELAYS[1])
+
+    async def _end_session(self) -> None:
+        """Close this session (signaling, links) and forget it; the links' figures stay in the report."""
+        self._leaving = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        now = time.monotonic()
+        for link in self._live_links():
+            link.stop_sending()
+            if link.subscriber is not None:
+                for stream in link.subscriber.streams:
+                    link.subscriber.close(stream.info.consumer_id, now)
+        await self._signal_leave()
+        for link in self._live_links():
+            link.close()
+        await self._close_signaling()
+        self._tasks = []
+        self.signaling = self.peer_id = None
+        self._send_link = self._recv_link = self._send_ready = self._recv_ready = None
+        self._wanted, self._announced, self._closed_producers = {}, {}, set()
+        self._mid_of, self._sections, self._consumer_ids = {}, {}, set()
+        self._send_sections = []
+        self._session_id, self._send_session_id = self.rng.getrandbits(62), self.rng.getrandbits(62)
+        self._recv_version, self._send_version = 0, 1
+        for event in (self._dirty, self._lost, self._moved):
+            event.clear()
+        self._leaving = False
+        self.status = "reconnecting"
 
     async def _join_room(self) -> dict:
         """Open the websocket, join the plan's room and start listening; the join result."""
-        self.status = "joining"
-        self.join_started_at = time.monotonic()
+        if self.status != "reconnecting":  # join_ms is the first join's
+            self.status = "joining"
+            self.join_started_at = time.monotonic()
         self._stage = "connecting signaling"
         url = url_with_token(self.env.url, self.env.access_token(self.plan))
         self.signaling = await SignalingClient.connect(url, timeout=self.env.connect_timeout)
@@ -223,8 +288,10 @@ class Bot:
             self._stage = "connecting the receive transport (ICE/DTLS)"
             await self._recv_ready
         self._stage = "joined"
-        self.joined_at = time.monotonic()
-        self.next_report_at = self.joined_at + self.env.rtcp_interval * self.rng.uniform(0.5, 1.5)
+        now = time.monotonic()
+        if self.joined_at is None:  # the first join (joining again after `reconnect` keeps it)
+            self.joined_at = now
+        self.next_report_at = now + self.env.rtcp_interval * self.rng.uniform(0.5, 1.5)
 
     async def _leave(self) -> None:
         self._leaving = True
@@ -498,6 +565,8 @@ class Bot:
                 self.chat.on_consumer_added(params)
             elif method == "activeSpeaker" and self.speaker is not None:
                 self.speaker.on_active_speaker(params.get("peerId"), self.peer_id)
+            elif method == "reconnect":
+                self._moved.set()
 
     async def _watch_signaling(self) -> None:
         assert self.signaling is not None
@@ -731,6 +800,7 @@ class Bot:
             "mesh": self.plan.mesh,
             "transports": self.transports,
             "ice_restarts": self.ice_restarts,
+            "reconnects": self.reconnects,
             "status": self.status,
             "joined": self.joined,
             "error": self.error,
@@ -745,6 +815,15 @@ class Bot:
             "data": self.chat.report() if self.chat is not None else None,
             "speaker": self.speaker.report() if self.speaker is not None else None,
         }
+
+
+async def _wait(event: asyncio.Event, seconds: float) -> bool:
+    """Wait `seconds` or until `event` is set; whether it is."""
+    try:
+        await asyncio.wait_for(event.wait(), seconds)
+    except asyncio.TimeoutError:
+        pass
+    return event.is_set()
 
 
 def _overlap(begin: float, end: float, opened: float | None, closed: float | None) -> float:

@@ -148,6 +148,7 @@ def placeholder_bot(plan: BotPlan, join: JoinEvent | None, error: str) -> dict:
         "mesh": plan.mesh,
         "transports": 0,
         "ice_restarts": 0,
+        "reconnects": 0,
         "status": "disconnected" if joined else "failed",
         "joined": joined,
         "error": None if joined else error,

@@ -24,6 +24,7 @@ from .registry import HEARTBEAT_INTERVAL, NodeInfo, Registry
 log = logging.getLogger(__name__)
 
 CLUSTER_HEADER = "X-Sfuctl-Cluster"  # carries the cluster secret on connections between nodes
+DRAIN_POLL_INTERVAL = 0.5  # seconds between a draining node's looks at whether its participants have gone
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,13 @@ class ClusterUnavailable(SignalingError):
         super().__init__("cluster_unavailable", f"room {room!r} cannot be placed now: the cluster's Redis is unreachable; retry later")
 
 
+class Draining(SignalingError):
+    """This node drains: it takes no room, and no other node is live to take this one."""
+
+    def __init__(self, room: str) -> None:
+        super().__init__("draining", f"room {room!r} cannot be placed now: this node is shutting down and no other node is live; retry later")
+
+
 class ClusterNode(Front):
     """The front of one node of a cluster."""
 
@@ -55,6 +63,7 @@ class ClusterNode(Front):
         self.secret = secret
         self.here = HereOnly(self)
         self.redis_up = True
+        self.draining = False
         self._heartbeat: asyncio.Task | None = None
 
     async def join_cluster(self, url: str) -> None:
@@ -75,6 +84,34 @@ class ClusterNode(Front):
         await self.registry.close()
         await super().close()
 
+    async def start_drain(self) -> int:
+        """Take no new room (the registry says so, this node's rooms are unmapped so that their next join places
+        them on a live node) and send every participant a `reconnect` notification; how many were told."""
+        self.draining = True
+        self.info = replace(self.info, draining=True)
+        try:
+            await self.registry.register(self.info)
+            await self.registry.release(self.info.id, list(self.owner))
+        except (RedisError, OSError):
+            self._redis_state(False)
+        told = [s for s in self.sessions if s.participant]
+        params = {"reason": "draining", "message": "this node is shutting down: join again (another node takes the room)"}
+        await asyncio.gather(*(s.notify("reconnect", params) for s in told), return_exceptions=True)
+        return len(told)
+
+    async def remaining(self) -> int:
+        """Participants still here: peers on this node's workers and participants relayed to other nodes."""
+        relayed = sum(isinstance(s.worker, RemoteNode) for s in self.sessions)
+        return (await self.snapshot())["server"].get("peers", 0) + relayed
+
+    async def wait_empty(self, timeout: float) -> int:
+        """Wait until no participant is left or `timeout` seconds passed; how many are left."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while (left := await self.remaining()) and loop.time() < deadline:
+            await asyncio.sleep(min(DRAIN_POLL_INTERVAL, max(0.0, deadline - loop.time())))
+        return left
+
     def route(self, request: web.Request) -> Front:
         """A request another node relayed (with the cluster secret) is served here; a wrong secret is refused."""
         secret = request.headers.get(CLUSTER_HEADER)
@@ -89,10 +126,12 @@ class ClusterNode(Front):
 
     async def place(self, room: str) -> WorkerProcess | RemoteNode:
         """This node's worker for a room hosted here, else the node that hosts or now claims it."""
-        if room in self.owner:
+        if room in self.owner and not self.draining:
             return await super().place(room)
         try:
-            candidates = [n for n in await self.registry.nodes() if not n.draining]
+            candidates = [n for n in await self.registry.nodes() if not n.draining and not (self.draining and n.id == self.info.id)]
+            if not candidates and self.draining:
+                raise Draining(room)
             chosen = min(candidates, key=lambda n: n.load).id if candidates else self.info.id
             holder = await self.registry.claim(room, chosen)
             target = await self._target(holder)
@@ -133,7 +172,7 @@ class ClusterNode(Front):
             )
             try:
                 await self.registry.register(self.info)
-                lost = await self.registry.refresh_rooms(self.info.id, hosted)
+                lost = [] if self.draining else await self.registry.refresh_rooms(self.info.id, hosted)
             except (RedisError, OSError):
                 self._redis_state(False)
             else:
@@ -162,6 +201,8 @@ class HereOnly:
         return getattr(self.node, name)
 
     async def place(self, room: str) -> WorkerProcess:
+        if self.node.draining:
+            raise Draining(room)
         return await Front.place(self.node, room)
 
     async def place_peer(self, room: str) -> WorkerProcess:

@@ -123,10 +123,14 @@ class Registry:
         lost = await self._refresh(keys=[room_key(r) for r in rooms], args=[node_id, ROOM_LEASE])
         return [key.removeprefix(f"{PREFIX}:room:") for key in lost]
 
-    async def unregister(self, node_id: str, rooms: list[str]) -> None:
-        """A clean shutdown: the node's entry and its rooms leave at once."""
+    async def release(self, node_id: str, rooms: list[str]) -> None:
+        """Unmap the `rooms` that `node_id` still holds: their next join places them anew."""
         if rooms:
             await self._release(keys=[room_key(r) for r in rooms], args=[node_id])
+
+    async def unregister(self, node_id: str, rooms: list[str]) -> None:
+        """A clean shutdown: the node's entry and its rooms leave at once."""
+        await self.release(node_id, rooms)
         await self.redis.delete(node_key(node_id))
         await self.redis.srem(f"{PREFIX}:nodes", node_id)
 

@@ -7,7 +7,6 @@ import ipaddress
 import os
 import re
 import secrets
-import signal
 import socket
 from collections.abc import Callable
 from dataclasses import fields
@@ -15,7 +14,7 @@ from dataclasses import fields
 import click
 from rich.console import Console
 
-from ..cluster.node import ClusterStartError, start_node
+from ..cluster.node import ClusterNode, ClusterStartError, start_node
 from ..runtime import run, setup_logging
 from ..server.app import start_server
 from ..server.auth import Authenticator
@@ -23,7 +22,7 @@ from ..server.config import MediaPortsBusy, ServerConfig, parse_port_range
 from ..server.front import start_front
 from ..server.quotas import Quotas
 from ..server.supervisor import split_port_range
-from .conventions import CommandError, Duration, command, make_console
+from .conventions import CommandError, Duration, command, make_console, on_stop_signals
 
 
 def _read_key(path: str | None) -> str | None:
@@ -82,7 +81,7 @@ def quota_options(command: Callable) -> Callable:
 
 
 @command(
-    exit_codes={0: "stopped by Ctrl-C or SIGTERM", 1: "cannot start: the signaling port or the media ports are taken, or the cluster's Redis is unreachable"},
+    exit_codes={0: "stopped by Ctrl-C or SIGTERM (a cluster node drains on SIGTERM first)", 1: "cannot start: the signaling port or the media ports are taken, or the cluster's Redis is unreachable"},
 )
 @click.option("--host", envvar="SFUCTL_HOST", default="127.0.0.1", show_default=True, help="Address to listen on (signaling and media).")
 @click.option("--port", envvar="SFUCTL_PORT", default=8080, show_default=True, type=click.IntRange(0, 65535), help="Signaling/HTTP port (0 picks a free one).")
@@ -103,6 +102,7 @@ def quota_options(command: Callable) -> Callable:
 @click.option("--node-id", envvar="SFUCTL_NODE_ID", default=None, help="This node's id in the cluster [default: HOSTNAME-RANDOM].")
 @click.option("--node-url", envvar="SFUCTL_NODE_URL", default=None, help="Where other nodes reach this node's signaling, e.g. http://10.0.0.5:8080 [default: http://ANNOUNCED-IP:PORT].")
 @click.option("--cluster-secret", envvar="SFUCTL_CLUSTER_SECRET", default=None, help="A secret shared by every node (needed with --redis): it authenticates the connections between nodes.")
+@click.option("--drain-timeout", envvar="SFUCTL_DRAIN_TIMEOUT", default=30.0, show_default=True, type=Duration(0, 3600), help="A cluster node on SIGTERM drains: it takes no new room, tells its participants to reconnect (they land on other nodes) and exits when none is left or after this long (30s, 2m).")
 @click.option("--log-level", envvar="SFUCTL_LOG_LEVEL", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]), help="Least severe log messages shown.")
 @quota_options
 def serve(
@@ -125,6 +125,7 @@ def serve(
     node_id: str | None,
     node_url: str | None,
     cluster_secret: str | None,
+    drain_timeout: float,
     log_level: str,
     **quotas: float,
 ) -> None:
@@ -175,10 +176,10 @@ def serve(
         if not cluster_secret:
             raise click.BadParameter("a cluster node needs --cluster-secret (the same on every node)", param_hint="--cluster-secret")
         cluster = (redis_url, node_id or f"{socket.gethostname()}-{secrets.token_hex(3)}", node_url, cluster_secret)
-    run(_serve(config, workers, log_level, console, cluster))
+    run(_serve(config, workers, log_level, console, cluster, drain_timeout))
 
 
-async def _serve(config: ServerConfig, workers: int, log_level: str, console: Console, cluster: tuple | None) -> None:
+async def _serve(config: ServerConfig, workers: int, log_level: str, console: Console, cluster: tuple | None, drain_timeout: float) -> None:
     try:
         if cluster is not None:
             try:
@@ -201,9 +202,13 @@ async def _serve(config: ServerConfig, workers: int, log_level: str, console: Co
         raise CommandError(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}; pick another "
                            "--port or --host") from None
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    signals: list[str] = []
+
+    def on_signal(label: str) -> None:
+        signals.append(label)
+        stop.set()
+
+    on_stop_signals(on_signal)
     console.print(
         f"[bold green]sfuctl serve[/] signaling [cyan]{server.url}[/] · media [cyan]udp {config.candidate_ip}:"
         f"{','.join(map(str, media_ports))}[/] · {workers} worker(s) · Ctrl-C to stop"
@@ -214,6 +219,26 @@ async def _serve(config: ServerConfig, workers: int, log_level: str, console: Co
         console.print("[yellow]open server:[/] anyone who reaches it may join any room (--auth-secret requires access tokens)")
     try:
         await stop.wait()
+        if cluster is not None and signals == ["SIGTERM"]:
+            stop.clear()
+            await _drain(server.front, drain_timeout, console, stop)
     finally:
         console.print("closing transports…")
         await server.close()
+
+
+async def _drain(node: ClusterNode, timeout: float, console: Console, stop: asyncio.Event) -> None:
+    """SIGTERM on a cluster node: drain until empty, `timeout`, or another Ctrl-C/SIGTERM."""
+    told = await node.start_drain()
+    console.print(f"draining: no new rooms here, {told} participant(s) told to reconnect; exiting when none is left "
+                  f"or in {timeout:g} s (Ctrl-C or SIGTERM again: now)")
+    waiting = asyncio.ensure_future(node.wait_empty(timeout))
+    stopped = asyncio.ensure_future(stop.wait())
+    await asyncio.wait([waiting, stopped], return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    if waiting.done():
+        left = waiting.result()
+        console.print("drained: no participant left" if left == 0 else f"drain timeout: {left} participant(s) still here")
+    else:
+        waiting.cancel()
+        console.print("stopping now")

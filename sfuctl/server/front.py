@@ -66,6 +66,7 @@ class Front:
         self.load = {w.index: 0 for w in workers}
         self.http: aiohttp.ClientSession | None = None
         self.stats_feed = StatsFeed(self.snapshot, config.quotas)
+        self.sessions: set[RelaySession] = set()  # every open participant websocket (RelaySession adds itself)
         self._poller: asyncio.Task | None = None
 
     async def start(self) -> None:
@@ -212,12 +213,24 @@ class RelaySession:
         quotas = front.config.quotas
         self._bucket = TokenBucket(quotas.messages_per_second, quotas.message_burst, time.monotonic())
 
+    @property
+    def participant(self) -> bool:
+        """Relayed to a worker or node: a participant, not a stats-only connection."""
+        return self.upstream is not None
+
+    async def notify(self, method: str, params: dict) -> None:
+        """A notification from the front itself (e.g. `reconnect` when the node drains)."""
+        if not self.client.closed:
+            await self.client.send_str(json.dumps({"method": method, "params": params}))
+
     async def run(self) -> None:
+        self.front.sessions.add(self)
         try:
             async for message in self.client:
                 if message.type == WSMsgType.TEXT:
                     await self._on_frame(message.data)
         finally:
+            self.front.sessions.discard(self)
             await self._disconnect()
             self._stop_stats()
 

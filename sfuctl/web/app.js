@@ -33,6 +33,9 @@ const chatInput = document.getElementById("chat-input");
 const chatSend = document.getElementById("chat-send");
 const meter = new BitrateMeter();
 
+const REJOIN_FIRST_DELAY_MS = 250; // first wait before joining again after `reconnect` (doubling, +-50% jitter)
+const REJOIN_MAX_DELAY_MS = 5000; // longest wait between attempts
+const REJOIN_ATTEMPTS = 8; // then the page stays out, the last error shown
 const app = { state: "idle", session: null, localStream: null, errors: [], messages: [], activeSpeaker: null };
 
 function setState(state, text) {
@@ -161,11 +164,11 @@ async function openCamera() {
 async function join(room, name) {
   room = room.trim();
   name = name.trim();
-  if (app.state !== "idle") return;
+  if (app.state !== "idle") return false;
   clearErrors();
   if (!room) {
     showError("enter a room name");
-    return;
+    return false;
   }
   setState("joining", `joining room ${room}…`);
   rememberInUrl(room, name);
@@ -200,18 +203,33 @@ async function join(room, name) {
         showError(reason);
         teardown();
       },
+      reconnect: (reason) => rejoin(session, room, name, reason),
     },
   }));
   try {
     await session.join(stream);
   } catch (error) {
-    if (app.session !== session) return; // the connection dropped and was reported already
+    if (app.session !== session) return false; // the connection dropped and was reported already
     showError(`could not join room ${room}: ${describe(error)}`);
     await session.leave();
     teardown();
-    return;
+    return false;
   }
   if (app.session === session) setState("joined", `in room ${room} as ${name || "anonymous"}`);
+  return app.session === session;
+}
+
+/** The server asked us to join again (its node drains): leave, then join with backoff until it works. */
+async function rejoin(session, room, name, reason) {
+  if (app.session !== session) return;
+  setState("leaving", `${reason}: joining again…`);
+  await session.leave();
+  teardown();
+  for (let attempt = 0, delay = REJOIN_FIRST_DELAY_MS; attempt < REJOIN_ATTEMPTS; attempt++, delay = Math.min(delay * 2, REJOIN_MAX_DELAY_MS)) {
+    await new Promise((resolve) => setTimeout(resolve, delay * (0.5 + Math.random())));
+    if (app.state !== "idle") return; // joined or left by hand meanwhile
+    if (await join(room, name)) return;
+  }
 }
 
 async function leave() {

@@ -25,7 +25,8 @@ export class Session {
    * url: the signaling websocket; token: an access token sent with join (null on an open server);
    * rtcConfig: RTCPeerConnection configuration;
    * events: {peer(peer), peerLeft(peerId), track(peerId, track), trackEnded(peerId, track), chat(peerId, name, text),
-   *          activeSpeaker(peerId or null), error(text), closed(reason)}.
+   *          activeSpeaker(peerId or null), error(text), closed(reason), reconnect(reason): the server asks us to
+   *          join again (its cluster node shuts down; another node takes the room)}.
    */
   constructor({ url, room, name, token, rtcConfig, events }) {
     this.url = url;
@@ -318,6 +319,9 @@ export class Session {
         break;
       case "closed": // e.g. duplicate_identity: the same identity joined from elsewhere
         this.lost(`the server closed the session: ${params.code} (${params.message})`);
+        break;
+      case "reconnect":
+        this.events.reconnect(params.message || "the server asked to reconnect");
         break;
       case "peerLeft":
         this.removePeer(params.peerId);
