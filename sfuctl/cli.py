@@ -7,6 +7,7 @@ import click
 from . import __version__
 from .commands.agent import agent
 from .commands.bots import bots
+from .commands.cluster import cluster
 from .commands.conventions import group
 from .commands.media import media
 from .commands.run import run
@@ -38,6 +39,7 @@ main.add_command(stats)
 main.add_command(run)
 main.add_command(agent)
 main.add_command(token)
+main.add_command(cluster)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from sfuctl.commands.bots import clock
 from sfuctl.commands.conventions import Duration
 
 SFUCTL = [sys.executable, "-c", "from sfuctl.cli import main; main(prog_name='sfuctl')"]
-COMMANDS = [["serve"], ["bots"], ["stats"], ["run"], ["media"], ["media", "make"], ["agent"]]
+COMMANDS = [["serve"], ["bots"], ["stats"], ["run"], ["media"], ["media", "make"], ["agent"], ["cluster"], ["cluster", "status"]]
 
 
 def sfuctl(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -34,7 +34,7 @@ def test_every_help_lists_the_exit_codes_and_shows_environment_variables(command
     assert result.exit_code == 0, result.output
     assert "Exit status:" in result.output
     assert "  2  " in result.output  # a bad command line, in every command
-    if command in (["serve"], ["bots"], ["stats"], ["agent"]):
+    if command in (["serve"], ["bots"], ["stats"], ["agent"], ["cluster", "status"]):
         assert "[env var: SFUCTL_" in " ".join(result.output.split())
 
 

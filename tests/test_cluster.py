@@ -304,3 +304,40 @@ async def test_the_page_joins_again_when_its_node_drains(cluster, redis_url, red
     finally:
         await one.close()
         await two.close()
+
+
+def cluster_status(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sfuctl.cli", "cluster", "status", *args], capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "COLUMNS": "200"})
+
+
+async def test_cluster_status_lists_the_nodes_their_load_and_rooms(cluster, redis_url, redis) -> None:
+    a, b, _ = cluster
+    client = await SignalingClient.connect(a.url)
+    await redis.set(room_key("listed"), "b", ex=ROOM_LEASE)
+    try:
+        await client.request("join", room="listed", name="x")
+        assert await wait_for_async(lambda: redis.get(node_key("b")), lambda entry: json.loads(entry)["peers"] >= 1, 5)
+        shown = await asyncio.to_thread(cluster_status, "--redis", redis_url, "--json")
+        assert shown.returncode == 0, shown.stderr
+        report = json.loads(shown.stdout)
+        assert report["schema"] == "sfuctl.cluster.status/1" and report["redis"] == redis_url
+        nodes = {node["id"]: node for node in report["nodes"]}
+        assert {"a", "b", "c"} <= set(nodes)
+        assert nodes["b"]["url"] == b.http and "listed" in nodes["b"]["room_names"] and nodes["b"]["peers"] >= 1
+        assert "listed" not in nodes["a"]["room_names"] and not nodes["b"]["draining"]
+        assert all(0 <= node["heartbeat_age_s"] <= NODE_TTL for node in nodes.values())
+        assert {"name": "listed", "node": "b", "node_live": True} in report["rooms"]
+        table = await asyncio.to_thread(cluster_status, "--redis", redis_url)
+        assert table.returncode == 0 and re.search(r"\bb\b.*" + re.escape(b.http), table.stdout), table.stdout
+        assert re.search(r"listed\s.*\bb\b", table.stdout), table.stdout
+    finally:
+        await client.close()
+
+
+def test_cluster_status_with_a_wrong_redis_is_one_line_and_exit_1() -> None:
+    shown = cluster_status("--redis", "redis://127.0.0.1:1/0")
+    assert shown.returncode == 1 and shown.stdout == ""
+    assert shown.stderr.strip().splitlines() == [
+        "error: cannot reach Redis at redis://127.0.0.1:1/0 (Error 111 connecting to 127.0.0.1:1. Connection refused.); check --redis / SFUCTL_REDIS"
+    ]
