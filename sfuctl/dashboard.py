@@ -184,15 +184,16 @@ class DashboardView:
     def _rooms_overview(self, rooms: list[dict]) -> list[RenderableType]:
         """One line per room, worst first: peers, streams, bitrate in and out, worst loss and score."""
         table = Table(box=box.SIMPLE_HEAD, show_edge=False, collapse_padding=True)
-        for header in ("room", "peers", "prod", "cons", "in", "out", "worst loss", "min score", "red/yellow"):
-            table.add_column(header, justify="left" if header == "room" else "right", no_wrap=True)
+        on_nodes = "cluster" in self.snapshot
+        for header in ("room", *(("node",) if on_nodes else ()), "peers", "prod", "cons", "in", "out", "worst loss", "min score", "red/yellow"):
+            table.add_column(header, justify="left" if header in ("room", "node") else "right", no_wrap=True)
         ordered = sorted(rooms, key=_room_badness)
         shown = ordered if self.max_lines is None else ordered[: max(1, self.max_lines - 6)]
         for room in shown:
             consumers = room["consumers"]
             levels = [severity(c) for c in consumers]
             table.add_row(
-                room["name"], str(len(room["peers"])), str(len(room["producers"])), str(len(consumers)),
+                room["name"], *((room.get("node", ""),) if on_nodes else ()), str(len(room["peers"])), str(len(room["producers"])), str(len(consumers)),
                 format_bitrate(sum(p["bitrate_bps"] for p in room["producers"])),
                 format_bitrate(sum(c["bitrate_bps"] for c in consumers)),
                 f"{max((c['fraction_lost'] for c in consumers), default=0.0) * 100:.1f}%",
@@ -210,7 +211,21 @@ class DashboardView:
         title = Text.assemble(("sfuctl stats ", "bold"), (self.url, "cyan"), f"  {stamp}")
         if wide:
             title.append(f"  up {_duration(server['uptime_s'])}", style="dim")
-        totals = Text.assemble(
+        cluster = self.snapshot.get("cluster")
+        if cluster is not None:  # one line per node, each sampled at its own time: never added up
+            return [title, *(self._node_line(node, node["id"] == cluster["node"]) for node in cluster["nodes"])]
+        return [title, self._totals(server)]
+
+    def _node_line(self, node: dict, here: bool) -> Text:
+        name = Text.assemble(("node ", "dim"), (node["id"], "bold"), (" (this one)" if here else ""), "  ")
+        if node["server"] is None:
+            return name.append(node["error"] or "no answer", style="red")
+        sampled = time.strftime("%H:%M:%S", time.localtime(node["time"])) + f".{int(node['time'] % 1 * 1000):03d}"
+        return name.append_text(self._totals(node["server"])).append(f"  sampled {sampled}", style="dim")
+
+    @staticmethod
+    def _totals(server: dict) -> Text:
+        return Text.assemble(
             ("rooms ", "dim"), str(server["rooms"]),
             ("  peers ", "dim"), str(server["peers"]),
             ("  prod ", "dim"), str(server["producers"]),
@@ -219,14 +234,13 @@ class DashboardView:
             ("  out ", "dim"), format_bitrate(server["bitrate_out_bps"]),
             ("  CPU ", "dim"), f"{server['cpu_percent']:.0f}%",
         )  # fmt: skip
-        return [title, totals]
 
     def _room(self, room: dict, wide: bool, rows: int) -> list[RenderableType]:
         """The room's title line and its consumer table, cut to its first `rows` rows in --sort order."""
         producers = room["producers"]
         consumers = sorted(room["consumers"], key=SORTS[self.sort])
         title = Text.assemble(
-            "\nroom ", (room["name"], "bold"),
+            "\nroom ", (room["name"], "bold"), f" on node {room['node']}" if "node" in room else "",
             f" · {len(room['peers'])} peers · {len(producers)} producers ",
             f"{format_bitrate(sum(p['bitrate_bps'] for p in producers))} in · {len(consumers)} consumers ",
             f"{format_bitrate(sum(c['bitrate_bps'] for c in consumers))} out",

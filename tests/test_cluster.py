@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 
+import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
@@ -19,6 +20,7 @@ from sfuctl.bots.runner import run_bots
 from sfuctl.client.signaling import SignalingClient, SignalingError
 from sfuctl.cluster.registry import NODE_TTL, ROOM_LEASE, node_key, room_key
 from sfuctl.media import MediaSpec, make_media
+from sfuctl.stats_schema import validate_snapshot
 
 from .redis_server import redis_server
 from .test_browser import chromium, decoding, wait_for_streams  # noqa: F401 (chromium: a fixture)
@@ -341,3 +343,43 @@ def test_cluster_status_with_a_wrong_redis_is_one_line_and_exit_1() -> None:
     assert shown.stderr.strip().splitlines() == [
         "error: cannot reach Redis at redis://127.0.0.1:1/0 (Error 111 connecting to 127.0.0.1:1. Connection refused.); check --redis / SFUCTL_REDIS"
     ]
+
+
+async def test_stats_on_any_node_show_every_nodes_rooms_and_each_nodes_own_sample(cluster, redis) -> None:
+    a, b, c = cluster
+    clients = []
+    try:
+        for room, node in (("seen-on-a", "a"), ("seen-on-b", "b")):
+            await redis.set(room_key(room), node, ex=ROOM_LEASE)
+            client = await SignalingClient.connect(c.url)  # both through c
+            await client.request("join", room=room, name="x")
+            clients.append(client)
+        shown = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "sfuctl.cli", "stats", "--url", c.url, "--once", "--json"],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert shown.returncode == 0, shown.stderr
+        snapshot = json.loads(shown.stdout)
+        validate_snapshot(snapshot)
+        rooms = {room["name"]: room for room in snapshot["rooms"]}
+        assert rooms["seen-on-a"]["node"] == "a" and rooms["seen-on-b"]["node"] == "b"
+        assert len(rooms["seen-on-a"]["peers"]) == len(rooms["seen-on-b"]["peers"]) == 1
+        nodes = {node["id"]: node for node in snapshot["cluster"]["nodes"]}
+        assert snapshot["cluster"]["node"] == "c" and {"a", "b", "c"} <= set(nodes)
+        for node in nodes.values():
+            assert node["error"] is None and node["server"]["peers"] >= 0 and abs(node["time"] - snapshot["time"]) < 30
+        assert nodes["b"]["server"]["peers"] >= 1 and nodes["a"]["url"] == a.http
+        assert snapshot["server"] == nodes["c"]["server"]  # c's own: figures of other nodes are not added to it
+        table = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "sfuctl.cli", "stats", "--url", c.url, "--once", "--rooms"],
+            capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "200"},
+        )
+        assert re.search(r"node b\s.*peers \d+.*sampled \d\d:\d\d:\d\d\.\d{3}", table.stdout), table.stdout
+        assert re.search(r"seen-on-b\s+b\s", table.stdout), table.stdout
+        async with aiohttp.ClientSession() as http, http.get(f"{b.http}/metrics") as response:
+            metrics = await response.text()
+        assert re.search(r'sfuctl_peers\{[^}]*node="b"[^}]*room="seen-on-b"', metrics) or re.search(
+            r'sfuctl_peers\{[^}]*room="seen-on-b"[^}]*node="b"', metrics), metrics[:2000]
+    finally:
+        for client in clients:
+            await client.close()

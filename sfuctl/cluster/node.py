@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import logging
 from dataclasses import dataclass, replace
 
+import aiohttp
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from ..server.auth import INTERNAL, Grant
 from ..server.config import ServerConfig
 from ..server.errors import SignalingError
 from ..server.front import Front, RunningFront, start_front
@@ -24,6 +27,7 @@ from .registry import HEARTBEAT_INTERVAL, NodeInfo, Registry
 log = logging.getLogger(__name__)
 
 CLUSTER_HEADER = "X-Sfuctl-Cluster"  # carries the cluster secret on connections between nodes
+STATS_TIMEOUT = 5.0  # seconds a node waits for another node's getStats before showing it as unanswered
 DRAIN_POLL_INTERVAL = 0.5  # seconds between a draining node's looks at whether its participants have gone
 
 
@@ -111,6 +115,43 @@ class ClusterNode(Front):
         while (left := await self.remaining()) and loop.time() < deadline:
             await asyncio.sleep(min(DRAIN_POLL_INTERVAL, max(0.0, deadline - loop.time())))
         return left
+
+    async def stats_snapshot(self, room: str | None = None) -> dict:
+        """This node's snapshot with every live node's rooms (each room names its `node`) and a `cluster` entry per
+        node with its own `server` block and sample `time`: `server` stays this node's, since figures sampled
+        at different times on different nodes are never added up."""
+        local = await self.snapshot(room)
+        entries = [{"id": self.info.id, "url": self.info.url, "time": local["time"], "server": local["server"], "error": None}]
+        rooms = [{**r, "node": self.info.id} for r in local["rooms"]]
+        try:
+            others = [n for n in await self.registry.nodes() if n.id != self.info.id]
+        except (RedisError, OSError):
+            self._redis_state(False)
+            others = []
+        parts = await asyncio.gather(*(self._node_stats(n, room) for n in others))
+        for node, part in zip(others, parts):
+            if isinstance(part, str):
+                entries.append({"id": node.id, "url": node.url, "time": None, "server": None, "error": part})
+                continue
+            entries.append({"id": node.id, "url": node.url, "time": part["time"], "server": part["server"], "error": None})
+            rooms += [{**r, "node": node.id} for r in part["rooms"]]
+        return {**local, "rooms": rooms, "cluster": {"node": self.info.id, "nodes": entries}}
+
+    async def _node_stats(self, node: NodeInfo, room: str | None) -> dict | str:
+        """Another node's own snapshot (getStats over an internal connection), or why it has none."""
+        target = RemoteNode(node.id, node.url)
+        try:
+            async with self.http.ws_connect(target.ws_url, headers=self.upstream_headers(target)) as ws:
+                await ws.send_json({"id": 1, "method": "getStats", "params": {"room": room} if room else {}})
+                reply = await asyncio.wait_for(ws.receive_json(), STATS_TIMEOUT)
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError, TypeError) as exc:
+            return f"no answer from {node.url}: {type(exc).__name__}: {exc}".rstrip(": ")
+        if not reply.get("ok"):
+            return f"{node.url} refused: {json.dumps(reply.get('error'))}"
+        return reply["result"]
+
+    def metrics_labels(self) -> dict[str, str]:
+        return {"node": self.info.id}
 
     def route(self, request: web.Request) -> Front:
         """A request another node relayed (with the cluster secret) is served here; a wrong secret is refused."""
@@ -213,6 +254,14 @@ class HereOnly:
 
     def upstream_headers(self, target: WorkerProcess) -> dict[str, str]:
         return {}
+
+    async def stats_snapshot(self, room: str | None = None) -> dict:
+        """Only this node's rooms: the node asking gathers the others."""
+        return await self.node.snapshot(room)
+
+    def stats_grant(self, token: str | None) -> Grant:
+        """The asking node proved the cluster secret; the participant's own token was checked there."""
+        return INTERNAL
 
 
 class ClusterStartError(Exception):

@@ -65,7 +65,7 @@ class Front:
         self.owner: dict[str, tuple[WorkerProcess, float]] = {}
         self.load = {w.index: 0 for w in workers}
         self.http: aiohttp.ClientSession | None = None
-        self.stats_feed = StatsFeed(self.snapshot, config.quotas)
+        self.stats_feed = StatsFeed(self.stats_snapshot, config.quotas)
         self.sessions: set[RelaySession] = set()  # every open participant websocket (RelaySession adds itself)
         self._poller: asyncio.Task | None = None
 
@@ -136,6 +136,18 @@ class Front:
         answered = [(w, p) for w, p in zip(self.workers, parts) if p is not None]
         return merge_snapshots([p for _, p in answered], [w for w, _ in answered], process_cpu_percent())
 
+    async def stats_snapshot(self, room: str | None = None) -> dict:
+        """What getStats and stats streams show (a cluster node adds the other nodes')."""
+        return await self.snapshot(room)
+
+    def stats_grant(self, token: str | None) -> Grant:
+        """The grant of a stats request's token (a cluster node trusts a request another node relayed)."""
+        return self.auth.verify(token)
+
+    def metrics_labels(self) -> dict[str, str]:
+        """Labels added to every /metrics sample besides `worker` (a cluster node's `node`)."""
+        return {}
+
     def internal_url(self, worker: WorkerProcess) -> str:
         """A worker's websocket URL with the front's own credential (an admin on the worker)."""
         token = self.config.internal_token
@@ -143,7 +155,7 @@ class Front:
 
     async def metrics_text(self) -> bytes:
         texts = await asyncio.gather(*(self._get_text(w.http_url + "/metrics") for w in self.workers))
-        return merge_metrics([t for t in texts if t is not None], [w.index for w, t in zip(self.workers, texts) if t])
+        return merge_metrics([t for t in texts if t is not None], [w.index for w, t in zip(self.workers, texts) if t], self.metrics_labels())
 
     async def _worker_stats(self, worker: WorkerProcess, room: str | None) -> dict | None:
         try:
@@ -285,7 +297,7 @@ class RelaySession:
             if not self._bucket.take(time.monotonic()):
                 raise SignalingError("rate_limited", f"too many messages a second (sfuctl serve {flag('messages_per_second')})")
             room = stats_room(params)
-            grant = self.front.auth.verify(self.token)
+            grant = self.front.stats_grant(self.token)
             grant.require("admin")
             if method == "getStats":
                 result: dict = await self._snapshot(grant, room)
@@ -310,7 +322,7 @@ class RelaySession:
             await self.client.close()
 
     async def _snapshot(self, grant: Grant, room: str | None) -> dict:
-        snapshot = await self.front.snapshot(room)
+        snapshot = await self.front.stats_snapshot(room)
         return snapshot if grant.sees_addresses else hide_addresses(snapshot)
 
     def _stop_stats(self) -> None:
@@ -379,14 +391,14 @@ def merge_rooms(rooms: list[dict]) -> list[dict]:
     return list(merged.values())
 
 
-def merge_metrics(texts: list[str], indexes: list[int]) -> bytes:
-    """Every worker's families, each sample labelled with its `worker`."""
+def merge_metrics(texts: list[str], indexes: list[int], labels: dict[str, str] | None = None) -> bytes:
+    """Every worker's families, each sample labelled with its `worker` (and `labels`)."""
     families: dict[str, Metric] = {}
     for index, text in zip(indexes, texts):
         for family in text_string_to_metric_families(text):
             merged = families.setdefault(family.name, Metric(family.name, family.documentation, family.type, family.unit))
             for sample in family.samples:
-                merged.add_sample(sample.name, {**sample.labels, "worker": str(index)}, sample.value, sample.timestamp)
+                merged.add_sample(sample.name, {**sample.labels, **(labels or {}), "worker": str(index)}, sample.value, sample.timestamp)
 
     class _Families:
         def collect(self):
