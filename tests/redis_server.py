@@ -21,12 +21,13 @@ def free_port() -> int:
 
 
 @contextmanager
-def redis_server() -> Iterator[str]:
-    """Start redis-server (no persistence) on 127.0.0.1 and yield its URL; stop it after."""
+def redis_server(port: int | None = None) -> Iterator[str]:
+    """Start redis-server (no persistence) on 127.0.0.1 (on `port`, default a free one) and yield its URL; stop
+    it after."""
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.skip("redis-server is not installed (Debian package redis-server)")
-    port = free_port()
+    port = port if port is not None else free_port()
     process = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,

@@ -18,11 +18,11 @@ import redis.asyncio as aioredis
 from sfuctl.bots.config import BotsConfig
 from sfuctl.bots.runner import run_bots
 from sfuctl.client.signaling import SignalingClient, SignalingError
-from sfuctl.cluster.registry import NODE_TTL, ROOM_LEASE, node_key, room_key
+from sfuctl.cluster.registry import HEARTBEAT_INTERVAL, NODE_TTL, ROOM_LEASE, node_key, room_key
 from sfuctl.media import MediaSpec, make_media
 from sfuctl.stats_schema import validate_snapshot
 
-from .redis_server import redis_server
+from .redis_server import free_port, redis_server
 from .test_browser import chromium, decoding, wait_for_streams  # noqa: F401 (chromium: a fixture)
 from .test_forwarding import wait_for
 
@@ -54,6 +54,8 @@ class Node:
 
     def stop(self, sig: int | None = signal.SIGTERM, timeout: float = 20) -> int:
         """Send `sig` (None: none, wait for the process to end by itself); the exit status."""
+        if self.process.stderr.closed:  # stopped already
+            return self.process.returncode
         if sig is not None and self.process.poll() is None:
             self.process.send_signal(sig)
         code = self.process.wait(timeout)
@@ -62,13 +64,13 @@ class Node:
         return code
 
     async def rooms(self) -> dict[str, int]:
-        """The rooms this node hosts (its own snapshot) and their peer counts."""
+        """The rooms this node hosts and their peer counts (its stats show every node's rooms, each naming its node)."""
         client = await SignalingClient.connect(self.url)
         try:
             snapshot = await client.request("getStats")
         finally:
             await client.close()
-        return {room["name"]: len(room["peers"]) for room in snapshot["rooms"]}
+        return {room["name"]: len(room["peers"]) for room in snapshot["rooms"] if room["node"] == self.id}
 
 
 @pytest.fixture(scope="module")
@@ -383,3 +385,66 @@ async def test_stats_on_any_node_show_every_nodes_rooms_and_each_nodes_own_sampl
     finally:
         for client in clients:
             await client.close()
+
+
+async def test_a_room_pinned_by_name_goes_to_its_node_and_elsewhere_when_that_node_is_not_live(cluster, redis_url, redis) -> None:
+    placing = Node(redis_url, "placing", SECRET, "--pin", "pinned-*=b", "--pin", "ghostly=nowhere").ready()
+    clients = []
+    try:
+        for room in ("pinned-1", "pinned-2", "ghostly"):
+            client = await SignalingClient.connect(placing.url)
+            await client.request("join", room=room, name="x")
+            clients.append(client)
+        assert await redis.get(room_key("pinned-1")) == await redis.get(room_key("pinned-2")) == "b"
+        b = cluster[1]
+        assert {"pinned-1", "pinned-2"} <= set(await b.rooms())
+        assert await redis.get(room_key("ghostly")) in {"a", "b", "c", "placing"}  # its node is not live: the least loaded
+    finally:
+        for client in clients:
+            await client.close()
+        placing.stop()
+
+
+async def test_after_a_redis_restart_live_nodes_reclaim_their_rooms_and_calls_go_on(media) -> None:
+    port = free_port()
+    with redis_server(port) as url:
+        first, second = Node(url, "r1").ready(), Node(url, "r2").ready()
+        client = aioredis.from_url(url, decode_responses=True)
+        try:
+            await client.set(room_key("survivor"), "r1", ex=ROOM_LEASE)
+            await client.aclose()
+            bots = asyncio.create_task(run_bots(BotsConfig(url=second.url, count=2, room="survivor", ramp=10, duration=8.0, media=media, seed=9)))
+            assert await wait_for_async(lambda: first.rooms(), lambda rooms: rooms.get("survivor") == 2, 15)
+        except BaseException:
+            first.stop()
+            second.stop()
+            raise
+    try:
+        await asyncio.sleep(2 * HEARTBEAT_INTERVAL)  # Redis stays down for two heartbeats
+        with redis_server(port) as again:  # the same address, empty
+            client = aioredis.from_url(again, decode_responses=True)
+            try:
+                assert await wait_for_async(lambda: client.get(room_key("survivor")), lambda holder: holder == "r1", 3 * NODE_TTL)
+                assert await wait_for_async(lambda: client.smembers("sfuctl:cluster:nodes"), lambda ids: {"r1", "r2"} <= ids, 3 * NODE_TTL)
+                report = await bots
+                assert report.failed == 0
+                for bot in report.bots:  # the call between them went on meanwhile (nothing of it crosses Redis)
+                    assert bot["status"] == "left" and bot["errors"] == [] and bot["reconnects"] == 0
+                    assert sorted(c["kind"] for c in bot["consumers"]) == ["audio", "video"]
+                    assert all(c["packets"] > 100 and c["packets_lost"] == 0 for c in bot["consumers"])
+                late = await SignalingClient.connect(second.url)  # a new participant finds the room on r1 again
+                try:
+                    await late.request("join", room="survivor", name="late")
+                    assert (await first.rooms())["survivor"] >= 1 and "survivor" not in await second.rooms()
+                finally:
+                    await late.close()
+            finally:
+                await client.aclose()
+                first.stop()
+                second.stop()
+    finally:
+        first.stop()
+        second.stop()
+    for node in (first, second):
+        log = "\n".join(node.stderr_rest)
+        assert log.count("is unreachable") == 1 and log.count("is reachable again") == 1, log

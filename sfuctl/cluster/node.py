@@ -22,6 +22,7 @@ from ..server.config import ServerConfig
 from ..server.errors import SignalingError
 from ..server.front import Front, RunningFront, start_front
 from ..server.supervisor import WorkerProcess
+from .placement import LeastLoaded, Selector
 from .registry import HEARTBEAT_INTERVAL, NodeInfo, Registry
 
 log = logging.getLogger(__name__)
@@ -60,8 +61,12 @@ class Draining(SignalingError):
 class ClusterNode(Front):
     """The front of one node of a cluster."""
 
-    def __init__(self, config: ServerConfig, workers: list[WorkerProcess], registry: Registry, node_id: str, secret: str) -> None:
+    def __init__(
+        self, config: ServerConfig, workers: list[WorkerProcess], registry: Registry, node_id: str, secret: str,
+        selector: Selector | None = None,
+    ) -> None:
         super().__init__(config, workers)
+        self.selector = selector if selector is not None else LeastLoaded()
         self.registry = registry
         self.info = NodeInfo(id=node_id, url="", media_ip=config.candidate_ip)
         self.secret = secret
@@ -173,7 +178,7 @@ class ClusterNode(Front):
             candidates = [n for n in await self.registry.nodes() if not n.draining and not (self.draining and n.id == self.info.id)]
             if not candidates and self.draining:
                 raise Draining(room)
-            chosen = min(candidates, key=lambda n: n.load).id if candidates else self.info.id
+            chosen = self.selector.choose(room, candidates).id if candidates else self.info.id
             holder = await self.registry.claim(room, chosen)
             target = await self._target(holder)
         except (RedisError, OSError):
@@ -269,9 +274,11 @@ class ClusterStartError(Exception):
 
 
 async def start_node(
-    config: ServerConfig, workers: int, log_level: str, redis_url: str, node_id: str, node_url: str | None, secret: str
+    config: ServerConfig, workers: int, log_level: str, redis_url: str, node_id: str, node_url: str | None, secret: str,
+    selector: Selector | None = None,
 ) -> RunningFront:
-    """Start a multi-worker front that is a node of the cluster on `redis_url`, registered under `node_id`."""
+    """Start a multi-worker front that is a node of the cluster on `redis_url`, registered under `node_id`,
+    placing new rooms with `selector` (default: the least loaded node)."""
     registry = Registry(redis_url)
     try:
         await registry.ping()
@@ -279,7 +286,7 @@ async def start_node(
         await registry.close()
         raise ClusterStartError(f"cannot reach Redis at {registry.safe_url} ({exc}); check --redis / SFUCTL_REDIS") from None
     try:
-        running = await start_front(config, workers, log_level, make_front=lambda c, w: ClusterNode(c, w, registry, node_id, secret))
+        running = await start_front(config, workers, log_level, make_front=lambda c, w: ClusterNode(c, w, registry, node_id, secret, selector))
     except BaseException:
         await registry.close()
         raise

@@ -15,6 +15,7 @@ import click
 from rich.console import Console
 
 from ..cluster.node import ClusterNode, ClusterStartError, start_node
+from ..cluster.placement import Pinned, parse_pin
 from ..runtime import run, setup_logging
 from ..server.app import start_server
 from ..server.auth import Authenticator
@@ -64,6 +65,13 @@ def _announced_ip(ctx: click.Context, param: click.Parameter, value: str | None)
     return str(address)
 
 
+def _pins(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> list[tuple[str, str]]:
+    try:
+        return [parse_pin(text) for text in value]
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 def quota_options(command: Callable) -> Callable:
     """One option per quota (sfuctl.server.quotas.Quotas), each with an SFUCTL_ environment variable."""
     for quota in reversed(fields(Quotas)):
@@ -102,6 +110,7 @@ def quota_options(command: Callable) -> Callable:
 @click.option("--node-id", envvar="SFUCTL_NODE_ID", default=None, help="This node's id in the cluster [default: HOSTNAME-RANDOM].")
 @click.option("--node-url", envvar="SFUCTL_NODE_URL", default=None, help="Where other nodes reach this node's signaling, e.g. http://10.0.0.5:8080 [default: http://ANNOUNCED-IP:PORT].")
 @click.option("--cluster-secret", envvar="SFUCTL_CLUSTER_SECRET", default=None, help="A secret shared by every node (needed with --redis): it authenticates the connections between nodes.")
+@click.option("--pin", "pins", envvar="SFUCTL_PIN", multiple=True, callback=_pins, metavar="ROOM=NODE-ID", help="Place new rooms whose name matches ROOM (shell pattern, e.g. 'webinar-*') on that node while it is live (repeatable, first match wins; give every node the same pins); other rooms go to the least loaded node.")
 @click.option("--drain-timeout", envvar="SFUCTL_DRAIN_TIMEOUT", default=30.0, show_default=True, type=Duration(0, 3600), help="A cluster node on SIGTERM drains: it takes no new room, tells its participants to reconnect (they land on other nodes) and exits when none is left or after this long (30s, 2m).")
 @click.option("--log-level", envvar="SFUCTL_LOG_LEVEL", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]), help="Least severe log messages shown.")
 @quota_options
@@ -125,6 +134,7 @@ def serve(
     node_id: str | None,
     node_url: str | None,
     cluster_secret: str | None,
+    pins: list[tuple[str, str]],
     drain_timeout: float,
     log_level: str,
     **quotas: float,
@@ -175,7 +185,8 @@ def serve(
     if redis_url is not None:
         if not cluster_secret:
             raise click.BadParameter("a cluster node needs --cluster-secret (the same on every node)", param_hint="--cluster-secret")
-        cluster = (redis_url, node_id or f"{socket.gethostname()}-{secrets.token_hex(3)}", node_url, cluster_secret)
+        cluster = (redis_url, node_id or f"{socket.gethostname()}-{secrets.token_hex(3)}", node_url, cluster_secret,
+                   Pinned(pins) if pins else None)
     run(_serve(config, workers, log_level, console, cluster, drain_timeout))
 
 
