@@ -448,3 +448,22 @@ async def test_after_a_redis_restart_live_nodes_reclaim_their_rooms_and_calls_go
     for node in (first, second):
         log = "\n".join(node.stderr_rest)
         assert log.count("is unreachable") == 1 and log.count("is reachable again") == 1, log
+
+
+async def test_bots_with_reconnect_join_again_on_a_live_node_when_theirs_is_killed(cluster, redis_url, redis, media) -> None:
+    a = cluster[0]
+    doomed = Node(redis_url, "doomed-2").ready()
+    await redis.set(room_key("phoenix"), "doomed-2", ex=ROOM_LEASE)
+    config = BotsConfig(url=a.url, count=2, room="phoenix", ramp=10, duration=14.0, media=media, seed=11, reconnect=True)
+    bots = asyncio.create_task(run_bots(config))
+    assert await wait_for_async(lambda: doomed.rooms(), lambda rooms: rooms.get("phoenix") == 2, 15)
+    assert doomed.stop(signal.SIGKILL) == -signal.SIGKILL
+    report = await bots
+    assert await redis.get(room_key("phoenix")) in {"a", "b", "c"}
+    for bot in report.bots:
+        assert bot["status"] == "left" and bot["reconnects"] == 1, bot
+        lost, *retries = bot["errors"]  # the loss, then joins refused until the dead node's lease ran out
+        assert lost in ("signaling connection closed by the server", "send transport closed", "receive transport closed"), lost
+        assert all(e.startswith("join again after reconnect") for e in retries), bot["errors"]
+        again = [c for c in bot["consumers"] if not c["closed"]]
+        assert sorted(c["kind"] for c in again) == ["audio", "video"] and all(c["packets"] > 0 for c in again)

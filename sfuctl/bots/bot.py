@@ -69,6 +69,7 @@ class BotEnv:
     data_rate: float = 0.0  # chat messages per second on a data channel (0: none)
     ice_restart_every: float | None = None  # seconds between a joined bot's ICE restarts
     speakers: int | None = None  # speakers taking turns per room (sfuctl.bots.speech); None: no audio levels
+    reconnect: bool = False  # join again when the server is lost, not only on its `reconnect` notification
 
 
 class JoinError(Exception):
@@ -186,7 +187,8 @@ class Bot:
             await self._leave()
 
     async def _stay(self, stop: asyncio.Event) -> bool:
-        """Wait for `stop`, a loss (status disconnected) or a `reconnect` notification (True)."""
+        """Wait for `stop`, a loss (status disconnected; True with env.reconnect) or a `reconnect` notification
+        (True)."""
         waiters = [asyncio.ensure_future(e.wait()) for e in (stop, self._lost, self._moved)]
         try:
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
@@ -195,13 +197,13 @@ class Bot:
                 waiter.cancel()
         if stop.is_set():
             return False
-        if self._moved.is_set():
+        if self._moved.is_set() or self.env.reconnect:
             return True
         self.status = "disconnected"
         return False
 
     async def _rejoin(self, stop: asyncio.Event) -> bool:
-        """Leave this session and join the room again (the server, which drains, lets another node host it),
+        """Leave this session and join the room again (a draining or lost cluster node: another node hosts it),
         retrying with backoff until it works (True) or `stop` (False, status disconnected)."""
         delay = REJOIN_DELAYS[0]
         while True:

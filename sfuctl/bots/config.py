@@ -38,6 +38,8 @@ class BotsConfig:
     publishing bot sends audio levels (RFC 6464); None sends no levels.
     `simulcast`: publishers send every video file of `media` (lowest first; default: the simulcast test media)
     as the encodings of one simulcast track, with RIDs.
+    `reconnect`: a websocket bot whose signaling or transport is lost joins its room again (with backoff, as it
+    always does on the server's `reconnect` notification) instead of ending disconnected.
     """
 
     url: str
@@ -68,6 +70,7 @@ class BotsConfig:
     ice_restart_every: float | None = None
     speakers: int | None = None
     simulcast: bool = False
+    reconnect: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -117,6 +120,8 @@ class BotsConfig:
             raise ValueError("simulcast needs the sfuctl server's signaling (ws://): it cannot go with --mesh, --whip or --whep")
         if self.simulcast and not self.video:
             raise ValueError("simulcast is a video feature: it cannot go with --no-video")
+        if self.reconnect and (self.mode != "websocket" or self.mesh):
+            raise ValueError("reconnecting is for bots joined through the sfuctl server's signaling (ws://), not WHIP/WHEP or a mesh")
         if not (self.audio or self.video):
             raise ValueError("bots need audio or video (both --no-audio and --no-video were given)")
         for name in ("connect_timeout", "join_timeout", "rtcp_interval", "sample_interval"):

@@ -94,6 +94,7 @@ class BotGroup:
             access_token=lambda plan: access_token(self.config, plan),
             ice_restart_every=self.config.ice_restart_every,
             speakers=self.config.speakers,
+            reconnect=self.config.reconnect,
         )
         self.bots = [_bot_class(self.config, plan)(plan, env) for plan in self.plans]
         tasks = [asyncio.create_task(self._run_bot(bot, stop, start)) for bot in self.bots]

@@ -91,6 +91,7 @@ EXIT_ERROR = 2
 @click.option("--ice-restart-every", type=click.FloatRange(0.5, 86_400), default=None, metavar="SECONDS", help="Restart ICE on every joined bot's transports this often, each time from a new local port (a network change).")
 @click.option("--speakers", type=click.IntRange(0), default=None, metavar="N", help="The first N publishing bots of each room take 3-s turns talking (audio levels, RFC 6464) and measure how fast the server names them the active speaker; the others stay silent.")
 @click.option("--simulcast", is_flag=True, help="Publish the video as simulcast: every video --media file is an encoding, lowest first [default: 1280x720/640x360/320x180 test media].")
+@click.option("--reconnect", is_flag=True, help="A bot that loses its server (signaling or media) joins its room again with backoff, e.g. on another cluster node (it always does on the server's `reconnect` notification).")
 def bots(
     url: str,
     whip: str | None,
@@ -123,6 +124,7 @@ def bots(
     ice_restart_every: float | None,
     speakers: int | None,
     simulcast: bool,
+    reconnect: bool,
 ) -> None:
     """Headless bots join rooms, publish pre-encoded audio/video (no encoding), subscribe to each other
     (no decoding) and report per-consumer loss, jitter, RTT, freezes and join times (RFC 3550). With
@@ -144,6 +146,7 @@ def bots(
             ice_restart_every=ice_restart_every,
             speakers=speakers,
             simulcast=simulcast,
+            reconnect=reconnect,
             token=token,
             auth_secret=auth_secret,
             count=count,

@@ -253,17 +253,20 @@ class RelaySession:
             return
         if method == "join" and isinstance(params.get("token"), str):
             self.token = params["token"]
-        if method == "join" and isinstance(params.get("room"), str) and params["room"]:
-            try:
-                worker = await self.front.place_peer(params["room"])
-            except SignalingError as exc:  # no place for the room now (a cluster without its Redis)
-                error = {"code": exc.code, "message": exc.message}
-                await self.client.send_str(json.dumps({"id": request_id, "ok": False, "error": error}))
-                return
-        else:
-            worker = self.worker or self.front.least_loaded()  # before a join, any worker judges the request
-        if worker is not self.worker:
-            await self._connect(worker)
+        try:
+            if method == "join" and isinstance(params.get("room"), str) and params["room"]:
+                worker = await self.front.place_peer(params["room"])  # SignalingError: no place for the room now
+            else:
+                worker = self.worker or self.front.least_loaded()  # before a join, any worker judges the request
+            if worker is not self.worker:
+                try:
+                    await self._connect(worker)
+                except (aiohttp.ClientError, OSError) as exc:  # e.g. a cluster node that died, its lease still running
+                    raise SignalingError("unavailable", f"the server hosting this room does not answer ({exc}); retry in a few seconds") from None
+        except SignalingError as exc:
+            error = {"code": exc.code, "message": exc.message}
+            await self.client.send_str(json.dumps({"id": request_id, "ok": False, "error": error}))
+            return
         await self.upstream.send_str(text)
 
     async def _connect(self, worker: WorkerProcess) -> None:
