@@ -186,6 +186,11 @@ class ClusterNode(Front):
             raise ClusterUnavailable(room) from None
         return target if target is not None else await super().place(room)
 
+    async def place_peer(self, room: str) -> WorkerProcess | RemoteNode:
+        """A room hosted here may spill over this node's workers; one on another node is that node's to spread."""
+        target = await self.place(room)
+        return target if isinstance(target, RemoteNode) else await self.spill(room, target)
+
     async def locate(self, room: str) -> WorkerProcess | RemoteNode | None:
         if room in self.owner:
             return await super().locate(room)
