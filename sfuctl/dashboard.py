@@ -214,7 +214,7 @@ class DashboardView:
         cluster = self.snapshot.get("cluster")
         if cluster is not None:  # one line per node, each sampled at its own time: never added up
             return [title, *(self._node_line(node, node["id"] == cluster["node"]) for node in cluster["nodes"])]
-        return [title, self._totals(server)]
+        return [title, self._totals(server), *self._pipes_line(server)]
 
     def _node_line(self, node: dict, here: bool) -> Text:
         name = Text.assemble(("node ", "dim"), (node["id"], "bold"), (" (this one)" if here else ""), "  ")
@@ -235,13 +235,25 @@ class DashboardView:
             ("  CPU ", "dim"), f"{server['cpu_percent']:.0f}%",
         )  # fmt: skip
 
+    @staticmethod
+    def _pipes_line(server: dict) -> list[RenderableType]:
+        """One line for the pipes between workers (rooms spanning workers), yellow when one dropped datagrams."""
+        pipes = [p for p in server.get("pipes", []) if p["streams_out"] or p["streams_in"]]
+        if not pipes:
+            return []
+        dropped = sum(p["dropped_foreign"] + p["dropped_invalid"] + p["unknown_ssrc"] for p in pipes)
+        ends = "  ".join(f"{p.get('from_worker', '?')}→{p['worker']} {p['streams_out']} streams {p['packets_sent']} pkts" for p in pipes)
+        return [Text(f"pipes · {ends} · {dropped} dropped", style=SEVERITY_STYLES[1] if dropped else "dim")]
+
     def _room(self, room: dict, wide: bool, rows: int) -> list[RenderableType]:
         """The room's title line and its consumer table, cut to its first `rows` rows in --sort order."""
         producers = room["producers"]
         consumers = sorted(room["consumers"], key=SORTS[self.sort])
+        workers = sorted({p.get("worker", 0) for p in room["peers"]})
+        spans = f" on workers {','.join(map(str, workers))}" if len(workers) > 1 else ""
         title = Text.assemble(
             "\nroom ", (room["name"], "bold"), f" on node {room['node']}" if "node" in room else "",
-            f" · {len(room['peers'])} peers · {len(producers)} producers ",
+            f" · {len(room['peers'])} peers{spans} · {len(producers)} producers ",
             f"{format_bitrate(sum(p['bitrate_bps'] for p in producers))} in · {len(consumers)} consumers ",
             f"{format_bitrate(sum(c['bitrate_bps'] for c in consumers))} out",
         )  # fmt: skip

@@ -10,11 +10,16 @@ import socket
 
 import pytest
 
+from sfuctl.bots.data_peer import DataPeer
 from sfuctl.client.signaling import SignalingClient
 from sfuctl.server.config import ServerConfig
 from sfuctl.server.front import RunningFront, start_front
 
+from sfuctl.dashboard import Dashboard
+
 from .peers import AiortcPeer, UdpRelay
+from .test_connection import wait_until
+from .test_dashboard import render
 from .test_forwarding import media, wait_for  # noqa: F401 (a fixture)
 
 ROOM = "webinar"
@@ -71,6 +76,8 @@ async def test_subscribers_on_both_workers_decode_and_pause_and_close_reach_them
         assert worker_of(room, publisher) == worker_of(room, home_sub) == 0 and worker_of(room, far_sub) == 1
         assert len(room["producers"]) == 2  # the piped copies are the pipe's, not listed twice
         assert len(room["consumers"]) == 4
+        text = render(Dashboard(), await watcher.request("getStats"), 160)
+        assert "3 peers on workers 0,1" in text and "pipes · 0→1 2 streams" in text
 
         # A late joiner on the far worker: aiortc's encoder makes keyframes only when asked, so the first frame
         # comes only if the far consumer's keyframe request reaches the publisher through the pipe.
@@ -183,5 +190,42 @@ async def test_garbage_on_a_pipe_is_dropped_and_a_dead_worker_takes_only_its_pee
             await late.close()
     finally:
         for peer in (publisher, near, far):
+            await peer.close()
+        await watcher.close()
+
+
+async def test_data_channels_cross_the_pipe_both_ways(front, media):
+    """A chat between a peer on the home worker and one on the far worker: each one's channel is piped."""
+    publisher = AiortcPeer(front.url, ROOM, "host")
+    viewer = AiortcPeer(front.url, ROOM, "viewer")
+    watcher = await SignalingClient.connect(front.url)
+    near = far = None
+    try:
+        await publisher.join()
+        producers = await publisher.publish(str(media.video))
+        near = await DataPeer.join(front.url, ROOM, "near")  # before the room has a consumer: the home worker
+        await viewer.join()
+        await viewer.subscribe(producers)  # now the room spills
+        far = await DataPeer.join(front.url, ROOM, "far")
+        room = await room_of(watcher)
+        workers = {p["id"]: p["worker"] for p in room["peers"]}
+        assert workers[near.peer_id] == 0 and workers[far.peer_id] == 1
+        near_chat, far_chat = near.send.open("chat", protocol="text"), far.send.open("chat", protocol="text")
+        await wait_until(lambda: len(near.consumers) == len(far.consumers) == 1)
+        assert next(iter(far.consumers.values()))["peerId"] == near.peer_id
+        messages = ["hello", b"\x00\x01binary", "", b"", "é" * 100]
+        for message in messages:
+            assert near.send.send(near_chat, message) and far.send.send(far_chat, message)
+        await wait_until(lambda: far.from_peer(near) == messages and near.from_peer(far) == messages)
+        room = await room_of(watcher)
+        assert sorted(p["peer"] for p in room["data_producers"]) == sorted([near.peer_id, far.peer_id])
+
+        far.send.sctp.close_channel(far_chat)  # closing a channel closes its piped copy's consumers
+        await wait_until(lambda: len(near.closed_consumers) == 1)
+    finally:
+        for peer in (near, far):
+            if peer is not None:
+                await peer.close()
+        for peer in (publisher, viewer):
             await peer.close()
         await watcher.close()

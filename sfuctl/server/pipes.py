@@ -7,7 +7,9 @@ worker passes what one worker tells it on to the room's other workers, so every 
 producer. Media crosses the link's PipeTransport once per worker, whatever the number of consumers there.
 
 Link messages are JSON objects with a type `t`: hello, attach, attached, detach, peer, peerLeft, producer,
-producerClosed, producerPaused (docs/architecture.md, "Rooms across workers").
+producerClosed, producerPaused, dataProducer, dataProducerClosed (docs/architecture.md, "Rooms across
+workers"); data channel messages travel on the link itself, as binary frames (DATA_HEADER, the data producer's
+id, the payload), ordered and reliable whatever the channel's own settings.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import struct
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -24,11 +27,14 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from aiohttp import WSMsgType, web
 
+from ..rtc.dcep import ChannelParameters
 from ..rtc.sdp import AUDIO_LEVEL_URI, Codec
 from .consumer import Consumer
+from .data_producer import DataProducer
 from .peer import new_id
 from .pipe_transport import PipeTransport
 from .producer import PRODUCER_CLOSED, Producer
+from .rate_limit import TokenBucket
 from .simulcast_consumer import SimulcastConsumer
 from .simulcast_producer import SimulcastProducer
 
@@ -50,6 +56,7 @@ UNUSED_ROOM_TIMEOUT = 10.0
 # The header-extension id of the audio level (RFC 6464) on a pipe: fixed, both ends are this server.
 PIPE_AUDIO_LEVEL_ID = 1
 PIPE_CLOSED = "pipe closed"  # why a pipe consumer closed when its room's pipe did
+DATA_HEADER = struct.Struct("!BI")  # a data message on a link: the length of the data producer's id, the PPID
 
 
 @dataclass
@@ -69,6 +76,25 @@ class RemotePeer:
 
     def notify(self, method: str, params: dict) -> None:
         """A pipe consumer's notifications (its simulcast layer) concern no client: nothing to send."""
+
+    def forget_data_producer(self, data_producer: DataProducer) -> None:
+        """Its data producers are its own worker's to forget (a router closing a piped copy calls this)."""
+
+
+class PipeDataConsumer:
+    """A data producer's messages to the other side of a room's pipe (the DataConsumer of a link)."""
+
+    def __init__(self, pipe: RoomPipe, data_producer: DataProducer) -> None:
+        self.pipe = pipe
+        self.data_producer = data_producer
+        self.messages_out = 0
+
+    def send(self, ppid: int, payload: bytes) -> None:
+        self.messages_out += 1
+        self.pipe.link.send_data(self.data_producer.id, ppid, payload)
+
+    def close(self) -> None:
+        self.data_producer.remove_consumer(self)  # type: ignore[arg-type]
 
 
 def codec_from_json(data: dict) -> Codec:
@@ -95,6 +121,8 @@ class RoomPipe:
         self.outgoing: dict[str, Consumer] = {}  # producer id -> its pipe consumer
         self.incoming: dict[str, Producer] = {}  # producer id -> the piped producer here
         self.peers: set[str] = set()  # ids of the remote peers this pipe added to the router
+        self.outgoing_data: dict[str, PipeDataConsumer] = {}  # data producer id -> its pipe data consumer
+        self.incoming_data: dict[str, DataProducer] = {}  # data producer id -> the piped data producer here
         self._far = RemotePeer(f"worker-{link.index}", f"worker {link.index}", link.index)
         router.add_pipe(self, home)
 
@@ -163,6 +191,55 @@ class RoomPipe:
         if producer.id in self.outgoing:
             self.send({"t": "producerPaused", "id": producer.id, "paused": producer.paused})
 
+    def data_producer_added(self, data_producer: DataProducer) -> None:
+        message = self._pipe_data_out(data_producer)
+        if message is not None:
+            self.send(message)
+
+    def _pipe_data_out(self, data_producer: DataProducer) -> dict | None:
+        """A pipe data consumer of `data_producer`; the `dataProducer` message that tells the other side."""
+        dp = data_producer
+        if self.closed or dp.closed or dp.id in self.incoming_data or dp.id in self.outgoing_data:
+            return None
+        consumer = self.outgoing_data[dp.id] = PipeDataConsumer(self, dp)
+        dp.add_consumer(consumer)  # type: ignore[arg-type]
+        peer = dp.peer
+        return {
+            "t": "dataProducer",
+            "id": dp.id,
+            "peer": {"id": peer.id, "name": peer.name, "worker": self._worker_of(peer)},
+            "stream_id": dp.stream_id,
+            "parameters": dataclasses.asdict(dp.parameters),
+        }
+
+    def data_producer_closed(self, data_producer: DataProducer) -> None:
+        consumer = self.outgoing_data.pop(data_producer.id, None)
+        if consumer is not None:
+            consumer.close()
+            self.send({"t": "dataProducerClosed", "id": data_producer.id})
+
+    def _add_incoming_data(self, message: dict) -> None:
+        info = message["peer"]
+        data_producer = DataProducer(
+            id=message["id"],
+            peer=RemotePeer(info["id"], info["name"], int(info["worker"])),  # type: ignore[arg-type]
+            transport=None,  # type: ignore[arg-type]
+            stream_id=int(message["stream_id"]),
+            parameters=ChannelParameters(**message["parameters"]),
+            # The size and rate limits were applied on the publisher's worker.
+            max_message_size=1 << 62,
+            rate=TokenBucket(0, 1, time.monotonic()),
+        )
+        self.incoming_data[data_producer.id] = data_producer
+        self.link.route_data(data_producer)
+        self.router.add_data_producer(data_producer)
+
+    def _close_incoming_data(self, data_producer_id: str) -> None:
+        data_producer = self.incoming_data.pop(data_producer_id, None)
+        if data_producer is not None:
+            self.link.unroute_data(data_producer)
+            self.router.close_data_producer(data_producer)
+
     def _on_outgoing_closed(self, consumer: Consumer) -> None:
         if self.outgoing.get(consumer.producer.id) is consumer:
             del self.outgoing[consumer.producer.id]
@@ -190,6 +267,10 @@ class RoomPipe:
             producer = self.incoming.get(message["id"])
             if producer is not None:
                 self.router.set_producer_paused(producer, bool(message["paused"]))
+        elif kind == "dataProducer":
+            self._add_incoming_data(message)
+        elif kind == "dataProducerClosed":
+            self._close_incoming_data(message["id"])
 
     def _add_incoming(self, message: dict) -> None:
         info = message["peer"]
@@ -218,7 +299,12 @@ class RoomPipe:
         router = self.router
         peers = [{**p.info(), "worker": self._worker_of(p)} for p in (*router.peers.values(), *router.remote_peers.values())]
         piped = (self._pipe_out(producer) for producer in list(router.producers.values()))
-        return {"peers": peers, "producers": [message for message in piped if message is not None]}
+        data = (self._pipe_data_out(dp) for dp in list(router.data_producers.values()))
+        return {
+            "peers": peers,
+            "producers": [message for message in piped if message is not None],
+            "data_producers": [message for message in data if message is not None],
+        }
 
     def apply_state(self, state: dict) -> None:
         """The home worker's `state` on this attaching worker."""
@@ -226,6 +312,8 @@ class RoomPipe:
             self.on_message({"t": "peer", "peer": info})
         for message in state["producers"]:
             self._add_incoming(message)
+        for message in state["data_producers"]:
+            self._add_incoming_data(message)
 
     def close(self, reason: str, tell: bool = True) -> None:
         """Idempotent: piped producers close (their consumers' peers are told), pipe consumers close, the other
@@ -240,6 +328,11 @@ class RoomPipe:
             producer.close()
         for consumer in list(self.outgoing.values()):
             consumer.close(PIPE_CLOSED)
+        for data_producer_id in list(self.incoming_data):
+            self._close_incoming_data(data_producer_id)
+        for data_consumer in self.outgoing_data.values():
+            data_consumer.close()
+        self.outgoing_data.clear()
         for peer_id in list(self.peers):
             self.router.remove_remote_peer(peer_id, self)
         self.peers.clear()
@@ -248,7 +341,8 @@ class RoomPipe:
             self.router.close(reason)
 
     def stats(self) -> dict:
-        return {"room": self.name, "worker": self.link.index, "producers_out": len(self.outgoing), "producers_in": len(self.incoming)}
+        return {"room": self.name, "worker": self.link.index, "producers_out": len(self.outgoing), "producers_in": len(self.incoming),
+                "data_producers_out": len(self.outgoing_data), "data_producers_in": len(self.incoming_data)}
 
 
 class PipeLink:
@@ -261,22 +355,44 @@ class PipeLink:
         self.transport = transport
         self.rooms: dict[str, RoomPipe] = {}
         self.closed = False
-        self._outbox: asyncio.Queue[str | None] = asyncio.Queue()
+        self._outbox: asyncio.Queue[str | bytes | None] = asyncio.Queue()
         self._attaching: dict[str, asyncio.Future[dict]] = {}
+        self._data_in: dict[str, DataProducer] = {}  # piped data producers here, by id: their messages' target
 
     def send(self, message: dict) -> None:
         if not self.closed:
             self._outbox.put_nowait(json.dumps(message))
+
+    def send_data(self, data_producer_id: str, ppid: int, payload: bytes) -> None:
+        """One data channel message of a piped data producer, as a binary frame (in order with the JSON ones)."""
+        if not self.closed:
+            key = data_producer_id.encode()
+            self._outbox.put_nowait(b"".join((DATA_HEADER.pack(len(key), ppid), key, payload)))
+
+    def route_data(self, data_producer: DataProducer) -> None:
+        self._data_in[data_producer.id] = data_producer
+
+    def unroute_data(self, data_producer: DataProducer) -> None:
+        if self._data_in.get(data_producer.id) is data_producer:
+            del self._data_in[data_producer.id]
+
+    def _on_data(self, frame: bytes) -> None:
+        length, ppid = DATA_HEADER.unpack_from(frame)
+        start = DATA_HEADER.size
+        data_producer = self._data_in.get(frame[start:start + length].decode())
+        if data_producer is not None:
+            data_producer.receive(ppid, frame[start + length:], time.monotonic())
 
     async def run(self, ws: web.WebSocketResponse | aiohttp.ClientWebSocketResponse) -> None:
         """Read messages until the websocket ends, writing the outbox meanwhile; then close."""
         writer = asyncio.create_task(self._write(ws), name=f"pipe-link-{self.index}")
         try:
             async for message in ws:
-                if message.type != WSMsgType.TEXT:
-                    continue
                 try:
-                    self._on_message(json.loads(message.data))
+                    if message.type == WSMsgType.TEXT:
+                        self._on_message(json.loads(message.data))
+                    elif message.type == WSMsgType.BINARY:
+                        self._on_data(message.data)
                 except Exception:  # one bad message must not end the link
                     log.exception("pipe link to worker %d: message dropped", self.index)
         finally:
@@ -290,7 +406,10 @@ class PipeLink:
             if text is None:  # closed here: the other side's reader ends too
                 await ws.close()
                 return
-            await ws.send_str(text)
+            if isinstance(text, bytes):
+                await ws.send_bytes(text)
+            else:
+                await ws.send_str(text)
 
     async def attach(self, room: str) -> bool:
         """This worker takes participants of `room`, whose home is the other worker: False if it has no such room."""

@@ -160,11 +160,15 @@ class Router:
         for peer in list(self.peers.values()):
             if peer is not data_producer.peer:
                 peer.consume_data(data_producer)
+        for pipe in self.pipes:
+            pipe.data_producer_added(data_producer)
 
     def close_data_producer(self, data_producer: DataProducer) -> None:
         """Close a data producer and its consumers; each consumer's peer is told (dataConsumerClosed)."""
         if self.data_producers.pop(data_producer.id, None) is None:
             return
+        for pipe in self.pipes:
+            pipe.data_producer_closed(data_producer)
         for data_consumer in list(data_producer.consumers):
             data_consumer.peer.on_data_producer_closed(data_consumer)
         data_producer.close()
@@ -218,6 +222,6 @@ class Router:
             "producers": producers,
             "consumers": consumers,
             "active_speaker": self.active_speaker.dominant,
-            "data_producers": [d.stats() for d in self.data_producers.values()],
+            "data_producers": [d.stats() for d in self.data_producers.values() if not any(d.id in p.incoming_data for p in self.pipes)],
             "data_consumers": [d.stats() for peer in self.peers.values() for d in peer.data_consumers.values()],
         }
