@@ -48,7 +48,7 @@ from .whip import add_cors, endpoint_options
 
 log = logging.getLogger(__name__)
 
-POLL_INTERVAL = 2.0  # how often the front learns each worker's rooms and load
+POLL_INTERVAL = 2.0  # how often the front learns each worker's rooms and load (peers: not a whole snapshot)
 ROOM_GRACE = 10.0  # a room assigned this recently is kept even if no worker reports it yet
 STATS_METHODS = ("getStats", "subscribeStats", "unsubscribeStats")
 # A worker's WHIP/WHEP response headers that the front passes on (CORS headers are the front's own).
@@ -197,11 +197,11 @@ class Front:
             await asyncio.sleep(POLL_INTERVAL)
             present: set[str] = set()
             for worker in self.workers:
-                snapshot = await self._worker_stats(worker, None)
-                if snapshot is None:
+                load = await self._get_json(worker, "/internal/load") if worker.alive else None
+                if load is None:
                     continue
-                self.load[worker.index] = snapshot["server"]["peers"]
-                present.update(r["name"] for r in snapshot["rooms"])
+                self.load[worker.index] = load["peers"]
+                present.update(load["rooms"])
             now = time.monotonic()
             for room, (_, since) in list(self.owner.items()):
                 if room not in present and now - since > ROOM_GRACE:

@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 LINK_PATH = "/internal/pipe"  # the websocket one worker opens to another
 ATTACH_PATH = "/internal/attach/{room}"  # the front asks a worker to attach to a room (POST ?home=INDEX)
 ROOM_PATH = "/internal/room/{room}"  # the front asks a room's home worker for its size (GET)
+LOAD_PATH = "/internal/load"  # the front's poll of a worker: its peers and room names (GET)
 HELLO_TIMEOUT = 5.0  # seconds a new link waits for the other worker's hello
 ATTACH_TIMEOUT = 5.0  # seconds an attach waits for the home worker's answer
 # A room attached for a participant who then never joined (the join was refused, or the client went away) is
@@ -597,6 +598,11 @@ def add_internal_routes(app: web.Application, worker: Worker) -> None:
         attached = await pipes.attach(request.match_info["room"], home)
         return web.json_response({"attached": attached}, status=200 if attached else 409)
 
+    async def load(request: web.Request) -> web.Response:
+        pipes_for(request)
+        peers = sum(len(router.peers) for router in worker.routers.values())
+        return web.json_response({"peers": peers, "rooms": list(worker.routers)})
+
     async def room(request: web.Request) -> web.Response:
         pipes_for(request)
         router = worker.routers.get(request.match_info["room"])
@@ -606,3 +612,4 @@ def add_internal_routes(app: web.Application, worker: Worker) -> None:
     app.router.add_get(LINK_PATH, link)
     app.router.add_post(ATTACH_PATH, attach)
     app.router.add_get(ROOM_PATH, room)
+    app.router.add_get(LOAD_PATH, load)
