@@ -14,11 +14,16 @@
    /proc/<pid>/stat), its ratio to the raw limit, server CPU µs per forwarded packet (gross, and net of the
    ingress-only baseline of step 0), server RSS per consumer (VmRSS over step 0's), and the CPU of the rest.
 
-    python bench/forwarding.py [--json] [--quick] [--simulcast]      (docs/performance.md)
-
 With --simulcast each publisher sends its video as three encodings (sfuctl media make --simulcast: 320x180,
 640x360, 1280x720) and every video consumer is a simulcast consumer; the receivers send no reports, so each
 forwards the top encoding. Compare its net CPU per output packet with a run without the flag.
+
+With `--room-workers N` the same room is served, step by step, by `sfuctl serve --workers 1` and by
+`sfuctl serve --workers N` with the room's consumers spread over the N workers (the room spills past 1/N of the
+step's consumers, its producers piped from the home worker): server CPU (every process) per output packet of
+both, alternated, and their ratio.
+
+    python bench/forwarding.py [--json] [--quick] [--simulcast] [--room-workers 2]      (docs/performance.md)
 """
 
 from __future__ import annotations
@@ -54,6 +59,8 @@ PACKET_SIZE = 1200
 RAW_FANOUT = 128  # sockets the fan-out variant of the raw loop sends to, round-robin
 STEPS = (10, 50, 100, 200, 300, 500, 750, 1000, 1500, 2000, 2500, 3000, 4000, 5000, 6000)
 QUICK_STEPS = (10, 100, 500)
+ROOM_WORKERS_STEPS = (200, 500, 1000)  # --room-workers: each step on a fresh server, once per configuration
+ROOM_WORKERS_QUICK_STEPS = (200, 500)
 LOSS_LIMIT = 0.01
 REPORTED_AT = (10, 100, 500)
 QUIET_POLL = 0.1  # while quiet: receiver counts polled until they stop moving
@@ -96,6 +103,8 @@ class Step:
     rss_kb: int
     failed_subscribers: int = 0
     errors: list[str] = field(default_factory=list)
+    consumers_by_worker: dict[int, int] = field(default_factory=dict)
+    cpu_by_process: list[float] = field(default_factory=list)
     cpu_us_per_packet: float | None = None
     net_cpu_us_per_packet: float | None = None
     pps_per_cpu_s: float | None = None
@@ -129,8 +138,8 @@ def machine_busy() -> tuple[float, float]:
     return total - idle, total
 
 
-def udp_drops(port: int) -> tuple[int, int]:
-    """(datagrams every UDP socket of the machine dropped for a full buffer, those of the socket on `port`)."""
+def udp_drops(ports: list[int]) -> tuple[int, int]:
+    """(datagrams every UDP socket of the machine dropped for a full buffer, those of the sockets on `ports`)."""
     with open("/proc/net/snmp") as f:
         header, values = [line.split() for line in f if line.startswith("Udp:")][:2]
     total = int(values[header.index("RcvbufErrors")])
@@ -139,7 +148,7 @@ def udp_drops(port: int) -> tuple[int, int]:
         next(f)
         for line in f:
             fields = line.split()
-            if int(fields[1].split(":")[1], 16) == port:
+            if int(fields[1].split(":")[1], 16) in ports:
                 mine += int(fields[-1])
     return total, mine
 
@@ -261,7 +270,8 @@ class Receiver:
 
 
 class Server:
-    """`sfuctl serve --workers 1` in its own process: one worker, so its pid is the forwarding process."""
+    """`sfuctl serve --workers 1` in its own process: one worker, so its pid is the forwarding process. With
+    more workers, the front's process and its workers' together."""
 
     def __init__(self, process: asyncio.subprocess.Process, url: str) -> None:
         self.process = process
@@ -270,11 +280,11 @@ class Server:
         self._reader = asyncio.create_task(self._read_stderr())
 
     @classmethod
-    async def start(cls) -> Server:
+    async def start(cls, workers: int = 1, spill: int = 0) -> Server:
         env = dict(os.environ, COLUMNS="300", NO_COLOR="1", TERM="dumb")
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "sfuctl.cli", "serve", "--workers", "1", "--port", "0",
-            "--rtc-port-range", "0", "--log-level", "warning",
+            sys.executable, "-m", "sfuctl.cli", "serve", "--workers", str(workers), "--port", "0",
+            "--rtc-port-range", "0", "--log-level", "warning", "--room-spill-consumers", str(spill),
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
             env=env,
         )
@@ -296,6 +306,17 @@ class Server:
     def pid(self) -> int:
         return self.process.pid
 
+    def pids(self) -> list[int]:
+        """The server's process and its children (the workers of a multi-worker server)."""
+        try:
+            with open(f"/proc/{self.pid}/task/{self.pid}/children") as f:
+                return [self.pid, *(int(child) for child in f.read().split())]
+        except OSError:
+            return [self.pid]
+
+    def cpu_seconds(self) -> float:
+        return sum(cpu_seconds(pid) for pid in self.pids())
+
     async def _read_stderr(self) -> None:
         assert self.process.stderr is not None
         while line := await self.process.stderr.readline():
@@ -314,15 +335,17 @@ class Server:
 
 # -- 2. the ramp ----------------------------------------------------------------------------------------------
 class Bench:
-    def __init__(self, settings: Settings, log) -> None:
+    def __init__(self, settings: Settings, log, workers: int = 1, spill: int = 0) -> None:
         self.settings = settings
         self.log = log
+        self.workers = workers
+        self.spill = spill
         self.server: Server | None = None
         self.receivers: list[Receiver] = []
         self.publishers: list[LeanPublisher] = []
         self.monitor: SignalingClient | None = None
         self.producers: list[dict] = []
-        self.rtc_port = 0
+        self.rtc_ports: list[int] = []
         self.subscribers = 0
         self.consumers = 0
         self._next_producer = 0
@@ -333,7 +356,7 @@ class Bench:
         return await self.monitor.request("getStats", timeout=60)
 
     async def start(self) -> None:
-        self.server = await Server.start()
+        self.server = await Server.start(self.workers, self.spill)
         self.log(f"server pid {self.server.pid} at {self.server.url}")
         files = ensure_default_media()
         assert files.video is not None and files.audio is not None
@@ -349,7 +372,8 @@ class Bench:
         self.producers.sort(key=lambda p: (p["peerId"], p["mid"]))
         ws = await websockets.connect(self.server.url, max_size=None, open_timeout=10)
         self.monitor = SignalingClient(ws)
-        self.rtc_port = (await self.stats())["server"]["rtc_port"]
+        server = (await self.stats())["server"]
+        self.rtc_ports = [w["rtc_port"] for w in server.get("workers", [])] or [server["rtc_port"]]
 
     async def add_consumers(self, target: int) -> tuple[int, list[str]]:
         """New subscribers until there are `target` consumers; each takes up to every producer once."""
@@ -399,20 +423,23 @@ class Bench:
     async def measure(self, consumers: int, failed: int, errors: list[str]) -> Step:
         """Loss between two quiet snapshots; rates and CPU over a steady window between them."""
         assert self.server is not None
-        pid = self.server.pid
-        d0 = udp_drops(self.rtc_port)
+        server = self.server
+        d0 = udp_drops(self.rtc_ports)
         s0, r0, p0 = await self.quiet_snapshot()
         await asyncio.sleep(RESTART_DELAY)
         x0, published0 = await self.stats_with_published()
-        c0, t0, m0, me0 = cpu_seconds(pid), time.monotonic(), machine_busy(), cpu_seconds()
+        pids = server.pids()
+        per0 = [cpu_seconds(pid) for pid in pids]
+        c0, t0, m0, me0 = server.cpu_seconds(), time.monotonic(), machine_busy(), cpu_seconds()
         rx0 = await asyncio.gather(*(r.call("count") for r in self.receivers))
         self.log(f"{consumers} consumers: rate window of {self.settings.window:g} s")
         await asyncio.sleep(self.settings.window)
         rx1 = await asyncio.gather(*(r.call("count") for r in self.receivers))
-        c1, t1, m1, me1 = cpu_seconds(pid), time.monotonic(), machine_busy(), cpu_seconds()
+        c1, t1, m1, me1 = server.cpu_seconds(), time.monotonic(), machine_busy(), cpu_seconds()
+        per1 = [cpu_seconds(pid) for pid in pids]
         x1, published1 = await self.stats_with_published()
         s1, r1, p1 = await self.quiet_snapshot()
-        d1 = udp_drops(self.rtc_port)
+        d1 = udp_drops(self.rtc_ports)
         elapsed, elapsed_server = t1 - t0, x1["time"] - x0["time"]
         sent_out = _consumer_packets(s1) - _consumer_packets(s0)
         received_in = _producer_packets(s1) - _producer_packets(s0)
@@ -434,7 +461,10 @@ class Bench:
             ingress_deficit=1 - read / (published1 - published0) if published1 > published0 else 0.0,
             kernel_drops=d1[0] - d0[0],
             server_socket_drops=d1[1] - d0[1],
-            rss_kb=rss_kb(pid),
+            rss_kb=sum(rss_kb(pid) for pid in server.pids()),
+            consumers_by_worker=_consumers_by_worker(s1),
+            # the server's processes: alone, the worker; with more workers, the front then worker 0, 1, ...
+            cpu_by_process=[round((b - a) / elapsed, 5) for a, b in zip(per0, per1)],
             failed_subscribers=failed,
             errors=errors,
         )
@@ -456,6 +486,16 @@ class Bench:
 
 def _consumer_packets(snapshot: dict) -> int:
     return sum(c["packets"] for room in snapshot["rooms"] for c in room["consumers"])
+
+
+def _consumers_by_worker(snapshot: dict) -> dict[int, int]:
+    """Consumers per worker of their peer (one entry with one worker)."""
+    workers = {p["id"]: p["worker"] for room in snapshot["rooms"] for p in room["peers"]}
+    counts: dict[int, int] = {}
+    for room in snapshot["rooms"]:
+        for c in room["consumers"]:
+            counts[workers[c["peer"]]] = counts.get(workers[c["peer"]], 0) + 1
+    return counts
 
 
 def _producer_packets(snapshot: dict) -> int:
@@ -652,6 +692,67 @@ async def main(settings: Settings) -> dict:
         await bench.close()
 
 
+async def room_workers(settings: Settings, workers: int) -> dict:
+    """Per step, the room on one worker and spread over `workers`, alternated: CPU per output packet of each."""
+    started = time.monotonic()
+
+    def log(message: str) -> None:
+        print(f"[{time.monotonic() - started:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+    async def one(consumers: int, count: int) -> Step:
+        # The room spills past 1/count of the step's consumers: each worker gets about as many.
+        bench = Bench(settings, log, count, spill=-(-consumers // count) if count > 1 else 0)
+        try:
+            bench.receivers = [await Receiver.start() for _ in range(settings.receivers)]
+            await bench.start()
+            await asyncio.sleep(settings.settle)
+            # In two halves: the front places a joining subscriber by the consumers its home has, so the second
+            # half joins once the first half's consumers are there (and each half's subscribers join at once).
+            failed, errors = await bench.add_consumers(bench.spill or consumers)
+            more_failed, more_errors = await bench.add_consumers(consumers)
+            await asyncio.sleep(settings.settle)
+            step = await bench.measure(consumers, failed + more_failed, errors + more_errors)
+        finally:
+            await bench.close()
+        step.cpu_us_per_packet = step.server_cpu * 1e6 / step.output_pps if step.output_pps > 0 else None
+        log(f"{consumers} consumers on {count} worker(s) {step.consumers_by_worker}: {step.output_pps:.0f} pps out, "
+            f"server {step.server_cpu:.1%} CPU, {step.cpu_us_per_packet or 0:.2f} µs per packet")
+        return step
+
+    rows = []
+    for index, consumers in enumerate(settings.steps):
+        if time.monotonic() - started > settings.deadline:
+            log(f"time budget spent: stopping before {consumers} consumers")
+            break
+        order = (1, workers) if index % 2 == 0 else (workers, 1)
+        steps = {count: await one(consumers, count) for count in order}
+        single, spread = steps[1], steps[workers]
+        ratio = spread.cpu_us_per_packet / single.cpu_us_per_packet if spread.cpu_us_per_packet and single.cpu_us_per_packet else None
+        rows.append({"consumers": consumers, "one_worker": _step_dict(single), "spread": _step_dict(spread),
+                     "cpu_ratio": round(ratio, 3) if ratio else None})
+    return {"date": time.strftime("%Y-%m-%d"), "workers": workers, "cpus": os.cpu_count(),
+            "steps": rows, "duration_s": round(time.monotonic() - started, 1)}
+
+
+def render_room_workers(result: dict) -> str:
+    lines = [
+        f"one room on 1 worker and spread over {result['workers']} · {result['cpus']} CPUs · {result['duration_s']} s",
+        f"{'consumers':>9} {'workers':>7} {'by worker':>18} {'out pps':>8} {'server':>7} {'µs/pkt':>7} "
+        f"{'egress':>7} {'unread':>7} {'busy':>5} {'ratio':>6}  CPU by process (front, workers)",
+    ]
+    for row in result["steps"]:
+        for count, s in ((1, row["one_worker"]), (result["workers"], row["spread"])):
+            by = "/".join(str(s["consumers_by_worker"].get(w, s["consumers_by_worker"].get(str(w), 0))) for w in range(count))
+            ratio = f"{row['cpu_ratio']:.3f}" if count > 1 and row["cpu_ratio"] else ""
+            lines.append(
+                f"{row['consumers']:>9} {count:>7} {by:>18} {s['output_pps']:>8.0f} {s['server_cpu']:>7.1%} "
+                f"{s['cpu_us_per_packet'] or 0:>7.2f} {s['egress_loss']:>7.2%} {s['ingress_deficit']:>7.2%} "
+                f"{s['machine_busy']:>5.0%} {ratio:>6}  " + " ".join(f"{c:.1%}" for c in s["cpu_by_process"])
+                + ("" if s["passed"] else "  <- over 1% loss")
+            )
+    return "\n".join(lines)
+
+
 def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
@@ -661,6 +762,7 @@ def cli() -> None:
     parser.add_argument("--steps", default=None, help="comma-separated consumer counts to ramp through")
     parser.add_argument("--window", type=float, default=None, help="seconds of each step's rate window")
     parser.add_argument("--simulcast", action="store_true", help="publish video as 3 simulcast encodings")
+    parser.add_argument("--room-workers", type=int, default=1, help="compare the room on 1 worker with it spread over N")
     args = parser.parse_args()
     if args.quick:
         settings = Settings(args.publishers, args.receivers, QUICK_STEPS, window=3.0, settle=1.5, raw_seconds=0.5, deadline=45)
@@ -671,6 +773,12 @@ def cli() -> None:
     if args.steps:
         settings.steps = tuple(int(n) for n in args.steps.split(","))
     settings.simulcast = args.simulcast
+    if args.room_workers > 1:
+        if not args.steps:
+            settings.steps = ROOM_WORKERS_QUICK_STEPS if args.quick else ROOM_WORKERS_STEPS
+        result = run(room_workers(settings, args.room_workers))
+        print(json.dumps(result) if args.json else render_room_workers(result))
+        return
     result = run(main(settings))
     print(json.dumps(result) if args.json else render(result))
 
