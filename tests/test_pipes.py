@@ -8,7 +8,9 @@ import os
 import signal
 import socket
 
+import aiohttp
 import pytest
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from sfuctl.bots.data_peer import DataPeer
 from sfuctl.client.signaling import SignalingClient
@@ -226,6 +228,51 @@ async def test_data_channels_cross_the_pipe_both_ways(front, media):
         for peer in (near, far):
             if peer is not None:
                 await peer.close()
+        for peer in (publisher, viewer):
+            await peer.close()
+        await watcher.close()
+
+
+async def test_a_whep_player_spills_to_the_other_worker_and_its_resource_finds_it(front, media):
+    publisher, viewer = AiortcPeer(front.url, ROOM, "host"), AiortcPeer(front.url, ROOM, "near")
+    watcher = await SignalingClient.connect(front.url)
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    decoded: list[int] = [0]
+    tasks: list[asyncio.Task] = []
+
+    async def count(track) -> None:
+        while True:
+            await track.recv()
+            decoded[0] += 1
+
+    pc.on("track", lambda track: tasks.append(asyncio.ensure_future(count(track))))
+    base = front.url.replace("ws://", "http://")
+    try:
+        await publisher.join()
+        producers = await publisher.publish(str(media.video))
+        await viewer.join()
+        await viewer.subscribe(producers)
+        pc.addTransceiver("video", direction="recvonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{base}/whep/{ROOM}", data=pc.localDescription.sdp, headers={"Content-Type": "application/sdp"}) as response:
+                assert response.status == 201, await response.text()
+                location = response.headers["Location"]
+                answer = await response.text()
+            assert location.endswith("-w1")
+            await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+            assert await wait_for(lambda: decoded[0] >= 20, 15)
+            room = await room_of(watcher)
+            assert sorted(p["worker"] for p in room["peers"]) == [0, 0, 1]
+            async with http.delete(base + location) as response:
+                assert response.status == 200
+            async with http.delete(base + location) as response:
+                assert response.status == 404
+        assert sorted(p["worker"] for p in (await room_of(watcher))["peers"]) == [0, 0]
+    finally:
+        for task in tasks:
+            task.cancel()
+        await pc.close()
         for peer in (publisher, viewer):
             await peer.close()
         await watcher.close()

@@ -257,7 +257,10 @@ class HereOnly:
         return await Front.place(self.node, room)
 
     async def place_peer(self, room: str) -> WorkerProcess:
-        return await self.node.spill(room, await self.place(room))
+        return await self.spill(room, await self.place(room))
+
+    async def spill(self, room: str, home: WorkerProcess) -> WorkerProcess:
+        return await Front.spill(self.node, room, home)
 
     async def locate(self, room: str) -> WorkerProcess | None:
         return await Front.locate(self.node, room)

@@ -1,7 +1,7 @@
 """The front of a multi-worker server: the public port, relaying each participant to its room's worker.
 
 Each room lives on one worker (one core), its home. A websocket is relayed frame by frame to the worker of the
-room it joins; WHIP/WHEP requests go to the room's home worker. Stats and /metrics gather every worker's.
+room it joins; a WHIP/WHEP request to the worker of its session. Stats and /metrics gather every worker's.
 Rooms go to the worker with the fewest peers when first seen and stay there while they exist. A participant
 joining a room with --room-spill-consumers consumers on its home goes to the least loaded other worker, which
 the room then spans through pipes (pipes.py).
@@ -13,6 +13,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -51,6 +52,9 @@ log = logging.getLogger(__name__)
 POLL_INTERVAL = 2.0  # how often the front learns each worker's rooms and load (peers: not a whole snapshot)
 ROOM_GRACE = 10.0  # a room assigned this recently is kept even if no worker reports it yet
 STATS_METHODS = ("getStats", "subscribeStats", "unsubscribeStats")
+# The resource of a WHEP session on a worker its room spilled to names that worker: RESOURCE-wINDEX (resource ids
+# are hex), so the front relays the session's PATCH and DELETE there without keeping a map of sessions.
+SPILLED_RESOURCE = re.compile(r"(?P<resource>[0-9a-f]+)-w(?P<worker>\d+)")
 # A worker's WHIP/WHEP response headers that the front passes on (CORS headers are the front's own).
 RELAYED_HTTP_HEADERS = ("Content-Type", "Location", "WWW-Authenticate", "Allow", "ETag", "Link", "Accept-Patch", "Accept-Post")
 
@@ -430,21 +434,35 @@ def build_front_app(front: Front) -> web.Application:
         return client
 
     async def http_relay(request: web.Request) -> web.StreamResponse:
-        room = request.match_info["room"]
+        """WHIP/WHEP: a new session to the room's home (a WHEP player to a worker the room spills to, like a
+        websocket subscriber), a session's own requests to the worker that holds it."""
+        room, resource = request.match_info["room"], request.match_info.get("resource")
         placement = front.route(request)
+        path = request.path_qs
         try:
-            worker = await placement.place(room) if request.method == "POST" else await placement.locate(room)
+            if resource is None:  # POST /whip|whep/ROOM
+                home = await placement.place(room)
+                worker = await placement.spill(room, home) if request.path.startswith("/whep/") else home
+            else:
+                worker = home = await placement.locate(room)
+                spilled = SPILLED_RESOURCE.fullmatch(resource)
+                if spilled is not None and isinstance(worker, WorkerProcess):
+                    index = int(spilled["worker"])
+                    worker = front.workers[index] if index < len(front.workers) else None
+                    path = path.replace(f"/{resource}", f"/{spilled['resource']}", 1)
         except SignalingError as exc:
             raise web.HTTPServiceUnavailable(text=f"{exc.message}\n") from None
-        if worker is None:
+        if worker is None or (isinstance(worker, WorkerProcess) and not worker.alive):
             raise web.HTTPNotFound(text="no such WHIP/WHEP session\n")
         headers = {h: request.headers[h] for h in ("Content-Type", "Authorization", "If-Match") if h in request.headers}
         headers.update(placement.upstream_headers(worker))
-        async with front.http.request(request.method, worker.http_url + request.path_qs, headers=headers, data=await request.read()) as upstream:
+        async with front.http.request(request.method, worker.http_url + path, headers=headers, data=await request.read()) as upstream:
             body = await upstream.read()
             response = web.Response(status=upstream.status, body=body)
             for name in RELAYED_HTTP_HEADERS:
                 for value in upstream.headers.getall(name, ()):
+                    if name == "Location" and resource is None and worker is not home:
+                        value = f"{value}-w{worker.index}"
                     response.headers.add(name, value)
             return response
 
