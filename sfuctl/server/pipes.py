@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hmac
 import json
 import logging
 import struct
@@ -507,7 +508,8 @@ class Pipes:
         self._tasks: set[asyncio.Task] = set()
 
     def authorized(self, request: web.Request) -> bool:
-        return request.headers.get("Authorization") == f"Bearer {self._token}"
+        """The request carries the front's internal token (compared in constant time)."""
+        return hmac.compare_digest(request.headers.get("Authorization", "").encode(), f"Bearer {self._token}".encode())
 
     async def connect(self, index: int, http_port: int) -> None:
         """Open the link to worker `index` (its internal signaling on 127.0.0.1:`http_port`)."""
