@@ -38,6 +38,7 @@ async def front() -> RunningFront:
 async def room_of(client: SignalingClient) -> dict:
     snapshot = await client.request("getStats")
     (room,) = [r for r in snapshot["rooms"] if r["name"] == ROOM]
+    assert snapshot["server"]["rooms"] == len(snapshot["rooms"])  # a room that spans workers counts once
     return room
 
 

@@ -372,12 +372,10 @@ def merge_snapshots(parts: list[dict], workers: list[WorkerProcess], front_cpu: 
         {"index": w.index, "rtc_port": w.rtc_port, "cpu_percent": p["server"]["cpu_percent"], "rooms": p["server"]["rooms"]}
         for w, p in zip(workers, parts)
     ]
-    return {
-        "version": SCHEMA_VERSION,
-        "time": time.time(),
-        "server": server,
-        "rooms": merge_rooms([room for part in parts for room in part["rooms"]]),
-    }
+    rooms = merge_rooms([room for part in parts for room in part["rooms"]])
+    if all(len(part["rooms"]) == part["server"]["rooms"] for part in parts):  # every room listed: a room that
+        server["rooms"] = len(rooms)  # spans workers counts once
+    return {"version": SCHEMA_VERSION, "time": time.time(), "server": server, "rooms": rooms}
 
 
 ROOM_LISTS = ("peers", "producers", "consumers", "data_producers", "data_consumers")

@@ -426,6 +426,8 @@ class PipeLink:
         try:
             reply = await asyncio.wait_for(asyncio.shield(future), ATTACH_TIMEOUT)
         except asyncio.TimeoutError:
+            if self._attaching.get(room) is future:  # the next join asks again
+                del self._attaching[room]
             return False
         return bool(reply.get("ok"))
 
@@ -518,7 +520,11 @@ class Pipes:
         ws = await self._http.ws_connect(
             f"ws://127.0.0.1:{http_port}{LINK_PATH}", headers={"Authorization": f"Bearer {self._token}"}
         )
-        link = await self._open(ws, index, lambda: ws.receive_json(timeout=HELLO_TIMEOUT))
+        try:
+            link = await self._open(ws, index, lambda: ws.receive_json(timeout=HELLO_TIMEOUT))
+        except BaseException:
+            await ws.close()
+            raise
         task = asyncio.create_task(link.run(ws), name=f"pipe-link-{index}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -537,13 +543,19 @@ class Pipes:
     async def _open(self, ws: Any, index: int, hello: Callable[[], Awaitable[dict]]) -> PipeLink:
         """Exchange hellos (index and pipe port) and start the pair's PipeTransport."""
         transport = PipeTransport(self.worker, self.index, index)
-        port = await transport.connection.bind()
-        await ws.send_json({"t": "hello", "index": self.index, "port": port})
-        reply = await hello()
-        if int(reply["index"]) != index:
+        try:
+            port = await transport.connection.bind()
+            await ws.send_json({"t": "hello", "index": self.index, "port": port})
+            reply = await hello()
+            if int(reply["index"]) != index:
+                raise ValueError(f"pipe link: expected worker {index}, got {reply['index']}")
+            transport.connection.connect(int(reply["port"]))
+        except BaseException:  # a bad or missing hello: the socket goes with it
             transport.close()
-            raise ValueError(f"pipe link: expected worker {index}, got {reply['index']}")
-        transport.connection.connect(int(reply["port"]))
+            raise
+        previous = self.links.get(index)
+        if previous is not None:  # the other worker linked again: the old link is dead
+            previous.close()
         link = self.links[index] = PipeLink(self, index, transport)
         log.debug("pipe link to worker %d: udp %d <-> %d", index, port, int(reply["port"]))
         return link

@@ -8,6 +8,8 @@ import os
 import signal
 import sys
 
+import aiohttp
+
 from ..runtime import run, setup_logging
 from .app import start_server
 from .config import MediaPortsBusy, ServerConfig
@@ -24,8 +26,13 @@ async def _main(config: ServerConfig, index: int, earlier: list[tuple[int, int]]
         sys.exit(1)
     if config.internal_token is not None:  # one link to each earlier worker; the later ones link to this one
         server.worker.pipes = Pipes(server.worker, index, config.internal_token)
-        for other, http_port in earlier:
-            await server.worker.pipes.connect(other, http_port)
+        try:
+            for other, http_port in earlier:
+                await server.worker.pipes.connect(other, http_port)
+        except (OSError, ValueError, KeyError, asyncio.TimeoutError, aiohttp.ClientError) as exc:
+            print(json.dumps({"error": f"worker {index} could not link to an earlier worker: {exc}"}), flush=True)
+            await server.close()
+            sys.exit(1)
     print(json.dumps({"http_port": server.port, "rtc_port": server.worker.rtc_port}), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
