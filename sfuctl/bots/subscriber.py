@@ -54,7 +54,7 @@ class ConsumerStream:
 
     __slots__ = (
         "info", "announced_at", "video", "packets", "bytes", "keyframes", "first_packet_at", "first_frame_at",
-        "closed_at", "rtcp", "frames", "decoder", "size", "size_log", "switch_gaps", "_last_ts", "_prev",
+        "closed_at", "rtcp", "frames", "decoder", "size", "size_log", "size_changes", "switch_gaps", "_last_ts", "_prev",
     )
 
     def __init__(self, info: ConsumerInfo, announced_at: float, decode: bool = False) -> None:
@@ -79,6 +79,7 @@ class ConsumerStream:
         self.decoder = FrameDecoder(info.codec) if decode else None
         self.size: tuple[int, int] | None = None  # VP8 frame size of the last keyframe
         self.size_log: deque[tuple[float, int, int]] = deque(maxlen=SIZE_LOG)  # (since, width, height)
+        self.size_changes = 0  # all of them: the log keeps the last SIZE_LOG
         self.switch_gaps: deque[float] = deque(maxlen=SIZE_LOG)  # seconds from the last frame before a size change
         self._last_ts: int | None = None
         self._prev = (0, 0, 0, 0, 0, 0.0, 0)
@@ -127,8 +128,10 @@ class ConsumerStream:
     def _size_changed(self, size: tuple[int, int], now: float) -> None:
         """A keyframe of another size: the server switched simulcast encodings (or the first keyframe)."""
         last = self.frames.last_complete_at
-        if self.size is not None and last is not None:
-            self.switch_gaps.append(now - last)
+        if self.size is not None:
+            self.size_changes += 1
+            if last is not None:
+                self.switch_gaps.append(now - last)
         self.size = size
         self.size_log.append((now, *size))
 
@@ -204,7 +207,7 @@ class ConsumerStream:
             "decode": self.decoder.stats() if self.decoder is not None else None,
             "width": self.size[0] if self.size else None,
             "height": self.size[1] if self.size else None,
-            "size_changes": max(0, len(self.size_log) - 1),
+            "size_changes": self.size_changes,
             "switch_gap_ms": [round(gap * 1000, 1) for gap in self.switch_gaps],
         }
 
