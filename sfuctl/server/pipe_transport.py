@@ -12,13 +12,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import socket
 import time
 from typing import TYPE_CHECKING
 
 from ..rtc import rtcp
 from ..rtc.rtcp_router import RtcpRouter
 from .transport import send_reports
+from .worker import set_receive_buffer
 
 if TYPE_CHECKING:
     from .consumer import Consumer
@@ -28,9 +28,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PIPE_HOST = "127.0.0.1"
-# Receive buffer of a pipe socket: one pipe carries every piped stream of a worker pair, as a worker's media
-# socket carries every publisher (worker.RECEIVE_BUFFER, same reasoning).
-RECEIVE_BUFFER = 1024 * 1024
 RTCP_TYPES = range(192, 224)  # RFC 5761: a second byte in 192..223 is RTCP (SR 200, RR 201, ... FB 205/206)
 
 
@@ -62,11 +59,8 @@ class PipeSocket(asyncio.DatagramProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._udp = transport  # type: ignore[assignment]
         self.port = transport.get_extra_info("sockname")[1]
-        sock = transport.get_extra_info("socket")
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
-        except (AttributeError, OSError) as exc:
-            log.warning("pipe socket keeps its default receive buffer: %s", exc)
+        # one pipe carries every piped stream of a worker pair, as the media socket carries every publisher
+        set_receive_buffer(transport, "pipe")
 
     def datagram_received(self, data: bytes, addr: tuple) -> None:
         if addr != self.peer_addr:

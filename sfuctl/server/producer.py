@@ -24,7 +24,26 @@ if TYPE_CHECKING:
 PRODUCER_CLOSED = "producer closed"
 
 
-class Producer:
+class PublishedBy:
+    """Who publishes a producer (plain or simulcast): its `peer`'s id, name and RTCP CNAME."""
+
+    peer: Peer
+
+    @property
+    def peer_id(self) -> str:
+        return self.peer.id
+
+    @property
+    def peer_name(self) -> str:
+        return self.peer.name
+
+    @property
+    def cname(self) -> str:
+        """The publisher's RTCP CNAME, which its consumers carry on (so the subscriber can sync its tracks)."""
+        return self.peer.cname
+
+
+class Producer(PublishedBy):
     """An incoming RTP stream of one peer; the server decrypts it once and forwards it untouched but for headers."""
 
     def __init__(
@@ -76,19 +95,6 @@ class Producer:
     @ssrc.setter
     def ssrc(self, ssrc: int) -> None:
         self.rtcp.ssrc = ssrc
-
-    @property
-    def peer_id(self) -> str:
-        return self.peer.id
-
-    @property
-    def peer_name(self) -> str:
-        return self.peer.name
-
-    @property
-    def cname(self) -> str:
-        """The publisher's RTCP CNAME, which its consumers carry on (so the subscriber can sync its tracks)."""
-        return self.peer.cname
 
     @property
     def last_sender_report(self) -> tuple[int, int, float] | None:

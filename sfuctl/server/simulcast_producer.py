@@ -15,7 +15,7 @@ from ..rtc.sdp import Codec
 from ..rtc.simulcast import LayerBinding, SimulcastOffer
 from ..rtc.vp8 import keyframe_size, parse_descriptor
 from .events import CloseListeners
-from .producer import PRODUCER_CLOSED, Producer
+from .producer import PRODUCER_CLOSED, Producer, PublishedBy
 from .quality import QualityMonitor
 
 if TYPE_CHECKING:
@@ -138,7 +138,7 @@ class SummedFeedback:
         return sum(layer.rtcp.firs_sent for layer in self._layers)
 
 
-class SimulcastProducer:
+class SimulcastProducer(PublishedBy):
     """A video producer with 1..3 encodings; `layers[i]` receives encoding i (0 is the lowest)."""
 
     def __init__(
@@ -182,19 +182,6 @@ class SimulcastProducer:
     def ssrc(self) -> int | None:
         """The lowest encoding's SSRC (the others are in `layers`)."""
         return self.layers[0].ssrc
-
-    @property
-    def peer_id(self) -> str:
-        return self.peer.id
-
-    @property
-    def peer_name(self) -> str:
-        return self.peer.name
-
-    @property
-    def cname(self) -> str:
-        """The publisher's RTCP CNAME, which its consumers carry on."""
-        return self.peer.cname
 
     @property
     def keyframes(self) -> int:

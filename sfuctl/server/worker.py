@@ -35,6 +35,14 @@ log = logging.getLogger(__name__)
 RECEIVE_BUFFER = 1024 * 1024
 
 
+def set_receive_buffer(transport: asyncio.BaseTransport, what: str) -> None:
+    """Ask for RECEIVE_BUFFER on a datagram transport's socket; `what` names the socket if the kernel refuses."""
+    try:
+        transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+    except (AttributeError, OSError) as exc:
+        log.warning("%s socket keeps its default receive buffer: %s", what, exc)
+
+
 class Worker(asyncio.DatagramProtocol):
     """Demultiplexes the shared UDP socket: known remote addresses first, then STUN by ICE username."""
 
@@ -163,11 +171,7 @@ class Worker(asyncio.DatagramProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._udp = transport  # type: ignore[assignment]
         self.rtc_port = transport.get_extra_info("sockname")[1]
-        sock = transport.get_extra_info("socket")
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
-        except (AttributeError, OSError) as exc:
-            log.warning("media socket keeps its default receive buffer: %s", exc)
+        set_receive_buffer(transport, "media")
 
     def datagram_received(self, data: bytes, addr: tuple) -> None:
         transport = self._by_addr.get(addr)
