@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass
 
 from sfuctl.bots.config import BotsConfig
+from sfuctl.bots.observer import Observer
 from sfuctl.bots.runner import run_bots
 from sfuctl.bots.stats import Sample
 from sfuctl.runtime import run
@@ -127,18 +128,19 @@ async def phase(url: str, server_pid: int, args: argparse.Namespace, subscribe: 
     window = Window()
     state: dict = {}
 
-    def on_sample(sample: Sample) -> None:
-        total = sample.total
-        inside = ramp_end <= sample.elapsed <= args.duration - 1.5
-        if inside and "start" not in state:
-            state["start"] = (time.monotonic(), bots_cpu(server_pid), tree_cpu(server_pid), all_udp_drops(server_pid))
-            return
-        if inside:
-            state["end"] = (time.monotonic(), bots_cpu(server_pid), tree_cpu(server_pid), all_udp_drops(server_pid))
-            state.setdefault("sent", []).append(total.streams_sent)
-            state.setdefault("received", []).append(total.streams_received)
+    class SteadyWindow(Observer):
+        def sample(self, t: float, sample: Sample) -> None:
+            total = sample.total
+            inside = ramp_end <= sample.elapsed <= args.duration - 1.5
+            if inside and "start" not in state:
+                state["start"] = (time.monotonic(), bots_cpu(server_pid), tree_cpu(server_pid), all_udp_drops(server_pid))
+                return
+            if inside:
+                state["end"] = (time.monotonic(), bots_cpu(server_pid), tree_cpu(server_pid), all_udp_drops(server_pid))
+                state.setdefault("sent", []).append(total.streams_sent)
+                state.setdefault("received", []).append(total.streams_received)
 
-    report = await run_bots(config, on_sample)
+    report = await run_bots(config, SteadyWindow())
     if "end" not in state:
         raise SystemExit("the run was too short for a steady window: raise --duration")
     t0, b0, s0, d0 = state["start"]

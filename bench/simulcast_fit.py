@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from dataclasses import replace
 
 from sfuctl.bots.config import BotPlan, BotsConfig
 from sfuctl.bots.impairment import ImpairmentConfig
+from sfuctl.bots.observer import Collector
 from sfuctl.bots.runner import media_paths, run_bots
-from sfuctl.bots.stats import StreamSample
 from sfuctl.runtime import run
 from sfuctl.scenario.embedded import embedded_server
 
@@ -35,11 +34,9 @@ async def measure(simulcast: bool, duration: float, settle: float, bandwidth: fl
             BotPlan(0, "publisher", "fit", publish=True, subscribe=False, start_offset=0.0, impaired=False),
             BotPlan(1, "subscriber", "fit", publish=False, subscribe=True, start_offset=1.0, impaired=True),
         ]
-        samples: list[tuple[float, StreamSample]] = []
-        started: list[float] = []
-        report = await run_bots(
-            config, plans=plans, on_start=started.append, on_streams=lambda s: samples.append((time.monotonic(), s))
-        )
+        collector = Collector(wants_streams=True)
+        report = await run_bots(config, collector, plans=plans)
+        samples, started = collector.rows, collector.starts
     subscriber = next(bot for bot in report.bots if bot["name"] == "subscriber")
     result: dict = {"simulcast": simulcast, "bandwidth_kbps": bandwidth, "duration_s": duration, "settle_s": settle}
     for consumer in subscriber["consumers"]:

@@ -7,8 +7,8 @@ import pytest
 
 from sfuctl.bots.config import BotsConfig
 from sfuctl.bots.impairment import ImpairmentConfig
+from sfuctl.bots.observer import Collector
 from sfuctl.bots.runner import run_bots
-from sfuctl.bots.stats import Sample
 from sfuctl.media import MediaSpec, make_media
 
 KEYFRAME_INTERVAL = 4.0
@@ -27,9 +27,10 @@ def sent_streams(report_bots: list[dict]) -> dict[tuple[str, str], dict]:
 
 
 async def test_bots_in_a_room_exchange_media_and_the_counts_add_up(server, media) -> None:
-    samples: list[Sample] = []
+    collector = Collector()
     config = BotsConfig(url=server.url, count=3, ramp=20, duration=4.0, media=media, seed=3)
-    report = await run_bots(config, samples.append)
+    report = await run_bots(config, collector)
+    samples = collector.samples
 
     assert report.failed == 0 and report.stopped_by == "duration"
     assert [bot["status"] for bot in report.bots] == ["left"] * 3

@@ -7,6 +7,7 @@ import pytest
 
 from sfuctl.bots.config import BotPlan, BotsConfig
 from sfuctl.bots.group import share_cpu
+from sfuctl.bots.observer import Collector
 from sfuctl.bots.runner import run_bots, split_plans
 from sfuctl.bots.stats import RoomCounters, Sample, merge_counters
 from sfuctl.media import MediaSpec, make_media
@@ -61,8 +62,9 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, ...]:
 
 async def test_real_bots_report_the_cpu_of_their_process_per_joined_bot(server, media) -> None:
     config = BotsConfig(url=server.url, count=2, duration=3.0, media=media, seed=5, sample_interval=0.5)
-    samples: list[Sample] = []
-    await run_bots(config, samples.append)
+    collector = Collector()
+    await run_bots(config, collector)
+    samples = collector.samples
     rooms = [sample.rooms["room-1"] for sample in samples if "room-1" in sample.rooms]
     joined = [room for room in rooms if room.active]
     assert joined and all(room.cpu_percent is not None for room in joined)

@@ -10,6 +10,7 @@ import pytest
 
 from sfuctl.bots.config import BotsConfig, plan_bots
 from sfuctl.bots.impairment import ImpairmentConfig
+from sfuctl.bots.observer import Observer
 from sfuctl.bots.runner import run_bots
 from sfuctl.bots.stats import Sample
 from sfuctl.client.signaling import SignalingClient
@@ -29,11 +30,12 @@ def mesh_config(server, media, **kwargs) -> BotsConfig:
 async def test_mesh_bots_connect_pairwise_and_the_server_forwards_nothing(server, media) -> None:
     seen: list[tuple[int, int]] = []  # (server transports, peers in the room) at each sample
 
-    def on_sample(sample: Sample) -> None:
-        router = server.worker.routers.get("room-1")
-        seen.append((len(server.worker.transports), len(router.peers) if router else 0))
+    class Look(Observer):
+        def sample(self, t: float, sample: Sample) -> None:
+            router = server.worker.routers.get("room-1")
+            seen.append((len(server.worker.transports), len(router.peers) if router else 0))
 
-    report = await run_bots(mesh_config(server, media, count=3, duration=4.0, seed=11), on_sample)
+    report = await run_bots(mesh_config(server, media, count=3, duration=4.0, seed=11), Look())
 
     assert report.failed == 0 and [bot["status"] for bot in report.bots] == ["left"] * 3
     assert max(transports for transports, _ in seen) == 0 and max(peers for _, peers in seen) == 3

@@ -7,8 +7,9 @@ import pytest
 
 from sfuctl.bots.config import BotPlan, BotsConfig
 from sfuctl.bots.impairment import ImpairmentConfig, ImpairmentStep, LinkModel
+from sfuctl.bots.observer import Collector
 from sfuctl.bots.runner import run_bots
-from sfuctl.bots.stats import ConsumerRow, StreamSample
+from sfuctl.bots.stats import ConsumerRow
 from sfuctl.media import MediaSpec, make_media
 
 
@@ -52,9 +53,9 @@ async def test_bots_leave_at_their_time_follow_their_network_and_report_rows(ser
         BotPlan(1, "bot-2", "room-1", True, True, 0.1, True, stop_offset=3.0, network=blackout),
     ]
     config = BotsConfig(url=server.url, count=2, duration=4.0, media=media, seed=9, processes=processes)
-    samples: list[StreamSample] = []
-    starts: list[float] = []
-    report = await run_bots(config, plans=plans, on_streams=samples.append, on_start=starts.append)
+    collector = Collector(wants_streams=True)
+    report = await run_bots(config, collector, plans=plans)
+    samples, starts = [sample for _, sample in collector.rows], collector.starts
 
     first, second = report.bots
     assert (first["status"], second["status"]) == ("left", "left") and report.stopped_by == "duration"

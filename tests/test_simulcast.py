@@ -10,8 +10,8 @@ import pytest
 
 from sfuctl.bots.config import BotPlan, BotsConfig
 from sfuctl.bots.impairment import ImpairmentConfig, ImpairmentStep
+from sfuctl.bots.observer import Collector
 from sfuctl.bots.runner import run_bots
-from sfuctl.bots.stats import StreamSample
 from sfuctl.client.signaling import SignalingClient, SignalingError
 from sfuctl.media import MediaSpec, make_simulcast_media
 
@@ -127,12 +127,9 @@ async def test_a_constrained_subscriber_gets_a_lower_layer_without_loss_and_move
             network=(ImpairmentStep(0.0, limited), ImpairmentStep(lift_at, ImpairmentConfig())),
         ),
     ]
-    samples: list[tuple[float, StreamSample]] = []
-    started: list[float] = []
-    report = await run_bots(
-        config, plans=plans, on_start=started.append,
-        on_streams=lambda sample: samples.append((time.monotonic(), sample)),
-    )
+    collector = Collector(wants_streams=True)
+    report = await run_bots(config, collector, plans=plans)
+    samples, started = collector.rows, collector.starts
     assert report.failed == 0
     by_name = {bot["name"]: bot for bot in report.bots}
     a_video = next(c for c in by_name["a"]["consumers"] if c["kind"] == "video")

@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 from .. import __version__
 from ..bots.config import BotPlan, BotsConfig, load_tracks
 from ..bots.group import JoinEvent
+from ..bots.observer import Observer
 from ..bots.runner import BotsError, check_server, media_paths, run_bots
 from ..bots.stats import Sample, StreamSample
 from ..scenario.histogram import LogHistogram
@@ -236,33 +237,8 @@ class AgentRun:
 
     async def _bots(self, config: BotsConfig, local_start: float) -> str:
         recorder = _recorder(self.measure)
-        rounds = iter(range(1 << 62))
         sender = asyncio.create_task(self._sender())
         live = [t for t in (self.measure or {}).get("thresholds", []) if t["live"]]
-
-        def on_start(t0: float) -> None:
-            if recorder is not None:
-                recorder.t0 = t0
-
-        def on_sample(sample: Sample) -> None:
-            data: dict = {"n": next(rounds), "rooms": {room: c.to_dict() for room, c in sample.counters.items()},
-                          "cpu": self.agent.cpu_percent}
-            self._queue.put_nowait(("sample", data))
-
-        def on_join(event: JoinEvent) -> None:
-            if recorder is not None:
-                recorder.on_join(time.monotonic(), event)
-            self._queue.put_nowait(("join", event.to_dict()))
-
-        def on_streams(sample: StreamSample) -> None:
-            if recorder is None:
-                return
-            now = time.monotonic()
-            recorder.on_streams(now, sample)
-            if live:  # with the rows just recorded (they come after the interval's sample)
-                elapsed = recorder.elapsed(now)
-                self._queue.put_nowait(("live", {"histograms": [_histogram(recorder, t, elapsed).to_dict() for t in live]}))
-
         stopped_at: list[float] = []
 
         async def note_stop() -> None:
@@ -271,9 +247,8 @@ class AgentRun:
 
         noting = asyncio.create_task(note_stop())
         try:
-            report = await run_bots(config, on_sample, on_join=on_join, stop=self.stop, plans=self.plans,
-                                    on_streams=on_streams if recorder is not None else None, on_start=on_start,
-                                    start_at=local_start, child_processes=True)
+            report = await run_bots(config, _Relay(self.agent, self._queue, recorder, live), stop=self.stop,
+                                    plans=self.plans, start_at=local_start, child_processes=True)
         finally:
             noting.cancel()
             self._queue.put_nowait(None)
@@ -296,6 +271,46 @@ class AgentRun:
         await self.post("report", message)
         joined = sum(1 for bot in data["bots"] if bot["joined"])
         return f"done ({joined} of {len(self.plans)} bots joined, stopped by {report.stopped_by})"
+
+
+class _Relay(Observer):
+    """Queues the bots' samples (with the machine's CPU) and joins for the controller; for a scenario, records
+    the joins and per-stream rows and queues the live thresholds' histograms after each interval."""
+
+    def __init__(
+        self, agent: Agent, queue: asyncio.Queue[tuple[str, dict] | None], recorder: Recorder | None, live: list[dict]
+    ) -> None:
+        self.agent = agent
+        self.queue = queue
+        self.recorder = recorder
+        self.live = live
+        self.rounds = iter(range(1 << 62))
+        self.wants_streams = recorder is not None
+
+    def started(self, t0: float) -> None:
+        if self.recorder is not None:
+            self.recorder.t0 = t0
+
+    def sample(self, t: float, sample: Sample) -> None:
+        data: dict = {"n": next(self.rounds), "rooms": {room: c.to_dict() for room, c in sample.counters.items()},
+                      "cpu": self.agent.cpu_percent}
+        self.queue.put_nowait(("sample", data))
+
+    def joined(self, event: JoinEvent) -> None:
+        if self.recorder is not None:
+            self.recorder.on_join(time.monotonic(), event)
+        self.queue.put_nowait(("join", event.to_dict()))
+
+    def streams(self, sample: StreamSample) -> None:
+        recorder = self.recorder
+        if recorder is None:
+            return
+        now = time.monotonic()
+        recorder.on_streams(now, sample)
+        if self.live:  # with the rows just recorded (they come after the interval's sample)
+            elapsed = recorder.elapsed(now)
+            histograms = [_histogram(recorder, t, elapsed).to_dict() for t in self.live]
+            self.queue.put_nowait(("live", {"histograms": histograms}))
 
 
 def _recorder(measure: dict | None) -> Recorder | None:

@@ -9,7 +9,6 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 
 from redis import asyncio as aioredis
@@ -17,6 +16,7 @@ from redis import asyncio as aioredis
 from .. import __version__
 from ..bots.config import BotPlan, BotsConfig, access_token
 from ..bots.group import JoinEvent
+from ..bots.observer import Observer, RunObserver
 from ..bots.report import BotsReport, build_report, placeholder_bot
 from ..bots.runner import CHILD_LEAVE_TIMEOUT, CHILD_READY_TIMEOUT
 from ..bots.stats import BitratePeaks, RoomCounters, Sample, merge_counters
@@ -116,13 +116,12 @@ def split(plans: list[BotPlan], cores: list[int]) -> list[list[BotPlan]]:
 
 
 class Controller:
-    """Runs plans over the agents registered at the Redis of `client`; `warn` prints a line during the run."""
+    """Runs plans over the agents registered at the Redis of `client`."""
 
-    def __init__(self, client: aioredis.Redis, url: str, secret: str, warn: Callable[[str], None]) -> None:
+    def __init__(self, client: aioredis.Redis, url: str, secret: str) -> None:
         self.client = client
         self.url = url
         self.secret = secret
-        self.warn = warn
         self.version = __version__
         self.latest: dict[str, list[LogHistogram]] = {}  # agent -> its latest histogram per live threshold
 
@@ -155,22 +154,15 @@ class Controller:
         plans: list[BotPlan],
         *,
         stop: asyncio.Event,
-        on_sample: Callable[[Sample], None] | None = None,
-        on_join: Callable[[JoinEvent], None] | None = None,
-        on_start: Callable[[float], None] | None = None,
+        observer: RunObserver | None = None,
         measure: Measure | None = None,
     ) -> tuple[BotsReport, AgentsResult]:
-        """Run `plans` over the agents until their duration ends, `stop` is set or an agent fails."""
+        """Run `plans` over the agents until their duration ends, `stop` is set or an agent fails; `observer`
+        hears what run_bots would tell it (no per-stream rows: the agents keep those) and the warnings about
+        busy or vanished agents."""
         agents = await self.agents()
         shares = split(plans, [max(1, int(a.get("cores") or 1)) for a in agents])
-        run = _Run(self, config, measure, stop)
-        peaks = BitratePeaks()  # the report's peak bitrates, from the merged samples
-
-        def sampled(sample: Sample) -> None:
-            peaks.add(sample)
-            if on_sample is not None:
-                on_sample(sample)
-
+        run = _Run(self, config, measure, stop, observer if observer is not None else Observer())
         for fields, share in zip(agents, shares):
             if share:
                 run.add(AgentRecord(fields["name"], fields.get("host", ""), int(fields.get("cores") or 1),
@@ -180,13 +172,13 @@ class Controller:
         try:
             await run.send_plans()
             if await run.wait_ready():
-                await run.start(on_start)
-                await run.follow(sampled, on_join)
+                await run.start()
+                await run.follow()
         finally:
             await self.client.delete(run_key(run.id))  # everything in it has been read
         result = run.result()
         report = build_report(config, run.bots(), media=list(config.media), started_at=started_wall,
-                              duration=time.monotonic() - began, stopped_by=run.stopped_by(), peaks=peaks)
+                              duration=time.monotonic() - began, stopped_by=run.stopped_by(), peaks=run.peaks)
         report.agents = [agent.to_dict() for agent in result.agents]
         return report, result
 
@@ -194,12 +186,16 @@ class Controller:
 class _Run:
     """The state of one run on the controller's side."""
 
-    def __init__(self, controller: Controller, config: BotsConfig, measure: Measure | None, stop: asyncio.Event) -> None:
+    def __init__(
+        self, controller: Controller, config: BotsConfig, measure: Measure | None, stop: asyncio.Event, observer: RunObserver
+    ) -> None:
         self.controller = controller
         self.client = controller.client
         self.config = config
         self.measure = measure
         self.stop = stop
+        self.observer = observer
+        self.peaks = BitratePeaks()  # the report's peak bitrates, from the merged samples
         self.id = uuid.uuid4().hex
         self.records: dict[str, AgentRecord] = {}
         self.shares: dict[str, list[BotPlan]] = {}
@@ -260,18 +256,16 @@ class _Run:
             raise AgentsError(self.error)
         return True
 
-    async def start(self, on_start: Callable[[float], None] | None) -> None:
+    async def start(self) -> None:
         offset, _ = await redis_clock(self.client)
         at = time.time() + offset + START_MARGIN
         for name in self.records:
             await self.send(name, {"kind": "start", "at": at})
         self.t0 = time.monotonic() + (at - offset - time.time())
-        if on_start is not None:
-            on_start(self.t0)
+        self.observer.started(self.t0)
 
-    async def follow(self, on_sample: Callable[[Sample], None] | None, on_join: Callable[[JoinEvent], None] | None) -> None:
+    async def follow(self) -> None:
         """Until every agent reported or was lost: samples, joins, heartbeats, the stop."""
-        self.on_sample, self.on_join = on_sample, on_join
         duration = self.config.duration
         deadline = None if duration is None else self.t0 + duration + LEAVE_TIMEOUT
         next_check = time.monotonic() + CHECK_INTERVAL
@@ -314,8 +308,7 @@ class _Run:
             event = JoinEvent(**data)
             self.joins[name][event.index] = event
             record.joined += event.joined
-            if self.on_join is not None:
-                self.on_join(event)
+            self.observer.joined(event)
         elif kind == "sample":
             self.on_round(name, data)
         elif kind == "live":
@@ -329,7 +322,7 @@ class _Run:
         t = time.monotonic() - self.t0
         if data.get("cpu") is not None:
             if data["cpu"] > BUSY_WARNING and not record.cpu_busy_samples:
-                self.controller.warn(f"agent {name}: its machine's CPU is at {data['cpu']:.0f}% (over "
+                self.observer.warning(f"agent {name}: its machine's CPU is at {data['cpu']:.0f}% (over "
                                      f"{BUSY_WARNING:.0f}%): its bots may report false loss and jitter")
             record.cpu.append((t, data["cpu"]))
         rooms = {room: RoomCounters.from_dict(c) for room, c in data["rooms"].items()}
@@ -337,15 +330,17 @@ class _Run:
         self.flush_rounds()
 
     def flush_rounds(self) -> None:
-        """Give on_sample each round every sampling agent has sent, in order."""
+        """Give the observer each round every sampling agent has sent, in order."""
         sampling = {n for n, r in self.records.items() if not r.lost and n not in self.reports}
         for number in sorted(self.rounds):
             parts = self.rounds[number]
             if not sampling <= set(parts):
                 break
             del self.rounds[number]
-            if self.on_sample is not None:
-                self.on_sample(Sample.from_counters(time.monotonic() - self.t0, merge_counters(list(parts.values()))))
+            t = time.monotonic() - self.t0
+            sample = Sample.from_counters(t, merge_counters(list(parts.values())))
+            self.peaks.add(sample)
+            self.observer.sample(t, sample)
 
     async def check_heartbeats(self, elapsed: float) -> None:
         for name, record in self.records.items():
@@ -353,7 +348,7 @@ class _Run:
                 continue
             message = (f"agent {name} vanished {elapsed:.0f} s into the run (no heartbeat for {HEARTBEAT_TTL:g} s): "
                        f"its {record.bots} bots are marked failed")
-            self.controller.warn(message)
+            self.observer.warning(message)
             self.fail(message)
             self.lose(name, message)
 

@@ -18,6 +18,7 @@ from sfuctl.runtime import run
 
 from .config import BotPlan, BotsConfig, load_layers, load_tracks
 from .group import BotGroup, JoinEvent
+from .observer import Observer
 from .stats import RoomCounters, StreamSample
 
 LINE_LIMIT = 64 * 1024 * 1024
@@ -64,21 +65,27 @@ async def _main() -> int:
     def on_counters(counters: dict[str, RoomCounters]) -> None:
         emit({"type": "counters", "n": next(rounds), "rooms": {room: c.to_dict() for room, c in counters.items()}})
 
-    def on_join(event: JoinEvent) -> None:
-        emit({"type": "join", "event": event.to_dict()})
-
-    def on_streams(sample: StreamSample) -> None:
-        emit({"type": "streams", **sample.to_dict()})
-
     watcher = asyncio.create_task(watch_stdin())
     group = BotGroup(
-        config, plans, tracks, layers=layers, on_join=on_join, on_counters=on_counters,
-        on_streams=on_streams if setup.get("streams") else None,
+        config, plans, tracks, layers=layers, observer=_Relay(bool(setup.get("streams"))), on_counters=on_counters
     )
     bots = await group.run(stop, start_at=start_at)
     watcher.cancel()
     emit({"type": "report", "bots": bots})
     return 0
+
+
+class _Relay(Observer):
+    """Writes the group's joins and (when the parent asked for them) per-stream rows to stdout."""
+
+    def __init__(self, wants_streams: bool) -> None:
+        self.wants_streams = wants_streams
+
+    def joined(self, event: JoinEvent) -> None:
+        emit({"type": "join", "event": event.to_dict()})
+
+    def streams(self, sample: StreamSample) -> None:
+        emit({"type": "streams", **sample.to_dict()})
 
 
 def main() -> None:

@@ -18,6 +18,7 @@ from .bot import Bot, BotEnv
 from .http_bot import HttpBot
 from .mesh import MeshBot
 from .config import BotPlan, BotsConfig, access_token
+from .observer import Observer, RunObserver
 from .pacer import Pacer
 from .stats import RoomCounters, StreamSample
 
@@ -45,7 +46,9 @@ class JoinEvent:
 
 
 class BotGroup:
-    """Runs `plans` in this process from loop time `start_at` until `stop` is set; returns the bot reports."""
+    """Runs `plans` in this process from loop time `start_at` until `stop` is set; returns the bot reports.
+    Joins and per-stream rows go to `observer`; each interval's counters to `on_counters` (run_bots makes the
+    observer's samples of them, merged over the bot processes)."""
 
     def __init__(
         self,
@@ -54,17 +57,15 @@ class BotGroup:
         tracks: dict[str, EncodedTrack],
         *,
         layers: tuple[EncodedTrack, ...] = (),
-        on_join: Callable[[JoinEvent], None] | None = None,
+        observer: RunObserver | None = None,
         on_counters: Callable[[dict[str, RoomCounters]], None] | None = None,
-        on_streams: Callable[[StreamSample], None] | None = None,
     ) -> None:
         self.config = config
         self.plans = plans
         self.tracks = tracks
         self.layers = layers
-        self.on_join = on_join
+        self.observer = observer if observer is not None else Observer()
         self.on_counters = on_counters
-        self.on_streams = on_streams
         self.bots: list[Bot] = []
         self._loop = asyncio.get_running_loop()
         self._pacer = Pacer(self._loop)
@@ -136,8 +137,8 @@ class BotGroup:
         joined = asyncio.create_task(bot.join_done.wait())
         try:
             await asyncio.wait([run, joined], return_when=asyncio.FIRST_COMPLETED)
-            if self.on_join is not None and bot.join_done.is_set():
-                self.on_join(JoinEvent(bot.plan.index, bot.plan.name, bot.plan.room, bot.joined, bot.join_ms, bot.error))
+            if bot.join_done.is_set():
+                self.observer.joined(JoinEvent(bot.plan.index, bot.plan.name, bot.plan.room, bot.joined, bot.join_ms, bot.error))
             await asyncio.shield(run)
         finally:
             joined.cancel()
@@ -162,7 +163,7 @@ class BotGroup:
         interval = max(1e-3, now - self._last_sample_at)
         self._last_sample_at = now
         counters: dict[str, RoomCounters] = {}
-        streams = StreamSample(interval) if self.on_streams is not None else None
+        streams = StreamSample(interval) if self.observer.wants_streams else None
         clock = time.monotonic()
         for bot in self.bots:
             bot.collect(counters.setdefault(bot.plan.room, RoomCounters()), interval, streams, clock)
@@ -171,8 +172,8 @@ class BotGroup:
         self._last_cpu = cpu
         if self.on_counters is not None:
             self.on_counters(counters)
-        if self.on_streams is not None and streams is not None:
-            self.on_streams(streams)
+        if streams is not None:
+            self.observer.streams(streams)
         if not final:
             self._sample_timer = self._loop.call_at(now + self.config.sample_interval, self._sample)
 

@@ -21,6 +21,7 @@ from sfuctl.tokens import scrub
 
 from .config import BotPlan, BotsConfig, load_layers, load_tracks, plan_bots
 from .group import BotGroup, JoinEvent
+from .observer import Observer, RunObserver
 from .report import BotsReport, build_report, placeholder_bot
 from .stats import BitratePeaks, RoomCounters, Sample, StreamSample, merge_counters
 
@@ -71,27 +72,24 @@ def media_paths(config: BotsConfig) -> list[str]:
 
 async def run_bots(
     config: BotsConfig,
-    on_sample: Callable[[Sample], None] | None = None,
+    observer: RunObserver | None = None,
     *,
-    on_join: Callable[[JoinEvent], None] | None = None,
     stop: asyncio.Event | None = None,
     plans: list[BotPlan] | None = None,
-    on_streams: Callable[[StreamSample], None] | None = None,
-    on_start: Callable[[float], None] | None = None,
     start_at: float | None = None,
     child_processes: bool = False,
 ) -> BotsReport:
     """Run `config` until its duration ends or `stop` is set; every bot leaves cleanly, then the report.
 
-    on_sample gets a Sample every `config.sample_interval` seconds, on_join a JoinEvent per bot that
-    finished joining (or failed to), on_streams the per-stream rows of each interval (a StreamSample per
-    process), on_start the time.monotonic() at which the plans' offsets start counting. `plans` replaces
-    plan_bots(config) (e.g. bots that leave at their own time). `start_at` (Unix time) is when the plans'
-    offsets start counting (load agents start together); default: as soon as the bots are ready. Raises
-    ServerUnreachable or BotsError before any bot starts. `child_processes` runs even a single process's bots
-    in a child process, so that the caller's event loop stays responsive (a load agent's heartbeat).
+    `observer` hears the start, each bot's join, a Sample every `config.sample_interval` seconds and, when it
+    wants them, the per-stream rows of each interval. `plans` replaces plan_bots(config) (e.g. bots that leave
+    at their own time). `start_at` (Unix time) is when the plans' offsets start counting (load agents start
+    together); default: as soon as the bots are ready. Raises ServerUnreachable or BotsError before any bot
+    starts. `child_processes` runs even a single process's bots in a child process, so that the caller's event
+    loop stays responsive (a load agent's heartbeat).
     """
     stop = stop if stop is not None else asyncio.Event()
+    observer = observer if observer is not None else Observer()
     if config.mode == "websocket":  # a WHIP/WHEP endpoint that does not answer is each bot's join error
         await check_server(config.url, config.connect_timeout)
     paths = await asyncio.to_thread(media_paths, config)
@@ -104,14 +102,15 @@ async def run_bots(
     loop = asyncio.get_running_loop()
     started_wall = time.time()
     started = time.monotonic()
+    t0 = started  # until the first bot's start is known
     stopped_by = "stop"
     peaks = BitratePeaks()
 
     def on_counters(counters: dict[str, RoomCounters]) -> None:
-        sample = Sample.from_counters(time.monotonic() - started, counters)
+        now = time.monotonic()
+        sample = Sample.from_counters(now - started, counters)
         peaks.add(sample)
-        if on_sample is not None:
-            on_sample(sample)
+        observer.sample(now - t0, sample)
 
     def finish(reason: str) -> None:
         nonlocal stopped_by
@@ -123,23 +122,20 @@ async def run_bots(
 
     def starting(delay: float) -> None:
         """The first bot starts in `delay` seconds: the duration counts from then."""
-        if on_start is not None:
-            on_start(time.monotonic() + delay)
+        nonlocal t0
+        t0 = time.monotonic() + delay
+        observer.started(t0)
         if config.duration:
             timers.append(loop.call_later(delay + config.duration, finish, "duration"))
 
     try:
         if config.processes == 1 and not child_processes:
-            group = BotGroup(
-                config, plans, tracks, layers=layers, on_join=on_join, on_counters=on_counters, on_streams=on_streams
-            )
+            group = BotGroup(config, plans, tracks, layers=layers, observer=observer, on_counters=on_counters)
             delay = max(0.0, start_at - time.time()) if start_at is not None else 0.0
             starting(delay)
             bots = await group.run(stop, start_at=loop.time() + delay)
         else:
-            bots = await _run_processes(
-                config, plans, paths, stop, on_join, on_counters, on_streams, starting, start_at
-            )
+            bots = await _run_processes(config, plans, paths, stop, observer, on_counters, starting, start_at)
     finally:
         for timer in timers:
             timer.cancel()
@@ -183,9 +179,8 @@ async def _run_processes(
     plans: list[BotPlan],
     paths: list[str],
     stop: asyncio.Event,
-    on_join: Callable[[JoinEvent], None] | None,
+    observer: RunObserver,
     on_counters: Callable[[dict[str, RoomCounters]], None],
-    on_streams: Callable[[StreamSample], None] | None,
     on_start: Callable[[float], None],
     start_at: float | None,
 ) -> list[dict]:
@@ -220,9 +215,9 @@ async def _run_processes(
         children.append(child)
         child.send({
             "config": config.to_dict(), "plans": [p.to_dict() for p in child.plans], "media": paths,
-            "streams": on_streams is not None,
+            "streams": observer.wants_streams,
         })
-    readers = [asyncio.create_task(_read_child(c, on_join, on_round, on_streams)) for c in children]
+    readers = [asyncio.create_task(_read_child(c, observer, on_round)) for c in children]
     stderr_readers = [asyncio.create_task(_read_stderr(c)) for c in children]
     for task in readers:
         task.add_done_callback(on_reader_done)
@@ -292,9 +287,8 @@ async def _reap(process: asyncio.subprocess.Process) -> None:
 
 async def _read_child(
     child: _Child,
-    on_join: Callable[[JoinEvent], None] | None,
+    observer: RunObserver,
     on_round: Callable[[int, dict[str, RoomCounters]], None],
-    on_streams: Callable[[StreamSample], None] | None,
 ) -> None:
     stdout = child.process.stdout
     assert stdout is not None
@@ -316,13 +310,12 @@ async def _read_child(
         elif kind == "join":
             event = JoinEvent(**message["event"])
             child.joins[event.index] = event
-            if on_join is not None:
-                on_join(event)
+            observer.joined(event)
         elif kind == "counters":
             rooms = {room: RoomCounters.from_dict(data) for room, data in message["rooms"].items()}
             on_round(message["n"], rooms)
-        elif kind == "streams" and on_streams is not None:
-            on_streams(StreamSample.from_dict(message))
+        elif kind == "streams" and observer.wants_streams:
+            observer.streams(StreamSample.from_dict(message))
         elif kind == "report":
             child.report = message["bots"]
     await child.process.wait()

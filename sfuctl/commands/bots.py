@@ -14,6 +14,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
 )
@@ -24,6 +25,7 @@ from ..agents.report import agents_table
 from ..bots.config import BotsConfig, default_processes, plan_bots
 from ..bots.group import JoinEvent
 from ..bots.impairment import ImpairmentConfig
+from ..bots.observer import Observer
 from ..bots.report import BotsReport, summary_table
 from ..bots.runner import BotsError, ServerUnreachable, check_server, run_bots
 from ..bots.stats import Sample
@@ -225,28 +227,18 @@ async def _run(config: BotsConfig, json_path: Path | str | None, console: Consol
         transient=True,
         disable=not console.is_terminal,
     )
-    task = progress.add_task("bots", total=config.count, line="joining…", clock=clock(0.0))
-    settled = {"joined": 0, "failed": 0}
-
-    def on_join(event: JoinEvent) -> None:
-        settled["joined" if event.joined else "failed"] += 1
-        progress.update(task, completed=settled["joined"] + settled["failed"])
-
-    def on_sample(sample: Sample) -> None:
-        progress.update(task, line=live_line(sample), clock=clock(sample.elapsed))
-
+    observer = _ProgressBar(progress, progress.add_task("bots", total=config.count, line="joining…", clock=clock(0.0)),
+                            console)
     outcome = None
     try:
         with progress:
             if agents is None:
-                report = await run_bots(config, on_sample, on_join=on_join, stop=stop)
+                report = await run_bots(config, observer, stop=stop)
             else:
                 client = await connect(agents.url)
                 try:
-                    controller = Controller(client, agents.url, agents.secret,
-                                            lambda line: console.print(f"warning: {line}", highlight=False))
-                    report, outcome = await controller.run(config, plan_bots(config), stop=stop, on_sample=on_sample,
-                                                           on_join=on_join)
+                    controller = Controller(client, agents.url, agents.secret)
+                    report, outcome = await controller.run(config, plan_bots(config), stop=stop, observer=observer)
                 finally:
                     await client.aclose()
     except ServerUnreachable as exc:
@@ -274,6 +266,27 @@ async def _run(config: BotsConfig, json_path: Path | str | None, console: Consol
         print_error(str(outcome.error))
         return EXIT_BOTS_FAILED
     return EXIT_BOTS_FAILED if report.failed else EXIT_OK
+
+
+class _ProgressBar(Observer):
+    """The bar counts the bots that settled (joined or failed); the run's clock and the live line follow the
+    samples; an agent's warning is a line above the bar."""
+
+    def __init__(self, progress: Progress, task: TaskID, console: Console) -> None:
+        self.progress = progress
+        self.task = task
+        self.console = console
+        self.settled = 0
+
+    def joined(self, event: JoinEvent) -> None:
+        self.settled += 1
+        self.progress.update(self.task, completed=self.settled)
+
+    def sample(self, t: float, sample: Sample) -> None:
+        self.progress.update(self.task, line=live_line(sample), clock=clock(sample.elapsed))
+
+    def warning(self, message: str) -> None:
+        self.console.print(f"warning: {message}", highlight=False)
 
 
 def unreachable(exc: ServerUnreachable) -> str:

@@ -23,7 +23,7 @@ from ..bots.stats import Sample
 from ..dashboard import Dashboard
 from ..units import format_bitrate
 from .model import Scenario
-from .runner import RunObserver, Verdict
+from .runner import ScenarioObserver, Verdict
 
 PLAIN_INTERVAL = 5.0  # seconds between the plain progress lines
 REFRESH_PER_SECOND = 2
@@ -91,7 +91,7 @@ def stage_label(scenario: Scenario, t: float) -> str:
     return f"stage {index + 1}/{len(scenario.stages)}: {scenario.stages[index].bots} bots"
 
 
-class _Progress(RunObserver):
+class _Progress(ScenarioObserver):
     """What every view keeps (where the run is), and what it does by default: nothing. A view is a context
     manager around the run; `stopping("Ctrl-C")` is called when Ctrl-C or SIGTERM stops it."""
 

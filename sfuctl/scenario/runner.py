@@ -19,6 +19,7 @@ from ..agents.controller import AgentsResult, Controller, Measure
 from ..agents.link import AgentsError, AgentsSettings, connect
 from ..bots.config import BotPlan, BotsConfig, default_processes
 from ..bots.group import JoinEvent
+from ..bots.observer import Observer
 from ..bots.report import BotsReport
 from ..bots.runner import BotsError, ServerUnreachable, check_server, run_bots
 from ..bots.stats import Sample, StreamSample
@@ -106,26 +107,54 @@ class RunResult:
         return EXIT_THRESHOLD_FAILED if self.failed_verdicts or self.aborted_by else EXIT_PASSED
 
 
-class RunObserver:
-    """What a live view hears about a run; every method does nothing by default."""
+class ScenarioObserver(Observer):
+    """What a live view hears about a run: what the bots tell (a RunObserver, `sample`'s t counted from the
+    scenario's start), then the scenario's own events; every method does nothing by default."""
 
-    def media_progress(self, done: int, total: int) -> None: ...
+    def media_progress(self, done: int, total: int) -> None:
+        """Making the default media (once): `done` of `total` steps."""
 
-    def server_ready(self, url: str, embedded: bool) -> None: ...
+    def server_ready(self, url: str, embedded: bool) -> None:
+        """The server answers at `url` (embedded: the run started it)."""
 
-    def started(self, t0: float) -> None: ...
+    def snapshot(self, snapshot: dict) -> None:
+        """The server's latest stats snapshot."""
 
-    def sample(self, t: float, sample: Sample) -> None: ...
+    def server_lost(self, reason: str) -> None:
+        """The stats stream broke; it reconnects."""
 
-    def snapshot(self, snapshot: dict) -> None: ...
+    def aborting(self, verdict: Verdict) -> None:
+        """An abort_on_fail threshold failed: every bot leaves."""
 
-    def joined(self, event: JoinEvent) -> None: ...
 
-    def server_lost(self, reason: str) -> None: ...
+class _Recording(Observer):
+    """Records what the bots tell (samples, joins and per-stream rows), then tells the live view."""
 
-    def aborting(self, verdict: Verdict) -> None: ...
+    wants_streams = True
 
-    def warning(self, message: str) -> None: ...
+    def __init__(self, recorder: Recorder, view: ScenarioObserver) -> None:
+        self.recorder = recorder
+        self.view = view
+        self.running = asyncio.Event()  # the plans' offsets count from recorder.t0
+
+    def started(self, t0: float) -> None:
+        self.recorder.t0 = t0
+        self.running.set()
+        self.view.started(t0)
+
+    def sample(self, t: float, sample: Sample) -> None:
+        self.recorder.on_sample(time.monotonic(), sample)
+        self.view.sample(t, sample)
+
+    def streams(self, sample: StreamSample) -> None:
+        self.recorder.on_streams(time.monotonic(), sample)
+
+    def joined(self, event: JoinEvent) -> None:
+        self.recorder.on_join(time.monotonic(), event)
+        self.view.joined(event)
+
+    def warning(self, message: str) -> None:
+        self.view.warning(message)
 
 
 def evaluate(
@@ -152,14 +181,14 @@ async def run_scenario(
     scenario: Scenario,
     *,
     stop: asyncio.Event | None = None,
-    observer: RunObserver | None = None,
+    observer: ScenarioObserver | None = None,
     agents: AgentsSettings | None = None,
 ) -> RunResult:
     """Run `scenario` until its stages end, a threshold with abort_on_fail fails, or `stop` is set (then
     the result is 'interrupted'); with `agents`, the bots run on the load agents registered there. Never
     raises for the run's own failures: they are the result's `error`."""
     stop = stop if stop is not None else asyncio.Event()
-    observer = observer if observer is not None else RunObserver()
+    observer = observer if observer is not None else ScenarioObserver()
     result = RunResult(scenario, started_at=time.time())
     plans, infos = plan_scenario(scenario)
     recorder = result.recorder = Recorder(infos)
@@ -214,7 +243,7 @@ async def _run(
     url: str,
     recorder: Recorder,
     stop: asyncio.Event,
-    observer: RunObserver,
+    observer: ScenarioObserver,
     result: RunResult,
     agents: AgentsSettings | None,
 ) -> BotsReport:
@@ -245,7 +274,7 @@ async def _run(
     except ValueError as exc:
         raise RunFailed(str(exc)) from None
     controller: Controller | None = None
-    started = asyncio.Event()
+    recording = _Recording(recorder, observer)
     ended = asyncio.Event()  # the scenario's time is over or the run was stopped: no more samples count
     aborted: list[Verdict] = []
 
@@ -257,23 +286,6 @@ async def _run(
         return {threshold: histogram for index, threshold in enumerate(live)
                 if (histogram := controller.live(index)) is not None}
 
-    def on_start(t0: float) -> None:
-        recorder.t0 = t0
-        started.set()
-        observer.started(t0)
-
-    def on_sample(sample: Sample) -> None:
-        now = time.monotonic()
-        recorder.on_sample(now, sample)
-        observer.sample(recorder.elapsed(now), sample)
-
-    def on_streams(sample: StreamSample) -> None:
-        recorder.on_streams(time.monotonic(), sample)
-
-    def on_join(event: JoinEvent) -> None:
-        recorder.on_join(time.monotonic(), event)
-        observer.joined(event)
-
     def on_snapshot(snapshot: dict) -> None:
         recorder.on_snapshot(time.monotonic(), snapshot)
         observer.snapshot(snapshot)
@@ -281,7 +293,7 @@ async def _run(
     async def mark_end() -> None:
         """The run's measured part ends with the scenario or when it is stopped, whichever comes first."""
         if recorder.t0 is None:
-            await started.wait()
+            await recording.running.wait()
         remaining = scenario.duration - recorder.elapsed(time.monotonic())
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(stop.wait(), max(0.0, remaining))
@@ -313,19 +325,17 @@ async def _run(
     ]
     try:
         if agents is None:
-            report = await run_bots(
-                config, on_sample, on_join=on_join, stop=stop, plans=plans, on_streams=on_streams, on_start=on_start
-            )
+            report = await run_bots(config, recording, stop=stop, plans=plans)
         else:
             client = await connect(agents.url)
             try:
-                controller = Controller(client, agents.url, agents.secret, observer.warning)
+                controller = Controller(client, agents.url, agents.secret)
                 measure = Measure(scenario.duration, [
                     {"metric": t.metric.name, "tags": dict(t.tags), "after": t.after, "live": t.abort_on_fail}
                     for t in _measured_by_agents(scenario)
                 ], recorder.bots)
-                report, result.agents = await controller.run(config, plans, stop=stop, on_sample=on_sample,
-                                                             on_join=on_join, on_start=on_start, measure=measure)
+                report, result.agents = await controller.run(config, plans, stop=stop, observer=recording,
+                                                             measure=measure)
             finally:
                 await client.aclose()
             if result.agents.error is not None:
