@@ -231,6 +231,16 @@ def ensure_default_media(progress: Progress | None = None) -> MediaFiles:
     return make_media(spec, directory, progress)
 
 
+def default_media(simulcast: bool = False, progress: Progress | None = None) -> tuple[str, ...]:
+    """The paths of the default media, generated in default_cache_dir() on first use: the video then the
+    audio, or with `simulcast` the encodings of the simulcast set, lowest first, then its audio."""
+    if simulcast:
+        layers = ensure_simulcast_media(progress)
+        return tuple(str(path) for path in (*layers.videos, layers.audio))
+    files = ensure_default_media(progress)
+    return tuple(str(path) for path in (files.video, files.audio) if path is not None)
+
+
 def _digest(key: tuple[object, ...]) -> str:
     return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:12]
 

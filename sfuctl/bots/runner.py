@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable
 
 from sfuctl.client.signaling import SignalingClient
-from sfuctl.media import ensure_default_media, ensure_simulcast_media
+from sfuctl.media import default_media
 from sfuctl.tokens import scrub
 
 from .config import BotPlan, BotsConfig, load_layers, load_tracks, plan_bots
@@ -61,13 +61,7 @@ async def check_server(url: str, timeout: float = 5.0) -> None:
 
 def media_paths(config: BotsConfig) -> list[str]:
     """The media files of a run: the configured ones, else the default media (made on first use)."""
-    if config.media:
-        return list(config.media)
-    if config.simulcast:
-        layers = ensure_simulcast_media()
-        return [str(path) for path in (*layers.videos, layers.audio)]
-    files = ensure_default_media()
-    return [str(path) for path in (files.video, files.audio) if path is not None]
+    return list(config.media or default_media(config.simulcast))
 
 
 async def run_bots(

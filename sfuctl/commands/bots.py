@@ -29,7 +29,7 @@ from ..bots.observer import Observer
 from ..bots.report import BotsReport, summary_table
 from ..bots.runner import BotsError, ServerUnreachable, check_server, run_bots
 from ..bots.stats import Sample
-from ..media import MediaSpec, default_cache_dir, ensure_default_media, ensure_simulcast_media, media_paths
+from ..media import default_cache_dir, default_media
 from ..runtime import run
 from ..units import format_bitrate
 from .conventions import (
@@ -193,17 +193,13 @@ def _default_media(console: Console, simulcast: bool = False) -> tuple[str, ...]
     task = progress.add_task("media", total=None)
 
     def update(done: int, total: int) -> None:
+        progress.start()  # shown only while media is being made: nothing when it is cached
         progress.update(task, completed=done, total=total)
 
-    if simulcast:
-        with progress:
-            layers = ensure_simulcast_media(update)
-        return tuple(str(path) for path in (*layers.videos, layers.audio))
-    files = media_paths(MediaSpec(), default_cache_dir())
-    if not (files.video and files.video.exists() and files.audio and files.audio.exists()):
-        with progress:
-            files = ensure_default_media(update)
-    return tuple(str(path) for path in (files.video, files.audio) if path is not None)
+    try:
+        return default_media(simulcast, update)
+    finally:
+        progress.stop()
 
 
 async def _run(config: BotsConfig, json_path: Path | str | None, console: Console, agents: AgentsSettings | None) -> int:

@@ -24,7 +24,7 @@ from ..bots.report import BotsReport
 from ..bots.runner import BotsError, ServerUnreachable, check_server, run_bots
 from ..bots.stats import Sample, StreamSample
 from ..client.stats import StatsFailure, watch
-from ..media import ensure_default_media, ensure_simulcast_media
+from ..media import default_media
 from ..tokens import claims, mint
 from .embedded import embedded_server
 from .histogram import LogHistogram
@@ -369,14 +369,10 @@ async def _stats(url: str, auth_secret: str | None, on_snapshot: Callable[[dict]
 
 def _default_media(progress: Callable[[int, int], None], simulcast: bool = False) -> tuple[str, ...]:
     try:
-        if simulcast:
-            layers = ensure_simulcast_media(progress)
-            return tuple(str(path) for path in (*layers.videos, layers.audio))
-        files = ensure_default_media(progress)
+        return default_media(simulcast, progress)
     except OSError as exc:
         raise RunFailed(f"cannot write the test media: {exc.strerror or exc}; set SFUCTL_CACHE_DIR or give "
                         "bots.media in the scenario") from None
-    return tuple(str(path) for path in (files.video, files.audio) if path is not None)
 
 
 @contextlib.asynccontextmanager
