@@ -10,16 +10,11 @@ import asyncio
 import os
 import struct
 
-from sfuctl.client.offer import SEND_CODECS, OfferSection, connection_offer, parse_answer
+from sfuctl.client.offer import SEND_CODECS, OfferSection, connection_offer, parse_answer, simulcast_rids
 from sfuctl.client.signaling import SignalingClient
 from sfuctl.encoded import EncodedTrack, FrameCursor
 from sfuctl.rtc import rtcp
 from sfuctl.rtc.connection import Connection, open_client_connection
-from sfuctl.rtc.rtp import build_extension_block
-from sfuctl.rtc.sdp import MID_URI
-from sfuctl.rtc.simulcast import RID_URI
-
-RIDS = ("q", "h", "f")  # simulcast encodings, lowest first
 
 _pack_header = struct.Struct("!BBHII").pack_into
 
@@ -114,7 +109,7 @@ class LeanPublisher:
                     ssrc=None if simulcast else int.from_bytes(os.urandom(4), "big") or 1,
                     cname=self.name,
                     msid=(self.name, f"{self.name}-{track.kind}"),
-                    rids=RIDS[-len(self.layers) :] if simulcast else (),
+                    rids=simulcast_rids(len(self.layers)) if simulcast else (),
                 )
             )
         offer = connection_offer(self.connection, sections, session_id=int.from_bytes(os.urandom(7), "big"))
@@ -127,9 +122,7 @@ class LeanPublisher:
             encodings = [(track, section.ssrc, b"")]
             if section.rids:
                 encodings = [
-                    (layer, int.from_bytes(os.urandom(4), "big") or 1, build_extension_block(
-                        [(media.extensions[MID_URI], section.mid.encode()), (media.extensions[RID_URI], rid.encode())]
-                    ))
+                    (layer, int.from_bytes(os.urandom(4), "big") or 1, media.encoding_extensions(rid))
                     for layer, rid in zip(self.layers, section.rids)
                 ]
             for encoding, ssrc, extensions in encodings:

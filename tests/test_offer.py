@@ -10,12 +10,16 @@ from sfuctl.client.offer import (
     RECEIVE_CODECS,
     VP8,
     Answer,
+    AnswerMedia,
     OfferSection,
     build_offer,
     parse_answer,
+    simulcast_rids,
 )
 from sfuctl.rtc.ice import IceParameters
+from sfuctl.rtc.rtp import build_packet, read_extensions
 from sfuctl.rtc.sdp import MID_URI, Codec, MediaAnswer, build_answer, choose_codec, parse_offer
+from sfuctl.rtc.simulcast import RID_URI
 
 ICE = IceParameters("ufrag123", "p" * 24)
 FINGERPRINT = "sha-256 " + ":".join(["AB"] * 32)
@@ -202,3 +206,14 @@ def test_an_application_section_offers_data_channels_and_the_answer_accepts_or_r
     assert "m=application 0 UDP/DTLS/SCTP webrtc-datachannel" in rejected and "a=group:BUNDLE 0\r" in rejected
     dropped = parse_offer(offer([*publish_sections(), OfferSection("2", "application", "inactive", ())]))
     assert dropped.media[2].rejected and dropped.application is None
+
+
+@pytest.mark.parametrize("encodings, rids", [(0, ()), (1, ("f",)), (2, ("h", "f")), (3, ("q", "h", "f"))])
+def test_simulcast_encodings_take_the_top_rids_lowest_first(encodings: int, rids: tuple[str, ...]) -> None:
+    assert simulcast_rids(encodings) == rids
+
+
+def test_a_simulcast_encoding_carries_its_mid_and_rid_under_the_ids_of_the_answer() -> None:
+    media = AnswerMedia("2", "video", "sendonly", VP8, extensions={MID_URI: 5, RID_URI: 7})
+    packet = build_packet(96, 1, 0, 1234, b"\x10\x00", extensions=media.encoding_extensions("h"))
+    assert read_extensions(packet) == {5: b"2", 7: b"h"}

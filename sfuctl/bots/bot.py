@@ -16,7 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sfuctl.client.data import DataLink, data_section
-from sfuctl.client.offer import RECEIVE_CODECS, SEND_CODECS, AnswerMedia, OfferSection, build_offer, connection_offer, parse_answer
+from sfuctl.client.offer import (
+    RECEIVE_CODECS, SEND_CODECS, AnswerMedia, OfferSection, build_offer, connection_offer, parse_answer, simulcast_rids,
+)
 from sfuctl.client.signaling import SignalingClient, SignalingError
 from sfuctl.encoded import EncodedTrack
 from sfuctl.rtc.connection import Connection, IceRole
@@ -24,8 +26,6 @@ from sfuctl.rtc.dtls import DtlsCertificate
 from sfuctl.rtc.ice import IceParameters
 from sfuctl.rtc.sdp import AUDIO_LEVEL_URI
 from sfuctl.tokens import url_with_token
-from sfuctl.rtc.rtp import build_extension_block
-from sfuctl.rtc.sdp import MID_URI
 from sfuctl.rtc.simulcast import RID_URI
 
 from .chat import ChatTraffic
@@ -77,8 +77,6 @@ class JoinError(Exception):
 
 
 RESTART_POLL_INTERVAL = 0.02  # how often an ICE restart looks whether its new path is up
-# RIDs of simulcast encodings, lowest first (quarter, half, full size); fewer encodings take the top ones.
-SIMULCAST_RIDS = ("q", "h", "f")
 # A simulcast publisher's first SRs go out this soon after sending starts (every encoding has sent a frame by
 # then at 25 fps), instead of after the first randomized RTCP interval.
 EARLY_SR_DELAY = 0.1
@@ -453,7 +451,7 @@ class Bot:
             return ssrc
 
         layers = self.env.layers
-        rids = SIMULCAST_RIDS[len(SIMULCAST_RIDS) - len(layers) :] if layers else ()
+        rids = simulcast_rids(len(layers))
         for number, kind in enumerate(k for k in ("video", "audio") if k in self.env.tracks):
             track = self.env.tracks[kind]
             simulcast = kind == "video" and bool(layers)
@@ -498,10 +496,7 @@ class Bot:
             if RID_URI not in media.extensions:
                 raise JoinError(f"the server did not accept simulcast on mid {section.mid} (no rtp-stream-id in its answer)")
             for rid, track in zip(section.rids, layers):
-                # MID and RID on every packet: the server binds each SSRC to its encoding on first sight.
-                extensions = build_extension_block(
-                    [(media.extensions[MID_URI], section.mid.encode()), (media.extensions[RID_URI], rid.encode())]
-                )
+                extensions = media.encoding_extensions(rid)
                 senders.append(StreamSender(track, ssrc=new_ssrc(), extensions=extensions, rid=rid, **common))
         link.publisher = Publisher(senders, link.send_rtcp, self.cname, link.router)
         conn.set_remote(answer.ice, answer.fingerprints, answer.dtls_role, answer.candidates)  # type: ignore[arg-type]

@@ -14,6 +14,7 @@ from aiortc import sdp as aiortc_sdp
 
 from sfuctl.rtc.connection import Connection
 from sfuctl.rtc.ice import IceParameters
+from sfuctl.rtc.rtp import build_extension_block
 from sfuctl.rtc.sctp import DEFAULT_MAX_MESSAGE_SIZE
 from sfuctl.rtc.sdp import AUDIO_LEVEL_URI, MID_URI, SCTP_PORT, VIDEO_FEEDBACK, Codec, parse_session
 from sfuctl.rtc.simulcast import RID_URI
@@ -35,6 +36,13 @@ H264 = Codec(
 # What a receive transport offers per kind: the server answers with the producer's codec.
 RECEIVE_CODECS: dict[str, tuple[Codec, ...]] = {"audio": (OPUS,), "video": (VP8, H264)}
 SEND_CODECS: dict[str, Codec] = {"opus": OPUS, "VP8": VP8, "H264": H264}
+# RIDs of simulcast encodings, lowest first (quarter, half, full size).
+SIMULCAST_RIDS = ("q", "h", "f")
+
+
+def simulcast_rids(encodings: int) -> tuple[str, ...]:
+    """The RIDs of a video sent as `encodings` encodings, lowest first: fewer than three take the top ones."""
+    return SIMULCAST_RIDS[len(SIMULCAST_RIDS) - encodings :] if encodings else ()
 
 
 @dataclass(frozen=True)
@@ -176,6 +184,11 @@ class AnswerMedia:
     # An accepted application section: the server's SCTP port and a=max-message-size.
     sctp_port: int | None = None
     max_message_size: int | None = None
+
+    def encoding_extensions(self, rid: str) -> bytes:
+        """The header extension block on every packet of simulcast encoding `rid`: MID and RID, with the ids
+        this answer gave them, so that the server binds each SSRC to its encoding on first sight."""
+        return build_extension_block([(self.extensions[MID_URI], self.mid.encode()), (self.extensions[RID_URI], rid.encode())])
 
 
 @dataclass(frozen=True)
