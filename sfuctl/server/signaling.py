@@ -15,7 +15,7 @@ from .peer import Peer, producer_info
 from .cpu import process_cpu_percent
 from .quotas import flag
 from .rate_limit import TokenBucket
-from .simulcast_consumer import MAX_TEMPORAL_LAYER, PRIORITY_RANGE, SimulcastConsumer
+from .simulcast_consumer import PRIORITY_RANGE, TEMPORAL_LAYERS, SimulcastConsumer
 from .worker import Worker
 
 log = logging.getLogger(__name__)
@@ -216,8 +216,8 @@ class SignalingSession:
         spatial, temporal = params.get("spatialLayer"), params.get("temporalLayer")
         if not _is_int(spatial) or not 0 <= spatial < layers:
             raise bad_request(f"'spatialLayer' must be an integer from 0 to {layers - 1}: producer {consumer.producer.id} has {layers} layer(s)")
-        if temporal is not None and (not _is_int(temporal) or not 0 <= temporal < MAX_TEMPORAL_LAYER):
-            raise bad_request(f"'temporalLayer' must be an integer from 0 to {MAX_TEMPORAL_LAYER - 1}, or absent for all")
+        if temporal is not None and (not _is_int(temporal) or not 0 <= temporal < TEMPORAL_LAYERS):
+            raise bad_request(f"'temporalLayer' must be an integer from 0 to {TEMPORAL_LAYERS - 1}, or absent for all")
         consumer.preferred_spatial = spatial
         consumer.set_temporal(temporal)
         return self._reallocate(consumer)

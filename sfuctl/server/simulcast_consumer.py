@@ -22,8 +22,9 @@ if TYPE_CHECKING:
     from .simulcast_producer import SimulcastProducer
 
 _pack_header = struct.Struct("!BBHI").pack_into
-# Highest VP8 temporal layer id (TID is 2 bits, RFC 7741); Chromium's simulcast uses up to 3 (0..2).
-MAX_TEMPORAL_LAYER = 3
+# How many VP8 temporal layers a consumer may be limited to (TIDs 0..2): Chromium's simulcast sends up to three
+# (the 2-bit TID of RFC 7741 could name a fourth).
+TEMPORAL_LAYERS = 3
 # Priority range of setConsumerPriority (mediasoup's is 1..255; higher is served first).
 PRIORITY_RANGE = (1, 255)
 
@@ -40,7 +41,6 @@ class SimulcastConsumer(Consumer):
         """Consumer's arguments; it starts waiting for the top encoding (the allocator moves it from there)."""
         super().__init__(**kwargs)
         self.preferred_spatial: int | None = None
-        self.preferred_temporal: int | None = None
         self.max_size: tuple[int, int] | None = None
         self.priority = 1
         self.switch = LayerSwitch(self._clock_rate, self.producer.sender_report, target=len(self.producer.layers) - 1)
@@ -155,7 +155,7 @@ class SimulcastConsumer(Consumer):
             self.producer.layers[layer].request_keyframe(now)
 
     def set_temporal(self, temporal: int | None) -> None:
-        self.preferred_temporal = temporal
+        """Forward VP8 temporal layers 0..`temporal` only (None: all)."""
         self.switch.max_temporal = temporal
 
     def _wait_for(self, layer: int | None) -> None:
