@@ -59,6 +59,8 @@ EXIT_ERROR = 2
         "A server with access tokens: SFUCTL_AUTH_SECRET=... sfuctl bots --count 10 (one token minted per bot)\n\n"
         "Simulcast (3 encodings; a subscriber on 400 kb/s gets a lower one): "
         "sfuctl bots --count 2 --publishers 1 --simulcast --duration 30\n\n"
+        "Active speaker (2 bots take 3-s turns talking; the report says how soon the server named each): "
+        "sfuctl bots --count 6 --speakers 2 --duration 30\n\n"
         "Impairment is approximate and applies per bot, both directions: --delay is added round-trip time."
     ),
 )

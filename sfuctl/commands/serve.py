@@ -147,6 +147,7 @@ def serve(
       sfuctl serve --workers 4 --room-spill-consumers 1000   # big rooms span workers past 1000 consumers
       SFUCTL_AUTH_SECRET=$(openssl rand -hex 32) sfuctl serve   # access tokens required
       sfuctl serve --redis redis://10.0.0.2:6379/0 --cluster-secret "$S" --announced-ip 10.0.0.5   # a cluster node
+      sfuctl serve --no-transport-cc   # transport-cc not answered: peers' estimates follow receiver reports (to compare)
     Every option can also be set as SFUCTL_<OPTION>, e.g. SFUCTL_ANNOUNCED_IP=10.0.0.5.
     The --max-* options are quotas (docs/limits.md): a request over one is refused with a structured error.
     Without --auth-secret or --auth-key-file anyone may join any room (fine on loopback, not on a network).
