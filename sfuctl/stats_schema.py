@@ -31,6 +31,8 @@ FIELDS: dict[str, dict[str, str]] = {
         "loop_lag_p95_ms": "number",
         "pipes": "array",
         "tasks": "int",
+        "tcp_connections": "int",
+        "tcp_dropped": "int",
     },
     "room": {
         "name": "str",
@@ -65,6 +67,7 @@ FIELDS: dict[str, dict[str, str]] = {
         "dtls_state": "str",
         "srtp_profile": "str?",
         "remote_address": "str?",
+        "ice_protocol": "str?",
         "producers": "int",
         "consumers": "int",
         "bytes_received": "int",

@@ -165,13 +165,13 @@ def sample_snapshot() -> dict:
                 "producer_peer": "peer-a", "producer_peer_name": "alice", "ssrc": 1234, "rtt_ms": 12.5,
                 "retransmitted": 0, "retransmissions_refused": 0, "reports_received": 3, "producer_score": 10}  # fmt: skip
     transport = {"id": "t-1", "state": "connected", "ice_state": "connected", "dtls_state": "connected",
-                 "srtp_profile": "SRTP_AEAD_AES_128_GCM", "remote_address": "127.0.0.1:5000", "producers": 1,
+                 "srtp_profile": "SRTP_AEAD_AES_128_GCM", "remote_address": "127.0.0.1:5000", "ice_protocol": "udp", "producers": 1,
                  "consumers": 0, "bytes_received": 1, "bytes_sent": 1, "packets_received": 1, "packets_sent": 1,
                  "srtp_errors": 0, "invalid_rtcp": 0, "sctp_state": None, "data_channels": 0, "data_invalid": 0,
                  "transport_cc_packets": 0, "transport_feedback_sent": 0}  # fmt: skip
     server = {"uptime_s": 1.0, "rooms": 1, "peers": 2, "producers": 1, "consumers": 1, "transports": 2,
               "bitrate_in_bps": 8000, "bitrate_out_bps": 8000, "cpu_percent": 3.5, "rtc_port": 40000,
-              "unknown_datagrams": 0, "loop_lag_p95_ms": 0.0, "tasks": 12,
+              "unknown_datagrams": 0, "loop_lag_p95_ms": 0.0, "tasks": 12, "tcp_connections": 0, "tcp_dropped": 0,
               "pipes": [{"worker": 1, "port": 41000, "remote_port": 41001, "streams_out": 1, "streams_in": 0,
                          "packets_sent": 10, "bytes_sent": 1000, "packets_received": 1, "bytes_received": 80,
                          "dropped_foreign": 0, "dropped_invalid": 0, "unknown_ssrc": 0, "invalid_rtcp": 0,

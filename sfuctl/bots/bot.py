@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 from sfuctl.client.data import DataLink, data_section
 from sfuctl.client.offer import (
-    RECEIVE_CODECS, SEND_CODECS, AnswerMedia, OfferSection, build_offer, connection_offer, parse_answer, simulcast_rids,
+    RECEIVE_CODECS, SEND_CODECS, Answer, AnswerMedia, OfferSection, build_offer, connection_offer, parse_answer,
+    simulcast_rids,
 )
 from sfuctl.client.signaling import SignalingClient, SignalingError
 from sfuctl.encoded import EncodedTrack
@@ -70,6 +71,8 @@ class BotEnv:
     ice_restart_every: float | None = None  # seconds between a joined bot's ICE restarts
     speakers: int | None = None  # speakers taking turns per room (sfuctl.bots.speech); None: no audio levels
     reconnect: bool = False  # join again when the server is lost, not only on its `reconnect` notification
+    ice_tcp: bool = False  # reach the server over its ICE-TCP candidates (RFC 6544) instead of UDP
+    local_host: str = "127.0.0.1"  # where the bots' sockets are bound (::1 for a server on IPv6)
 
 
 class JoinError(Exception):
@@ -360,8 +363,15 @@ class Bot:
             on_state=on_state,
             connect_timeout=self.env.connect_timeout,
             role=role,
+            local_host=self.env.local_host,
         )
         return link.connection
+
+    async def _set_remote(self, link: Link | None, answer: Answer) -> None:
+        """Start the link's connection towards the server's answer, over UDP or ICE-TCP as the run asks."""
+        assert link is not None and link.connection is not None and link.socket is not None
+        candidates = await link.socket.reach(answer.candidates, answer.tcp_candidates, self.env.ice_tcp)
+        link.connection.set_remote(answer.ice, answer.fingerprints, answer.dtls_role, candidates)  # type: ignore[arg-type]
 
     # -- ICE restart ----------------------------------------------------------------------------------
     async def restart_ice(self) -> None:
@@ -387,13 +397,15 @@ class Bot:
             impairment=ImpairmentConfig(),
             changes=self._impairment_changes(),
             seed=f"{self.env.seed}:{self.plan.index}:{which}:restart-{self.ice_restarts + 1}",
+            local_host=self.env.local_host,
         )
         local = IceParameters.random()
         try:
             # The receive offer and the restart go together: a subscription offer in between would carry the
             # credentials the server just retired.
             async with self._recv_lock if which == "recv" else contextlib.nullcontext():
-                remote, candidates = await self._exchange_ice_restart(which, conn, local, sock.local_address)
+                remote, udp, tcp = await self._exchange_ice_restart(which, conn, local, sock.local_address)
+                candidates = await sock.reach(udp, tcp, self.env.ice_tcp)
                 sock.connection = conn
                 conn.restart_ice(remote, candidates, local=local, send=sock.send)
         except BaseException:
@@ -411,8 +423,8 @@ class Bot:
 
     async def _exchange_ice_restart(
         self, which: str, conn: Connection, local: IceParameters, candidate: tuple[str, int]
-    ) -> tuple[IceParameters, list[tuple[str, int]]]:
-        """Signal new local ICE credentials and candidate; the server's new credentials and candidates.
+    ) -> tuple[IceParameters, list[tuple[str, int]], list[tuple[str, int]]]:
+        """Signal new local ICE credentials and candidate; the server's new credentials, UDP and TCP candidates.
         Websocket bots renegotiate with the same m-lines (sfuctl.bots.http_bot PATCHes instead)."""
         assert self.signaling is not None
         if which == "send":
@@ -428,7 +440,7 @@ class Bot:
             subscriptions = {self._mid_of[p]: p for p in self._wanted if p in self._mid_of}
             result = await self.signaling.request("subscribe", sdp=offer, subscriptions=subscriptions)
             answer = parse_answer(result["sdp"])
-        return answer.ice, answer.candidates
+        return answer.ice, answer.candidates, answer.tcp_candidates
 
     def _impairment_changes(self) -> tuple[tuple[float, ImpairmentConfig], ...]:
         """This bot's impairment timeline on the loop's clock, for its sockets."""
@@ -499,7 +511,7 @@ class Bot:
                 extensions = media.encoding_extensions(rid)
                 senders.append(StreamSender(track, ssrc=new_ssrc(), extensions=extensions, rid=rid, **common))
         link.publisher = Publisher(senders, link.send_rtcp, self.cname, link.router)
-        conn.set_remote(answer.ice, answer.fingerprints, answer.dtls_role, answer.candidates)  # type: ignore[arg-type]
+        await self._set_remote(link, answer)
 
     def _on_send_state(self, state: str) -> None:
         ready = self._send_ready
@@ -617,7 +629,7 @@ class Bot:
         if conn.state == "new":
             if self.chat is not None:
                 self._attach_data(conn, answer.media.get(DATA_MID), self.chat.attach_receive)
-            conn.set_remote(answer.ice, answer.fingerprints, answer.dtls_role, answer.candidates)  # type: ignore[arg-type]
+            await self._set_remote(self._recv_link, answer)
         now = time.monotonic()
         assert self.subscriber is not None
         for consumer in result.get("consumers", []):

@@ -40,6 +40,8 @@ class BotsConfig:
     as the encodings of one simulcast track, with RIDs.
     `reconnect`: a websocket bot whose signaling or transport is lost joins its room again (with backoff, as it
     always does on the server's `reconnect` notification) instead of ending disconnected.
+    `ice_tcp`: reach the server over its ICE-TCP passive candidates (RFC 6544) instead of UDP. The bots bind
+    ::1 when the server's URL names an IPv6 address, 127.0.0.1 otherwise (`local_host`).
     """
 
     url: str
@@ -71,6 +73,7 @@ class BotsConfig:
     speakers: int | None = None
     simulcast: bool = False
     reconnect: bool = False
+    ice_tcp: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -122,11 +125,18 @@ class BotsConfig:
             raise ValueError("simulcast is a video feature: it cannot go with --no-video")
         if self.reconnect and (self.mode != "websocket" or self.mesh):
             raise ValueError("reconnecting is for bots joined through the sfuctl server's signaling (ws://), not WHIP/WHEP or a mesh")
+        if self.ice_tcp and self.mesh:
+            raise ValueError("ICE-TCP reaches a server's passive candidates; mesh bots connect to each other over UDP")
         if not (self.audio or self.video):
             raise ValueError("bots need audio or video (both --no-audio and --no-video were given)")
         for name in ("connect_timeout", "join_timeout", "rtcp_interval", "sample_interval"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be more than 0, not {getattr(self, name)}")
+
+    @property
+    def local_host(self) -> str:
+        """The address the bots' sockets bind: IPv6 loopback for a server at an IPv6 address."""
+        return "::1" if ":" in (urlsplit(self.url).hostname or "") else "127.0.0.1"
 
     @property
     def room_count(self) -> int:

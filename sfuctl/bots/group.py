@@ -96,6 +96,8 @@ class BotGroup:
             ice_restart_every=self.config.ice_restart_every,
             speakers=self.config.speakers,
             reconnect=self.config.reconnect,
+            ice_tcp=self.config.ice_tcp,
+            local_host=self.config.local_host,
         )
         self.bots = [_bot_class(self.config, plan)(plan, env) for plan in self.plans]
         tasks = [asyncio.create_task(self._run_bot(bot, stop, start)) for bot in self.bots]

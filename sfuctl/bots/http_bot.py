@@ -80,11 +80,11 @@ class HttpBot(Bot):
                 nack=media.codec.has_feedback("nack"),
             )
             self.subscriber.add(ConsumerStream(info, self.join_started_at or time.monotonic(), self.env.decode))
-        conn.set_remote(answer.ice, answer.fingerprints, answer.dtls_role, answer.candidates)  # type: ignore[arg-type]
+        await self._set_remote(self._recv_link, answer)
 
     async def _exchange_ice_restart(
         self, which: str, conn: Connection, local: IceParameters, candidate: tuple[str, int]
-    ) -> tuple[IceParameters, list[tuple[str, int]]]:
+    ) -> tuple[IceParameters, list[tuple[str, int]], list[tuple[str, int]]]:
         """RFC 9725 section 4.3.2: PATCH the resource with the new credentials and candidate (If-Match: *)."""
         assert self._http is not None and self._resource is not None and self._bundle_tag is not None
         kind, mid = self._bundle_tag
@@ -102,12 +102,15 @@ class HttpBot(Bot):
         answer = parse_ice_fragment(body)
         if answer.ice is None:
             raise ValueError("the ICE restart answer has no a=ice-ufrag/a=ice-pwd")
-        candidates = []
+        udp, tcp = [], []
         for value in answer.candidates:
             fields = value.split()
-            if fields[2].lower() == "udp":
-                candidates.append((fields[4], int(fields[5])))
-        return answer.ice, candidates
+            protocol = fields[2].lower()
+            if protocol == "udp":
+                udp.append((fields[4], int(fields[5])))
+            elif protocol == "tcp" and "passive" in fields[8:]:
+                tcp.append((fields[4], int(fields[5])))
+        return answer.ice, udp, tcp
 
     def _headers(self) -> dict[str, str]:
         token = self.env.access_token(self.plan)

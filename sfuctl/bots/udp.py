@@ -1,4 +1,5 @@
-"""A bot transport's UDP socket: optional impairment in both directions and an RTT probe around one Connection."""
+"""A bot transport's UDP socket: optional impairment in both directions and an RTT probe around one Connection;
+with ICE-TCP its packets to the server go over a TCP connection instead (RFC 6544 active side, RFC 4571)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Callable
 
 from sfuctl.rtc.connection import Connection, IceRole
 from sfuctl.rtc.dtls import DtlsCertificate
+from sfuctl.rtc.framing import FramedStream, connect_framed
 
 from .impairment import Address, ImpairmentConfig, Link, LinkModel
 from .stun_rtt import StunRtt
@@ -32,6 +34,7 @@ class BotSocket(asyncio.DatagramProtocol):
         self._loop = asyncio.get_running_loop()
         self.uplink: Link | None = None
         self.downlink: Link | None = None
+        self._tcp: dict[Address, FramedStream] = {}  # ICE-TCP connections by the server candidate they reach
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._udp = transport  # type: ignore[assignment]
@@ -58,7 +61,29 @@ class BotSocket(asyncio.DatagramProtocol):
         else:
             self._sendto(data, addr)
 
+    async def reach(self, udp: list[Address], tcp: list[Address], ice_tcp: bool) -> list[Address]:
+        """The server candidates the connection checks: the UDP ones of this socket's address family, or with
+        `ice_tcp` the first TCP passive one of that family, connected to first. ValueError when there is none."""
+        ipv6 = ":" in self.local_address[0]
+        family = "IPv6" if ipv6 else "IPv4"
+        if ice_tcp:
+            tcp = [c for c in tcp if (":" in c[0]) == ipv6]
+            if not tcp:
+                raise ValueError(f"the server offers no {family} ICE-TCP candidate (is it run with --ice-tcp?)")
+            await self.connect_tcp(tcp[0])
+            return tcp[:1]
+        udp = [c for c in udp if (":" in c[0]) == ipv6]
+        if not udp:
+            raise ValueError(f"the server offers no {family} UDP candidate (with --no-ice-udp, use --ice-tcp)")
+        return udp
+
+    async def connect_tcp(self, addr: Address) -> None:
+        """Reach `addr` (an ICE-TCP passive candidate) over TCP from now on."""
+        self._tcp[addr] = await connect_framed(addr, lambda packet: self.datagram_received(packet, addr))
+
     def datagram_received(self, data: bytes, addr: Address) -> None:
+        if len(addr) > 2:
+            addr = addr[:2]  # IPv6 (host, port, flowinfo, scope id): compared with candidates as (host, port)
         if self.downlink is not None:
             self.downlink.push(data, addr)
         else:
@@ -73,8 +98,15 @@ class BotSocket(asyncio.DatagramProtocol):
                 link.close()
         if self._udp is not None:
             self._udp.close()
+        for stream in self._tcp.values():
+            stream.close()
 
     def _sendto(self, data: bytes, addr: Address) -> None:
+        if self._tcp:
+            stream = self._tcp.get(addr)
+            if stream is not None:
+                stream.send(data)
+                return
         udp = self._udp
         if udp is not None and not udp.is_closing():
             udp.sendto(data, addr)

@@ -15,6 +15,7 @@ from aioice import stun
 from .offer import RECEIVE_CODECS, Answer, OfferSection, connection_offer, parse_answer
 from .signaling import SignalingClient
 from ..rtc.connection import Connection, open_client_connection
+from ..rtc.framing import FramedStream, connect_framed
 
 
 class LeanSubscriber:
@@ -31,9 +32,11 @@ class LeanSubscriber:
         self.udp: asyncio.DatagramTransport | None = None
         self.answer: Answer | None = None
         self.consumers: list[dict] = []
+        self.tcp: FramedStream | None = None
 
-    async def start(self, producers: list[dict]) -> None:
-        """Join, subscribe and start ICE/DTLS (not waiting for it: watch `rtp_received`)."""
+    async def start(self, producers: list[dict], tcp: bool = False, receive_buffer: int | None = None) -> None:
+        """Join, subscribe and start ICE/DTLS (not waiting for it: watch `rtp_received`); with `tcp`, over the
+        server's ICE-TCP candidate (`receive_buffer`: the TCP socket's SO_RCVBUF)."""
         self.signaling = await SignalingClient.connect(self.url)
         await self.signaling.request("join", room=self.room, name=self.name)
         self.connection, self.udp = await open_client_connection(
@@ -45,7 +48,13 @@ class LeanSubscriber:
         result = await self.signaling.request("subscribe", sdp=offer, subscriptions=subscriptions)
         self.consumers = result["consumers"]
         self.answer = parse_answer(result["sdp"])
-        self.connection.set_remote(self.answer.ice, self.answer.fingerprints, self.answer.dtls_role, self.answer.candidates)  # type: ignore[arg-type]
+        candidates = self.answer.candidates
+        if tcp:
+            connection, candidates = self.connection, self.answer.tcp_candidates[:1]
+            self.tcp = await connect_framed(candidates[0], lambda packet: connection.datagram_received(packet, candidates[0]), receive_buffer)
+            stream = self.tcp
+            connection._send = lambda data, addr: stream.send(data)
+        self.connection.set_remote(self.answer.ice, self.answer.fingerprints, self.answer.dtls_role, candidates)  # type: ignore[arg-type]
 
     def _on_rtp(self, data: bytes) -> None:
         self.rtp_received += 1
@@ -87,5 +96,7 @@ class LeanSubscriber:
             self.connection.close()
         if self.udp is not None:
             self.udp.close()
+        if self.tcp is not None:
+            self.tcp.close()
         if self.signaling is not None:
             await self.signaling.close()

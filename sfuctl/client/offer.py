@@ -198,9 +198,10 @@ class Answer:
     ice: IceParameters
     fingerprints: list[tuple[str, str]]
     setup: str
-    candidates: list[tuple[str, int]]
+    candidates: list[tuple[str, int]]  # UDP host candidates
     ice_lite: bool
     media: dict[str, AnswerMedia]
+    tcp_candidates: list[tuple[str, int]] = field(default_factory=list)  # ICE-TCP passive candidates (RFC 6544)
 
     @property
     def dtls_role(self) -> str:
@@ -237,12 +238,15 @@ def parse_answer(text: str) -> Answer:
     if setup not in ("active", "passive"):
         raise ValueError(f"SDP answer has a=setup:{setup}; an answer must say active or passive")
     candidates: list[tuple[str, int]] = []
+    tcp_candidates: list[tuple[str, int]] = []
     for m in accepted:
         for c in m.ice_candidates:
-            if c.protocol.lower() == "udp" and (c.ip, c.port) not in candidates:
-                candidates.append((c.ip, c.port))
-    if not candidates:
-        raise ValueError("SDP answer has no UDP candidate")
+            protocol = c.protocol.lower()
+            found = candidates if protocol == "udp" else tcp_candidates if protocol == "tcp" and c.tcpType == "passive" else None
+            if found is not None and (c.ip, c.port) not in found:
+                found.append((c.ip, c.port))
+    if not candidates and not tcp_candidates:
+        raise ValueError("SDP answer has no UDP candidate nor an ICE-TCP passive one")
     media: dict[str, AnswerMedia] = {}
     for index, m in enumerate(session.media):
         mid = m.rtp.muxId
@@ -257,6 +261,7 @@ def parse_answer(text: str) -> Answer:
         candidates=candidates,
         ice_lite=bool(first.ice.iceLite),
         media=media,
+        tcp_candidates=tcp_candidates,
     )
 
 

@@ -299,7 +299,7 @@ async def start_node(
         await registry.close()
         raise
     try:
-        await running.front.join_cluster(node_url or f"http://{config.announced_ip or running.host}:{running.port}")
+        await running.front.join_cluster(node_url or f"http://{config.announced_ips[0] if config.announced_ips else running.host}:{running.port}")
     except (ValueError, RedisError, OSError) as exc:
         await running.close()
         raise ClusterStartError(str(exc)) from None

@@ -61,6 +61,7 @@ EXIT_ERROR = 2
         "sfuctl bots --count 2 --publishers 1 --simulcast --duration 30\n\n"
         "Active speaker (2 bots take 3-s turns talking; the report says how soon the server named each): "
         "sfuctl bots --count 6 --speakers 2 --duration 30\n\n"
+        "Over TCP only (sfuctl serve --no-ice-udp --ice-tcp): sfuctl bots --count 4 --ice-tcp\n\n"
         "Impairment is approximate and applies per bot, both directions: --delay is added round-trip time."
     ),
 )
@@ -96,6 +97,7 @@ EXIT_ERROR = 2
 @click.option("--speakers", type=click.IntRange(0), default=None, metavar="N", help="The first N publishing bots of each room take 3-s turns talking (audio levels, RFC 6464) and measure how fast the server names them the active speaker; the others stay silent.")
 @click.option("--simulcast", is_flag=True, help="Publish the video as simulcast: every video --media file is an encoding, lowest first [default: 1280x720/640x360/320x180 test media].")
 @click.option("--reconnect", is_flag=True, help="A bot that loses its server (signaling or media) joins its room again with backoff, e.g. on another cluster node (it always does on the server's `reconnect` notification).")
+@click.option("--ice-tcp", is_flag=True, help="Reach the server over its ICE-TCP candidates (sfuctl serve --ice-tcp), as clients whose UDP is blocked do.")
 def bots(
     url: str,
     whip: str | None,
@@ -129,6 +131,7 @@ def bots(
     speakers: int | None,
     simulcast: bool,
     reconnect: bool,
+    ice_tcp: bool,
 ) -> None:
     """Headless bots join rooms, publish pre-encoded audio/video (no encoding), subscribe to each other
     (no decoding) and report per-consumer loss, jitter, RTT, freezes and join times (RFC 3550). With
@@ -151,6 +154,7 @@ def bots(
             speakers=speakers,
             simulcast=simulcast,
             reconnect=reconnect,
+            ice_tcp=ice_tcp,
             token=token,
             auth_secret=auth_secret,
             count=count,

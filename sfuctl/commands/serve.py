@@ -19,7 +19,7 @@ from ..cluster.placement import Pinned, parse_pin
 from ..runtime import run, setup_logging
 from ..server.app import start_server
 from ..server.auth import Authenticator
-from ..server.config import MediaPortsBusy, ServerConfig, parse_port_range
+from ..server.config import MediaPortsBusy, ServerConfig, parse_port_range, url_host
 from ..server.front import start_front
 from ..server.quotas import Quotas
 from ..server.supervisor import split_port_range
@@ -46,10 +46,12 @@ def _port_range(ctx: click.Context, param: click.Parameter, value: str) -> tuple
 HOST_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}[A-Za-z0-9])?")
 
 
-def _announced_ip(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    """An IP address as given; a host name is resolved once, here, and the banner says so."""
-    if value is None:
-        return None
+def _announced_ips(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
+    """IP addresses as given; a host name is resolved once, here, and the banner says so."""
+    return tuple(dict.fromkeys(_announced_ip(ctx, value) for value in values))
+
+
+def _announced_ip(ctx: click.Context, value: str) -> str:
     try:
         return str(ipaddress.ip_address(value))
     except ValueError:
@@ -61,7 +63,7 @@ def _announced_ip(ctx: click.Context, param: click.Parameter, value: str | None)
     except (OSError, UnicodeError):
         raise click.BadParameter(f"{value!r} is not an IP address and does not resolve: give the address peers "
                                  "reach this server at, e.g. 203.0.113.5") from None
-    ctx.meta["announced_ip_from"] = value
+    ctx.meta.setdefault("announced_ip_from", []).append((value, str(address)))
     return str(address)
 
 
@@ -93,7 +95,9 @@ def quota_options(command: Callable) -> Callable:
 )
 @click.option("--host", envvar="SFUCTL_HOST", default="127.0.0.1", show_default=True, help="Address to listen on (signaling and media).")
 @click.option("--port", envvar="SFUCTL_PORT", default=8080, show_default=True, type=click.IntRange(0, 65535), help="Signaling/HTTP port (0 picks a free one).")
-@click.option("--announced-ip", envvar="SFUCTL_ANNOUNCED_IP", default=None, callback=_announced_ip, help="IP address put in ICE candidates [default: --host]; a host name is resolved once at start.")
+@click.option("--announced-ip", "announced_ips", envvar="SFUCTL_ANNOUNCED_IP", multiple=True, callback=_announced_ips, help="IP address put in ICE candidates [default: --host]; repeatable (an IPv4 and an IPv6 address); a host name is resolved once at start.")
+@click.option("--ice-tcp", envvar="SFUCTL_ICE_TCP", is_flag=True, help="The media port also takes ICE over TCP (RFC 6544 passive candidates), for clients whose UDP is blocked.")
+@click.option("--ice-udp/--no-ice-udp", envvar="SFUCTL_ICE_UDP", default=True, show_default=True, help="The media port takes UDP (--no-ice-udp with --ice-tcp: TCP only).")
 @click.option("--rtc-port-range", envvar="SFUCTL_RTC_PORT_RANGE", default="40000-40099", show_default=True, callback=_port_range, help="UDP ports for media, split evenly over the workers; each worker takes the first free port of its slice and every transport shares it.")
 @click.option("--consent-timeout", envvar="SFUCTL_CONSENT_TIMEOUT", default=30.0, show_default=True, type=Duration(1, 300), help="Time without ICE consent before a peer is dropped (30s, 2m).")
 @click.option("--workers", envvar="SFUCTL_WORKERS", default=os.cpu_count() or 1, show_default="number of cores", type=click.IntRange(1, 64), help="Worker processes; each room lives on one worker (one core) until --room-spill-consumers.")
@@ -117,7 +121,9 @@ def quota_options(command: Callable) -> Callable:
 def serve(
     host: str,
     port: int,
-    announced_ip: str | None,
+    announced_ips: tuple[str, ...],
+    ice_tcp: bool,
+    ice_udp: bool,
     rtc_port_range: tuple[int, int],
     consent_timeout: float,
     workers: int,
@@ -148,15 +154,20 @@ def serve(
       SFUCTL_AUTH_SECRET=$(openssl rand -hex 32) sfuctl serve   # access tokens required
       sfuctl serve --redis redis://10.0.0.2:6379/0 --cluster-secret "$S" --announced-ip 10.0.0.5   # a cluster node
       sfuctl serve --no-transport-cc   # transport-cc not answered: peers' estimates follow receiver reports (to compare)
+      sfuctl serve --host :: --announced-ip 203.0.113.5 --announced-ip 2001:db8::5 --ice-tcp   # docs/deploy.md
     Every option can also be set as SFUCTL_<OPTION>, e.g. SFUCTL_ANNOUNCED_IP=10.0.0.5.
     The --max-* options are quotas (docs/limits.md): a request over one is refused with a structured error.
     Without --auth-secret or --auth-key-file anyone may join any room (fine on loopback, not on a network).
     """
     setup_logging(log_level)
+    if not ice_udp and not ice_tcp:
+        raise click.BadParameter("with --no-ice-udp the media port needs --ice-tcp, or no client can connect", param_hint="--no-ice-udp")
     config = ServerConfig(
         host=host,
         port=port,
-        announced_ip=announced_ip,
+        announced_ips=announced_ips,
+        ice_tcp=ice_tcp,
+        ice_udp=ice_udp,
         rtc_ports=rtc_port_range,
         consent_timeout=consent_timeout,
         room_spill_consumers=room_spill_consumers,
@@ -178,10 +189,9 @@ def serve(
         split_port_range(rtc_port_range, workers)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--rtc-port-range") from None
-    resolved = click.get_current_context().meta.get("announced_ip_from")
     console = make_console(stderr=True)
-    if resolved:
-        console.print(f"--announced-ip {resolved} resolved once to {announced_ip}", highlight=False)
+    for name, address in click.get_current_context().meta.get("announced_ip_from", []):
+        console.print(f"--announced-ip {name} resolved once to {address}", highlight=False)
     cluster = None
     if redis_url is not None:
         if not cluster_secret:
@@ -189,6 +199,11 @@ def serve(
         cluster = (redis_url, node_id or f"{socket.gethostname()}-{secrets.token_hex(3)}", node_url, cluster_secret,
                    Pinned(pins) if pins else None)
     run(_serve(config, workers, log_level, console, cluster, drain_timeout))
+
+
+def media_protocols(config: ServerConfig) -> str:
+    """"udp", "tcp" or "udp+tcp": what the media ports take."""
+    return "+".join(name for name, on in (("udp", config.ice_udp), ("tcp", config.ice_tcp)) if on)
 
 
 async def _serve(config: ServerConfig, workers: int, log_level: str, console: Console, cluster: tuple | None, drain_timeout: float) -> None:
@@ -222,8 +237,9 @@ async def _serve(config: ServerConfig, workers: int, log_level: str, console: Co
 
     on_stop_signals(on_signal)
     console.print(
-        f"[bold green]sfuctl serve[/] signaling [cyan]{server.url}[/] · media [cyan]udp {config.candidate_ip}:"
-        f"{','.join(map(str, media_ports))}[/] · {workers} worker(s) · Ctrl-C to stop"
+        f"[bold green]sfuctl serve[/] signaling [cyan]{server.url}[/] · media [cyan]{media_protocols(config)} "
+        f"{' '.join(url_host(ip) + ':' + ','.join(map(str, media_ports)) for ip in config.announced_ips or (config.host,))}[/]"
+        f" · {workers} worker(s) · Ctrl-C to stop"
     )
     if cluster is not None:
         console.print(f"cluster node [cyan]{server.front.info.id}[/] at {server.front.info.url} on {server.front.registry.safe_url}")

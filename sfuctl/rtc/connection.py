@@ -217,7 +217,7 @@ class Connection:
                 else:
                     plain = self._srtp_rx.unprotect(data)
                     rtcp = False
-            except pylibsrtp.Error:
+            except (pylibsrtp.Error, ValueError):  # ValueError: longer than pylibsrtp's 1500-byte buffer
                 self.srtp_errors += 1
                 return
             self._media_received += 1

@@ -274,6 +274,47 @@ def answer_direction(offered: str, server_sends: bool) -> str:
     return "recvonly" if offered in ("sendonly", "sendrecv") else "inactive"
 
 
+def address_type(ip: str) -> str:
+    """SDP's address type of an IP address (RFC 8866 c= and o= lines)."""
+    return "IP6" if ":" in ip else "IP4"
+
+
+# Candidate priorities (RFC 8445 section 5.1.2.1): type preference 126 (host) for all; the local preference
+# puts every UDP candidate before every TCP one (RFC 6544 section 4.2: direction preference 4 for passive, in the
+# top 3 bits), and the first address before the next.
+HOST_TYPE_PREFERENCE = 126
+UDP_LOCAL_PREFERENCE = 65535
+TCP_PASSIVE_LOCAL_PREFERENCE = (4 << 13) | 8191
+
+
+@dataclass(frozen=True)
+class HostCandidates:
+    """The server's host candidates: each of `ips` on one `port`, over UDP and/or TCP (RFC 6544 passive)."""
+
+    ips: tuple[str, ...]
+    port: int
+    udp: bool = True
+    tcp: bool = False
+
+    @classmethod
+    def of(cls, candidate: tuple[str, int] | HostCandidates) -> HostCandidates:
+        """`candidate` as HostCandidates (a (host, port) pair is one UDP host candidate)."""
+        return candidate if isinstance(candidate, HostCandidates) else cls((candidate[0],), candidate[1])
+
+    def lines(self) -> list[str]:
+        """The a=candidate lines, UDP first."""
+        lines = []
+        foundation = 1
+        for protocol, local_preference, tail in (("udp", UDP_LOCAL_PREFERENCE, ""), ("tcp", TCP_PASSIVE_LOCAL_PREFERENCE, " tcptype passive")):
+            if not (self.udp if protocol == "udp" else self.tcp):
+                continue
+            for index, ip in enumerate(self.ips):
+                priority = (HOST_TYPE_PREFERENCE << 24) | ((local_preference - index) << 8) | 255
+                lines.append(f"a=candidate:{foundation} 1 {protocol} {priority} {ip} {self.port} typ host{tail}")
+                foundation += 1
+        return lines
+
+
 def dtls_role_for(setup: str) -> str:
     """The server's DTLS role given the offer's a=setup (RFC 5763: answer passive to actpass)."""
     return "client" if setup == "passive" else "server"
@@ -284,22 +325,25 @@ def build_answer(
     session_id: int,
     ice: IceParameters,
     fingerprint: str,
-    candidate: tuple[str, int],
+    candidate: tuple[str, int] | HostCandidates,
     setup: str,
     media: list[MediaAnswer],
     bundle: tuple[str, ...] | None = None,
 ) -> str:
     """Write the answer SDP for a list of answered m-lines, in the offer's order.
 
-    `bundle` is the offer's BUNDLE group: the answer's group names the accepted m-lines of it, and is left out
-    when the offer had none (RFC 9143: the answerer never creates a group).
+    `candidate` is one UDP host address, or the server's HostCandidates. `bundle` is the offer's BUNDLE group:
+    the answer's group names the accepted m-lines of it, and is left out when the offer had none (RFC 9143: the
+    answerer never creates a group).
     """
-    host, port = candidate
+    candidates = HostCandidates.of(candidate)
+    host, port = candidates.ips[0], candidates.port
+    ip = f"{address_type(host)} {host}"
     bundle_mids = [m.offer.mid for m in media if m.accepted and bundle is not None and m.offer.mid in bundle]
     algorithm, value = fingerprint.split(" ", 1)
     lines = [
         "v=0",
-        f"o=sfuctl {session_id} 2 IN IP4 {host}",
+        f"o=sfuctl {session_id} 2 IN {ip}",
         "s=sfuctl",
         "t=0 0",
         "a=ice-lite",
@@ -316,7 +360,7 @@ def build_answer(
         f"a=ice-pwd:{ice.pwd}",
         f"a=fingerprint:{algorithm} {value}",
         f"a=setup:{setup}",
-        f"a=candidate:1 1 udp 2130706431 {host} {port} typ host",
+        *candidates.lines(),
         "a=end-of-candidates",
     ]
     for m in media:
@@ -324,13 +368,13 @@ def build_answer(
         if not m.accepted:
             formats = " ".join(offer.formats) or " ".join(str(c.payload_type) for c in offer.codecs) or "0"
             # a=setup repeated here: webrtcbin reads it per m-line only, rejected ones included.
-            lines += [f"m={offer.kind} 0 {offer.proto} {formats}", f"c=IN IP4 {host}", f"a=mid:{offer.mid}", "a=inactive",
+            lines += [f"m={offer.kind} 0 {offer.proto} {formats}", f"c=IN {ip}", f"a=mid:{offer.mid}", "a=inactive",
                       f"a=setup:{setup}"]
             continue
         if offer.kind == "application":
             lines += [
                 f"m=application {port} UDP/DTLS/SCTP webrtc-datachannel",
-                f"c=IN IP4 {host}",
+                f"c=IN {ip}",
                 f"a=mid:{offer.mid}",
                 *transport_lines,
                 f"a=sctp-port:{SCTP_PORT}",
@@ -341,8 +385,8 @@ def build_answer(
         assert codec is not None
         lines += [
             f"m={offer.kind} {port} UDP/TLS/RTP/SAVPF {codec.payload_type}",
-            f"c=IN IP4 {host}",
-            f"a=rtcp:{port} IN IP4 {host}",
+            f"c=IN {ip}",
+            f"a=rtcp:{port} IN {ip}",
             f"a=mid:{offer.mid}",
             f"a={m.direction}",
             "a=rtcp-mux",
@@ -447,10 +491,9 @@ def parse_ice_fragment(text: str) -> IceFragment:
     return IceFragment(IceParameters(ufrag, pwd) if ufrag is not None and pwd is not None else None, candidates, end)
 
 
-def build_ice_fragment(*, ice: IceParameters, candidate: tuple[str, int], tag: tuple[str, str, int]) -> str:
-    """The server's answer to an ICE restart (RFC 9725 section 4.3.2): its new credentials and its candidate,
+def build_ice_fragment(*, ice: IceParameters, candidates: HostCandidates, tag: tuple[str, str, int]) -> str:
+    """The server's answer to an ICE restart (RFC 9725 section 4.3.2): its new credentials and its candidates,
     under the BUNDLE tag's m-line (`tag`: kind, mid, payload type)."""
-    host, port = candidate
     kind, mid, payload_type = tag
     lines = [
         "a=ice-lite",
@@ -458,7 +501,7 @@ def build_ice_fragment(*, ice: IceParameters, candidate: tuple[str, int], tag: t
         f"a=ice-pwd:{ice.pwd}",
         f"m={kind} 9 UDP/TLS/RTP/SAVPF {payload_type}",
         f"a=mid:{mid}",
-        f"a=candidate:1 1 udp 2130706431 {host} {port} typ host",
+        *candidates.lines(),
         "a=end-of-candidates",
     ]
     return "\r\n".join(lines) + "\r\n"

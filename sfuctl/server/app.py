@@ -11,7 +11,7 @@ from pathlib import Path
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from .auth import Authenticator, origin_allowed
-from .config import ServerConfig
+from .config import ServerConfig, url_host
 from .metrics import metrics_handler
 from .pipes import add_internal_routes
 from .signaling import SignalingSession
@@ -137,7 +137,7 @@ class RunningServer:
 
     @property
     def url(self) -> str:
-        return f"ws://{self.host}:{self.port}"
+        return f"ws://{url_host(self.host)}:{self.port}"
 
     async def close(self) -> None:
         await self.worker.close()
@@ -168,7 +168,7 @@ async def start_server(config: ServerConfig, http_host: str | None = None, index
 async def serve(config: ServerConfig, stop: asyncio.Event) -> None:
     """Run until `stop` is set, then close every transport cleanly."""
     server = await start_server(config)
-    log.info("signaling on %s, media on udp %s:%d", server.url, config.candidate_ip, server.worker.rtc_port)
+    log.info("signaling on %s, media on %s", server.url, " ".join(server.worker.host_candidates.lines()))
     try:
         await stop.wait()
     finally:

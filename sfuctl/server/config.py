@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..rtc.sdp import HostCandidates
 from .quotas import Quotas
 
 
@@ -22,9 +23,11 @@ class ServerConfig:
 
     host: str = "127.0.0.1"
     port: int = 8080
-    announced_ip: str | None = None
+    announced_ips: tuple[str, ...] = ()  # the addresses put in ICE candidates (e.g. one IPv4, one IPv6); empty: host
     rtc_ports: tuple[int, int] = (40000, 40099)
     consent_timeout: float = 30.0
+    ice_udp: bool = True  # the media port takes UDP
+    ice_tcp: bool = False  # the media port also takes ICE-TCP (RFC 6544 passive candidates, RFC 4571 framing)
     max_message_bytes: int = 256 * 1024
     whip_token: str | None = None
     auth_secret: str | None = None  # HS256 secret: access tokens required (docs/security.md)
@@ -53,12 +56,21 @@ class ServerConfig:
 
     @property
     def candidate_ip(self) -> str:
-        """The address put in ICE candidates."""
-        return self.announced_ip or self.host
+        """The first address put in ICE candidates."""
+        return self.announced_ips[0] if self.announced_ips else self.host
+
+    def host_candidates(self, port: int) -> HostCandidates:
+        """The ICE candidates of a worker whose media port is `port`."""
+        return HostCandidates(self.announced_ips or (self.host,), port, udp=self.ice_udp, tcp=self.ice_tcp)
+
+
+def url_host(host: str) -> str:
+    """`host` as the host part of a URL: an IPv6 address in brackets (RFC 3986)."""
+    return f"[{host}]" if ":" in host else host
 
 
 class MediaPortsBusy(OSError):
-    """No UDP port of a worker's slice of --rtc-port-range could be bound (another process holds them)."""
+    """No UDP (or TCP) port of a worker's slice of --rtc-port-range could be bound (another process holds them)."""
 
 
 def parse_port_range(text: str) -> tuple[int, int]:

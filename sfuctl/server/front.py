@@ -36,7 +36,7 @@ from .app import (
     close_websockets_on_shutdown,
 )
 from .auth import Authenticator, Grant, check_metrics_access, hide_addresses
-from .config import ServerConfig
+from .config import ServerConfig, url_host
 from .errors import SignalingError, bad_request
 from .messages import RequestError, parse_request
 from .quotas import flag
@@ -495,7 +495,7 @@ class RunningFront:
 
     @property
     def url(self) -> str:
-        return f"ws://{self.host}:{self.port}"
+        return f"ws://{url_host(self.host)}:{self.port}"
 
     @property
     def rtc_ports(self) -> list[int]:

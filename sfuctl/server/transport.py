@@ -26,6 +26,7 @@ from ..rtc.transport_feedback import packet_sequence
 from .errors import bad_request
 from .layer_allocation import LayerAllocation
 from .simulcast_producer import SimulcastProducer
+from .ice_tcp import TcpAddress
 
 if TYPE_CHECKING:
     from .consumer import Consumer
@@ -174,12 +175,11 @@ class Transport:
         accepted = next((m for m in media if m.codec is not None), None)
         if accepted is not None:
             self.bundle_tag = (accepted.offer.kind, accepted.offer.mid, accepted.codec.payload_type)
-        ip = self.worker.config.candidate_ip
         return build_answer(
             session_id=self._session_id,
             ice=self.connection.local_ice,
             fingerprint=self.connection.local_fingerprint,
-            candidate=(ip, self.worker.rtc_port),
+            candidate=self.worker.host_candidates,
             setup=self._setup,
             media=media,
             bundle=self._bundle,
@@ -351,6 +351,7 @@ class Transport:
             "dtls_state": dtls_state,
             "srtp_profile": c.srtp_profile,
             "remote_address": f"{c.remote_addr[0]}:{c.remote_addr[1]}" if c.remote_addr else None,
+            "ice_protocol": ("tcp" if c.remote_addr.__class__ is TcpAddress else "udp") if c.remote_addr else None,
             "producers": len(self.producers_by_mid),
             "consumers": len(self.consumers_by_mid),
             "bytes_received": c.bytes_received,

@@ -108,7 +108,7 @@ class HttpSessions:
         etag = self.etags[resource] = new_etag()
         body = build_ice_fragment(
             ice=transport.connection.local_ice,
-            candidate=(self.worker.config.candidate_ip, self.worker.rtc_port),
+            candidates=self.worker.host_candidates,
             tag=transport.bundle_tag,
         )
         return web.Response(status=200, text=body, content_type=ICE_FRAGMENT_TYPE, headers={"ETag": etag})

@@ -1,4 +1,5 @@
-"""Worker: one UDP port for every transport of the process, the rooms, and the periodic RTCP work."""
+"""Worker: one media port (UDP, and TCP with ICE-TCP) for every transport of the process, the rooms, and the
+periodic RTCP work."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING
 from ..rtc.batching import REPORT_INTERVAL, TICK_INTERVAL
 from ..rtc.dtls import DtlsCertificate
 from ..rtc.ice import stun_username
+from ..rtc.sdp import HostCandidates
 from .active_speaker import STEP as SPEECH_STEP
 from .config import MediaPortsBusy, ServerConfig
 from ..stats_schema import SCHEMA_VERSION
@@ -21,6 +23,7 @@ from .quotas import Refusals, check, flag
 from .stats_feed import StatsFeed
 from .router import Router
 from .cpu import process_cpu_percent
+from .ice_tcp import TcpAddress, TcpStreams
 from .transport import Transport
 
 if TYPE_CHECKING:
@@ -66,25 +69,44 @@ class Worker(asyncio.DatagramProtocol):
         self._addr_of: dict[Transport, tuple] = {}  # the one address each transport is mapped from
         self._probing: dict[Transport, tuple] = {}  # the address each transport checks before moving there
         self._udp: asyncio.DatagramTransport | None = None
+        self.tcp: TcpStreams | None = TcpStreams(self.datagram_received, self._introduce) if config.ice_tcp else None
         self._ticker: asyncio.Task | None = None
 
     async def start(self) -> None:
-        """Bind the first free port of the configured range and start the periodic work."""
-        loop = asyncio.get_running_loop()
+        """Bind the first port of the configured range free for UDP and (with ICE-TCP) TCP alike, and start the
+        periodic work."""
         first, last = self.config.rtc_ports
         error: OSError | None = None
-        for port in range(first, last + 1):
+        # Port 0 picks a free UDP port whose number TCP may hold elsewhere: a few tries.
+        for port in range(first, last + 1) if first else [0] * 8:
             try:
-                await loop.create_datagram_endpoint(lambda: self, local_addr=(self.config.host, port))
+                await self._bind(port)
                 break
             except OSError as exc:
                 error = exc
         else:
             reason = os.strerror(error.errno) if error is not None and error.errno else error
-            raise MediaPortsBusy(f"no free UDP port in {first}-{last} on {self.config.host}: {reason}")
+            protocols = "/".join(p for p, on in (("UDP", self.config.ice_udp), ("TCP", self.config.ice_tcp)) if on)
+            raise MediaPortsBusy(f"no free {protocols} port in {first}-{last} on {self.config.host}: {reason}")
         self._ticker = asyncio.create_task(self._run_ticks(), name="worker-ticks")
 
+    async def _bind(self, port: int) -> None:
+        """The media port on `port`: UDP unless --no-ice-udp, then TCP too with --ice-tcp (both or neither)."""
+        loop = asyncio.get_running_loop()
+        if self.config.ice_udp:
+            await loop.create_datagram_endpoint(lambda: self, local_addr=(self.config.host, port))
+        if self.tcp is not None:
+            try:
+                self.rtc_port = await self.tcp.listen(self.config.host, self.rtc_port or port)
+            except OSError:
+                if self._udp is not None:
+                    self._udp.close()
+                    self._udp = None
+                raise
+
     async def close(self) -> None:
+        if self.tcp is not None:
+            self.tcp.close()
         for router in list(self.routers.values()):
             router.close()
         if self.pipes is not None:
@@ -132,6 +154,11 @@ class Worker(asyncio.DatagramProtocol):
             log.info("room %s closed (empty)", router.name)
 
     # -- transports ----------------------------------------------------------------------------------
+    @property
+    def host_candidates(self) -> HostCandidates:
+        """The ICE candidates every transport of this worker answers with."""
+        return self.config.host_candidates(self.rtc_port)
+
     def register(self, transport: Transport) -> None:
         self.transports.add(transport)
         self._by_ufrag[transport.connection.local_ice.ufrag] = transport
@@ -149,6 +176,8 @@ class Worker(asyncio.DatagramProtocol):
         for addr in (self._addr_of.pop(transport, None), self._probing.pop(transport, None)):
             if addr is not None and self._by_addr.get(addr) is transport:
                 del self._by_addr[addr]
+                if self.tcp is not None and addr.__class__ is TcpAddress:
+                    self.tcp.close_address(addr)
 
     def congestion_due(self, transport: Transport) -> None:
         """Tick this transport's congestion control (transport feedback, estimates) until it closes."""
@@ -160,12 +189,22 @@ class Worker(asyncio.DatagramProtocol):
         self._feedback.add(producer)
 
     def send(self, data: bytes, addr: tuple) -> None:
-        if self._udp is not None:
+        """Send one packet to a UDP or an ICE-TCP address."""
+        if addr.__class__ is TcpAddress:
+            if self.tcp is not None:
+                self.tcp.send(data, addr)  # type: ignore[arg-type]
+        elif self._udp is not None:
             self._udp.sendto(data, addr)
 
     def sender(self) -> Callable[[bytes, tuple], None]:
-        """What a connection sends with: the socket's own bound sendto once bound (a call less per packet)."""
-        return self._udp.sendto if self._udp is not None else self.send
+        """What a connection sends with: without ICE-TCP the UDP socket's own bound sendto (a call less per
+        packet), else `send`, which tells TCP addresses apart."""
+        return self._udp.sendto if self._udp is not None and self.tcp is None else self.send
+
+    def _introduce(self, data: bytes, addr: TcpAddress) -> bool:
+        """A new ICE-TCP connection's first frame: True when a transport took its address (a valid check)."""
+        self.datagram_received(data, addr)
+        return addr in self._by_addr
 
     # -- asyncio.DatagramProtocol -----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -255,6 +294,8 @@ class Worker(asyncio.DatagramProtocol):
             except Exception:
                 log.exception("congestion control of transport %s failed", transport.id)
         if report:
+            if self.tcp is not None:
+                self.tcp.sweep(now, self.config.consent_timeout)
             for router in list(self.routers.values()):
                 router.announce_changes()
             for transport in list(self.transports):
@@ -301,6 +342,8 @@ class Worker(asyncio.DatagramProtocol):
                 "loop_lag_p95_ms": worker_stats["loop_lag_p95_ms"],
                 "pipes": self.pipes.stats() if self.pipes is not None else [],
                 "tasks": len(asyncio.all_tasks()),
+                "tcp_connections": worker_stats["tcp_connections"],
+                "tcp_dropped": worker_stats["tcp_dropped"],
             },
             "rooms": [router.stats() for router in routers if room is None or router.name == room],
         }
@@ -315,4 +358,6 @@ class Worker(asyncio.DatagramProtocol):
             "transports": len(self.transports),
             "unknown_datagrams": self.unknown_datagrams,
             "loop_lag_p95_ms": round(self.loop_lag.p95() * 1000, 1),
+            "tcp_connections": len(self.tcp.by_address) if self.tcp is not None else 0,
+            "tcp_dropped": self.tcp.total_dropped if self.tcp is not None else 0,
         }

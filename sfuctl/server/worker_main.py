@@ -12,7 +12,7 @@ import aiohttp
 
 from ..runtime import run, setup_logging
 from .app import start_server
-from .config import MediaPortsBusy, ServerConfig
+from .config import IceServer, MediaPortsBusy, ServerConfig
 from .pipes import Pipes
 from .supervisor import CONFIG_VARIABLE, PIPES_VARIABLE
 from .quotas import Quotas
@@ -52,6 +52,8 @@ def main() -> None:
     pipes = json.loads(os.environ.pop(PIPES_VARIABLE, '{"index": 0, "earlier": []}'))
     settings["rtc_ports"] = tuple(settings["rtc_ports"])
     settings["allowed_origins"] = tuple(settings["allowed_origins"])
+    settings["announced_ips"] = tuple(settings["announced_ips"])
+    settings["ice_servers"] = tuple(IceServer(**server) for server in settings["ice_servers"])
     settings["quotas"] = Quotas(**settings["quotas"])
     setup_logging(sys.argv[1] if len(sys.argv) > 1 else "warning")
     run(_main(ServerConfig(**settings), pipes["index"], [tuple(e) for e in pipes["earlier"]]))
