@@ -33,7 +33,7 @@ CHROMIUM_FLAGS = (
     "--disable-sync",
     "--disable-dev-shm-usage",  # containers often have a small /dev/shm
     # Nothing but 127.0.0.1 resolves, so the browser cannot reach other hosts even outside a network namespace.
-    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1 , EXCLUDE ::1",
 )
 LAUNCH_TIMEOUT_S = 60.0
 

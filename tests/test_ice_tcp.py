@@ -162,3 +162,26 @@ def test_answer_parsing_keeps_tcp_passive_candidates_apart() -> None:
         "a=candidate:2 1 tcp 2124414975 127.0.0.1 9 typ host tcptype active\r\n"
     )
     assert answer.candidates == [] and answer.tcp_candidates == [("127.0.0.1", 4000)]
+
+
+async def test_bots_call_over_ipv6_loopback_on_udp_and_on_tcp(media) -> None:
+    server = await start_server(ServerConfig(host="::1", port=0, rtc_ports=(0, 0), consent_timeout=5.0, ice_tcp=True))
+    try:
+        assert server.url.startswith("ws://[::1]:")
+        for ice_tcp in (False, True):
+            seen: set[str] = set()
+
+            async def watch() -> None:
+                while True:
+                    await asyncio.sleep(0.5)
+                    seen.update(f"{t.stats()['ice_protocol']} {t.connection.remote_addr[0]}" for t in server.worker.transports
+                                if t.connection.remote_addr)
+
+            watcher = asyncio.create_task(watch())
+            report = await run_bots(BotsConfig(url=server.url, count=2, ramp=20, duration=3.0, media=media, seed=8, ice_tcp=ice_tcp))
+            watcher.cancel()
+            assert report.failed == 0
+            assert_clean_call(report.bots)
+            assert seen == {f"{'tcp' if ice_tcp else 'udp'} ::1"}
+    finally:
+        await server.close()

@@ -21,6 +21,7 @@ from sfuctl.client.offer import (
     simulcast_rids,
 )
 from sfuctl.client.signaling import SignalingClient, SignalingError
+from sfuctl.client.turn import TurnServer
 from sfuctl.encoded import EncodedTrack
 from sfuctl.rtc.connection import Connection, IceRole
 from sfuctl.rtc.dtls import DtlsCertificate
@@ -72,6 +73,7 @@ class BotEnv:
     speakers: int | None = None  # speakers taking turns per room (sfuctl.bots.speech); None: no audio levels
     reconnect: bool = False  # join again when the server is lost, not only on its `reconnect` notification
     ice_tcp: bool = False  # reach the server over its ICE-TCP candidates (RFC 6544) instead of UDP
+    relay: bool = False  # relay every transport through the TURN server the server hands out
     local_host: str = "127.0.0.1"  # where the bots' sockets are bound (::1 for a server on IPv6)
 
 
@@ -134,6 +136,7 @@ class Bot:
         self._last_collected = False  # the bot left and its last interval was collected
         self.transports = 0  # ICE/DTLS connections that reached "connected"
         self.ice_restarts = 0  # ICE restarts of this bot's transports that completed
+        self.ice_servers: list[dict] = []  # RTCIceServer dictionaries the server handed out
         self._send_sections: list[OfferSection] = []
         self._send_session_id = self.rng.getrandbits(62)
         self._send_version = 1
@@ -264,6 +267,7 @@ class Bot:
         self._stage = "joining"
         joined = await self.signaling.request("join", room=self.plan.room, name=self.plan.name)
         self.peer_id = joined["peerId"]
+        self.ice_servers = joined.get("iceServers", [])
         self._tasks.append(asyncio.create_task(self._notifications(), name=f"{self.plan.name}-notifications"))
         self._tasks.append(asyncio.create_task(self._watch_signaling(), name=f"{self.plan.name}-signaling"))
         return joined
@@ -364,8 +368,13 @@ class Bot:
             connect_timeout=self.env.connect_timeout,
             role=role,
             local_host=self.env.local_host,
+            turn=self._turn(),
         )
         return link.connection
+
+    def _turn(self) -> TurnServer | None:
+        """The TURN server to relay through (--relay), from the ICE servers the server handed out."""
+        return TurnServer.pick(self.ice_servers) if self.env.relay else None
 
     async def _set_remote(self, link: Link | None, answer: Answer) -> None:
         """Start the link's connection towards the server's answer, over UDP or ICE-TCP as the run asks."""
@@ -398,6 +407,7 @@ class Bot:
             changes=self._impairment_changes(),
             seed=f"{self.env.seed}:{self.plan.index}:{which}:restart-{self.ice_restarts + 1}",
             local_host=self.env.local_host,
+            turn=self._turn(),
         )
         local = IceParameters.random()
         try:

@@ -41,7 +41,8 @@ class BotsConfig:
     `reconnect`: a websocket bot whose signaling or transport is lost joins its room again (with backoff, as it
     always does on the server's `reconnect` notification) instead of ending disconnected.
     `ice_tcp`: reach the server over its ICE-TCP passive candidates (RFC 6544) instead of UDP. The bots bind
-    ::1 when the server's URL names an IPv6 address, 127.0.0.1 otherwise (`local_host`).
+    ::1 when the server's URL names an IPv6 address, 127.0.0.1 otherwise (`local_host`). `relay`: every transport
+    relays through the TURN server the server hands out (join reply; OPTIONS Link headers for WHIP/WHEP).
     """
 
     url: str
@@ -74,6 +75,7 @@ class BotsConfig:
     simulcast: bool = False
     reconnect: bool = False
     ice_tcp: bool = False
+    relay: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -125,6 +127,8 @@ class BotsConfig:
             raise ValueError("simulcast is a video feature: it cannot go with --no-video")
         if self.reconnect and (self.mode != "websocket" or self.mesh):
             raise ValueError("reconnecting is for bots joined through the sfuctl server's signaling (ws://), not WHIP/WHEP or a mesh")
+        if self.relay and (self.ice_tcp or self.mesh):
+            raise ValueError("--relay reaches the server through TURN over UDP: not with --ice-tcp or --mesh")
         if self.ice_tcp and self.mesh:
             raise ValueError("ICE-TCP reaches a server's passive candidates; mesh bots connect to each other over UDP")
         if not (self.audio or self.video):

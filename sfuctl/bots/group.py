@@ -97,6 +97,7 @@ class BotGroup:
             speakers=self.config.speakers,
             reconnect=self.config.reconnect,
             ice_tcp=self.config.ice_tcp,
+            relay=self.config.relay,
             local_host=self.config.local_host,
         )
         self.bots = [_bot_class(self.config, plan)(plan, env) for plan in self.plans]

@@ -17,6 +17,8 @@ from sfuctl.rtc.connection import Connection
 from sfuctl.rtc.ice import IceParameters
 from sfuctl.rtc.sdp import parse_ice_fragment
 
+from sfuctl.client.turn import ice_servers_from_links
+
 from .bot import LEAVE_TIMEOUT, Bot, BotEnv, JoinError
 from .config import BotPlan
 from .subscriber import ConsumerInfo, ConsumerStream
@@ -39,6 +41,8 @@ class HttpBot(Bot):
         self.status = "joining"
         self.join_started_at = time.monotonic()
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.env.connect_timeout))
+        if self.env.relay:
+            await self._ask_ice_servers()
         if self.plan.publish and self.env.tracks:
             self._stage = "publishing (WHIP)"
             await self._publish()
@@ -115,6 +119,15 @@ class HttpBot(Bot):
     def _headers(self) -> dict[str, str]:
         token = self.env.access_token(self.plan)
         return {"Authorization": f"Bearer {token}"} if token else {}
+
+    async def _ask_ice_servers(self) -> None:
+        """OPTIONS on the endpoint: the ICE servers of its Link headers (RFC 9725 section 4.6), before offering."""
+        assert self._http is not None
+        try:
+            async with self._http.options(self.env.url, headers=self._headers()) as response:
+                self.ice_servers = ice_servers_from_links(response.headers.getall("Link", []))
+        except aiohttp.ClientError as exc:
+            raise JoinError(f"asking {self.env.url} for its ICE servers: {exc}") from None
 
     async def _post(self, offer: str) -> str:
         """POST the offer to the endpoint; the answer SDP. Any status but 201 is a JoinError naming it."""

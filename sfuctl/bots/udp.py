@@ -1,5 +1,6 @@
 """A bot transport's UDP socket: optional impairment in both directions and an RTT probe around one Connection;
-with ICE-TCP its packets to the server go over a TCP connection instead (RFC 6544 active side, RFC 4571)."""
+with ICE-TCP its packets to the server go over a TCP connection instead (RFC 6544 active side, RFC 4571); with a
+TURN server, the "socket" is a TURN allocation (aioice's TurnTransport) and every packet is relayed."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ import socket
 import time
 from collections.abc import Callable
 
+from aioice.turn import TurnTransport, create_turn_endpoint
+
+from sfuctl.client.turn import TurnServer
 from sfuctl.rtc.connection import Connection, IceRole
 from sfuctl.rtc.dtls import DtlsCertificate
 from sfuctl.rtc.framing import FramedStream, connect_framed
@@ -35,11 +39,15 @@ class BotSocket(asyncio.DatagramProtocol):
         self.uplink: Link | None = None
         self.downlink: Link | None = None
         self._tcp: dict[Address, FramedStream] = {}  # ICE-TCP connections by the server candidate they reach
+        self._relayed = False  # a TURN allocation rather than a socket
+        self._closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._udp = transport  # type: ignore[assignment]
-        # Room for ~0.5 s of a busy receive transport while the process is descheduled (capped by rmem_max).
-        transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES)
+        self._relayed = isinstance(transport, TurnTransport)
+        if not self._relayed:
+            # Room for ~0.5 s of a busy receive transport while the process is descheduled (capped by rmem_max).
+            transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES)
         if self.impairment.active or any(config.active for _, config in self.changes):
             up = LinkModel(self.impairment, f"{self._seed}:up", self.changes)
             down = LinkModel(self.impairment, f"{self._seed}:down", self.changes)
@@ -93,6 +101,7 @@ class BotSocket(asyncio.DatagramProtocol):
         """ICMP errors (e.g. the server went away) are not fatal; consent freshness decides."""
 
     def close(self) -> None:
+        self._closed = True
         for link in (self.uplink, self.downlink):
             if link is not None:
                 link.close()
@@ -108,7 +117,7 @@ class BotSocket(asyncio.DatagramProtocol):
                 stream.send(data)
                 return
         udp = self._udp
-        if udp is not None and not udp.is_closing():
+        if udp is not None and not self._closed and (self._relayed or not udp.is_closing()):
             udp.sendto(data, addr)
 
     def _deliver(self, data: bytes, addr: Address) -> None:
@@ -126,8 +135,19 @@ async def open_bot_socket(
     seed: str,
     changes: tuple[tuple[float, ImpairmentConfig], ...] = (),
     local_host: str = "127.0.0.1",
+    turn: TurnServer | None = None,
 ) -> BotSocket:
-    """A bot socket bound to `local_host`:0, impaired as configured; its `connection` is set by the caller."""
+    """A bot socket bound to `local_host`:0, or an allocation on `turn`, impaired as configured; its `connection`
+    is set by the caller."""
+    if turn is not None:
+        _, socket = await create_turn_endpoint(
+            lambda: BotSocket(impairment, seed, changes),
+            server_addr=(turn.host, turn.port),
+            username=turn.username,
+            password=turn.credential,
+            transport=turn.transport,
+        )
+        return socket
     loop = asyncio.get_running_loop()
     _, socket = await loop.create_datagram_endpoint(
         lambda: BotSocket(impairment, seed, changes), local_addr=(local_host, 0)
@@ -147,11 +167,12 @@ async def open_bot_connection(
     local_host: str = "127.0.0.1",
     changes: tuple[tuple[float, ImpairmentConfig], ...] = (),
     role: IceRole = "controlling",
+    turn: TurnServer | None = None,
 ) -> tuple[Connection, BotSocket]:
     """A Connection (ICE `role`: "controlling" towards a server, "lite" to answer a peer) on its own UDP
     socket bound to `local_host`:0, impaired as configured (`impairment`, then each of `changes` from its
-    loop time on)."""
-    socket = await open_bot_socket(impairment=impairment, seed=seed, changes=changes, local_host=local_host)
+    loop time on); relayed through `turn` when given."""
+    socket = await open_bot_socket(impairment=impairment, seed=seed, changes=changes, local_host=local_host, turn=turn)
     connection = Connection(
         role=role,
         certificate=certificate,

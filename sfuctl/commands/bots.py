@@ -62,6 +62,7 @@ EXIT_ERROR = 2
         "Active speaker (2 bots take 3-s turns talking; the report says how soon the server named each): "
         "sfuctl bots --count 6 --speakers 2 --duration 30\n\n"
         "Over TCP only (sfuctl serve --no-ice-udp --ice-tcp): sfuctl bots --count 4 --ice-tcp\n\n"
+        "Through the server's TURN relay (sfuctl serve --ice-server turn:...): sfuctl bots --count 4 --relay\n\n"
         "Impairment is approximate and applies per bot, both directions: --delay is added round-trip time."
     ),
 )
@@ -98,6 +99,7 @@ EXIT_ERROR = 2
 @click.option("--simulcast", is_flag=True, help="Publish the video as simulcast: every video --media file is an encoding, lowest first [default: 1280x720/640x360/320x180 test media].")
 @click.option("--reconnect", is_flag=True, help="A bot that loses its server (signaling or media) joins its room again with backoff, e.g. on another cluster node (it always does on the server's `reconnect` notification).")
 @click.option("--ice-tcp", is_flag=True, help="Reach the server over its ICE-TCP candidates (sfuctl serve --ice-tcp), as clients whose UDP is blocked do.")
+@click.option("--relay", is_flag=True, help="Relay every transport through the TURN server the SFU hands out (serve --ice-server turn:...), as clients behind strict NATs do.")
 def bots(
     url: str,
     whip: str | None,
@@ -132,6 +134,7 @@ def bots(
     simulcast: bool,
     reconnect: bool,
     ice_tcp: bool,
+    relay: bool,
 ) -> None:
     """Headless bots join rooms, publish pre-encoded audio/video (no encoding), subscribe to each other
     (no decoding) and report per-consumer loss, jitter, RTT, freezes and join times (RFC 3550). With
@@ -155,6 +158,7 @@ def bots(
             simulcast=simulcast,
             reconnect=reconnect,
             ice_tcp=ice_tcp,
+            relay=relay,
             token=token,
             auth_secret=auth_secret,
             count=count,

@@ -19,7 +19,7 @@ from ..cluster.placement import Pinned, parse_pin
 from ..runtime import run, setup_logging
 from ..server.app import start_server
 from ..server.auth import Authenticator
-from ..server.config import MediaPortsBusy, ServerConfig, parse_port_range, url_host
+from ..server.config import IceServer, MediaPortsBusy, ServerConfig, parse_port_range, url_host
 from ..server.front import start_front
 from ..server.quotas import Quotas
 from ..server.supervisor import split_port_range
@@ -72,6 +72,28 @@ def _pins(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) ->
         return [parse_pin(text) for text in value]
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
+ICE_SERVER_URL = re.compile(r"(stun|turns?):[^\s?]+(\?transport=(udp|tcp))?")
+
+
+def _ice_servers(urls: tuple[str, ...], username: str | None, credential: str | None, secret: str | None) -> tuple[IceServer, ...]:
+    """The --ice-server URLs with their credentials; BadParameter names a malformed URL or missing credentials."""
+    if (username is None) != (credential is None):
+        raise click.BadParameter("give both --ice-username and --ice-credential (a static TURN user)", param_hint="--ice-username")
+    if secret is not None and username is not None:
+        raise click.BadParameter("give --turn-secret or a static --ice-username/--ice-credential, not both", param_hint="--turn-secret")
+    servers = []
+    for url in urls:
+        if not ICE_SERVER_URL.fullmatch(url):
+            raise click.BadParameter(f"{url!r} is not a STUN/TURN URL: e.g. stun:stun.example.com:3478 or "
+                                     "turn:turn.example.com:3478?transport=udp", param_hint="--ice-server")
+        turn = url.startswith("turn")
+        if turn and username is None and secret is None:
+            raise click.BadParameter(f"the TURN server {url} needs --ice-username/--ice-credential or --turn-secret",
+                                     param_hint="--ice-server")
+        servers.append(IceServer(url, username, credential) if turn else IceServer(url))
+    if (username is not None or secret is not None) and not any(s.url.startswith("turn") for s in servers):
+        raise click.BadParameter("TURN credentials without a TURN --ice-server (turn:HOST:PORT)", param_hint="--ice-server")
+    return tuple(servers)
 
 
 def quota_options(command: Callable) -> Callable:
@@ -97,6 +119,10 @@ def quota_options(command: Callable) -> Callable:
 @click.option("--port", envvar="SFUCTL_PORT", default=8080, show_default=True, type=click.IntRange(0, 65535), help="Signaling/HTTP port (0 picks a free one).")
 @click.option("--announced-ip", "announced_ips", envvar="SFUCTL_ANNOUNCED_IP", multiple=True, callback=_announced_ips, help="IP address put in ICE candidates [default: --host]; repeatable (an IPv4 and an IPv6 address); a host name is resolved once at start.")
 @click.option("--ice-tcp", envvar="SFUCTL_ICE_TCP", is_flag=True, help="The media port also takes ICE over TCP (RFC 6544 passive candidates), for clients whose UDP is blocked.")
+@click.option("--ice-server", "ice_server_urls", envvar="SFUCTL_ICE_SERVER", multiple=True, metavar="URL", help="A STUN/TURN server handed to clients (join reply, WHIP/WHEP Link headers), e.g. turn:turn.example.com:3478?transport=udp; repeatable.")
+@click.option("--ice-username", envvar="SFUCTL_ICE_USERNAME", default=None, help="Username for the --ice-server TURN URLs (a static coturn user).")
+@click.option("--ice-credential", envvar="SFUCTL_ICE_CREDENTIAL", default=None, help="Password for the --ice-server TURN URLs.")
+@click.option("--turn-secret", envvar="SFUCTL_TURN_SECRET", default=None, help="coturn's static-auth-secret (use-auth-secret): each client gets its own TURN credentials, valid 24 h, instead of --ice-username/--ice-credential.")
 @click.option("--ice-udp/--no-ice-udp", envvar="SFUCTL_ICE_UDP", default=True, show_default=True, help="The media port takes UDP (--no-ice-udp with --ice-tcp: TCP only).")
 @click.option("--rtc-port-range", envvar="SFUCTL_RTC_PORT_RANGE", default="40000-40099", show_default=True, callback=_port_range, help="UDP ports for media, split evenly over the workers; each worker takes the first free port of its slice and every transport shares it.")
 @click.option("--consent-timeout", envvar="SFUCTL_CONSENT_TIMEOUT", default=30.0, show_default=True, type=Duration(1, 300), help="Time without ICE consent before a peer is dropped (30s, 2m).")
@@ -123,6 +149,10 @@ def serve(
     port: int,
     announced_ips: tuple[str, ...],
     ice_tcp: bool,
+    ice_server_urls: tuple[str, ...],
+    ice_username: str | None,
+    ice_credential: str | None,
+    turn_secret: str | None,
     ice_udp: bool,
     rtc_port_range: tuple[int, int],
     consent_timeout: float,
@@ -155,6 +185,7 @@ def serve(
       sfuctl serve --redis redis://10.0.0.2:6379/0 --cluster-secret "$S" --announced-ip 10.0.0.5   # a cluster node
       sfuctl serve --no-transport-cc   # transport-cc not answered: peers' estimates follow receiver reports (to compare)
       sfuctl serve --host :: --announced-ip 203.0.113.5 --announced-ip 2001:db8::5 --ice-tcp   # docs/deploy.md
+      sfuctl serve --ice-server turn:turn.example.com:3478 --turn-secret "$COTURN_SECRET"   # clients may relay
     Every option can also be set as SFUCTL_<OPTION>, e.g. SFUCTL_ANNOUNCED_IP=10.0.0.5.
     The --max-* options are quotas (docs/limits.md): a request over one is refused with a structured error.
     Without --auth-secret or --auth-key-file anyone may join any room (fine on loopback, not on a network).
@@ -168,6 +199,8 @@ def serve(
         announced_ips=announced_ips,
         ice_tcp=ice_tcp,
         ice_udp=ice_udp,
+        ice_servers=_ice_servers(ice_server_urls, ice_username, ice_credential, turn_secret),
+        turn_secret=turn_secret,
         rtc_ports=rtc_port_range,
         consent_timeout=consent_timeout,
         room_spill_consumers=room_spill_consumers,

@@ -48,6 +48,7 @@ class ServerConfig:
     # fall back on the server's receiver reports.
     transport_cc: bool = True
     ice_servers: tuple[IceServer, ...] = ()  # offered to clients; the server itself never contacts them
+    turn_secret: str | None = None  # coturn's static-auth-secret: TURN credentials minted per client (ice_servers.py)
     quotas: Quotas = Quotas()
 
     @property

@@ -38,6 +38,7 @@ from .app import (
 from .auth import Authenticator, Grant, check_metrics_access, hide_addresses
 from .config import ServerConfig, url_host
 from .errors import SignalingError, bad_request
+from .ice_servers import endpoint_ice_servers
 from .messages import RequestError, parse_request
 from .quotas import flag
 from .rate_limit import TokenBucket
@@ -465,7 +466,7 @@ def build_front_app(front: Front) -> web.Application:
             return response
 
     async def endpoint_options_handler(request: web.Request) -> web.Response:
-        return endpoint_options(front.config.ice_servers)
+        return endpoint_options(endpoint_ice_servers(front.config))
 
     async def metrics(request: web.Request) -> web.Response:
         check_metrics_access(front.auth, request)

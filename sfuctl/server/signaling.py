@@ -10,6 +10,7 @@ from typing import Any, Awaitable, Callable
 
 from .auth import Authenticator, Grant, hide_addresses
 from .errors import SignalingError, bad_request, not_found, wrong_state
+from .ice_servers import ice_servers_json, offered_ice_servers
 from .messages import RequestError, parse_request, recover_id
 from .peer import Peer, producer_info
 from .cpu import process_cpu_percent
@@ -175,6 +176,7 @@ class SignalingSession:
             "peers": others,
             "peerCount": len(router.peers),
             "producers": [producer_info(p) for p in router.producers.values()],
+            "iceServers": ice_servers_json(offered_ice_servers(self.worker.config, grant.identity or peer.id)),
         }
 
     def _leave(self, params: dict) -> dict:

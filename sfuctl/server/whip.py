@@ -19,6 +19,7 @@ from ..rtc.sdp import Codec, MediaOffer, build_ice_fragment, choose_codec, parse
 from .auth import OPEN, Authenticator, Grant, bearer_token, http_refusal
 from .config import IceServer
 from .errors import SignalingError, unauthorized
+from .ice_servers import endpoint_ice_servers, offered_ice_servers
 from .peer import Peer
 from .signaling import replace_identity
 from .worker import Worker
@@ -115,7 +116,7 @@ class HttpSessions:
 
     async def options(self, request: web.Request) -> web.Response:
         """OPTIONS (and CORS preflight) on an endpoint: what it accepts, and the ICE servers to use."""
-        return endpoint_options(self.worker.config.ice_servers)
+        return endpoint_options(endpoint_ice_servers(self.worker.config))
 
     async def resource_options(self, request: web.Request) -> web.Response:
         """OPTIONS (and CORS preflight) on a session's resource."""
@@ -172,7 +173,7 @@ class HttpSessions:
             ("Location", f"/{kind}/{room}/{resource}"),
             ("ETag", etag),
             ("Accept-Patch", ICE_FRAGMENT_TYPE),
-            *(("Link", link) for link in ice_server_links(self.worker.config.ice_servers)),
+            *(("Link", link) for link in ice_server_links(offered_ice_servers(self.worker.config, grant.identity or peer.id))),
         ]
         response = web.Response(status=201, text=result["sdp"], content_type=SDP_TYPE)
         for name, value in headers:

@@ -1,6 +1,6 @@
 // The page: a join form, the tiles, errors, a stats overlay refreshed every second, and hooks for tests
 // (window.sfuctl). URL parameters: room, name, token (an access token, docs/security.md), autojoin=1,
-// ice=URL[,URL...] (+ iceUser, icePass).
+// ice=URL[,URL...] (+ iceUser, icePass), relay=1 (TURN only).
 
 import { Session, describe } from "./session.js";
 import { BitrateMeter, outboundStreams } from "./stats.js";
@@ -138,14 +138,16 @@ function signalingUrl() {
   return `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}/ws`;
 }
 
-/** RTCPeerConnection configuration: no ICE servers (the SFU announces its address) unless ice= gives some. */
+/** RTCPeerConnection configuration: the ICE servers ice= gives, else those the server hands out when joining
+ * (none: the SFU announces its address); relay=1 sends everything through TURN (iceTransportPolicy "relay"). */
 function rtcConfig() {
+  const relay = params.get("relay") === "1" ? { iceTransportPolicy: "relay" } : {};
   const urls = (params.get("ice") || "").split(",").map((u) => u.trim()).filter(Boolean);
-  if (urls.length === 0) return { iceServers: [] };
+  if (urls.length === 0) return { iceServers: [], ...relay };
   const server = { urls };
   if (params.get("iceUser")) server.username = params.get("iceUser");
   if (params.get("icePass")) server.credential = params.get("icePass");
-  return { iceServers: [server] };
+  return { iceServers: [server], ...relay };
 }
 
 async function openCamera() {

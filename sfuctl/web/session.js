@@ -23,7 +23,7 @@ const VIEW_SIZE_DELAY_MS = 300;
 export class Session {
   /**
    * url: the signaling websocket; token: an access token sent with join (null on an open server);
-   * rtcConfig: RTCPeerConnection configuration;
+   * rtcConfig: RTCPeerConnection configuration (without iceServers, those of the join reply are used);
    * events: {peer(peer), peerLeft(peerId), track(peerId, track), trackEnded(peerId, track), chat(peerId, name, text),
    *          activeSpeaker(peerId or null), error(text), closed(reason), reconnect(reason): the server asks us to
    *          join again (its cluster node shuts down; another node takes the room)}.
@@ -68,6 +68,9 @@ export class Session {
     if (this.token) request.token = this.token; // in join, not the websocket URL: URLs end up in logs
     const joined = await this.signaling.request("join", request);
     this.peerId = joined.peerId;
+    if (this.rtcConfig.iceServers.length === 0 && joined.iceServers) {
+      this.rtcConfig = { ...this.rtcConfig, iceServers: joined.iceServers };
+    }
     for (const peer of joined.peers) this.addPeer(peer);
     for (const producer of joined.producers) this.addProducer(producer);
     await this.enqueue(() => this.publish(localStream)).catch((error) => this.events.error(describe(error)));
