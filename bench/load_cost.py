@@ -2,6 +2,10 @@
 10 rooms of 5 (everyone publishes audio and video and receives the other four).
 
     python bench/load_cost.py [--load 1to40|meeting|both] [--seconds 20] [--json]
+    python bench/load_cost.py --load 1to40 --transport both --rounds 3   # ICE-TCP against UDP, alternated
+
+`--transport tcp` runs the server with `--ice-tcp --no-ice-udp` and the bots with `--ice-tcp` (RFC 4571 framing
+on one TCP connection per transport); `both` alternates UDP and TCP runs and gives the ratio of their medians.
 
 A real `sfuctl serve --workers 1` process (its pid is the worker: every packet it forwards and every timer it
 runs is on its CPU clock) and real bots (`sfuctl bots` through the library, in child processes). After the
@@ -16,6 +20,7 @@ import argparse
 import asyncio
 import json
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -56,10 +61,10 @@ def totals(snapshot: dict) -> tuple[int, int, int]:
     return sum(c["packets"] for c in consumers), sum(p["packets"] for p in producers), len(consumers)
 
 
-async def measure(url: str, server_pid: int, load: str, seconds: float, processes: int) -> dict:
+async def measure(url: str, server_pid: int, load: str, seconds: float, processes: int, ice_tcp: bool) -> dict:
     shape = LOADS[load]
     join_time = shape["count"] / shape["ramp"]
-    config = BotsConfig(url=url, duration=join_time + SETTLE + seconds + 3, processes=processes, **shape)
+    config = BotsConfig(url=url, duration=join_time + SETTLE + seconds + 3, processes=processes, ice_tcp=ice_tcp, **shape)
     bots = asyncio.create_task(run_bots(config))
     probe = await SignalingClient.connect(url)
     await asyncio.sleep(join_time + SETTLE)
@@ -75,6 +80,7 @@ async def measure(url: str, server_pid: int, load: str, seconds: float, processe
     cpu = user + system
     return {
         "load": load,
+        "transport": "tcp" if ice_tcp else "udp",
         "window_s": round(elapsed, 1),
         "consumers": consumers,
         "failed_bots": report.failed,
@@ -87,16 +93,16 @@ async def measure(url: str, server_pid: int, load: str, seconds: float, processe
     }
 
 
-def measure_load(load: str, seconds: float, processes: int) -> dict:
+def measure_load(load: str, seconds: float, processes: int, ice_tcp: bool = False) -> dict:
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "sfuctl.cli", "serve", "--port", str(port), "--workers", "1", "--rtc-port-range", "0",
-         "--log-level", "warning"],
+         "--log-level", "warning", *(("--ice-tcp", "--no-ice-udp") if ice_tcp else ())],
         stderr=subprocess.DEVNULL,
     )
     try:
         wait_for_port(port, timeout=60)
-        return run(measure(f"ws://127.0.0.1:{port}", server.pid, load, seconds, processes))
+        return run(measure(f"ws://127.0.0.1:{port}", server.pid, load, seconds, processes, ice_tcp))
     finally:
         server.terminate()
         server.wait(10)
@@ -107,18 +113,28 @@ def main() -> None:
     parser.add_argument("--load", choices=[*LOADS, "both"], default="both")
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--processes", type=int, default=2, help="bot processes")
+    parser.add_argument("--transport", choices=["udp", "tcp", "both"], default="udp", help="media over UDP, ICE-TCP, or both alternated")
+    parser.add_argument("--rounds", type=int, default=1, help="runs per load and transport (alternated with --transport both)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     loads = list(LOADS) if args.load == "both" else [args.load]
-    results = [measure_load(load, args.seconds, args.processes) for load in loads]
+    transports = [False, True] if args.transport == "both" else [args.transport == "tcp"]
+    results = [measure_load(load, args.seconds, args.processes, ice_tcp)
+               for load in loads for _ in range(args.rounds) for ice_tcp in transports]
     if args.json:
         print(json.dumps(results))
         return
     for r in results:
-        print(f"{r['load']:>8}: {r['us_per_output_packet']} µs server CPU per output packet"
+        print(f"{r['load']:>8} {r['transport']}: {r['us_per_output_packet']} µs server CPU per output packet"
               f" ({r['user_us_per_output_packet']} user + {r['system_us_per_output_packet']} system)"
               f" ({r['output_pps']} output pps, {r['consumers']} consumers, server {r['server_cpu_percent']}% of a core,"
               f" {r['failed_bots']} bots failed)")
+    if args.transport == "both":
+        for load in loads:
+            cost = {t: statistics.median(r["us_per_output_packet"] for r in results if r["load"] == load and r["transport"] == t)
+                    for t in ("udp", "tcp")}
+            print(f"{load:>8}: TCP/UDP server CPU per output packet {cost['tcp'] / cost['udp']:.2f} "
+                  f"(medians of {args.rounds}: {cost['tcp']} / {cost['udp']} µs)")
 
 
 if __name__ == "__main__":

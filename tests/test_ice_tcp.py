@@ -1,11 +1,13 @@
 """ICE over TCP (RFC 6544 passive candidates, RFC 4571 framing) against a real server: bots call over TCP alone,
-and bad input on the TCP port is closed or bounded while a call goes on."""
+bad input on the TCP port is closed or bounded while a call goes on, and bots call over ::1 on UDP and TCP."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 
+import aiohttp
 import pytest
 
 from sfuctl.bots.config import BotsConfig
@@ -133,6 +135,11 @@ async def test_bad_input_on_ice_tcp_is_closed_or_bounded_and_another_call_keeps_
         assert len(room_1) == 2 and report.failed == 0
         assert_clean_call(room_1)
         assert server.worker.snapshot(time.time(), 0.0)["server"]["tcp_dropped"] >= streams.total_dropped > 20
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{server.port}/metrics") as response:
+                metrics = await response.text()
+        assert int(float(re.search(r"^sfuctl_tcp_refused_total (\S+)$", metrics, re.M)[1])) >= 2
+        assert int(float(re.search(r"^sfuctl_tcp_dropped_total (\S+)$", metrics, re.M)[1])) > 20
     finally:
         bots.cancel()
         await asyncio.gather(bots, return_exceptions=True)

@@ -51,6 +51,14 @@ def _announced_ips(ctx: click.Context, param: click.Parameter, values: tuple[str
     return tuple(dict.fromkeys(_announced_ip(ctx, value) for value in values))
 
 
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _announced_ip(ctx: click.Context, value: str) -> str:
     try:
         return str(ipaddress.ip_address(value))
@@ -184,13 +192,16 @@ def serve(
       SFUCTL_AUTH_SECRET=$(openssl rand -hex 32) sfuctl serve   # access tokens required
       sfuctl serve --redis redis://10.0.0.2:6379/0 --cluster-secret "$S" --announced-ip 10.0.0.5   # a cluster node
       sfuctl serve --no-transport-cc   # transport-cc not answered: peers' estimates follow receiver reports (to compare)
-      sfuctl serve --host :: --announced-ip 203.0.113.5 --announced-ip 2001:db8::5 --ice-tcp   # docs/deploy.md
+      sfuctl serve --host 0.0.0.0 --announced-ip 203.0.113.5 --ice-tcp   # behind NAT, TCP too: docs/deploy.md
       sfuctl serve --ice-server turn:turn.example.com:3478 --turn-secret "$COTURN_SECRET"   # clients may relay
     Every option can also be set as SFUCTL_<OPTION>, e.g. SFUCTL_ANNOUNCED_IP=10.0.0.5.
     The --max-* options are quotas (docs/limits.md): a request over one is refused with a structured error.
     Without --auth-secret or --auth-key-file anyone may join any room (fine on loopback, not on a network).
     """
     setup_logging(log_level)
+    if not announced_ips and ipaddress.ip_address(host if _is_ip(host) else "127.0.0.1").is_unspecified:
+        raise click.BadParameter(f"--host {host} is no address a client can reach: add --announced-ip with the address "
+                                 "clients reach this server at", param_hint="--announced-ip")
     if not ice_udp and not ice_tcp:
         raise click.BadParameter("with --no-ice-udp the media port needs --ice-tcp, or no client can connect", param_hint="--no-ice-udp")
     config = ServerConfig(

@@ -179,6 +179,15 @@ class SfuCollector(Collector):
         for reason, count in sorted(self.worker.refusals.by_reason.items()):
             refusals.add_metric([reason], count)
         yield refusals
+        tcp = self.worker.tcp
+        if tcp is not None:
+            yield _gauge("sfuctl_tcp_connections", "ICE-TCP connections open (serve --ice-tcp).", [], [((), len(tcp.by_address))])
+            dropped = CounterMetricFamily("sfuctl_tcp_dropped", "Packets dropped because an ICE-TCP peer left 256 KB unread.")
+            dropped.add_metric([], tcp.total_dropped)
+            yield dropped
+            refused = CounterMetricFamily("sfuctl_tcp_refused", "ICE-TCP connections closed before a valid check (bad first frame, silence).")
+            refused.add_metric([], tcp.refused)
+            yield refused
         yield from _counters(self._producer_counts, [(labels, p.id, p) for labels, p in producers], rooms)
         yield from _counters(self._consumer_counts, [(labels, c.id, c) for labels, c in consumers], rooms)
         data_producers = [((r.name, "data"), d) for r in routers for d in r.data_producers.values()]

@@ -102,6 +102,7 @@ class Worker(asyncio.DatagramProtocol):
                 if self._udp is not None:
                     self._udp.close()
                     self._udp = None
+                    self.rtc_port = 0
                 raise
 
     async def close(self) -> None:
