@@ -22,6 +22,7 @@ from sfuctl.server.config import IceServer, ServerConfig
 
 from .coturn_server import coturn
 from .test_bots import media  # noqa: F401 (a fixture)
+from .test_forwarding import wait_for
 from .test_ice_tcp import assert_clean_call
 
 
@@ -122,3 +123,23 @@ def test_serve_refuses_bad_ice_server_options() -> None:
         result = runner.invoke(main, ["serve", "--port", "0", *args])
         assert result.exit_code == 2 and message in result.output, (args, result.output)
         assert "Traceback" not in result.output
+
+
+async def test_whip_and_whep_bots_relay_through_the_turn_server_of_the_options_link_headers(media) -> None:
+    with coturn() as turn:
+        server = await start_server(ServerConfig(host="127.0.0.1", port=0, rtc_ports=(0, 0),
+                                                 ice_servers=(IceServer(turn.url, turn.username, turn.credential),)))
+        base = f"http://127.0.0.1:{server.port}"
+        try:
+            publishing = asyncio.create_task(run_bots(BotsConfig(url=f"{base}/whip/stage", mode="whip", duration=4.0,
+                                                                 media=media, seed=13, relay=True)))
+            routers = server.worker.routers
+            assert await wait_for(lambda: "stage" in routers and len(routers["stage"].producers) == 2, 10)
+            played = await run_bots(BotsConfig(url=f"{base}/whep/stage", mode="whep", duration=2.0, media=media, seed=14, relay=True))
+            published = await publishing
+            assert published.bots[0]["error"] is None and played.bots[0]["error"] is None
+            assert sorted(c["kind"] for c in played.bots[0]["consumers"]) == ["audio", "video"]
+            assert all(c["packets"] > 30 and c["packets_lost"] == 0 for c in played.bots[0]["consumers"])
+            assert len(turn.relayed_addresses()) >= 2  # one allocation per bot transport
+        finally:
+            await server.close()
