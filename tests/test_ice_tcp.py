@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import subprocess
+import sys
 import time
 
 import aiohttp
@@ -14,6 +16,7 @@ from sfuctl.bots.config import BotsConfig
 from sfuctl.bots.runner import run_bots
 from sfuctl.client.lean_subscriber import LeanSubscriber
 from sfuctl.client.offer import parse_answer
+from sfuctl.client.signaling import SignalingClient
 from sfuctl.rtc import framing
 from sfuctl.server import ice_tcp
 from sfuctl.server.app import start_server
@@ -192,3 +195,27 @@ async def test_bots_call_over_ipv6_loopback_on_udp_and_on_tcp(media) -> None:
             assert seen == {f"{'tcp' if ice_tcp else 'udp'} ::1"}
     finally:
         await server.close()
+
+
+async def test_bots_call_over_ice_tcp_on_a_server_with_two_workers(media) -> None:
+    """Each worker process listens on TCP on its own media port; the ICE servers reach the workers too."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sfuctl.cli", "serve", "--port", "0", "--rtc-port-range", "0", "--workers", "2", "--ice-tcp",
+         "--no-ice-udp", "--ice-server", "turn:127.0.0.1:3478", "--ice-username", "u", "--ice-credential", "p"],
+        stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        line = await asyncio.get_running_loop().run_in_executor(None, process.stderr.readline)
+        match = re.search(r"signaling (ws://\S+) · media tcp \S+:(\d+),(\d+)", line)
+        assert match, line
+        client = await SignalingClient.connect(match[1])
+        joined = await client.request("join", room="look", name="x")
+        await client.close()
+        assert joined["iceServers"] == [{"urls": ["turn:127.0.0.1:3478"], "username": "u", "credential": "p"}]
+        report = await run_bots(BotsConfig(url=match[1], count=4, rooms=2, ramp=20, duration=3.0, media=media, seed=9, ice_tcp=True))
+        assert report.failed == 0
+        for room in ("room-1", "room-2"):
+            assert_clean_call([bot for bot in report.bots if bot["room"] == room])
+    finally:
+        process.terminate()
+        process.wait(10)
