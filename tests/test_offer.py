@@ -164,7 +164,7 @@ def test_an_active_answer_makes_the_client_the_dtls_server() -> None:
         (lambda s: s.replace("a=ice-pwd:", "a=x-pwd:"), "SDP answer lacks a=ice-ufrag / a=ice-pwd"),
         (lambda s: s.replace("a=fingerprint:", "a=x-fingerprint:"), "SDP answer lacks a=fingerprint / a=setup"),
         (lambda s: s.replace("a=setup:passive", "a=setup:actpass"), "SDP answer has a=setup:actpass; an answer must say active or passive"),
-        (lambda s: s.replace("a=candidate:", "a=x-candidate:"), "SDP answer has no UDP candidate"),
+        (lambda s: s.replace("a=candidate:", "a=x-candidate:"), "SDP answer has no UDP candidate nor an ICE-TCP passive one"),
         (lambda s: s.split("m=video")[0], "SDP answer accepts no m-line"),
     ],
 )
