@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import multiprocessing
+import os
 import random
 import re
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +30,7 @@ from . import whip_client
 from .browser import BrowserPage, Chromium, unavailable_reason
 from sfuctl.bots.data_peer import DataPeer
 from .peers import AiortcPeer, UdpRelay
+from .test_bots_cli import COMMAND as BOTS_COMMAND
 from .test_forwarding import consumers_of, next_notification, stats, wait_for
 
 DECODED_FRAMES = 40  # about two seconds of the fake camera
@@ -529,3 +532,80 @@ async def test_chat_between_a_browser_and_two_bots_goes_through_the_sfu_both_way
         await alice.close()
         await bob.close()
         await page.close()
+
+
+# Plays a WHEP endpoint (video only) in the page; the connection is window.whep.
+WHEP_PLAY = """async (url) => {
+  const pc = (window.whep = new RTCPeerConnection());
+  pc.addTransceiver("video", { direction: "recvonly" });
+  pc.ontrack = ({ track }) => {
+    const video = Object.assign(document.createElement("video"), { muted: true, autoplay: true });
+    video.srcObject = new MediaStream([track]);
+    document.body.append(video);
+  };
+  await pc.setLocalDescription(await pc.createOffer());
+  const response = await fetch(url, { method: "POST", headers: { "Content-Type": "application/sdp" }, body: pc.localDescription.sdp });
+  if (response.status !== 201) throw new Error(`WHEP answered ${response.status}: ${await response.text()}`);
+  await pc.setRemoteDescription({ type: "answer", sdp: await response.text() });
+}"""
+# webrtc-stats of the WHEP connection's inbound video (null before it has any).
+WHEP_VIDEO_STATS = """async () => {
+  const stats = [...(await window.whep.getStats()).values()];
+  const video = stats.find((s) => s.type === "inbound-rtp" && s.kind === "video");
+  return video ? { framesDecoded: video.framesDecoded, freezeCount: video.freezeCount,
+                   totalFreezesDuration: video.totalFreezesDuration, pauseCount: video.pauseCount } : null;
+}"""
+STALLS = 3  # the publisher stalls this many times ...
+STALL_S = 0.6  # ... for this long (a freeze at 25 fps: over max(3 x 40 ms, 40 ms + 150 ms)), and less than a pause (5 s)
+STALL_SPACING_S = 1.5  # > 30 frames at 25 fps, so each stall is judged against a mean of steady frames
+
+
+async def test_a_bot_counts_the_freezes_chromium_counts_on_the_same_stream(server, chromium, media):
+    """webrtc-stats freezeCount: Chromium (over WHEP) and a bot (over the websocket) receive one bot-published
+    stream whose publisher process is stopped STALLS times (SIGSTOP/SIGCONT): both count STALLS freezes."""
+    publisher = await asyncio.create_subprocess_exec(
+        *BOTS_COMMAND, "--url", server.url, "--room", "freeze", "--count", "1", "--processes", "1", "--no-audio",
+        "--no-subscribe", "--media", str(media.video), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )
+    stop = asyncio.Event()
+    subscriber = None
+    page = await chromium.open(f"http://127.0.0.1:{server.port}/")
+    try:
+        published = await wait_for(lambda: len(getattr(server.worker.routers.get("freeze"), "producers", ())) == 1, 15)
+        assert published, "the publishing bot did not publish"
+        subscriber = asyncio.create_task(run_bots(
+            BotsConfig(url=server.url, room="freeze", count=1, publishers=0, seed=5), stop=stop
+        ))
+        await page.evaluate(WHEP_PLAY, f"http://127.0.0.1:{server.port}/whep/freeze")
+        # Chromium judges freezes once it has rendered a few frames: start stalling after a second of them.
+        before = None
+        for _ in range(100):
+            before = await page.evaluate(WHEP_VIDEO_STATS)
+            if before is not None and before["framesDecoded"] >= 25:
+                break
+            await asyncio.sleep(0.2)
+        assert before is not None and before["framesDecoded"] >= 25, before
+        for _ in range(STALLS):
+            os.kill(publisher.pid, signal.SIGSTOP)
+            await asyncio.sleep(STALL_S)
+            os.kill(publisher.pid, signal.SIGCONT)
+            await asyncio.sleep(STALL_SPACING_S)
+        after = await page.evaluate(WHEP_VIDEO_STATS)
+        stop.set()
+        report = await subscriber
+    finally:
+        stop.set()
+        if subscriber is not None:
+            await asyncio.gather(subscriber, return_exceptions=True)
+        os.kill(publisher.pid, signal.SIGCONT)
+        publisher.terminate()
+        await publisher.communicate()
+        await page.close()
+    (bot,) = report.bots
+    (video,) = [c for c in bot["consumers"] if c["kind"] == "video"]
+    assert before["freezeCount"] == 0 and after["pauseCount"] == 0
+    # The same count, exactly: each stall is one freeze for both. Only the durations differ: Chromium measures
+    # at rendering, after its jitter buffer (the frame before a stall waited there, the late one after it is
+    # shown at once), the bot at arrival, so Chromium's totalFreezesDuration is shorter by its playout delay.
+    assert video["freezes"] == after["freezeCount"] == STALLS, (after, video["freeze_log"])
+    assert len(video["freeze_log"]) == STALLS
