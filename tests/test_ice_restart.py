@@ -9,7 +9,7 @@ import pytest
 
 from sfuctl.bots.config import BotsConfig
 from sfuctl.bots.runner import run_bots
-from sfuctl.client.offer import OPUS, OfferSection, build_offer, connection_offer, parse_answer
+from sfuctl.client.offer import OPUS, VP8, OfferSection, build_offer, connection_offer, parse_answer
 from sfuctl.client.signaling import SignalingClient, SignalingError
 from sfuctl.media import MediaSpec, make_media
 from sfuctl.rtc.connection import open_client_connection
@@ -19,6 +19,7 @@ from sfuctl.server.app import start_server
 from sfuctl.server.config import IceServer, ServerConfig
 
 from .test_forwarding import wait_for
+from .test_sdp_offers import answered_ice
 
 
 @pytest.fixture(scope="module")
@@ -225,3 +226,56 @@ async def test_bad_patches_get_clear_errors_and_change_nothing(media) -> None:
         conn.close()
         udp.close()
         await running.close()
+
+
+async def test_an_unbundled_whip_session_restarts_ice_per_transport_and_names_what_it_cannot(server) -> None:
+    """Two client connections with an m-line each and no BUNDLE group (webrtcbin's bundle-policy=none), of which
+    only the video one connects: a restart of the whole session waits for both, one of the video m-line restarts
+    its transport only, and a fragment naming an m-line the session does not have is refused."""
+    base = f"http://127.0.0.1:{server.port}"
+    conns = [await open_client_connection(on_rtp=lambda _: None, on_rtcp=lambda _: None, on_state=lambda _: None)
+             for _ in range(2)]
+    (audio, audio_udp), (video, video_udp) = conns
+    audio_offer = connection_offer(audio, [OfferSection("a0", "audio", "sendonly", (OPUS,), ssrc=99, cname="c", msid=("s", "a"))],
+                                   session_id=4)
+    video_offer = connection_offer(video, [OfferSection("v1", "video", "sendonly", (VP8,), ssrc=98, cname="c", msid=("s", "v"))],
+                                   session_id=4)
+    offer = audio_offer.replace("a=group:BUNDLE a0\r\n", "") + video_offer.split("a=msid-semantic: WMS *\r\n", 1)[1]
+    fragment_type = {"Content-Type": "application/trickle-ice-sdpfrag", "If-Match": "*"}
+
+    def fragment(ice: IceParameters, mid: str | None) -> str:
+        lines = ["m=video 9 UDP/TLS/RTP/SAVPF 96", f"a=mid:{mid}"] if mid else []
+        return "\r\n".join([*lines, f"a=ice-ufrag:{ice.ufrag}", f"a=ice-pwd:{ice.pwd}"]) + "\r\n"
+
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{base}/whip/split", data=offer, headers={"Content-Type": "application/sdp"}) as response:
+                assert response.status == 201, await response.text()
+                resource, text = base + response.headers["Location"], await response.text()
+            answer, credentials = parse_answer(text), answered_ice(text)
+            assert "a=group:BUNDLE" not in text and credentials["a0"] != credentials["v1"]
+            video.set_remote(credentials["v1"], answer.fingerprints, answer.dtls_role, answer.candidates)
+            assert await wait_for(lambda: video.state == "connected", 10)
+            [peer] = server.worker.routers["split"].peers.values()
+            audio_transport, video_transport = peer.send_transports
+            assert (audio_transport.mids, video_transport.mids) == (("a0",), ("v1",))
+            restarted = IceParameters.random()
+            for body, status, text in [
+                (fragment(restarted, None), 400, "ICE restart before the connection is up"),
+                (fragment(restarted, "x9"), 400, "the fragment's m-line 'x9' is on no transport of this session"),
+            ]:
+                async with http.patch(resource, data=body, headers=fragment_type) as response:
+                    assert response.status == status and text in await response.text()
+            assert audio_transport.ice_restarts == video_transport.ice_restarts == 0
+            async with http.patch(resource, data=fragment(restarted, "v1"), headers=fragment_type) as response:
+                assert response.status == 200
+                answered = parse_ice_fragment(await response.text())
+            assert list(answered.credentials) == ["v1"] and answered.ice == video_transport.connection.local_ice
+            video.restart_ice(answered.ice, [("127.0.0.1", server.worker.rtc_port)], local=restarted)
+            assert await wait_for(lambda: not video.ice_restarting, 10) and video.state == "connected"
+            assert (audio_transport.ice_restarts, video_transport.ice_restarts) == (0, 1)
+            assert audio_transport.remote_ice == audio.local_ice and video_transport.remote_ice == restarted
+    finally:
+        for conn, udp in conns:
+            conn.close()
+            udp.close()

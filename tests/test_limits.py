@@ -26,6 +26,7 @@ from sfuctl.server.config import ServerConfig
 from sfuctl.server.quotas import Quotas
 
 from .peers import AiortcPeer
+from .test_sdp_offers import captured
 from .test_forwarding import media, wait_for  # noqa: F401 (media is a fixture)
 
 
@@ -151,7 +152,7 @@ async def tight_server():
     """A server with small quotas, so that tests reach them with little traffic."""
     quotas = Quotas(
         rooms=2, peers_per_room=3, producers_per_peer=4, consumers_per_worker=2, messages_per_second=5,
-        message_burst=10, stats_subscriptions=2, send_queue_bytes=1_000_000,
+        message_burst=10, stats_subscriptions=2, send_queue_bytes=1_000_000, transports_per_peer=3,
     )
     running = await start_server(ServerConfig(host="127.0.0.1", port=0, rtc_ports=(0, 0), consent_timeout=5.0, quotas=quotas))
     yield running
@@ -240,6 +241,23 @@ async def test_an_offer_with_hundreds_of_tracks_is_refused_over_websocket_and_wh
     finally:
         await client.close()
     assert tight_server.worker.refusals.by_reason["producers_per_peer"] == 3
+
+
+async def test_offers_without_bundle_open_a_transport_per_m_line_up_to_the_peers_quota(tight_server):
+    """webrtcbin's bundle-policy=none offers (tests/offers): 2 send transports, then 2 receive ones would make 4."""
+    client = await SignalingClient.connect(tight_server.url)
+    try:
+        await client.request("join", room="unbundled")
+        assert len((await client.request("publish", sdp=captured("gst-none-send")))["producers"]) == 2
+        transports = set(tight_server.worker.transports)
+        assert len(transports) == 2
+        with pytest.raises(ClientSignalingError) as refused:
+            await client.request("subscribe", sdp=captured("gst-none-recv"), subscriptions={})
+        assert refused.value.code == "quota_exceeded" and "--max-transports-per-peer" in refused.value.message
+        assert tight_server.worker.transports == transports
+    finally:
+        await client.close()
+    assert tight_server.worker.refusals.by_reason["transports_per_peer"] == 1
 
 
 async def test_a_client_that_does_not_read_is_disconnected_and_its_peer_freed():

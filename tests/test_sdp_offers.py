@@ -28,7 +28,7 @@ SERVER_ICE = IceParameters("srvfrag1", "s" * 24)
 FINGERPRINT = "sha-256 " + ":".join(["CD"] * 32)
 
 # file -> (setup, BUNDLE group, [(mid, kind, direction, chosen codec, its payload type, primary SSRC, bundle-only)]);
-# an m-line outside the offer's one transport (no BUNDLE group: GStreamer's bundle-policy=none) is in UNBUNDLED.
+# the m-lines of each transport the offer asks for are in TRANSPORTS when the offer has no BUNDLE group.
 CAPTURED = {
     "chromium-send": ("actpass", ("0", "1"), [
         ("0", "audio", "sendonly", "opus", 111, 2182388937, False),
@@ -69,7 +69,8 @@ CAPTURED = {
 }
 
 
-UNBUNDLED = {("gst-none-send", "audio1"), ("gst-none-recv", "audio1")}
+# GStreamer's bundle-policy=none: a transport (ICE credentials, DTLS) per m-line.
+TRANSPORTS = {"gst-none-send": [("video0",), ("audio1",)], "gst-none-recv": [("video0",), ("audio1",)]}
 
 
 def captured(name: str) -> str:
@@ -86,9 +87,11 @@ def test_captured_offer_parses_to_what_its_peer_meant(name: str) -> None:
     got = []
     for m in offer.media:
         codec = choose_codec(m)
-        assert codec is not None and m.rejected == ((name, m.mid) in UNBUNDLED), m.mid
+        assert codec is not None and not m.rejected, m.mid
         got.append((m.mid, m.kind, m.direction, codec.name, codec.payload_type, m.ssrc, m.bundle_only))
     assert got == rows
+    assert [t.mids for t in offer.transports] == TRANSPORTS.get(name, [bundle])
+    assert len({t.ice for t in offer.transports}) == len(offer.transports)
 
 
 def assert_answer_fits(offer: Offer, answer_text: str) -> None:
@@ -128,11 +131,14 @@ async def test_a_captured_publish_offer_becomes_producers_and_a_fitting_answer(s
         result = peer.publish(captured(name))
         offer = parse_offer(captured(name))
         assert sorted((p["kind"], p["codec"], p["mid"]) for p in result["producers"]) == sorted(
-            (row[1], row[3], row[0]) for row in CAPTURED[name][2] if (name, row[0]) not in UNBUNDLED
+            (row[1], row[3], row[0]) for row in CAPTURED[name][2]
         )
         assert_answer_fits(offer, result["sdp"])
         setup = "active" if CAPTURED[name][0] == "passive" else "passive"
         assert f"a=setup:{setup}" in result["sdp"]
+        # Each m-line is answered with the ICE credentials of the transport that carries it.
+        assert [t.mids for t in peer.send_transports] == [t.mids for t in offer.transports]
+        assert answered_ice(result["sdp"]) == {mid: t.connection.local_ice for t in peer.send_transports for mid in t.mids}
     finally:
         peer.close()
 
@@ -150,6 +156,17 @@ def test_a_captured_receive_offer_gets_a_fitting_answer(name: str) -> None:
     text = build_answer(session_id=1, ice=SERVER_ICE, fingerprint=FINGERPRINT, candidate=("127.0.0.1", 40000),
                         setup="passive", media=answers, bundle=offer.bundle)
     assert_answer_fits(offer, text)
+
+
+def answered_ice(answer: str) -> dict[str, IceParameters]:
+    """The ICE credentials each accepted m-line of an answer carries, by mid."""
+    credentials = {}
+    for section in answer.split("\r\nm=")[1:]:
+        lines = section.split("\r\n")
+        values = dict(line[2:].split(":", 1) for line in lines if line.startswith(("a=mid:", "a=ice-ufrag:", "a=ice-pwd:")))
+        if not lines[0].split()[1] == "0":
+            credentials[values["mid"]] = IceParameters(values["ice-ufrag"], values["ice-pwd"])
+    return credentials
 
 
 def edit(name: str, old: str, new: str, count: int = -1) -> str:
@@ -191,8 +208,10 @@ def test_a_data_channel_m_line_is_rejected_with_its_own_protocol_and_format() ->
         (edit("aiortc-send", "a=ice-pwd:SsaxvFC85342163ZCCvDgq\r\n", ""), "lacks a=ice-ufrag / a=ice-pwd"),
         (edit("ffmpeg-whip", "a=mid:1", "a=mid:0").replace("BUNDLE 0 1", "BUNDLE 0"), "repeats an a=mid"),
         (edit("chromium-send", "a=setup:actpass", "a=setup:holdconn", 1), "malformed SDP"),
+        (edit("gst-none-send", "a=ice-pwd:P16NNHkK1YLdMznIFBVB6fVC/3Wnwgqw\r\n", ""),
+         "m-line 1 (mid audio1, outside BUNDLE) lacks a=ice-ufrag / a=ice-pwd"),
     ],
-    ids=["bundle-names-missing-mid", "no-setup", "no-ice-pwd", "repeated-mid", "setup-holdconn"],
+    ids=["bundle-names-missing-mid", "no-setup", "no-ice-pwd", "repeated-mid", "setup-holdconn", "unbundled-no-ice-pwd"],
 )
 async def test_broken_variants_of_captured_offers_are_refused_naming_the_fault(server, text: str, error: str) -> None:
     with pytest.raises(ValueError, match=re.escape(error)):
@@ -247,3 +266,37 @@ async def test_transport_cc_is_answered_to_a_publisher_that_offers_it_and_its_pa
     # Receive offers name it too, but the server does not stamp what it sends yet: not answered there.
     recv = parse_offer(captured("chromium-recv"))
     assert all(TRANSPORT_CC_URI not in accepted_extensions(m) for m in recv.media)
+
+
+def publishing_peer(server, room: str) -> Peer:
+    router = server.worker.router(room)
+    peer = Peer(name=room, router=router, worker=server.worker, notify=lambda *_: None, on_closed=lambda: None)
+    router.add_peer(peer)
+    return peer
+
+
+async def test_an_unbundled_publisher_keeps_a_transport_per_m_line_and_cannot_move_an_m_line(server) -> None:
+    """webrtcbin's bundle-policy=none: a renegotiation keeps both transports; one that puts both m-lines into one
+    BUNDLE group would move audio1 onto video0's transport and is refused, changing nothing; one transport that
+    closes takes its own producer only."""
+    peer = publishing_peer(server, "unbundled")
+    router = peer.router
+    try:
+        first = peer.publish(captured("gst-none-send"))
+        video, audio = peer.send_transports
+        producers = {p.id for p in router.producers.values()}
+        again = peer.publish(captured("gst-none-send"))
+        assert peer.send_transports == [video, audio] and {p.id for p in router.producers.values()} == producers
+        assert answered_ice(again["sdp"]) == answered_ice(first["sdp"])
+        bundled = edit("gst-none-send", "t=0 0\r\n", "t=0 0\r\na=group:BUNDLE video0 audio1\r\n")
+        with pytest.raises(SignalingError, match="moves m-line 'audio1' to another transport") as refused:
+            peer.publish(bundled)
+        assert refused.value.code == "bad_request"
+        assert peer.send_transports == [video, audio] and {p.id for p in router.producers.values()} == producers
+        assert server.worker.transports >= {video, audio}
+        audio.connection.close()  # the audio transport ends (its client closed it): the video one goes on
+        assert [p.kind for p in router.producers.values()] == ["video"] and peer.send_transports == [video]
+        assert not peer.closed and audio not in server.worker.transports
+    finally:
+        peer.close()
+    assert video not in server.worker.transports

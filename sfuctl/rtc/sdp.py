@@ -10,7 +10,9 @@ max-bundle policy writes for every m-line but the first) is accepted into the gr
 names only accepted m-lines in its group and writes a rejected m-line with port 0, the offer's protocol and
 formats, and the session-level ICE credentials, fingerprint and setup that strict parsers (GStreamer, Pion,
 libdatachannel) look for on every m-line.
-A transport carries one BUNDLE group: m-lines outside it (an offer without BUNDLE) are rejected but the first.
+An m-line outside the BUNDLE group (every m-line of an offer without one: webrtcbin's bundle-policy=none) asks for
+a transport of its own (its own ICE credentials, DTLS and SRTP): the offer lists them as TransportOffers, and
+the answer writes each m-line's own transport's ICE credentials. Data channels ride the first transport only.
 """
 
 from __future__ import annotations
@@ -80,9 +82,19 @@ class MediaOffer:
     simulcast: SimulcastOffer | None = None
 
 
+@dataclass(frozen=True)
+class TransportOffer:
+    """One ICE/DTLS transport an offer asks for: its BUNDLE group, or one m-line outside any group."""
+
+    mids: tuple[str, ...]  # the live m-lines it carries; the first is its tag (RFC 9143)
+    ice: IceParameters
+    fingerprints: list[tuple[str, str]]
+    setup: str
+
+
 @dataclass
 class Offer:
-    """What the server needs from a client's offer."""
+    """What the server needs from a client's offer; `ice`, `fingerprints` and `setup` are its first transport's."""
 
     ice: IceParameters
     fingerprints: list[tuple[str, str]]
@@ -90,6 +102,7 @@ class Offer:
     candidates: list[tuple[str, int]]
     media: list[MediaOffer]
     bundle: tuple[str, ...] | None = None  # the mids of the offer's BUNDLE group; None when it has none
+    transports: list[TransportOffer] = field(default_factory=list)  # the first carries the BUNDLE group, if any
 
     @property
     def application(self) -> MediaOffer | None:
@@ -111,6 +124,8 @@ class MediaAnswer:
     extensions: dict[str, int] = field(default_factory=dict)
     rids: tuple[str, ...] = ()  # simulcast encodings the server receives on this m-line
     max_message_size: int | None = None
+    # The ICE credentials and DTLS setup of the m-line's own transport, when it is not the first (no BUNDLE).
+    transport: tuple[IceParameters, str] | None = None
 
     @property
     def accepted(self) -> bool:
@@ -141,19 +156,7 @@ def parse_offer(text: str) -> Offer:
         "bundle-only" in attributes and mid in in_bundle for (_, attributes), mid in zip(sections, mids)
     ]
     live = [m for m, only in zip(session.media, bundle_only) if m.port != 0 or only]
-    # Every accepted m-line shares the server's one transport: the BUNDLE group's, or without a group the first
-    # live m-line's. An m-line outside it would need a transport of its own (GStreamer's bundle-policy=none
-    # offers one per m-line) and is rejected.
-    carried = set(bundle) if bundle is not None else {live[0].rtp.muxId} if live else set()
-    # ICE and DTLS come from the first live m-line (the BUNDLE tag); a renegotiation may start with a rejected
-    # m-line (port 0, no ICE attributes, as JSEP writes it).
-    first = live[0] if live else session.media[0]
-    if first.ice is None or not first.ice.usernameFragment or not first.ice.password:
-        raise ValueError("SDP lacks a=ice-ufrag / a=ice-pwd")
-    if first.dtls is None and "\na=fingerprint:" in text:  # aiortc drops the fingerprints of an m-line without a=setup
-        raise ValueError("SDP lacks a=setup (RFC 8842: an offer says a=setup:actpass)")
-    if first.dtls is None or not first.dtls.fingerprints:
-        raise ValueError("SDP lacks a=fingerprint and a=setup")
+    transports = _transport_offers(text, session, live, bundle)
     media: list[MediaOffer] = []
     candidates: list[tuple[str, int]] = []
     for index, m in enumerate(session.media):
@@ -161,11 +164,12 @@ def parse_offer(text: str) -> Offer:
             if c.protocol.lower() == "udp" and (c.ip, c.port) not in candidates:
                 candidates.append((c.ip, c.port))
         proto, formats = sections[index][0]
-        rejected = (m.port == 0 and not bundle_only[index]) or m.rtp.muxId not in carried
+        rejected = m.port == 0 and not bundle_only[index]
         if m.kind == "application" and m.sctp_port is not None and "SCTP" in proto:
             if not m.rtp.muxId:
                 raise ValueError(f"m-line {index} (application) has no a=mid")
             caps = m.sctpCapabilities
+            rejected = rejected or m.rtp.muxId not in transports[0].mids  # data channels: the first transport only
             media.append(
                 MediaOffer(
                     index, m.rtp.muxId, "application", "sendrecv", [], {}, None, None, rejected, proto, formats,
@@ -205,14 +209,61 @@ def parse_offer(text: str) -> Offer:
     offered_mids = [m.mid for m in media]
     if len(set(offered_mids)) != len(offered_mids):
         raise ValueError("SDP repeats an a=mid value")
+    carried = {m.mid for m in media if not m.rejected}
+    transports = [
+        TransportOffer(mids, t.ice, t.fingerprints, t.setup)
+        for t in transports
+        if (mids := tuple(mid for mid in t.mids if mid in carried)) or t is transports[0]
+    ]
+    first = transports[0]
     return Offer(
-        ice=IceParameters(first.ice.usernameFragment, first.ice.password),
-        fingerprints=list(dict.fromkeys((f.algorithm, f.value) for f in first.dtls.fingerprints)),
-        setup=aiortc_sdp.DTLS_ROLE_SETUP[first.dtls.role],
+        ice=first.ice,
+        fingerprints=first.fingerprints,
+        setup=first.setup,
         candidates=candidates,
         media=media,
         bundle=bundle,
+        transports=transports,
     )
+
+
+def _transport_offers(
+    text: str, session: aiortc_sdp.SessionDescription, live: list, bundle: tuple[str, ...] | None
+) -> list[TransportOffer]:
+    """The transports an offer asks for, in m-line order: the BUNDLE group's (ICE and DTLS from its first live
+    m-line, the tag), then one per live m-line outside it, each with its own ICE and DTLS attributes (read at media
+    or session level). A renegotiation may start with a rejected m-line (port 0, no ICE attributes, as JSEP
+    writes it); an offer with no live m-line still needs credentials (its first m-line's)."""
+    group = set(bundle or ())
+    parts: list[tuple[str, ...]] = []
+    tags: list = []
+    for m in live or session.media[:1]:
+        if m.rtp.muxId in group:
+            if any(set(p) & group for p in parts):
+                continue
+            parts.append(tuple(mid for mid in (x.rtp.muxId for x in live) if mid in group))
+        else:
+            parts.append((m.rtp.muxId,) if m.rtp.muxId else ())
+        tags.append(m)
+    transports = []
+    for number, (mids, m) in enumerate(zip(parts, tags)):
+        where = "SDP" if number == 0 else f"m-line {session.media.index(m)} (mid {m.rtp.muxId}, outside BUNDLE)"
+        if m.ice is None or not m.ice.usernameFragment or not m.ice.password:
+            raise ValueError(f"{where} lacks a=ice-ufrag / a=ice-pwd")
+        # aiortc drops the fingerprints of an m-line without a=setup
+        if m.dtls is None and "\na=fingerprint:" in text:
+            raise ValueError(f"{where} lacks a=setup (RFC 8842: an offer says a=setup:actpass)")
+        if m.dtls is None or not m.dtls.fingerprints:
+            raise ValueError(f"{where} lacks a=fingerprint and a=setup")
+        transports.append(
+            TransportOffer(
+                mids,
+                IceParameters(m.ice.usernameFragment, m.ice.password),
+                list(dict.fromkeys((f.algorithm, f.value) for f in m.dtls.fingerprints)),
+                aiortc_sdp.DTLS_ROLE_SETUP[m.dtls.role],
+            )
+        )
+    return transports
 
 
 def _bundle_group(session: aiortc_sdp.SessionDescription, mids: list[str | None]) -> tuple[str, ...] | None:
@@ -355,14 +406,17 @@ def build_answer(
     ]
     if bundle_mids:
         lines.append("a=group:BUNDLE " + " ".join(bundle_mids))
-    transport_lines = [
-        f"a=ice-ufrag:{ice.ufrag}",
-        f"a=ice-pwd:{ice.pwd}",
-        f"a=fingerprint:{algorithm} {value}",
-        f"a=setup:{setup}",
-        *candidates.lines(),
-        "a=end-of-candidates",
-    ]
+    def transport_lines(m: MediaAnswer) -> list[str]:
+        own_ice, own_setup = m.transport or (ice, setup)
+        return [
+            f"a=ice-ufrag:{own_ice.ufrag}",
+            f"a=ice-pwd:{own_ice.pwd}",
+            f"a=fingerprint:{algorithm} {value}",
+            f"a=setup:{own_setup}",
+            *candidates.lines(),
+            "a=end-of-candidates",
+        ]
+
     for m in media:
         offer = m.offer
         if not m.accepted:
@@ -376,7 +430,7 @@ def build_answer(
                 f"m=application {port} UDP/DTLS/SCTP webrtc-datachannel",
                 f"c=IN {ip}",
                 f"a=mid:{offer.mid}",
-                *transport_lines,
+                *transport_lines(m),
                 f"a=sctp-port:{SCTP_PORT}",
                 f"a=max-message-size:{m.max_message_size}",
             ]
@@ -391,7 +445,7 @@ def build_answer(
             f"a={m.direction}",
             "a=rtcp-mux",
             "a=rtcp-rsize",
-            *transport_lines,
+            *transport_lines(m),
         ]
         for uri, ext_id in m.extensions.items():
             lines.append(f"a=extmap:{ext_id} {uri}")
@@ -448,9 +502,11 @@ def _primary_ssrc(m: object) -> tuple[int | None, str | None]:
 class IceFragment:
     """A trickle-ice-sdpfrag body (RFC 8840): ICE credentials when it carries them, and candidates."""
 
-    ice: IceParameters | None
+    ice: IceParameters | None  # the first credentials it carries
     candidates: list[str]  # a=candidate values, as written
     end_of_candidates: bool
+    # Its credentials by the mid of the m= section they are under (None: session level, for every m-line).
+    credentials: dict[str | None, IceParameters] = field(default_factory=dict)
 
 
 MAX_FRAGMENT_BYTES = 16 * 1024  # a fragment carries credentials and a few candidates, never more than this
@@ -460,7 +516,7 @@ def parse_ice_fragment(text: str) -> IceFragment:
     """Read a trickle-ice-sdpfrag; ValueError names the first malformed line. Unknown attributes are ignored."""
     if len(text.encode()) > MAX_FRAGMENT_BYTES:
         raise ValueError(f"the fragment is over {MAX_FRAGMENT_BYTES} bytes")
-    ufrag = pwd = None
+    sections: list[dict[str, str | None]] = [{"mid": None, "ice-ufrag": None, "ice-pwd": None}]  # session, then m=
     candidates: list[str] = []
     end = False
     lines = [line for line in text.replace("\r\n", "\n").split("\n") if line.strip()]
@@ -469,15 +525,15 @@ def parse_ice_fragment(text: str) -> IceFragment:
     for number, line in enumerate(lines, 1):
         if len(line) < 2 or line[1] != "=" or not line[0].isalpha():
             raise ValueError(f"line {number} is not an SDP line: {line[:60]!r}")
-        if line.startswith("m=") and len(line[2:].split()) < 4:
-            raise ValueError(f"line {number} is a malformed m= line: {line[:60]!r}")
+        if line.startswith("m="):
+            if len(line[2:].split()) < 4:
+                raise ValueError(f"line {number} is a malformed m= line: {line[:60]!r}")
+            sections.append({"mid": None, "ice-ufrag": None, "ice-pwd": None})
         if not line.startswith("a="):
             continue
         name, _, value = line[2:].partition(":")
-        if name == "ice-ufrag":
-            ufrag = value.strip()
-        elif name == "ice-pwd":
-            pwd = value.strip()
+        if name in ("ice-ufrag", "ice-pwd", "mid"):
+            sections[-1][name] = value.strip()
         elif name == "candidate":
             try:
                 aiortc_sdp.candidate_from_sdp(value.strip())
@@ -486,22 +542,31 @@ def parse_ice_fragment(text: str) -> IceFragment:
             candidates.append(value.strip())
         elif name == "end-of-candidates":
             end = True
-    if (ufrag is None) != (pwd is None):
-        raise ValueError("the fragment has only one of a=ice-ufrag and a=ice-pwd (they go together)")
-    return IceFragment(IceParameters(ufrag, pwd) if ufrag is not None and pwd is not None else None, candidates, end)
+    credentials: dict[str | None, IceParameters] = {}
+    for index, section in enumerate(sections):
+        ufrag, pwd = section["ice-ufrag"], section["ice-pwd"]
+        if (ufrag is None) != (pwd is None):
+            raise ValueError("the fragment has only one of a=ice-ufrag and a=ice-pwd (they go together)")
+        if ufrag is not None and pwd is not None:
+            if index and section["mid"] is None:
+                raise ValueError(f"m= section {index} has ICE credentials but no a=mid naming its m-line")
+            credentials[section["mid"]] = IceParameters(ufrag, pwd)
+    first = next(iter(credentials.values()), None)
+    return IceFragment(first, candidates, end, credentials)
 
 
-def build_ice_fragment(*, ice: IceParameters, candidates: HostCandidates, tag: tuple[str, str, int]) -> str:
-    """The server's answer to an ICE restart (RFC 9725 section 4.3.2): its new credentials and its candidates,
-    under the BUNDLE tag's m-line (`tag`: kind, mid, payload type)."""
-    kind, mid, payload_type = tag
-    lines = [
-        "a=ice-lite",
-        f"a=ice-ufrag:{ice.ufrag}",
-        f"a=ice-pwd:{ice.pwd}",
-        f"m={kind} 9 UDP/TLS/RTP/SAVPF {payload_type}",
-        f"a=mid:{mid}",
-        *candidates.lines(),
-        "a=end-of-candidates",
-    ]
+def build_ice_fragment(*, candidates: HostCandidates, restarted: list[tuple[IceParameters, tuple[str, str, int]]]) -> str:
+    """The server's answer to an ICE restart (RFC 9725 section 4.3.2): for each restarted transport, its new
+    credentials and its candidates under its tag m-line (the BUNDLE tag's; `restarted`: credentials and (kind, mid,
+    payload type))."""
+    lines = ["a=ice-lite"]
+    for ice, (kind, mid, payload_type) in restarted:
+        lines += [
+            f"m={kind} 9 UDP/TLS/RTP/SAVPF {payload_type}",
+            f"a=mid:{mid}",
+            f"a=ice-ufrag:{ice.ufrag}",
+            f"a=ice-pwd:{ice.pwd}",
+            *candidates.lines(),
+            "a=end-of-candidates",
+        ]
     return "\r\n".join(lines) + "\r\n"

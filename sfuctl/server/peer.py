@@ -1,4 +1,10 @@
-"""Peer: one participant of a room, with a send transport (its producers) and a receive transport (its consumers)."""
+"""Peer: one participant of a room, with send transports (its producers) and receive transports (its consumers).
+
+A bundled offer (every browser, the bots) needs one transport per direction; an offer without BUNDLE (webrtcbin's
+bundle-policy=none) one per m-line, each with its own ICE credentials, DTLS and SRTP, as mediasoup opens a
+WebRtcTransport per m-line. The first transport of a direction carries the BUNDLE group and the data channels.
+An m-line stays on its transport across renegotiations.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import logging
 import secrets
 import time
 from collections.abc import Collection
+from dataclasses import replace
 from typing import TYPE_CHECKING, Callable
 
 from ..rtc.dcep import ChannelParameters
@@ -70,8 +77,8 @@ class Peer:
         self.notify = notify
         self.joined_at = time.time()
         self.closed = False
-        self.send_transport: Transport | None = None
-        self.recv_transport: Transport | None = None
+        self.send_transports: list[Transport] = []  # in the order of the last offer's transports
+        self.recv_transports: list[Transport] = []
         self.producers: dict[str, Producer] = {}
         self.consumers: dict[str, Consumer] = {}
         self.on_close: CloseListeners[Peer] = CloseListeners()  # its router listens
@@ -85,6 +92,25 @@ class Peer:
     def info(self) -> dict:
         return {"id": self.id, "name": self.name}
 
+    @property
+    def send_transport(self) -> Transport | None:
+        """The first send transport: the BUNDLE group's (all of them for a bundled client) and the data channels'."""
+        return self.send_transports[0] if self.send_transports else None
+
+    @property
+    def recv_transport(self) -> Transport | None:
+        """The first receive transport: the BUNDLE group's and the data channels'."""
+        return self.recv_transports[0] if self.recv_transports else None
+
+    @property
+    def transports(self) -> list[Transport]:
+        """Every transport of the peer, send ones first."""
+        return [*self.send_transports, *self.recv_transports]
+
+    def receive_transport_for(self, mid: str) -> Transport | None:
+        """The live receive transport that carries m-line `mid`."""
+        return next((t for t in self.recv_transports if mid in t.mids and not t.closed), None)
+
     # -- publish --------------------------------------------------------------------------------------
     def publish(self, sdp: str) -> dict:
         """Answer the peer's offer for its send transport: each sending m-line becomes a producer."""
@@ -93,16 +119,15 @@ class Peer:
         self.grant.require_publishing(offer)
         if offer.application is not None:  # data channels on the send transport become data producers
             self.grant.require("data")
-        transport = self.send_transport
-        if transport is not None:
-            transport.check_offer(offer)
+        matched = self._match_transports(offer, self.send_transports, self.recv_transports)
         transport_cc = self.worker.config.transport_cc
+        producers_by_mid = {p.mid: p for p in self.producers.values()}
         plan: list[tuple[MediaAnswer, Producer | None]] = []
         for m in offer.media:
             if m.kind == "application":
                 plan.append((self._data_answer(m), None))
                 continue
-            existing = transport.producers_by_mid.get(m.mid) if transport else None
+            existing = producers_by_mid.get(m.mid)
             codec = existing.codec if existing else choose_codec(m, transport_cc=transport_cc)
             if m.simulcast is not None and codec is None and not m.rejected:
                 raise bad_request(f"mid {m.mid}: the simulcast encodings allow no common codec the server takes (VP8, H264)")
@@ -116,19 +141,21 @@ class Peer:
         producing = sum(answer.direction == "recvonly" for answer, _ in plan)
         check("producers_per_peer", quotas.producers_per_peer, producing, f"the offer has {producing} tracks to publish")
 
-        if transport is None:
-            transport = self.send_transport = self._create_transport()
-        transport.apply_offer(offer)
+        old = self.send_transports
+        self.send_transports = self._apply_transports(offer, matched)
+        carrier = {mid: t for t in self.send_transports for mid in t.mids}
         offered_mids = {m.mid for m in offer.media}
-        for producer in [p for p in transport.producers_by_mid.values() if p.mid not in offered_mids]:
+        for producer in [p for p in self.producers.values() if p.mid not in offered_mids]:
             producer.close()
         for answer, existing in plan:
             receiving = answer.direction == "recvonly"
+            transport = carrier.get(answer.offer.mid)  # parse_offer gives every accepted m-line one
             if receiving and TRANSPORT_CC_URI in answer.extensions:
                 transport.record_arrivals(answer.extensions[TRANSPORT_CC_URI])
             if existing is not None and not receiving:
                 existing.close()
             elif existing is None and receiving:
+                assert transport is not None
                 m = answer.offer
                 producer: Producer | SimulcastProducer
                 if m.simulcast is not None:
@@ -156,9 +183,10 @@ class Peer:
                 self.producers[producer.id] = producer
                 producer.on_close.add(self._on_producer_closed)
                 self.router.add_producer(producer)
+        self._drop_transports(old, self.send_transports)
         return {
-            "sdp": transport.answer([a for a, _ in plan]),
-            "producers": [producer_info(p) for p in transport.producers_by_mid.values()],
+            "sdp": self._answer(self.send_transports, [a for a, _ in plan], offer.bundle),
+            "producers": [producer_info(p) for t in self.send_transports for p in t.producers_by_mid.values()],
         }
 
     # -- subscribe ------------------------------------------------------------------------------------
@@ -171,19 +199,25 @@ class Peer:
         self.grant.require("subscribe")
         offer = self.parse(sdp, "consumers_per_peer")
         self._check_subscriptions(offer, subscriptions)
-        transport = self._receive_transport(offer)
+        matched = self._match_transports(offer, self.recv_transports, self.send_transports)
+        old = self.recv_transports
+        self.recv_transports = self._apply_transports(offer, matched)
+        carrier = {mid: t for t in self.recv_transports for mid in t.mids}
+        consumers_by_mid = {c.mid: c for c in self.consumers.values()}
         rejected: list[dict] = []
         answers = [
             self._data_answer(m)
             if m.kind == "application"
             else self._consume(
-                transport, m, self.router.producers.get(subscriptions.get(m.mid, "")), rejected, m.mid in waiting
+                carrier.get(m.mid), consumers_by_mid.get(m.mid), m,
+                self.router.producers.get(subscriptions.get(m.mid, "")), rejected, m.mid in waiting,
             )
             for m in offer.media
         ]
+        self._drop_transports(old, self.recv_transports)
         return {
-            "sdp": transport.answer(answers),
-            "consumers": [consumer_info(c) for c in transport.consumers_by_mid.values()],
+            "sdp": self._answer(self.recv_transports, answers, offer.bundle),
+            "consumers": [consumer_info(c) for t in self.recv_transports for c in t.consumers_by_mid.values()],
             "rejected": rejected,
         }
 
@@ -195,7 +229,7 @@ class Peer:
             raise bad_request("'subscriptions' must be an object mapping mid -> producerId")
         limit = self.worker.config.quotas.consumers_per_peer
         check("consumers_per_peer", limit, len(subscriptions), f"{len(subscriptions)} subscriptions asked for")
-        current = len(self.recv_transport.consumers_by_mid) if self.recv_transport is not None else 0
+        current = sum(len(t.consumers_by_mid) for t in self.recv_transports)
         self.worker.check_consumers(len(subscriptions) - current)
         by_mid = {m.mid: m for m in offer.media}
         for mid, producer_id in subscriptions.items():
@@ -207,28 +241,82 @@ class Peer:
                 raise not_found("producer", producer_id)
             if producer.kind != m.kind:
                 raise bad_request(f"mid {mid!r} is {m.kind} but producer {producer_id} is {producer.kind}")
-        if self.recv_transport is not None:
-            self.recv_transport.check_offer(offer)
 
-    def _receive_transport(self, offer: Offer) -> Transport:
-        """The receive transport, opened on the first offer, with the offer applied."""
-        transport = self.recv_transport
-        if transport is None:
-            transport = self.recv_transport = self._create_transport()
-        transport.apply_offer(offer)
-        return transport
+    def _match_transports(self, offer: Offer, current: list[Transport], others: list[Transport]) -> list[Transport | None]:
+        """The transport of `current` each of the offer's transports goes on with (None: a new one). Raises before
+        anything changes when the offer moves an m-line to another transport, takes the peer over its transports
+        quota, or restarts ICE where it cannot."""
+        matched: list[Transport | None] = []
+        for part in offer.transports:
+            owners = list(dict.fromkeys(t for t in current for mid in part.mids if mid in t.mids))
+            if not part.mids and current and len(offer.transports) == 1:  # every m-line rejected: the ICE session goes on
+                owners = current[:1]
+            owner = owners[0] if owners else None
+            if len(owners) > 1 or (owner is not None and owner in matched):
+                # the first of its m-lines that another transport carries, or that another part already took
+                moved = next(mid for mid in part.mids if any(mid in t.mids for t in owners[1:] or owners))
+                raise bad_request(
+                    f"the offer moves m-line {moved!r} to another transport (BUNDLE group changed): an m-line keeps "
+                    "its transport across renegotiations; offer the new grouping on a new connection"
+                )
+            matched.append(owner)
+        count = len(others) + len(offer.transports)
+        check("transports_per_peer", self.worker.config.quotas.transports_per_peer, count,
+              f"the offer asks for {len(offer.transports)} transports (m-lines outside a BUNDLE group take one each)")
+        for part, owner in zip(offer.transports, matched):
+            if owner is not None:
+                owner.check_offer(part)
+        return matched
+
+    def _apply_transports(self, offer: Offer, matched: list[Transport | None]) -> list[Transport]:
+        """The offer's transports, in its order, with their parts of it applied: new ones opened for None."""
+        transports: list[Transport] = []
+        try:
+            for index, (part, owner) in enumerate(zip(offer.transports, matched)):
+                transport = owner or self._create_transport()
+                transports.append(transport)
+                transport.apply_offer(part, offer.application if index == 0 else None)
+        except Exception:
+            for transport in transports:
+                if transport not in matched:
+                    transport.close()
+            raise
+        return transports
+
+    def _drop_transports(self, old: list[Transport], kept: list[Transport]) -> None:
+        """Close the transports of `old` the last offer no longer uses (all their m-lines rejected or gone)."""
+        for transport in old:
+            if transport not in kept:
+                self._on_transport_closed(transport, "closed")
+
+    @staticmethod
+    def _answer(transports: list[Transport], media: list[MediaAnswer], bundle: tuple[str, ...] | None) -> str:
+        """The answer to an offer carried by `transports`: an m-line on any but the first names its own."""
+        first = transports[0]
+        own = {mid: (t.connection.local_ice, t.setup) for t in transports[1:] for mid in t.mids}
+        media = [replace(m, transport=own[m.offer.mid]) if m.accepted and m.offer.mid in own else m for m in media]
+        for transport in transports:
+            transport.answered(media)
+        return first.answer(media, bundle)
 
     def _consume(
-        self, transport: Transport, m: MediaOffer, producer: Producer | None, rejected: list[dict], waiting: bool = False
+        self,
+        transport: Transport | None,
+        consumer: Consumer | None,
+        m: MediaOffer,
+        producer: Producer | None,
+        rejected: list[dict],
+        waiting: bool = False,
     ) -> MediaAnswer:
-        """One m-line of a receive offer: keep, replace, open or close its consumer; its answer.
+        """One m-line of a receive offer (on `transport`, None for a rejected one, with its `consumer` so far): keep,
+        replace, open or close its consumer; its answer.
 
         A producer the offer offers no codec of is added to `rejected`; a `waiting` m-line without a producer is
         answered sendonly, for `consume` to fill later.
         """
-        consumer = transport.consumers_by_mid.get(m.mid)
         receiving = answer_direction(m.direction, server_sends=True) == "sendonly"
-        if consumer is not None and (producer is not consumer.producer or not receiving or m.rejected):
+        if consumer is not None and (producer is not consumer.producer or not receiving or m.rejected
+                                     or consumer.transport is not transport):
             consumer.close(UNSUBSCRIBED)
             consumer = None
         # REMB is answered only where the server sends simulcast: it lets a browser's estimate cap the layer choice.
@@ -254,9 +342,9 @@ class Peer:
 
     def consume(self, m: MediaOffer, producer: Producer | SimulcastProducer, codec: Codec) -> Consumer:
         """A consumer of `producer` on the receive transport's answered m-line `m`, sending with `codec`."""
-        transport = self.recv_transport
-        if transport is None or transport.closed:
-            raise wrong_state("the peer has no receive connection")
+        transport = self.receive_transport_for(m.mid)
+        if transport is None:
+            raise wrong_state(f"the peer has no receive connection for m-line {m.mid!r}")
         kind = SimulcastConsumer if isinstance(producer, SimulcastProducer) else Consumer
         consumer = kind(
             id=new_id("c"),
@@ -389,9 +477,8 @@ class Peer:
             self._close_data_consumer(data_consumer, notify=False)
         for data_producer in list(self.data_producers.values()):
             self.router.close_data_producer(data_producer)
-        for transport in (self.send_transport, self.recv_transport):
-            if transport is not None:
-                transport.close()
+        for transport in self.transports:
+            transport.close()
         self.on_close.emit(self)
         self._on_closed()
 
@@ -399,7 +486,7 @@ class Peer:
         return {
             **self.info(),
             "worker": self.worker.index,
-            "transports": [t.stats() for t in (self.send_transport, self.recv_transport) if t is not None],
+            "transports": [t.stats() for t in self.transports],
         }
 
     def _on_consumer_closed(self, consumer: Consumer) -> None:
@@ -422,7 +509,8 @@ class Peer:
         check(quota, getattr(self.worker.config.quotas, quota), lines, f"the offer has {lines} m-lines")
         try:
             offer = parse_offer(sdp)
-            normalize_fingerprints(offer.fingerprints)  # DTLS must be able to check the peer's certificate
+            for part in offer.transports:
+                normalize_fingerprints(part.fingerprints)  # DTLS must be able to check the peer's certificate
         except ValueError as exc:
             raise bad_request(f"invalid SDP offer: {exc}") from None
         return offer
@@ -447,11 +535,12 @@ class Peer:
         for data_producer in list(transport.data_producers.values()):
             self.router.close_data_producer(data_producer)
         transport.close()
-        if transport is self.send_transport:
-            self.send_transport = None
-        if transport is self.recv_transport:
-            self.recv_transport = None
-        others = [t for t in (self.send_transport, self.recv_transport) if t is not None and not t.closed]
+        for transports in (self.send_transports, self.recv_transports):
+            if transport in transports:
+                transports.remove(transport)
+        others = [t for t in self.transports if not t.closed]
+        if state == "failed" and others:
+            log.warning("peer %s: the transport of m-lines %s failed; its other transports go on", self.id, ", ".join(transport.mids))
         if state == "failed" and not others:
             self.close("connection lost (ICE consent expired)")
 

@@ -31,6 +31,11 @@ class Quotas:
     peers_per_room: int = _quota(1000, "--max-peers-per-room", "Peers in one room.")
     producers_per_peer: int = _quota(32, "--max-producers-per-peer", "Tracks one peer (or one WHIP POST) publishes.")
     consumers_per_peer: int = _quota(256, "--max-consumers-per-peer", "Tracks one peer receives.")
+    # An offer without BUNDLE asks for an ICE/DTLS/SRTP transport (a handshake, timers, keys) per m-line; a bundled
+    # client uses two.
+    transports_per_peer: int = _quota(
+        8, "--max-transports-per-peer", "ICE/DTLS transports of one peer, both directions (an offer without BUNDLE takes one per m-line)."
+    )
     # 2.5 ticks (20 ms) late: media and feedback already wait longer than a NACK round trip on a LAN. Off (0) for a
     # server embedded in another program (tests, scripts), whose loop lag is that program's too; `sfuctl serve` runs
     # it at 50 ms.

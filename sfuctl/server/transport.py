@@ -21,7 +21,7 @@ from ..rtc.ice import IceParameters
 from ..rtc.rtcp_router import RtcpRouter, receiver_reports
 from ..rtc.sctp import SctpAssociation
 from ..rtc.rtp import read_extensions
-from ..rtc.sdp import MID_URI, MediaAnswer, Offer, build_answer, dtls_role_for
+from ..rtc.sdp import MID_URI, MediaAnswer, MediaOffer, TransportOffer, build_answer, dtls_role_for
 from ..rtc.transport_feedback import packet_sequence
 from .errors import bad_request
 from .layer_allocation import LayerAllocation
@@ -78,10 +78,10 @@ class Transport:
         self._sctp_remote: tuple[int, int] = (0, 0)
         self._remote_ice: IceParameters | None = None
         self._old_remote_ufrags: deque[str] = deque(maxlen=OLD_UFRAGS_KEPT)
-        self._bundle: tuple[str, ...] | None = None
-        self.bundle_tag: tuple[str, str, int] | None = None  # (kind, mid, payload type) of the first accepted m-line
+        self.mids: tuple[str, ...] = ()  # the offered m-lines it carries (its BUNDLE group, or one m-line)
+        self.bundle_tag: tuple[str, str, int] | None = None  # (kind, mid, payload type) of its first accepted m-line
         self.ice_restarts = 0
-        self._setup = "passive"
+        self.setup = "passive"  # the answer's a=setup for its m-lines
         self._mid_extension_id: int | None = None
         self.allocation: LayerAllocation | None = None  # made with the first simulcast consumer
         # Transport-wide congestion control, receive side: set once the peer sends transport-cc sequences.
@@ -115,18 +115,18 @@ class Transport:
         """The peer's current ICE credentials (None before its first offer)."""
         return self._remote_ice
 
-    def apply_offer(self, offer: Offer) -> None:
-        """Start ICE/DTLS on the first offer; an offer with new ICE credentials restarts ICE."""
+    def apply_offer(self, offer: TransportOffer, application: MediaOffer | None = None) -> None:
+        """Start ICE/DTLS on the first offer; an offer with new ICE credentials restarts ICE. `offer` is the part of
+        a client's offer this transport carries; `application` its m=application section (data channels), if any."""
         self.check_offer(offer)
-        self._bundle = offer.bundle
         if self._remote_ice is None:
             role = dtls_role_for(offer.setup)
             self.connection.set_remote(offer.ice, offer.fingerprints, role)  # first: it raises before changing state
             self._remote_ice = offer.ice
-            self._setup = "active" if role == "client" else "passive"
+            self.setup = "active" if role == "client" else "passive"
         elif offer.ice != self._remote_ice:
             self.restart_ice(offer.ice)
-        application = offer.application
+        self.mids = offer.mids
         events = self._data_events
         if application is not None and self.sctp is None and events is not None:
             self.sctp = SctpAssociation(
@@ -142,7 +142,7 @@ class Transport:
             if self.connected:
                 self.sctp.start(*self._sctp_remote)
 
-    def check_offer(self, offer: Offer) -> None:
+    def check_offer(self, offer: TransportOffer) -> None:
         """Raise before anything changes if the offer cannot apply to this transport."""
         self.check_ice_restart(offer.ice)
 
@@ -171,18 +171,23 @@ class Transport:
         self.worker.rekey(self, old_ufrag)
         log.info("transport %s: ICE restarted", self.id)
 
-    def answer(self, media: list[MediaAnswer]) -> str:
-        accepted = next((m for m in media if m.codec is not None), None)
+    def answered(self, media: list[MediaAnswer]) -> None:
+        """Take note of an answer: this transport's first accepted m-line is its tag (ICE restarts answer under it)."""
+        accepted = next((m for m in media if m.codec is not None and m.offer.mid in self.mids), None)
         if accepted is not None:
             self.bundle_tag = (accepted.offer.kind, accepted.offer.mid, accepted.codec.payload_type)
+
+    def answer(self, media: list[MediaAnswer], bundle: tuple[str, ...] | None) -> str:
+        """The answer SDP, with this transport's ICE credentials and setup at session level (an m-line on another
+        transport names its own in MediaAnswer.transport); `bundle` is the offer's BUNDLE group."""
         return build_answer(
             session_id=self._session_id,
             ice=self.connection.local_ice,
             fingerprint=self.connection.local_fingerprint,
             candidate=self.worker.host_candidates,
-            setup=self._setup,
+            setup=self.setup,
             media=media,
-            bundle=self._bundle,
+            bundle=bundle,
         )
 
     def add_producer(self, producer: Producer | SimulcastProducer, mid_extension_id: int | None) -> None:

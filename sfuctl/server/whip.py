@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from ..rtc.ice import IceParameters
 from ..rtc.sdp import Codec, MediaOffer, build_ice_fragment, choose_codec, parse_ice_fragment, parse_offer
 from .auth import OPEN, Authenticator, Grant, bearer_token, http_refusal
 from .config import IceServer
@@ -22,6 +23,7 @@ from .errors import SignalingError, unauthorized
 from .ice_servers import endpoint_ice_servers, offered_ice_servers
 from .peer import Peer
 from .signaling import replace_identity
+from .transport import Transport
 from .worker import Worker
 
 SDP_TYPE = "application/sdp"
@@ -88,29 +90,31 @@ class HttpSessions:
             fragment = parse_ice_fragment(await request.text())
         except ValueError as exc:
             raise web.HTTPBadRequest(text=f"invalid trickle-ice-sdpfrag: {exc}\n") from None
-        transport = peer.send_transport or peer.recv_transport
-        if transport is None or transport.remote_ice is None:
+        transports = peer.transports
+        if not transports or any(t.remote_ice is None for t in transports):
             raise web.HTTPConflict(text="the session has no ICE connection any more\n")
         if_match = request.headers.get("If-Match")
         if if_match is None:
             raise web.HTTPPreconditionRequired(text="PATCH needs If-Match: the session's ETag, or * for an ICE restart\n")
-        restart = fragment.ice is not None and fragment.ice.ufrag != transport.remote_ice.ufrag
+        try:
+            restarts = ice_restarts(transports, fragment.credentials)
+        except ValueError as exc:
+            raise web.HTTPBadRequest(text=f"{exc}\n") from None
         if if_match not in ("*", self.etags[resource]):
             raise web.HTTPPreconditionFailed(text="If-Match names an earlier ICE session: use the latest ETag\n")
-        if not restart:
-            if fragment.ice is not None and fragment.ice != transport.remote_ice:
-                raise web.HTTPBadRequest(text="a=ice-pwd changed but a=ice-ufrag did not: a restart changes both\n")
+        if not restarts:
             return web.Response(status=204)
-        assert fragment.ice is not None and transport.bundle_tag is not None
         try:
-            transport.restart_ice(fragment.ice)
+            for transport, ice in restarts:  # all checked before any restarts
+                transport.check_ice_restart(ice)
         except SignalingError as exc:
             raise web.HTTPBadRequest(text=f"{exc.message}\n") from None
+        for transport, ice in restarts:
+            transport.restart_ice(ice)
         etag = self.etags[resource] = new_etag()
         body = build_ice_fragment(
-            ice=transport.connection.local_ice,
             candidates=self.worker.host_candidates,
-            tag=transport.bundle_tag,
+            restarted=[(t.connection.local_ice, t.bundle_tag) for t, _ in restarts if t.bundle_tag is not None],
         )
         return web.Response(status=200, text=body, content_type=ICE_FRAGMENT_TYPE, headers={"ETag": etag})
 
@@ -218,12 +222,12 @@ class HttpSessions:
     def _fill_slots(self, resource: str) -> None:
         entry = self.resources.get(resource)
         peer = entry.peer if entry is not None else None
-        transport = peer.recv_transport if peer is not None else None
-        if peer is None or peer.closed or transport is None or transport.closed:
+        if peer is None or peer.closed:
             return
         taken = {c.producer.id for c in peer.consumers.values()}
         for mid, (m, codec) in self.slots[resource].items():
-            if mid in transport.consumers_by_mid:
+            transport = peer.receive_transport_for(mid)
+            if transport is None or mid in transport.consumers_by_mid:
                 continue
             producer = next(
                 (p for p in peer.router.producers.values()
@@ -261,6 +265,26 @@ class HttpSessions:
         ):
             raise web.HTTPNotFound(text="no such WHIP/WHEP session (deleted, expired, or not yours)\n")
         return resource
+
+
+def ice_restarts(transports: list[Transport], credentials: dict[str | None, IceParameters]) -> list[tuple[Transport, IceParameters]]:
+    """The transports a fragment's credentials restart, each with its new remote credentials: those under one of
+    its m-lines' mid, else those at session level. ValueError when the fragment names an m-line no transport
+    carries, or changes a password without the ufrag."""
+    for mid in credentials:
+        if mid is not None and not any(mid in t.mids for t in transports):
+            carried = ", ".join(mid for t in transports for mid in t.mids)
+            raise ValueError(f"the fragment's m-line {mid!r} is on no transport of this session (its m-lines: {carried})")
+    restarts = []
+    for transport in transports:
+        ice = next((credentials[mid] for mid in transport.mids if mid in credentials), credentials.get(None))
+        current = transport.remote_ice
+        if ice is None or current is None or ice == current:
+            continue
+        if ice.ufrag == current.ufrag:
+            raise ValueError("a=ice-pwd changed but a=ice-ufrag did not: a restart changes both")
+        restarts.append((transport, ice))
+    return restarts
 
 
 def new_etag() -> str:
