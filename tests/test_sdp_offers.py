@@ -300,3 +300,30 @@ async def test_an_unbundled_publisher_keeps_a_transport_per_m_line_and_cannot_mo
     finally:
         peer.close()
     assert video not in server.worker.transports
+
+
+async def test_a_captured_renegotiation_keeps_its_transport_and_the_producers_it_still_offers(server) -> None:
+    """Chromium's renegotiations (tests/offers/README.md): a stopped audio transceiver closes its producer, the
+    video one is kept, a new m-line becomes a producer on the same transport; the ICE restart offer is refused
+    while the connection is not up, changing nothing."""
+    peer = publishing_peer(server, "renegotiation")
+    try:
+        first = peer.publish(captured("chromium-renegotiate-1"))
+        [transport] = peer.send_transports
+        kept = {p["mid"]: p["id"] for p in first["producers"]}
+        assert sorted(kept) == ["0", "1"]
+        second = peer.publish(captured("chromium-renegotiate-2"))
+        offer = parse_offer(captured("chromium-renegotiate-2"))
+        assert_answer_fits(offer, second["sdp"])
+        assert "m=audio 0 UDP/TLS/RTP/SAVPF" in second["sdp"] and "a=group:BUNDLE 1 2\r\n" in second["sdp"]
+        now = {p["mid"]: p for p in second["producers"]}
+        assert sorted(now) == ["1", "2"] and now["1"]["id"] == kept["1"] and now["2"]["kind"] == "video"
+        assert sorted(p.mid for p in peer.router.producers.values()) == ["1", "2"]
+        assert peer.send_transports == [transport] and transport.ice_restarts == 0 and transport.mids == ("1", "2")
+        restart = parse_offer(captured("chromium-renegotiate-3"))
+        assert restart.ice != offer.ice
+        with pytest.raises(SignalingError, match="ICE restart before the connection is up"):
+            peer.publish(captured("chromium-renegotiate-3"))
+        assert transport.remote_ice == offer.ice and len(peer.router.producers) == 2
+    finally:
+        peer.close()
