@@ -16,6 +16,7 @@ from sfuctl.server.config import ServerConfig
 from . import whip_client
 from .peers import AiortcPeer
 from .test_forwarding import next_notification, wait_for
+from .test_sdp_offers import captured, publishing_peer
 
 
 @pytest.fixture(scope="module")
@@ -154,3 +155,27 @@ async def test_a_whep_session_started_in_an_empty_room_plays_the_producers_that_
         await pc.close()
         for publisher in publishers:
             await publisher.close()
+
+
+async def test_a_waiting_whep_m_line_takes_only_a_producer_of_its_answered_codec(server) -> None:
+    """webrtcbin's offer (tests/offers) plays VP8 and Opus only: an H.264 + Opus publisher (FFmpeg's offer) fills
+    the audio m-line and leaves the video one waiting, which the next VP8 publisher (Chromium's offer) fills."""
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"http://127.0.0.1:{server.port}/whep/codecs", data=captured("gst-none-recv"),
+                             headers={"Content-Type": "application/sdp"}) as response:
+            assert response.status == 201, await response.text()
+    [player] = server.worker.routers["codecs"].peers.values()
+    h264 = publishing_peer(server, "codecs")
+    vp8 = publishing_peer(server, "codecs")
+    try:
+        h264.publish(captured("ffmpeg-whip"))
+        assert sorted((c.mid, c.codec.name, c.producer.peer is h264) for c in player.consumers.values()) == [
+            ("audio1", "opus", True)]
+        vp8.publish(captured("chromium-send"))
+        assert sorted((c.mid, c.codec.name, c.producer.peer is h264) for c in player.consumers.values()) == [
+            ("audio1", "opus", True), ("video0", "VP8", False)]
+        assert {c.mid: c.transport for c in player.consumers.values()} == {
+            t.mids[0]: t for t in player.recv_transports}
+    finally:
+        for peer in (h264, vp8, player):
+            peer.close()
