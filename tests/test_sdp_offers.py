@@ -184,6 +184,19 @@ def test_ice_and_dtls_attributes_are_read_at_session_level() -> None:
     assert parse_offer(session_level).fingerprints == parse_offer(text).fingerprints
 
 
+def test_data_channels_outside_the_first_transport_are_rejected() -> None:
+    """Without BUNDLE, an m=application would need a third transport: data channels ride the first one only."""
+    ice = "a=ice-ufrag:Dc4XbbtO\r\na=ice-pwd:" + "d" * 24 + "\r\n"
+    fingerprint = next(line for line in captured("gst-none-send").split("\r\n") if line.startswith("a=fingerprint:"))
+    text = captured("gst-none-send") + (
+        f"m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\na=setup:actpass\r\n{ice}"
+        f"{fingerprint}\r\na=mid:data2\r\na=sctp-port:5000\r\n"
+    )
+    offer = parse_offer(text)
+    assert [t.mids for t in offer.transports] == [("video0",), ("audio1",)]
+    assert offer.application is None and offer.media[2].rejected
+
+
 def test_a_data_channel_m_line_is_rejected_with_its_own_protocol_and_format() -> None:
     text = captured("chromium-send") + (
         "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\na=mid:2\r\n"
