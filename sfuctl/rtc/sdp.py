@@ -233,11 +233,13 @@ def _transport_offers(
     """The transports an offer asks for, in m-line order: the BUNDLE group's (ICE and DTLS from its first live
     m-line, the tag), then one per live m-line outside it, each with its own ICE and DTLS attributes (read at media
     or session level). A renegotiation may start with a rejected m-line (port 0, no ICE attributes, as JSEP
-    writes it); an offer with no live m-line still needs credentials (its first m-line's)."""
+    writes it); an offer with no live m-line still needs credentials (its first m-line's). An m-line of a kind the
+    server does not take, outside the group, is rejected without a transport."""
     group = set(bundle or ())
     parts: list[tuple[str, ...]] = []
     tags: list = []
-    for m in live or session.media[:1]:
+    wanted = [m for m in live if m.rtp.muxId in group or m.kind in ("audio", "video", "application")]
+    for m in wanted or session.media[:1]:
         if m.rtp.muxId in group:
             if any(set(p) & group for p in parts):
                 continue
@@ -247,7 +249,8 @@ def _transport_offers(
         tags.append(m)
     transports = []
     for number, (mids, m) in enumerate(zip(parts, tags)):
-        where = "SDP" if number == 0 else f"m-line {session.media.index(m)} (mid {m.rtp.muxId}, outside BUNDLE)"
+        index = next(i for i, x in enumerate(session.media) if x is m)
+        where = "SDP" if number == 0 else f"m-line {index} (mid {m.rtp.muxId}, outside BUNDLE)"
         if m.ice is None or not m.ice.usernameFragment or not m.ice.password:
             raise ValueError(f"{where} lacks a=ice-ufrag / a=ice-pwd")
         # aiortc drops the fingerprints of an m-line without a=setup
