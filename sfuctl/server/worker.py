@@ -15,6 +15,7 @@ from ..rtc.batching import REPORT_INTERVAL, TICK_INTERVAL
 from ..rtc.dtls import DtlsCertificate
 from ..rtc.ice import stun_username
 from ..rtc.sdp import HostCandidates
+from ..rtc.send_batch import SendBatch
 from .active_speaker import STEP as SPEECH_STEP
 from .config import MediaPortsBusy, ServerConfig
 from ..stats_schema import SCHEMA_VERSION
@@ -69,6 +70,7 @@ class Worker(asyncio.DatagramProtocol):
         self._addr_of: dict[Transport, tuple] = {}  # the one address each transport is mapped from
         self._probing: dict[Transport, tuple] = {}  # the address each transport checks before moving there
         self._udp: asyncio.DatagramTransport | None = None
+        self.send_batch: SendBatch | None = None
         self.tcp: TcpStreams | None = TcpStreams(self.datagram_received, self._introduce) if config.ice_tcp else None
         self._ticker: asyncio.Task | None = None
 
@@ -102,6 +104,7 @@ class Worker(asyncio.DatagramProtocol):
                 if self._udp is not None:
                     self._udp.close()
                     self._udp = None
+                    self.send_batch = None
                     self.rtc_port = 0
                 raise
 
@@ -116,6 +119,8 @@ class Worker(asyncio.DatagramProtocol):
             self._ticker.cancel()
             await asyncio.gather(self._ticker, return_exceptions=True)
         if self._udp is not None:
+            if self.send_batch is not None:
+                self.send_batch.flush()
             self._udp.close()
 
     # -- rooms ---------------------------------------------------------------------------------------
@@ -194,13 +199,14 @@ class Worker(asyncio.DatagramProtocol):
         if addr.__class__ is TcpAddress:
             if self.tcp is not None:
                 self.tcp.send(data, addr)  # type: ignore[arg-type]
-        elif self._udp is not None:
-            self._udp.sendto(data, addr)
+        elif self.send_batch is not None:
+            self.send_batch.send(data, addr)
 
     def sender(self) -> Callable[[bytes, tuple], None]:
-        """What a connection sends with: without ICE-TCP the UDP socket's own bound sendto (a call less per
-        packet), else `send`, which tells TCP addresses apart."""
-        return self._udp.sendto if self._udp is not None and self.tcp is None else self.send
+        """What a connection sends with: without ICE-TCP the UDP socket's send batch (a call less per packet; what
+        one callback sends, a packet's whole fan-out, leaves in one system call), else `send`, which tells TCP
+        addresses apart."""
+        return self.send_batch.send if self.send_batch is not None and self.tcp is None else self.send
 
     def _introduce(self, data: bytes, addr: TcpAddress) -> bool:
         """A new ICE-TCP connection's first frame: True when a transport took its address (a valid check)."""
@@ -210,6 +216,7 @@ class Worker(asyncio.DatagramProtocol):
     # -- asyncio.DatagramProtocol -----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._udp = transport  # type: ignore[assignment]
+        self.send_batch = SendBatch(self._udp, asyncio.get_running_loop())  # type: ignore[arg-type]
         self.rtc_port = transport.get_extra_info("sockname")[1]
         set_receive_buffer(transport, "media")
 
@@ -231,6 +238,9 @@ class Worker(asyncio.DatagramProtocol):
             self._settle(transport, addr)
         except Exception:  # one bad datagram must never stop the socket
             log.exception("datagram from %s dropped", addr)
+        finally:  # what this datagram caused (its fan-out) leaves now, not after the loop's other callbacks
+            if self.send_batch is not None:
+                self.send_batch.flush()
 
     def _settle(self, transport: Transport, addr: tuple) -> None:
         """Map `addr` to `transport` when it is the transport's media path (forgetting the old one: ICE restart,

@@ -1,0 +1,114 @@
+"""SendBatch on real loopback sockets: every datagram arrives whole, in order per destination, at its own address,
+whether it left in one sendmmsg, in several (more than one call takes), or through the transport's sendto."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+
+import pytest
+
+from sfuctl.rtc import send_batch
+from sfuctl.rtc.send_batch import SendBatch, sockaddr
+
+
+class Sink(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+
+    def datagram_received(self, data: bytes, addr: tuple) -> None:
+        self.received.append(data)
+
+
+async def endpoints(count: int, host: str = "127.0.0.1") -> tuple[asyncio.DatagramTransport, list[tuple], list[Sink]]:
+    """A sending transport and `count` receiving ones (1 MB receive buffers: nothing overflows)."""
+    loop = asyncio.get_running_loop()
+    sender, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, local_addr=(host, 0))
+    addrs, sinks = [], []
+    for _ in range(count):
+        transport, sink = await loop.create_datagram_endpoint(Sink, local_addr=(host, 0))
+        transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        addrs.append(transport.get_extra_info("sockname"))
+        sinks.append(sink)
+    return sender, addrs, sinks
+
+
+async def drained(sinks: list[Sink], expected: int) -> None:
+    for _ in range(200):
+        if sum(len(s.received) for s in sinks) >= expected:
+            return
+        await asyncio.sleep(0.01)
+
+
+async def test_a_callbacks_fan_out_leaves_in_one_call_once_the_callback_is_over() -> None:
+    sender, addrs, sinks = await endpoints(3)
+    batch = SendBatch(sender, asyncio.get_running_loop())
+    datagrams = [(os.urandom(20 + number), addrs[number % 3]) for number in range(30)]
+    for data, addr in datagrams:
+        batch.send(data, addr)
+    assert batch.calls == 0  # nothing leaves before the loop runs again
+    await asyncio.sleep(0)
+    await drained(sinks, 30)
+    assert (batch.calls, batch.fallbacks) == (1, 0)
+    for index, sink in enumerate(sinks):
+        assert sink.received == [data for data, addr in datagrams if addr == addrs[index]]
+    sender.close()
+
+
+@pytest.mark.parametrize("count, size", [(send_batch.MAX_DATAGRAMS + 5, 100), (40, 60_000)])
+async def test_more_than_one_call_takes_is_split_over_calls(count: int, size: int) -> None:
+    sender, addrs, sinks = await endpoints(2)
+    batch = SendBatch(sender, asyncio.get_running_loop())
+    datagrams = [(number.to_bytes(4, "big") + bytes(size - 4), addrs[number % 2]) for number in range(count)]
+    for data, addr in datagrams:
+        batch.send(data, addr)
+    batch.flush()
+    await drained(sinks, count)
+    assert batch.calls >= 2 and batch.fallbacks == 0
+    for index, sink in enumerate(sinks):
+        assert sink.received == [data for data, addr in datagrams if addr == addrs[index]]
+    sender.close()
+
+
+async def test_without_sendmmsg_or_with_a_name_it_cannot_pack_the_transport_sends() -> None:
+    sender, addrs, sinks = await endpoints(2)
+    batch = SendBatch(sender, asyncio.get_running_loop())
+    batch.send(b"first", addrs[0])
+    batch.send(b"odd", ("localhost", addrs[1][1]))  # a host name: no sockaddr without a lookup
+    batch.send(b"last", addrs[0])
+    batch.flush()
+    await drained(sinks, 3)
+    assert (batch.calls, batch.fallbacks) == (1, 1)
+    assert (sinks[0].received, sinks[1].received) == ([b"first", b"last"], [b"odd"])
+    batch._fd = -1  # as where libc has no sendmmsg
+    batch.send(b"plain", addrs[1])
+    batch.flush()
+    await drained(sinks, 4)
+    assert (batch.calls, batch.fallbacks, sinks[1].received) == (1, 2, [b"odd", b"plain"])
+    sender.close()
+
+
+async def test_ipv6_destinations() -> None:
+    try:
+        sender, addrs, sinks = await endpoints(2, "::1")
+    except OSError as exc:  # a machine without IPv6 loopback
+        pytest.skip(f"no ::1: {exc}")
+    batch = SendBatch(sender, asyncio.get_running_loop())
+    for number in range(6):
+        batch.send(bytes([number]), addrs[number % 2])
+    batch.flush()
+    await drained(sinks, 6)
+    assert (batch.calls, sinks[0].received, sinks[1].received) == (1, [b"\0", b"\2", b"\4"], [b"\1", b"\3", b"\5"])
+    sender.close()
+
+
+def test_sockaddr_layouts() -> None:
+    assert sockaddr(("127.0.0.1", 0x1234), socket.AF_INET) == (
+        socket.AF_INET.to_bytes(2, "little") + b"\x12\x34" + bytes([127, 0, 0, 1]) + bytes(8)
+    )
+    mapped = sockaddr(("10.0.0.5", 80), socket.AF_INET6)
+    assert len(mapped) == 28 and mapped[8:24] == socket.inet_pton(socket.AF_INET6, "::ffff:10.0.0.5")
+    assert sockaddr(("::1", 80, 0, 3), socket.AF_INET6)[24:] == (3).to_bytes(4, "little")
+    with pytest.raises(OSError):
+        sockaddr(("localhost", 80), socket.AF_INET)
