@@ -5,15 +5,25 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import socket
+from pathlib import Path
 
 import aiohttp
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from sfuctl.bots.data_peer import DataPeer
+from sfuctl.bots.pacer import Pacer
+from sfuctl.bots.publisher import StreamSender
+from sfuctl.client.offer import SEND_CODECS, OfferSection, connection_offer, parse_answer
 from sfuctl.client.signaling import SignalingClient
+from sfuctl.encoded import load_track
+from sfuctl.rtc.connection import open_client_connection
+from sfuctl.rtc.rtp import build_extension_block
+from sfuctl.rtc.sdp import MID_URI
+from sfuctl.rtc.simulcast import RID_URI
 from sfuctl.server.config import ServerConfig
 from sfuctl.server.front import RunningFront, start_front
 
@@ -23,6 +33,7 @@ from .peers import AiortcPeer, UdpRelay
 from .test_connection import wait_until
 from .test_dashboard import render
 from .test_forwarding import media, wait_for  # noqa: F401 (a fixture)
+from .test_simulcast import TOP, simulcast_media  # noqa: F401 (a fixture)
 
 ROOM = "webinar"
 
@@ -113,6 +124,58 @@ async def test_subscribers_on_both_workers_decode_and_pause_and_close_reach_them
         for peer in (publisher, home_sub, far_sub, late):
             await peer.close()
         await watcher.close()
+
+
+async def test_a_piped_simulcast_stream_steps_down_when_its_publisher_stops_the_top_encoding(front, simulcast_media):
+    """A publisher whose uplink cannot carry its top encoding stops sending it (libwebrtc does): the pipe follows
+    to the highest encoding still sent, so the other worker's subscribers keep their picture."""
+    near, far = AiortcPeer(front.url, ROOM, "near"), AiortcPeer(front.url, ROOM, "far")
+    client = await SignalingClient.connect(front.url)
+    connected = asyncio.get_running_loop().create_future()
+    conn, udp = await open_client_connection(
+        on_rtp=lambda data: None, on_rtcp=lambda data: None,
+        on_state=lambda state: state == "connected" and not connected.done() and connected.set_result(None),
+    )
+    pacer = Pacer(asyncio.get_running_loop())
+    try:
+        await client.request("join", room=ROOM, name="host")
+        section = OfferSection(mid="0", kind="video", direction="sendonly", codecs=(SEND_CODECS["VP8"],),
+                               cname="host", msid=("host", "host-video"), rids=("q", "h", "f"))
+        published = await client.request("publish", sdp=connection_offer(conn, [section], session_id=1))
+        answer = parse_answer(published["sdp"])
+        media = answer.media["0"]
+        conn.set_remote(answer.ice, answer.fingerprints, answer.dtls_role, answer.candidates)  # type: ignore[arg-type]
+        await asyncio.wait_for(connected, 10)
+        rng = random.Random(3)
+        senders = [
+            StreamSender(
+                load_track(Path(path), "video"), ssrc=1000 + index, payload_type=media.codec.payload_type,
+                send_rtp=conn.send_rtp, rng=rng, nack=False, rid=rid,
+                extensions=build_extension_block([(media.extensions[MID_URI], b"0"), (media.extensions[RID_URI], rid.encode())]),
+            )
+            for index, (rid, path) in enumerate(zip(("q", "h", "f"), simulcast_media[:3]))
+        ]
+        for sender in senders:
+            pacer.add(sender)
+        for sub in (near, far):
+            joined = await sub.join()
+            await sub.subscribe(published["producers"] if sub is near else joined["producers"])
+        for sub in (near, far):
+            assert await wait_for(lambda: sub.video() and sub.video()[0].frames >= 10, 15)
+        assert worker_of(await room_of(client), far) == 1
+        assert far.video()[0].sizes == {TOP}
+
+        senders[2].active = False  # the publisher drops its top encoding
+        frames = far.video()[0].frames
+        assert await wait_for(lambda: far.video()[0].frames > frames + 25, 10)
+        assert (TOP[0] // 2, TOP[1] // 2) in far.video()[0].sizes
+    finally:
+        pacer.close()
+        for peer in (near, far):
+            await peer.close()
+        conn.close()
+        udp.close()
+        await client.close()
 
 
 async def test_nack_repairs_injected_loss_on_both_workers(front, media):

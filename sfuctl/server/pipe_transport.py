@@ -17,11 +17,13 @@ from typing import TYPE_CHECKING
 
 from ..rtc import rtcp
 from ..rtc.rtcp_router import RtcpRouter
+from .simulcast_consumer import SimulcastConsumer
 from .transport import send_reports
 from .worker import set_receive_buffer
 
 if TYPE_CHECKING:
     from .consumer import Consumer
+    from .layer_allocation import LayerAllocation
     from .producer import Producer
     from .worker import Worker
 
@@ -116,6 +118,7 @@ class PipeTransport:
         self.connection = PipeSocket(self)
         self.producers: dict[int, Producer] = {}
         self.consumers: dict[int, Consumer] = {}
+        self.allocation: LayerAllocation | None = None  # none: report() keeps each stream on its top sent encoding
         self.unknown_ssrc = 0
         self._sdes = bytes(rtcp.Sdes(self.rtcp_ssrc, f"worker-{local_index}"))
         # Each end draws SSRCs of its own parity, so the two directions never share one on this pipe.
@@ -166,9 +169,15 @@ class PipeTransport:
         self.worker.feedback_due(producer)
 
     def report(self, now: float) -> None:
-        """Once per interval: RR for the piped producers, SR for each pipe consumer (as a Transport does)."""
-        if not self.closed:
-            send_reports(now, self.rtcp_ssrc, self._sdes, self.producers.values(), self.consumers.values(), self.send_rtcp)
+        """Once per interval: each piped simulcast stream moves to the highest encoding its publisher still sends
+        (the far worker's subscribers choose from what it gets; a pipe has no estimate to allocate), then RR for
+        the piped producers and SR for each pipe consumer (as a Transport does)."""
+        if self.closed:
+            return
+        for consumer in self.consumers.values():
+            if isinstance(consumer, SimulcastConsumer):
+                consumer.set_target(consumer.wish().cap(), now)
+        send_reports(now, self.rtcp_ssrc, self._sdes, self.producers.values(), self.consumers.values(), self.send_rtcp)
 
     def close(self) -> None:
         """Idempotent: the socket closes; the link closes the streams."""

@@ -154,8 +154,8 @@ class RoomPipe:
     def _pipe_out(self, producer: Producer | SimulcastProducer) -> dict | None:
         """A pipe consumer of `producer` under a new SSRC; the `producer` message that tells the other side.
 
-        A simulcast producer is piped as one stream, its top encoding (the pipe consumer's target, which nothing
-        moves): the other worker's subscribers all get that encoding.
+        A simulcast producer is piped as one stream, the highest encoding its publisher sends (PipeTransport.report
+        moves the pipe consumer's target there): the other worker's subscribers all get that encoding.
         """
         if self.closed or producer.id in self.incoming or producer.id in self.outgoing or producer.closed:
             return None
