@@ -243,8 +243,12 @@ export class Session {
       throw error;
     }
     await pc.setRemoteDescription({ type: "answer", sdp: result.sdp });
+    const known = new Set([...this.consumers.values()].map((c) => c.id));
     this.consumers = new Map(result.consumers.map((c) => [c.mid, c]));
-    for (const peerId of this.viewSizes.keys()) this.sendViewSize(peerId);
+    const current = new Set(result.consumers.map((c) => c.id));
+    for (const consumerId of this.layers.keys()) if (!current.has(consumerId)) this.layers.delete(consumerId);
+    const fresh = result.consumers.filter((c) => !known.has(c.id)); // the others already have their tile's size
+    for (const peerId of this.viewSizes.keys()) this.sendViewSize(peerId, fresh);
     for (const rejected of result.rejected) {
       this.unreceivable.add(rejected.producerId);
       const producer = this.producers.get(rejected.producerId);
@@ -267,10 +271,11 @@ export class Session {
     );
   }
 
-  sendViewSize(peerId) {
+  /** Send `peerId`'s tile size to its simulcast video consumers (all of them, or those in `consumers`). */
+  sendViewSize(peerId, consumers = this.consumers.values()) {
     const size = this.viewSizes.get(peerId);
     if (!size || this.closed) return;
-    for (const consumer of this.consumers.values()) {
+    for (const consumer of consumers) {
       const producer = this.producers.get(consumer.producerId);
       if (consumer.kind !== "video" || producer?.peerId !== peerId || (producer.spatialLayers ?? 1) < 2) continue;
       this.signaling
@@ -381,6 +386,9 @@ export class Session {
       if (producer.peerId === peerId) this.producers.delete(producer.id);
     }
     this.peers.delete(peerId);
+    this.viewSizes.delete(peerId);
+    clearTimeout(this.viewTimers.get(peerId));
+    this.viewTimers.delete(peerId);
     this.requestSync();
     this.events.peerLeft(peerId);
   }
