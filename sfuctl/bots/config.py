@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from sfuctl.client.source import source_address
 from sfuctl.encoded import EncodedTrack, load_track
 from sfuctl.rtc.batching import REPORT_INTERVAL
 from sfuctl.rtc.simulcast import MAX_LAYERS
@@ -139,8 +140,8 @@ class BotsConfig:
 
     @property
     def local_host(self) -> str:
-        """The address the bots' sockets bind: IPv6 loopback for a server at an IPv6 address."""
-        return "::1" if ":" in (urlsplit(self.url).hostname or "") else "127.0.0.1"
+        """The address the bots' sockets bind: the one this machine sends from towards the server's host."""
+        return source_address(urlsplit(self.url).hostname or "127.0.0.1")
 
     @property
     def room_count(self) -> int:
