@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import hashlib
 import hmac
 import time
 
 import aiohttp
+import pytest
 from click.testing import CliRunner
 
 from sfuctl.bots.config import BotsConfig
@@ -19,6 +21,7 @@ from sfuctl.client.signaling import SignalingClient
 from sfuctl.client.turn import TurnServer, ice_servers_from_links
 from sfuctl.server.app import RunningServer, start_server
 from sfuctl.server.config import IceServer, ServerConfig
+from sfuctl.server.ice_servers import endpoint_ice_servers
 
 from .coturn_server import coturn
 from .test_bots import media  # noqa: F401 (a fixture)
@@ -96,8 +99,20 @@ async def test_turn_secret_mints_credentials_coturn_accepts_and_a_wrong_secret_i
         try:
             report = await run_bots(BotsConfig(url=server.url, count=1, duration=1.0, media=media, seed=12, relay=True, join_timeout=5))
             assert report.failed == 1
+            (bot,) = report.bots
+            assert f"the TURN server 127.0.0.1:{turn.port} gave no allocation" in bot["error"], bot["error"]
+            assert "401" in bot["error"], bot["error"]
         finally:
             await server.close()
+
+
+@pytest.mark.parametrize("turn_secret", [None, "coturn-shared-secret"], ids=["static-user", "turn-secret"])
+def test_an_unauthenticated_options_learns_no_turn_credentials_on_a_server_with_access_tokens(turn_secret) -> None:
+    servers = (IceServer("stun:127.0.0.1:3478"), IceServer("turn:127.0.0.1:3478", "user", "pass"))
+    open_server = ServerConfig(ice_servers=servers, turn_secret=turn_secret)
+    assert [s.url for s in endpoint_ice_servers(open_server)] == ["stun:127.0.0.1:3478", "turn:127.0.0.1:3478"]
+    guarded = dataclasses.replace(open_server, auth_secret="s" * 32)
+    assert endpoint_ice_servers(guarded) == (IceServer("stun:127.0.0.1:3478"),)
 
 
 def test_relay_without_a_turn_server_is_a_clear_error() -> None:

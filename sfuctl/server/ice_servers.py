@@ -37,9 +37,9 @@ def offered_ice_servers(config: ServerConfig, identity: str) -> tuple[IceServer,
 
 
 def endpoint_ice_servers(config: ServerConfig) -> tuple[IceServer, ...]:
-    """The ICE servers an unauthenticated OPTIONS request learns: with a TURN secret and access tokens, none of
-    the TURN ones (their credentials go only to clients that presented a token)."""
-    if config.turn_secret is not None and config.auth_enabled:
+    """The ICE servers an unauthenticated OPTIONS request learns: on a server with access tokens, none of the
+    TURN ones (their credentials, minted or static, go only to clients that presented a token)."""
+    if config.auth_enabled:
         return tuple(s for s in config.ice_servers if not s.url.startswith(("turn:", "turns:")))
     return offered_ice_servers(config, "anonymous")
 
