@@ -9,6 +9,7 @@ import socket
 import time
 from collections.abc import Callable
 
+from aioice import stun
 from aioice.turn import TurnTransport, create_turn_endpoint
 
 from sfuctl.client.turn import TurnServer
@@ -138,15 +139,18 @@ async def open_bot_socket(
     turn: TurnServer | None = None,
 ) -> BotSocket:
     """A bot socket bound to `local_host`:0, or an allocation on `turn`, impaired as configured; its `connection`
-    is set by the caller."""
+    is set by the caller. Raises ConnectionError when the TURN server gives no allocation."""
     if turn is not None:
-        _, socket = await create_turn_endpoint(
-            lambda: BotSocket(impairment, seed, changes),
-            server_addr=(turn.host, turn.port),
-            username=turn.username,
-            password=turn.credential,
-            transport=turn.transport,
-        )
+        try:
+            _, socket = await create_turn_endpoint(
+                lambda: BotSocket(impairment, seed, changes),
+                server_addr=(turn.host, turn.port),
+                username=turn.username,
+                password=turn.credential,
+                transport=turn.transport,
+            )
+        except stun.TransactionError as exc:  # refused (wrong credentials, quota) or no answer
+            raise ConnectionError(f"the TURN server {turn.host}:{turn.port} gave no allocation: {exc}") from None
         return socket
     loop = asyncio.get_running_loop()
     _, socket = await loop.create_datagram_endpoint(
