@@ -18,7 +18,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from ..server.auth import INTERNAL, Grant
-from ..server.config import ServerConfig
+from ..server.config import ServerConfig, url_host
 from ..server.errors import SignalingError
 from ..server.front import Front, RunningFront, start_front
 from ..server.supervisor import WorkerProcess
@@ -299,7 +299,7 @@ async def start_node(
         await registry.close()
         raise
     try:
-        await running.front.join_cluster(node_url or f"http://{config.announced_ips[0] if config.announced_ips else running.host}:{running.port}")
+        await running.front.join_cluster(node_url or f"http://{url_host(config.announced_ips[0] if config.announced_ips else running.host)}:{running.port}")
     except (ValueError, RedisError, OSError) as exc:
         await running.close()
         raise ClusterStartError(str(exc)) from None
