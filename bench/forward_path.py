@@ -8,6 +8,7 @@ caches stay warm: this is the floor of the path, not a served load (bench/forwar
 
     python bench/forward_path.py [--subscribers 125] [--producers 8] [--seconds 4] [--no-send]
                                  [--audio [--audio-level] | --simulcast [--distinct] [--all-encodings]]
+                                 [--transport-cc]
 
 --audio forwards Opus (160-byte payloads) whose packets carry an RFC 6464 audio level; with --audio-level the
 producers read it and the consumers copy it into their headers (negotiated on both ends), without it neither
@@ -22,6 +23,10 @@ started on a lowest-encoding keyframe of its own), the worst case, where every c
 --all-encodings also feeds the two lower encodings, as a simulcast publisher sends them (1 packet of the lowest
 and 3 of the middle one per 10 of the top, the simulcast test media's bitrates); nobody forwards them here, so
 they count as input only, and the output packets are still the top encoding's.
+
+--transport-cc negotiates transport-wide congestion control with every subscriber: each packet also takes a
+transport-wide sequence and leaves its send time in the transport's history (its cost is the difference with
+the same run without it).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from sfuctl.rtc.rtp import build_extension_block, build_packet, read_header
 from sfuctl.rtc.vp8 import parse_descriptor
 from sfuctl.rtc.sdp import AUDIO_LEVEL_URI, MID_URI, VIDEO_FEEDBACK, Codec
 from sfuctl.rtc.simulcast import SimulcastOffer
+from sfuctl.rtc.transport_feedback import TRANSPORT_CC_URI
 from sfuctl.runtime import run
 from sfuctl.server.config import ServerConfig
 from sfuctl.server.consumer import Consumer
@@ -81,7 +87,7 @@ def forwarded(packet: bytes) -> tuple:
 
 async def measure(
     subscribers: int, producers: int, seconds: float, send: bool, audio: bool = False, level: bool = False,
-    simulcast: bool = False, distinct: bool = False, all_encodings: bool = False,
+    simulcast: bool = False, distinct: bool = False, all_encodings: bool = False, transport_cc: bool = False,
 ) -> dict:  # fmt: skip
     worker = Worker(ServerConfig(host="127.0.0.1", port=0, rtc_ports=(0, 0)))
     if send:
@@ -112,13 +118,16 @@ async def measure(
         connection._srtp_tx = outbound_session()  # keys without a handshake: only the send path is measured
         connection._remote_addr = sink.getsockname()
         transport.connected = True
+        extensions = {MID_URI: 1, AUDIO_LEVEL_URI: 2} if level else {MID_URI: 1}
+        if transport_cc:
+            extensions[TRANSPORT_CC_URI] = 3
         for number, producer in enumerate(sources):
             kind = SimulcastConsumer if simulcast else Consumer
             consumer = kind(
                 id=f"c{index}-{number}", peer=types.SimpleNamespace(notify=lambda method, params: None),
                 producer=producer, transport=transport,
                 codec=OPUS if audio else VP8, mid=str(number),
-                extensions={MID_URI: 1, AUDIO_LEVEL_URI: 2} if level else {MID_URI: 1},
+                extensions=extensions,
             )  # fmt: skip
             producer.add_consumer(consumer)
             transport.add_consumer(consumer)
@@ -192,10 +201,11 @@ def cli() -> None:
     parser.add_argument("--simulcast", action="store_true", help="simulcast producers and consumers (top encoding)")
     parser.add_argument("--distinct", action="store_true", help="with --simulcast: a renumbering per consumer")
     parser.add_argument("--all-encodings", action="store_true", help="with --simulcast: the lower encodings arrive too")
+    parser.add_argument("--transport-cc", action="store_true", help="stamp transport-wide sequences (send history)")
     args = parser.parse_args()
     result = run(measure(
         args.subscribers, args.producers, args.seconds, not args.no_send, args.audio, args.audio_level, args.simulcast,
-        args.distinct, args.all_encodings,
+        args.distinct, args.all_encodings, args.transport_cc,
     ))  # fmt: skip
     print(
         f"{args.producers} {'simulcast ' if args.simulcast else ''}producers{' (distinct)' if args.distinct else ''} x {args.subscribers} subscribers"

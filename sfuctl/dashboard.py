@@ -23,7 +23,7 @@ from .units import format_bitrate
 SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
 HISTORY = 12
 ROOM_LINES = 4  # a room's blank line, title, table header and rule, before any stream row
-WIDE = 120  # from this width on, the codec and the bitrate sparkline get their own columns
+WIDE = 120  # from this width on, the codec, the subscriber's bandwidth estimate and a sparkline get columns
 
 # Row colouring: (warn, bad) thresholds of fields where higher is worse; the score is lower-is-worse.
 THRESHOLDS: dict[str, tuple[float, float]] = {
@@ -264,6 +264,8 @@ class DashboardView:
         if wide:
             table.add_column("codec", no_wrap=True)
         table.add_column("bitrate", justify="right", no_wrap=True)
+        if wide:  # the server's estimate of what the subscriber's link takes (transport-cc), "–" without it
+            table.add_column("estimate", justify="right", no_wrap=True)
         table.add_column("loss", justify="right", no_wrap=True)
         table.add_column("jit ms", justify="right", no_wrap=True)
         table.add_column("rtt ms", justify="right", no_wrap=True)
@@ -275,12 +277,15 @@ class DashboardView:
             table.caption = "no consumers"
         elif rows < len(consumers):
             table.caption = f"+{len(consumers) - rows} more streams"
+        estimates = subscriber_estimates(room)
         for c in consumers[:rows]:
+            estimate = estimates.get(c["peer"])
             cells = [
                 peer_pair(c["peer_name"], c["producer_peer_name"], pair_width),
                 kind_cell(c),
                 *([c["codec"]] if wide else []),
                 format_bitrate(c["bitrate_bps"]),
+                *([format_bitrate(estimate) if estimate is not None else "–"] if wide else []),
                 f"{c['fraction_lost'] * 100:.1f}%",
                 f"{c['jitter_ms']:.1f}",
                 "–" if c["rtt_ms"] is None else f"{c['rtt_ms']:.0f}",
@@ -306,6 +311,16 @@ class DashboardView:
                 style=SEVERITY_STYLES[1] if dropped else "",
             )
         ]
+
+
+def subscriber_estimates(room: dict) -> dict[str, float]:
+    """Peer id -> the server's available outgoing bitrate towards it (its receive transport's estimate)."""
+    estimates = {}
+    for peer in room["peers"]:
+        for transport in peer.get("transports", []):
+            if transport.get("available_outgoing_bitrate_bps") is not None:
+                estimates[peer["id"]] = transport["available_outgoing_bitrate_bps"]
+    return estimates
 
 
 def _room_badness(room: dict) -> tuple:

@@ -81,6 +81,11 @@ FIELDS: dict[str, dict[str, str]] = {
         "data_invalid": "int",
         "transport_cc_packets": "int",
         "transport_feedback_sent": "int",
+        "transport_feedback_received": "int",
+        "available_outgoing_bitrate_bps": "number?",
+        "overuse_events": "int",
+        "probe_clusters": "int",
+        "probe_results": "int",
     },
     "producer": {
         "id": "str",

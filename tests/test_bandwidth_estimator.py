@@ -43,12 +43,18 @@ def test_remb_caps_the_estimate() -> None:
     assert estimator.stats()["available_outgoing_bitrate_bps"] == 100_000
 
 
-def test_heavy_loss_lowers_the_estimate_by_half_the_loss() -> None:
+def test_heavy_loss_caps_the_estimate_just_under_what_arrived() -> None:
     estimator = BandwidthEstimator()
-    results = [PacketResult(i * 0.01, None if i % 5 == 0 else 0.05 + i * 0.01, 1000, -1) for i in range(40)]
+    # 1000-byte packets every 10 ms (800 kb/s sent), one in five lost: 640 kb/s arrives
+    results = [PacketResult(i * 0.01, None if i % 5 == 0 else 0.05 + i * 0.01, 1000, -1) for i in range(100)]
     estimator.on_feedback(results, 1.0)
     assert estimator.loss_fraction == pytest.approx(0.2)
-    assert estimator.available_bps == pytest.approx(START_BPS * 0.9, rel=0.05)
+    assert estimator.acked_bps == pytest.approx(640_000, rel=0.05)
+    assert estimator.loss_cap_bps == pytest.approx(0.9 * estimator.acked_bps)
+    estimator.on_feedback([PacketResult(1 + i * 0.01, 1.05 + i * 0.01, 1000, -1) for i in range(30)], 2.0)
+    # No loss: the cap grows, and goes away once above the delay-based estimate (still near its 300 kb/s start)
+    assert estimator.loss_fraction == 0 and estimator.loss_cap_bps is None
+    assert estimator.available_bps == estimator.delay_bps
 
 
 def test_a_growing_queue_is_detected_as_overuse_and_a_steady_one_is_not() -> None:

@@ -89,6 +89,18 @@ def test_wide_terminals_get_the_codec_and_a_bitrate_sparkline():
     assert "codec" not in narrow and "last 12" not in narrow and "▃▅█" not in narrow
 
 
+def test_wide_terminals_show_the_servers_estimate_of_each_subscribers_link():
+    data = snapshot(room("demo", [consumer("c1", "bob", "alice"), consumer("c2", "carol", "alice")]))
+    data["rooms"][0]["peers"] = [
+        {"id": "peer-bob", "name": "bob", "transports": [{"available_outgoing_bitrate_bps": 1_250_000}]},
+        {"id": "peer-carol", "name": "carol", "transports": [{"available_outgoing_bitrate_bps": None}]},
+    ]
+    wide, narrow = render(Dashboard(), data, 160), render(Dashboard(), data, 80)
+    rows = {row.split()[0]: row for row in table_rows(wide)}
+    assert "estimate" in wide and "1.25 Mb/s" in rows["bob"] and "–" in rows["carol"].split("kb/s")[1]
+    assert "estimate" not in narrow
+
+
 def test_rows_are_ordered_worst_first_and_other_sorts_work():
     worst = [row.split()[0] for row in table_rows(render(Dashboard(), DEMO, 160))]
     assert worst == ["carol", "erin", "bob", "dave"]  # red (5% loss), yellow (30 ms jitter), then fine

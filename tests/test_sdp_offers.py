@@ -276,8 +276,9 @@ async def test_transport_cc_is_answered_to_a_publisher_that_offers_it_and_its_pa
         assert peer.send_transport.arrivals is not None
     finally:
         peer.close()
-    # Receive offers name it too, but the server does not stamp what it sends yet: not answered there.
+    # Receive offers name it too: the server stamps what it sends and takes the subscriber's feedback.
     recv = parse_offer(captured("chromium-recv"))
+    assert all(accepted_extensions(m, transport_cc=True)[TRANSPORT_CC_URI] == 4 for m in recv.media if m.kind != "application")
     assert all(TRANSPORT_CC_URI not in accepted_extensions(m) for m in recv.media)
 
 

@@ -1,6 +1,6 @@
 import pytest
 
-from sfuctl.rtc.send_history import RING_SIZE, PacketResult, SendHistory
+from sfuctl.rtc.send_history import RING_MASK, RING_SIZE, PacketResult, SendHistory
 from sfuctl.rtc.transport_feedback import TransportFeedback
 
 
@@ -8,7 +8,7 @@ def test_sequences_count_up_and_wrap() -> None:
     history = SendHistory()
     history.sequence = 65534
     assert [history.add(100, 1.0) for _ in range(3)] == [65534, 65535, 0]
-    assert len(history.sent) == RING_SIZE
+    assert len(history.sent) == RING_SIZE and history.sent[(65534 & RING_MASK)] == 1.0
 
 
 def test_feedback_is_matched_to_send_times_and_sizes_once() -> None:
@@ -43,6 +43,11 @@ def test_feedback_about_packets_never_sent_or_too_old_is_counted_and_ignored() -
     assert history.on_feedback(TransportFeedback(1, 2, 5, 0, 0, [1, 2]), 1.1) == []
     assert history.on_feedback(TransportFeedback(1, 2, 0, 0, 0, [1]), 100.0) == []
     assert history.unknown == 3
+    for _ in range(RING_SIZE + 10):
+        history.add(100, 200.0)
+    # A report of all 65535 sequences costs no more than the ring: only the last RING_SIZE packets are looked at
+    everything = history.on_feedback(TransportFeedback(1, 2, 0, 0, 1, [5] * 0xFFFF), 200.5)
+    assert len(everything) == RING_SIZE and history.unknown == 3 + 0xFFFF - RING_SIZE
 
 
 def test_probe_packets_carry_their_cluster_until_the_slot_is_reused() -> None:
@@ -51,6 +56,6 @@ def test_probe_packets_carry_their_cluster_until_the_slot_is_reused() -> None:
     history.add(1200, 1.0)
     results = history.on_feedback(TransportFeedback(1, 2, 0, 0, 0, [1, 2]), 1.1)
     assert [r.cluster for r in results] == [3, -1]
-    history.sequence = 0
+    history.sequence = RING_SIZE
     history.add(1200, 2.0)  # the same slot, a later lap: no longer a probe
-    assert history.on_feedback(TransportFeedback(1, 2, 0, 0, 1, [300]), 2.1)[0].cluster == -1
+    assert history.on_feedback(TransportFeedback(1, 2, RING_SIZE, 0, 1, [300]), 2.1)[0].cluster == -1

@@ -662,6 +662,7 @@ class Bot:
                 nack=media.codec.has_feedback("nack"),
             )
             self._consumer_ids.add(info.consumer_id)
+            self.subscriber.record_arrivals(media.extensions)
             self.subscriber.add(ConsumerStream(info, self._announced.get(info.producer_id, now), self.env.decode))
         for rejected in result.get("rejected", []):
             self.errors.append(f"subscription to producer {rejected.get('producerId')} rejected: {rejected.get('reason')}")

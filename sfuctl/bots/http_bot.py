@@ -83,6 +83,7 @@ class HttpBot(Bot):
                 clock_rate=media.codec.clock_rate,
                 nack=media.codec.has_feedback("nack"),
             )
+            self.subscriber.record_arrivals(media.extensions)
             self.subscriber.add(ConsumerStream(info, self.join_started_at or time.monotonic(), self.env.decode))
         await self._set_remote(self._recv_link, answer)
 

@@ -16,7 +16,9 @@ from sfuctl.rtc import rtcp
 from sfuctl.rtc.batching import KEYFRAME_RETRY_INTERVAL
 from sfuctl.rtc.receive_stream import ReceiveStream
 from sfuctl.rtc.reception import ReceptionStats
+from sfuctl.rtc.arrival_recorder import ArrivalRecorder
 from sfuctl.rtc.rtcp_router import RtcpRouter, receiver_reports
+from sfuctl.rtc.transport_feedback import TRANSPORT_CC_URI, packet_sequence
 from sfuctl.rtc.rtp import is_keyframe, read_header
 from sfuctl.rtc.vp8 import keyframe_size
 
@@ -230,6 +232,8 @@ class Subscriber:
         self.router = router if router is not None else RtcpRouter(clock)
         self.unknown_packets = 0
         self.invalid_packets = 0
+        self.arrivals: ArrivalRecorder | None = None  # transport feedback, once the server stamps transport-cc
+        self._transport_cc_id = 0
         self._send_rtcp = send_rtcp
         self._cname = cname
         self._clock = clock
@@ -238,6 +242,15 @@ class Subscriber:
         self.streams.append(stream)
         self.by_ssrc[stream.info.ssrc] = stream
         self.router.add_receiving(stream.info.ssrc, stream.rtcp)
+
+    def record_arrivals(self, extensions: dict[str, int]) -> None:
+        """An answered m-line's header extensions: when they include transport-cc, the server stamps transport-wide
+        sequences with it; record them and send transport feedback."""
+        if TRANSPORT_CC_URI not in extensions:
+            return
+        self._transport_cc_id = extensions[TRANSPORT_CC_URI]
+        if self.arrivals is None:
+            self.arrivals = ArrivalRecorder(self.rtcp_ssrc)
 
     def close(self, consumer_id: str, now: float) -> None:
         """The consumer is gone (its producer closed): keep its figures, stop routing its SSRC."""
@@ -253,6 +266,10 @@ class Subscriber:
         return self.router.invalid
 
     def on_rtp(self, data: bytes) -> None:
+        if self.arrivals is not None:
+            sequence = packet_sequence(data, self._transport_cc_id)
+            if sequence >= 0:
+                self.arrivals.record(sequence, self._clock())
         try:
             stream = self.by_ssrc.get(_unpack_ssrc(data, 8)[0])
             if stream is None:
@@ -265,6 +282,11 @@ class Subscriber:
     def tick(self, now: float) -> None:
         for stream in self.by_ssrc.values():
             for packet in stream.feedback(now, self.rtcp_ssrc):
+                self._send_rtcp(packet)
+        if self.arrivals is not None:
+            if not self.arrivals.media_ssrc and self.by_ssrc:
+                self.arrivals.media_ssrc = next(iter(self.by_ssrc))
+            for packet in self.arrivals.feedback(now):
                 self._send_rtcp(packet)
 
     def send_report(self, now: float) -> None:

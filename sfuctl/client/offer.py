@@ -8,7 +8,7 @@ aiortc's SDP parser into the few facts a client needs per mid.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from aiortc import sdp as aiortc_sdp
 
@@ -16,12 +16,14 @@ from sfuctl.rtc.connection import Connection
 from sfuctl.rtc.ice import IceParameters
 from sfuctl.rtc.rtp import build_extension_block
 from sfuctl.rtc.sctp import DEFAULT_MAX_MESSAGE_SIZE
-from sfuctl.rtc.sdp import AUDIO_LEVEL_URI, MID_URI, SCTP_PORT, VIDEO_FEEDBACK, Codec, parse_session
+from sfuctl.rtc.sdp import AUDIO_LEVEL_URI, MID_URI, SCTP_PORT, TRANSPORT_CC_FEEDBACK, VIDEO_FEEDBACK, Codec, parse_session
 from sfuctl.rtc.simulcast import RID_URI
+from sfuctl.rtc.transport_feedback import TRANSPORT_CC_URI
 
 MID_EXTENSION_ID = 1
 AUDIO_LEVEL_EXTENSION_ID = 2  # audio m-lines offer RFC 6464 levels under this id
 RID_EXTENSION_ID = 3  # simulcast video m-lines offer the rtp-stream-id extension under this id
+TRANSPORT_CC_EXTENSION_ID = 4  # receiving m-lines offer transport-cc (the client sends transport feedback)
 DIRECTIONS = ("sendonly", "recvonly", "sendrecv", "inactive")
 
 OPUS = Codec("opus", 48000, 111, 2, (("minptime", "10"), ("useinbandfec", "1")))
@@ -33,8 +35,12 @@ H264 = Codec(
     parameters=(("level-asymmetry-allowed", "1"), ("packetization-mode", "1"), ("profile-level-id", "42e01f")),
     feedback=VIDEO_FEEDBACK,
 )
-# What a receive transport offers per kind: the server answers with the producer's codec.
-RECEIVE_CODECS: dict[str, tuple[Codec, ...]] = {"audio": (OPUS,), "video": (VP8, H264)}
+# What a receive transport offers per kind: the server answers with the producer's codec. Each asks for
+# transport-cc, which the client answers with transport feedback (sfuctl.rtc.arrival_recorder).
+RECEIVE_CODECS: dict[str, tuple[Codec, ...]] = {
+    kind: tuple(replace(c, feedback=(*c.feedback, TRANSPORT_CC_FEEDBACK)) for c in codecs)
+    for kind, codecs in {"audio": (OPUS,), "video": (VP8, H264)}.items()
+}
 SEND_CODECS: dict[str, Codec] = {"opus": OPUS, "VP8": VP8, "H264": H264}
 # RIDs of simulcast encodings, lowest first (quarter, half, full size).
 SIMULCAST_RIDS = ("q", "h", "f")
@@ -147,6 +153,7 @@ def _section_lines(s: OfferSection, ice: IceParameters, fingerprint: str, host: 
         f"a=extmap:{MID_EXTENSION_ID} {MID_URI}",
         *([f"a=extmap:{AUDIO_LEVEL_EXTENSION_ID} {AUDIO_LEVEL_URI}"] if s.kind == "audio" else []),
         *([f"a=extmap:{RID_EXTENSION_ID} {RID_URI}"] if s.rids else []),
+        *([f"a=extmap:{TRANSPORT_CC_EXTENSION_ID} {TRANSPORT_CC_URI}"] if s.direction == "recvonly" else []),
         f"a={s.direction}",
         "a=rtcp-mux",
         "a=rtcp-rsize",

@@ -22,12 +22,15 @@ MAX_BPS = 20_000_000.0
 # at least ACKED_MIN_SPAN before the first second is complete.
 ACKED_WINDOW = 0.5
 ACKED_MIN_SPAN = 0.15
-# Loss-based cap (libwebrtc's send-side rule): loss is measured over at least LOSS_MIN_PACKETS reported packets;
-# above LOSS_HIGH the cap drops to rate x (1 - loss / 2), at most once per LOSS_DECREASE_INTERVAL + RTT; under
-# LOSS_LOW it grows 8% per second and goes away once above the delay-based estimate.
+# Loss-based cap: loss is measured over at least LOSS_MIN_PACKETS reported packets. Above LOSS_HIGH (beyond
+# ~10% NACK can no longer repair a stream in time) the cap becomes LOSS_HEADROOM x what the receiver got, at most
+# once per LOSS_DECREASE_INTERVAL + RTT: the server's rule before transport feedback, which follows the link even
+# while a sender keeps sending more than it takes (GCC's rate x (1 - loss/2) would fall to the floor then).
+# Under LOSS_LOW it grows 8% per second (GCC's increase) and goes away once above the delay-based estimate.
 LOSS_MIN_PACKETS = 20
 LOSS_LOW = 0.02
 LOSS_HIGH = 0.10
+LOSS_HEADROOM = 0.9
 LOSS_DECREASE_INTERVAL = 0.3
 LOSS_INCREASE = 1.08
 
@@ -140,8 +143,8 @@ class BandwidthEstimator:
         self._last_loss_update = now
         if self.loss_fraction > LOSS_HIGH:
             if now - self._last_loss_decrease >= LOSS_DECREASE_INTERVAL + self._rtt:
-                base = self.available_bps
-                self.loss_cap_bps = max(base * (1 - self.loss_fraction / 2), MIN_BPS)
+                arrived = self.acked_bps if self.acked_bps is not None else self.available_bps * (1 - self.loss_fraction)
+                self.loss_cap_bps = max(LOSS_HEADROOM * arrived, MIN_BPS)
                 self._last_loss_decrease = now
         elif self.loss_fraction < LOSS_LOW and self.loss_cap_bps is not None:
             self.loss_cap_bps *= LOSS_INCREASE ** min(elapsed, 1.0)

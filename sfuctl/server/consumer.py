@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import random
 import struct
+import time
 from typing import TYPE_CHECKING
 
 from ..rtc import rtcp
 from ..rtc.meter import Meter
 from ..rtc.rtp import build_extension_block, find_extension, read_header, seq_distance
 from ..rtc.sdp import AUDIO_LEVEL_URI, MID_URI, Codec
+from ..rtc.send_history import RING_MASK
 from ..rtc.send_stream import SendStream
+from ..rtc.transport_feedback import TRANSPORT_CC_URI, extension_value
 from .events import CloseListeners
 from .quality import QualityMonitor
 
@@ -20,11 +23,13 @@ if TYPE_CHECKING:
     from .transport import Transport
 
 _pack_header = struct.Struct("!BBHI").pack_into
+_pack_u16 = struct.Struct("!H").pack_into
 
 
 class Consumer:
-    """Rewrites SSRC, payload type, sequence number, timestamp and MID of a producer's packets for one peer, and
-    copies the audio level (RFC 6464) when both ends negotiated it.
+    """Rewrites SSRC, payload type, sequence number, timestamp and MID of a producer's packets for one peer,
+    copies the audio level (RFC 6464) when both ends negotiated it, and stamps the transport-wide sequence of its
+    transport's SendHistory (transport-cc) when negotiated.
 
     Sequence numbers and timestamps stay continuous across pause/resume and producer changes: each (re)start
     takes new offsets so the peer sees no gap; video restarts only on a keyframe.
@@ -70,12 +75,18 @@ class Consumer:
         level_id = extensions.get(AUDIO_LEVEL_URI) if producer.audio_level_id is not None else None
         if level_id is not None:
             ext_items.append((level_id, bytes([producer.audio_level_byte])))
+        transport_cc_id = extensions.get(TRANSPORT_CC_URI)
+        if transport_cc_id is not None:
+            ext_items.append((transport_cc_id, extension_value(0)))
         ext_block = build_extension_block(ext_items)
         self._send_rtp = transport.connection.send_rtp  # bound once: the transport keeps its connection
         self._header = bytearray(12) + ext_block
-        # Where the audio level byte sits in the header (0: not forwarded); the template's first byte says
-        # "extension" only once patched, so the search reads a copy that says so.
-        self._level_pos = find_extension(b"\x90" + self._header[1:], level_id) if level_id is not None else 0
+        # Where the audio level byte and the transport-wide sequence sit in the header (0: not written); the
+        # template's first byte says "extension" only once patched, so the search reads a copy that says so.
+        marked = b"\x90" + self._header[1:]
+        self._level_pos = find_extension(marked, level_id) if level_id is not None else 0
+        self._history = transport.send_history() if transport_cc_id is not None else None
+        self._transport_cc_pos = find_extension(marked, transport_cc_id) if transport_cc_id is not None else 0
         struct.pack_into("!I", self._header, 8, self.ssrc)
         self._first_byte = 0x90 if ext_block else 0x80
         self._second_byte = (codec.payload_type, 0x80 | codec.payload_type)
@@ -112,7 +123,17 @@ class Consumer:
         _pack_header(header, 0, self._first_byte | (first_byte & 0x20), self._second_byte[marker], seq, ts)
         if self._level_pos:
             header[self._level_pos] = self.producer.audio_level_byte
-        packet = b"".join((header, payload))
+        history = self._history
+        if history is None:
+            packet = b"".join((header, payload))
+        else:  # SendHistory.add inlined: the next transport-wide sequence, its send time and size in the ring
+            transport_seq = history.sequence
+            history.sequence = (transport_seq + 1) & 0xFFFF
+            _pack_u16(header, self._transport_cc_pos, transport_seq)
+            packet = b"".join((header, payload))
+            slot = transport_seq & RING_MASK
+            history.sent[slot] = now
+            history.sizes[slot] = len(packet)
         meter = self.meter  # Meter.add inlined: one call less per packet
         meter.packets += 1
         meter.bytes += len(packet)
@@ -132,7 +153,15 @@ class Consumer:
         ts = (timestamp + self._ts_offset) & 0xFFFFFFFF
         header = self._header
         _pack_header(header, 0, self._first_byte | (data[0] & 0x20), self._second_byte[marker], out_seq, ts)
-        return b"".join((header, data[offset:]))
+        payload = data[offset:]
+        if self._history is not None:
+            self._stamp(header, len(header) + len(payload), time.monotonic())
+        return b"".join((header, payload))
+
+    def _stamp(self, header: bytearray, size: int, now: float) -> None:
+        """Write the transport's next transport-wide sequence into `header` (a copy of the template or the template
+        itself) for a packet of `size` bytes sent at `now` (off the forward path: retransmissions, simulcast)."""
+        _pack_u16(header, self._transport_cc_pos, self._history.add(size, now))  # type: ignore[union-attr]
 
     def _resends(self) -> bool:
         """Whether NACKs can be answered: the producer keeps a retransmission buffer (video)."""

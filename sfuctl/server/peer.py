@@ -321,9 +321,11 @@ class Peer:
             consumer = None
         # REMB is answered only where the server sends simulcast: it lets a browser's estimate cap the layer choice.
         remb = (("goog-remb", None),) if isinstance(producer, SimulcastProducer) else ()
-        codec = choose_codec(m, producer.codec.name, remb) if producer else choose_codec(m)
+        transport_cc = self.worker.config.transport_cc
+        codec = choose_codec(m, producer.codec.name if producer else None, remb, transport_cc=transport_cc)
+        extensions = accepted_extensions(m, transport_cc=transport_cc)
         if producer is None and waiting and receiving and not m.rejected and codec is not None:
-            return MediaAnswer(m, codec, "sendonly", extensions=accepted_extensions(m))
+            return MediaAnswer(m, codec, "sendonly", extensions=extensions)
         if producer is None or not receiving or m.rejected or codec is None:
             if producer is not None and codec is None:
                 rejected.append({"mid": m.mid, "producerId": producer.id, "reason": f"no {producer.codec.name} codec offered"})
@@ -337,7 +339,7 @@ class Peer:
             ssrc=consumer.ssrc,
             cname=producer.cname,
             msid=(producer.peer_id, producer.id),
-            extensions=accepted_extensions(m),
+            extensions=extensions,
         )
 
     def consume(self, m: MediaOffer, producer: Producer | SimulcastProducer, codec: Codec) -> Consumer:
@@ -353,7 +355,7 @@ class Peer:
             transport=transport,
             codec=codec,
             mid=m.mid,
-            extensions=accepted_extensions(m),
+            extensions=accepted_extensions(m, transport_cc=self.worker.config.transport_cc),
         )
         self.consumers[consumer.id] = consumer
         consumer.on_close.add(self._on_consumer_closed)

@@ -10,6 +10,7 @@ map back to the encoding and number they came from.
 from __future__ import annotations
 
 import struct
+import time
 from typing import TYPE_CHECKING, Any
 
 from ..rtc.layer_switch import LayerSwitch
@@ -84,6 +85,8 @@ class SimulcastConsumer(Consumer):
         ts = (timestamp + epoch.ts_offset) & 0xFFFFFFFF
         header = self._header
         _pack_header(header, 0, self._first_byte | (first_byte & 0x20), self._second_byte[marker], seq, ts)
+        if self._history is not None:  # transport-cc (the size counted is the payload's as received)
+            self._stamp(header, len(header) + len(payload), now)
         renumbering = epoch.renumbering
         if renumbering and vp8 is not None:
             descriptor = descriptors.get(renumbering)
@@ -123,6 +126,8 @@ class SimulcastConsumer(Consumer):
             payload = payload[vp8.size :]
         ts = (timestamp + epoch.ts_offset) & 0xFFFFFFFF
         _pack_header(header, 0, self._first_byte | (data[0] & 0x20), self._second_byte[marker], out_seq, ts)
+        if self._history is not None:
+            self._stamp(header, len(header) + len(payload), time.monotonic())
         return b"".join((header, payload))
 
     # -- layer choice ----------------------------------------------------------------------------------

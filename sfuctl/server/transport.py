@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Callable, Protocol
 
 from ..rtc import rtcp
 from ..rtc.arrival_recorder import ArrivalRecorder
+from ..rtc.bandwidth_estimator import BandwidthEstimator
 from ..rtc.connection import Connection
 from ..rtc.dcep import ChannelParameters
 from ..rtc.ice import IceParameters
@@ -22,7 +23,8 @@ from ..rtc.rtcp_router import RtcpRouter, receiver_reports
 from ..rtc.sctp import SctpAssociation
 from ..rtc.rtp import read_extensions
 from ..rtc.sdp import MID_URI, MediaAnswer, MediaOffer, TransportOffer, build_answer, dtls_role_for
-from ..rtc.transport_feedback import packet_sequence
+from ..rtc.send_history import SendHistory
+from ..rtc.transport_feedback import TransportFeedback, packet_sequence
 from .errors import bad_request
 from .layer_allocation import LayerAllocation
 from .simulcast_producer import SimulcastProducer
@@ -87,6 +89,10 @@ class Transport:
         # Transport-wide congestion control, receive side: set once the peer sends transport-cc sequences.
         self.arrivals: ArrivalRecorder | None = None
         self._transport_cc_id = 0
+        # Send side: set once a consumer stamps transport-wide sequences (the peer negotiated transport-cc).
+        self.history: SendHistory | None = None
+        self.estimator: BandwidthEstimator | None = None
+        self.transport_feedback_received = 0
         self._session_id = random.randint(1, 2**62)
         self._on_closed = on_closed
         self.connection = Connection(
@@ -206,6 +212,27 @@ class Transport:
         if self.arrivals is None:
             self.arrivals = ArrivalRecorder(self.rtcp_ssrc)
             self.worker.congestion_due(self)
+
+    def send_history(self) -> SendHistory:
+        """The transport-wide sequence and send times shared by the consumers that stamp them (the peer
+        negotiated transport-cc on their m-lines); its feedback drives this transport's bandwidth estimate."""
+        if self.history is None:
+            self.history = SendHistory()
+            self.estimator = BandwidthEstimator()
+            self.rtcp_router.on_transport_feedback = self._on_transport_feedback
+            self.worker.congestion_due(self)
+        return self.history
+
+    def _on_transport_feedback(self, feedback: TransportFeedback, now: float) -> None:
+        if self.history is None or self.estimator is None:
+            return
+        self.transport_feedback_received += 1
+        self.estimator.on_feedback(self.history.on_feedback(feedback, now), now)
+
+    @property
+    def available_outgoing_bitrate_bps(self) -> float | None:
+        """The bandwidth estimate towards the peer (None without transport-cc)."""
+        return self.estimator.available_bps if self.estimator is not None else None
 
     def _on_producer_closed(self, producer: Producer | SimulcastProducer) -> None:
         if self.producers_by_mid.get(producer.mid) is producer:
@@ -332,6 +359,10 @@ class Transport:
         if self.connected:
             streams = [stream for producer in self.producers_by_mid.values() for stream in producer.receive_streams()]
             send_reports(now, self.rtcp_ssrc, self._sdes, streams, self.consumers.values(), self.send_rtcp)
+            if self.estimator is not None:  # the path's RTT, from the peer's receiver reports
+                rtts = [c.rtcp.rtt_ms for c in self.consumers.values() if c.rtcp.rtt_ms is not None]
+                if rtts:
+                    self.estimator.on_rtt(min(rtts) / 1000)
             if self.allocation is not None:
                 self.allocation.run(now)
 
@@ -370,6 +401,8 @@ class Transport:
             "data_invalid": (self.sctp.invalid_messages + self.sctp.errors + self.data_ignored) if self.sctp is not None else 0,
             "transport_cc_packets": self.arrivals.packets if self.arrivals is not None else 0,
             "transport_feedback_sent": self.arrivals.feedback_packets if self.arrivals is not None else 0,
+            "transport_feedback_received": self.transport_feedback_received,
+            **estimator_stats(self.estimator),
         }
 
 
@@ -396,6 +429,14 @@ def send_reports(
         report = consumer.sender_report(now)
         if report is not None:
             send_rtcp(report)
+
+
+def estimator_stats(estimator: BandwidthEstimator | None) -> dict:
+    """The send-side estimate's figures in a transport's stats (nulls and zeros without transport-cc)."""
+    if estimator is None:
+        return {"available_outgoing_bitrate_bps": None, "overuse_events": 0, "probe_clusters": 0, "probe_results": 0}
+    figures = estimator.stats()
+    return {key: figures[key] for key in ("available_outgoing_bitrate_bps", "overuse_events", "probe_clusters", "probe_results")}
 
 
 def ice_dtls_states(state: str, ice_selected: bool, srtp_ready: bool) -> tuple[str, str]:
