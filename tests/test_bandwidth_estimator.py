@@ -43,18 +43,45 @@ def test_remb_caps_the_estimate() -> None:
     assert estimator.stats()["available_outgoing_bitrate_bps"] == 100_000
 
 
-def test_heavy_loss_caps_the_estimate_just_under_what_arrived() -> None:
-    estimator = BandwidthEstimator()
-    # 1000-byte packets every 10 ms (800 kb/s sent), one in five lost: 640 kb/s arrives
-    results = [PacketResult(i * 0.01, None if i % 5 == 0 else 0.05 + i * 0.01, 1000, -1) for i in range(100)]
-    estimator.on_feedback(results, 1.0)
-    assert estimator.loss_fraction == pytest.approx(0.2)
-    assert estimator.acked_bps == pytest.approx(640_000, rel=0.05)
-    assert estimator.loss_cap_bps == pytest.approx(0.9 * estimator.acked_bps)
-    estimator.on_feedback([PacketResult(1 + i * 0.01, 1.05 + i * 0.01, 1000, -1) for i in range(30)], 2.0)
-    # No loss: the cap grows, and goes away once above the delay-based estimate (still near its 300 kb/s start)
-    assert estimator.loss_fraction == 0 and estimator.loss_cap_bps is None
+def feed(estimator: BandwidthEstimator, first: int, count: int, lost_every: int = 0) -> None:
+    """Packets `first`.. (`count`) of 1000 bytes, one every 10 ms (800 kb/s), 50 ms one way, feedback about every
+    10 (100 ms); every `lost_every`th lost."""
+    for start in range(first, first + count, 10):
+        results = [
+            PacketResult(i * 0.01, None if lost_every and i % lost_every == 0 else 0.05 + i * 0.01, 1000, -1)
+            for i in range(start, min(start + 10, first + count))
+        ]
+        estimator.on_feedback(results, results[-1].send_time + 0.06)
+
+
+def test_sustained_heavy_loss_lowers_the_estimate_but_never_under_what_arrived() -> None:
+    estimator = BandwidthEstimator(start_bps=1_000_000)
+    estimator.on_rtt(0.05)
+    feed(estimator, 0, 20, lost_every=5)  # one measurement (20 packets) of 20% loss: noise, nothing changes
+    assert estimator.loss_fraction == pytest.approx(0.2) and estimator.loss_cap_bps is None
+    before = estimator.available_bps
+    feed(estimator, 20, 20, lost_every=5)  # the second in a row: the estimate x (1 - 0.2 / 2)
+    assert estimator.loss_cap_bps == pytest.approx(0.9 * before, rel=0.03)
+    feed(estimator, 40, 260, lost_every=5)  # it goes on: lower at most every 0.35 s, down to what arrived
+    assert estimator.arrived_bps == pytest.approx(640_000, rel=0.03)
+    assert estimator.loss_cap_bps == pytest.approx(estimator.arrived_bps)
+    assert estimator.available_bps == pytest.approx(640_000, rel=0.03)
+    cap = estimator.loss_cap_bps
+    feed(estimator, 300, 100, lost_every=20)  # 5% loss: the cap holds
+    assert estimator.loss_cap_bps == cap
+    feed(estimator, 400, 300)  # no loss: it grows 8% a second
+    assert estimator.loss_fraction == 0 and estimator.loss_cap_bps == pytest.approx(cap * 1.08**3, rel=0.03)
+    feed(estimator, 700, 600)  # and goes once above the delay-based estimate
+    assert estimator.loss_cap_bps is None
     assert estimator.available_bps == estimator.delay_bps
+
+
+def test_the_feedback_rtt_includes_the_queue() -> None:
+    estimator = BandwidthEstimator()
+    # sent at 1.00..1.09, the newest received one (1.08) reported in feedback that came back at 1.45
+    results = [PacketResult(1 + i * 0.01, None if i == 9 else 1.3 + i * 0.01, 1000, -1) for i in range(10)]
+    estimator.on_feedback(results, 1.45)
+    assert estimator.feedback_rtt == pytest.approx(0.37)
 
 
 def test_a_growing_queue_is_detected_as_overuse_and_a_steady_one_is_not() -> None:

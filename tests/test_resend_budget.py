@@ -69,6 +69,20 @@ def test_a_tiny_rtt_still_spaces_resends_by_a_tick():
     assert len(stream.sent) == 2
 
 
+def test_a_queue_on_the_path_spaces_resends_by_the_feedback_rtt():
+    stream = Stream()
+    stream.send_media(100, 1.0)
+    stream.rtcp.rtt_ms = 50.0  # from receiver reports, older than the queue
+    stream.rtcp.path_rtt = 0.6  # transport feedback: the previous copy may still be queued
+    stream.rtcp.on_nack([1])
+    stream.clock.now += 0.3
+    stream.rtcp.on_nack([1])  # a duplicate the receiver would discard
+    assert len(stream.sent) == 1
+    stream.clock.now += 0.35
+    stream.rtcp.on_nack([1])
+    assert len(stream.sent) == 2
+
+
 def test_a_nack_storm_costs_at_most_the_ratio_of_the_media():
     stream = Stream()
     stream.send_media(500, 1.0)  # 600 kB/s of media, then 576 kB/s

@@ -18,19 +18,25 @@ from .send_history import PacketResult
 START_BPS = 300_000.0
 MIN_BPS = 30_000.0
 MAX_BPS = 20_000_000.0
-# What the receiver got (the acknowledged bitrate) is measured over this much of its arrival timeline, and over
-# at least ACKED_MIN_SPAN before the first second is complete.
+# What the receiver got (the acknowledged bitrate; the delay-based side lowers its rate to a share of it on
+# over-use) is measured over this much of its arrival timeline, and over at least ACKED_MIN_SPAN before the
+# first window is complete.
 ACKED_WINDOW = 0.5
 ACKED_MIN_SPAN = 0.15
-# Loss-based cap: loss is measured over at least LOSS_MIN_PACKETS reported packets. Above LOSS_HIGH (beyond
-# ~10% NACK can no longer repair a stream in time) the cap becomes LOSS_HEADROOM x what the receiver got, at most
-# once per LOSS_DECREASE_INTERVAL + RTT: the server's rule before transport feedback, which follows the link even
-# while a sender keeps sending more than it takes (GCC's rate x (1 - loss/2) would fall to the floor then).
-# Under LOSS_LOW it grows 8% per second (GCC's increase) and goes away once above the delay-based estimate.
+# What arrived over a longer stretch (at least ARRIVED_MIN_SPAN of it) is the loss-based cap's floor: loss says
+# the sender sends too much, never that the link carries less than it was just seen to carry. Half a second of
+# arrivals can dip by a third (a busy receiver, duplicate retransmissions it discards); two seconds hardly move.
+ARRIVED_WINDOW = 2.0
+ARRIVED_MIN_SPAN = 1.0
+# Loss-based cap (GCC, draft-ietf-rmcat-gcc-02 section 6): loss is measured over at least LOSS_MIN_PACKETS
+# reported packets. When it stays above LOSS_HIGH for LOSS_SUSTAINED measurements in a row (beyond ~10% NACK
+# can no longer repair a stream in time; one bad round is noise), the cap becomes the estimate x (1 - loss / 2),
+# at most once per LOSS_DECREASE_INTERVAL + RTT, but never under what arrived (above). Under LOSS_LOW it grows
+# 8% per second and goes away once above the delay-based estimate; in between it holds.
 LOSS_MIN_PACKETS = 20
 LOSS_LOW = 0.02
 LOSS_HIGH = 0.10
-LOSS_HEADROOM = 0.9
+LOSS_SUSTAINED = 2
 LOSS_DECREASE_INTERVAL = 0.3
 LOSS_INCREASE = 1.08
 
@@ -45,14 +51,18 @@ class BandwidthEstimator:
         self.remb_bps: float | None = None
         self.acked_bps: float | None = None
         self.loss_fraction = 0.0  # over the last LOSS_MIN_PACKETS or more reported packets
+        # From sending the newest packet a feedback reports received to receiving that feedback (seconds): the
+        # round trip with the path's queue, as the last feedback saw it (None before one).
+        self.feedback_rtt: float | None = None
         self.overuse_events = 0  # the detector entering over-use
         self.state = "normal"
         self.probe = ProbeController(start_bps, max_bps)
         self._inter_arrival = InterArrival()
         self._detector = TrendlineDetector()
         self._aimd = AimdRateControl(start_bps)
-        self._acked: deque[tuple[float, int]] = deque()  # (arrival, size)
-        self._acked_bytes = 0
+        self._acked = ArrivalRate(ACKED_WINDOW, ACKED_MIN_SPAN)
+        self._arrived = ArrivalRate(ARRIVED_WINDOW, ARRIVED_MIN_SPAN)
+        self._high_loss_rounds = 0  # loss measurements above LOSS_HIGH in a row
         self._lost = 0
         self._reported = 0
         self._last_loss_decrease = float("-inf")
@@ -67,6 +77,11 @@ class BandwidthEstimator:
         if self.remb_bps is not None:
             rate = min(rate, self.remb_bps)
         return min(max(rate, MIN_BPS), self.max_bps)
+
+    @property
+    def arrived_bps(self) -> float | None:
+        """What arrived over the last ARRIVED_WINDOW (the loss-based cap's floor)."""
+        return self._arrived.bps
 
     def on_rtt(self, rtt: float) -> None:
         """A round-trip time (seconds) measured on this transport."""
@@ -91,7 +106,11 @@ class BandwidthEstimator:
         if not results:
             return
         received = [r for r in results if r.arrival is not None]
-        self._update_acked(received)
+        if received:
+            self.feedback_rtt = now - max(r.send_time for r in received)
+        self._acked.add(received)
+        self._arrived.add(received)
+        self.acked_bps = self._acked.bps
         probe_bps = self.probe.on_results(results)
         if probe_bps is not None:
             if probe_bps > self.delay_bps:
@@ -101,20 +120,6 @@ class BandwidthEstimator:
                 self.loss_cap_bps = probe_bps
         self._update_delay(sorted(received, key=lambda r: r.arrival or 0.0), now)
         self._update_loss(len(results) - len(received), len(results), now)
-
-    def _update_acked(self, received: list[PacketResult]) -> None:
-        window = self._acked
-        for result in received:
-            window.append((result.arrival, result.size))
-            self._acked_bytes += result.size
-        if not window:
-            return
-        latest = max(arrival for arrival, _ in window)
-        while window and window[0][0] < latest - ACKED_WINDOW:
-            self._acked_bytes -= window.popleft()[1]
-        span = latest - window[0][0]
-        if span >= ACKED_MIN_SPAN:
-            self.acked_bps = self._acked_bytes * 8 / span
 
     def _update_delay(self, received: list[PacketResult], now: float) -> None:
         inter_arrival = self._inter_arrival
@@ -142,11 +147,17 @@ class BandwidthEstimator:
         elapsed = 0.0 if self._last_loss_update is None else now - self._last_loss_update
         self._last_loss_update = now
         if self.loss_fraction > LOSS_HIGH:
-            if now - self._last_loss_decrease >= LOSS_DECREASE_INTERVAL + self._rtt:
-                arrived = self.acked_bps if self.acked_bps is not None else self.available_bps * (1 - self.loss_fraction)
-                self.loss_cap_bps = max(LOSS_HEADROOM * arrived, MIN_BPS)
+            self._high_loss_rounds += 1
+            if (
+                self._high_loss_rounds >= LOSS_SUSTAINED
+                and now - self._last_loss_decrease >= LOSS_DECREASE_INTERVAL + self._rtt
+            ):
+                lowered = self.available_bps * (1 - self.loss_fraction / 2)
+                self.loss_cap_bps = max(lowered, self.arrived_bps or 0.0, MIN_BPS)
                 self._last_loss_decrease = now
-        elif self.loss_fraction < LOSS_LOW and self.loss_cap_bps is not None:
+            return
+        self._high_loss_rounds = 0
+        if self.loss_fraction < LOSS_LOW and self.loss_cap_bps is not None:
             self.loss_cap_bps *= LOSS_INCREASE ** min(elapsed, 1.0)
             if self.loss_cap_bps >= self.delay_bps:
                 self.loss_cap_bps = None
@@ -157,8 +168,46 @@ class BandwidthEstimator:
             "delay_based_bps": round(self.delay_bps),
             "loss_based_bps": None if self.loss_cap_bps is None else round(self.loss_cap_bps),
             "acked_bps": None if self.acked_bps is None else round(self.acked_bps),
+            "arrived_bps": None if self.arrived_bps is None else round(self.arrived_bps),
             "loss_fraction": round(self.loss_fraction, 4),
             "overuse_events": self.overuse_events,
             "probe_clusters": self.probe.clusters_sent,
             "probe_results": self.probe.results,
         }
+
+
+class ArrivalRate:
+    """The bitrate that arrived over the last `window` seconds of the receiver's timeline (None until the packets
+    span `min_span`)."""
+
+    __slots__ = ("bps", "_window", "_min_span", "_arrivals", "_bytes", "_latest")
+
+    def __init__(self, window: float, min_span: float) -> None:
+        self.bps: float | None = None
+        self._window = window
+        self._min_span = min_span
+        self._arrivals: deque[tuple[float, int]] = deque()  # (arrival, size)
+        self._bytes = 0
+        self._latest = float("-inf")
+
+    def add(self, received: list[PacketResult]) -> None:
+        """Packets reported received (arrival not None)."""
+        arrivals = self._arrivals
+        latest = self._latest
+        total = self._bytes
+        for result in received:
+            arrival = result.arrival
+            arrivals.append((arrival, result.size))  # type: ignore[arg-type]
+            total += result.size
+            if arrival > latest:  # type: ignore[operator]
+                latest = arrival  # type: ignore[assignment]
+        if not arrivals:
+            return
+        start = latest - self._window
+        while arrivals[0][0] < start:
+            total -= arrivals.popleft()[1]
+        self._latest = latest
+        self._bytes = total
+        span = latest - arrivals[0][0]
+        if span >= self._min_span:
+            self.bps = total * 8 / span

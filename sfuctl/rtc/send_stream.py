@@ -25,7 +25,7 @@ class SendStream:
     __slots__ = (
         "ssrc", "clock_rate", "nacks_received", "plis_received", "firs_received", "retransmitted",
         "retransmitted_bytes", "reports_received", "fraction_lost", "packets_lost", "jitter_ms", "rtt_ms",
-        "budget", "_send_rtp", "_lookup", "_on_keyframe_request", "_on_report", "_clock",
+        "path_rtt", "budget", "_send_rtp", "_lookup", "_on_keyframe_request", "_on_report", "_clock",
     )
 
     def __init__(
@@ -53,6 +53,9 @@ class SendStream:
         self.packets_lost = 0
         self.jitter_ms: float | None = None
         self.rtt_ms: float | None = None
+        # The round trip its transport's feedback shows (seconds, queues on the path included; None without
+        # transport-cc): a packet is not resent again before the previous copy could have arrived.
+        self.path_rtt: float | None = None
         self._send_rtp = send_rtp
         self._lookup = lookup
         self._on_keyframe_request = on_keyframe_request
@@ -69,6 +72,8 @@ class SendStream:
         budget = self.budget
         now = self._clock()
         rtt = None if self.rtt_ms is None else self.rtt_ms / 1000
+        if self.path_rtt is not None and (rtt is None or self.path_rtt > rtt):
+            rtt = self.path_rtt
         for sequence in lost:
             if not budget.allow(sequence, now, rtt):
                 continue

@@ -228,6 +228,9 @@ class Transport:
             return
         self.transport_feedback_received += 1
         self.estimator.on_feedback(self.history.on_feedback(feedback, now), now)
+        path_rtt = self.estimator.feedback_rtt
+        for consumer in self.consumers.values():  # no retransmission while the previous copy may be queued
+            consumer.rtcp.path_rtt = path_rtt
 
     @property
     def available_outgoing_bitrate_bps(self) -> float | None:
