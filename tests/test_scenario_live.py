@@ -17,7 +17,7 @@ SCENARIO = parse_scenario('duration = "60s"\n[bots]\ncount = 50\nrooms = 10\n', 
 
 
 def snapshot(rooms: int = 10, peers: int = 5) -> dict:
-    consumer = {"peer_name": "bot-1", "producer_peer_name": "bot-2", "kind": "video", "codec": "VP8",
+    consumer = {"peer": "peer-1", "peer_name": "bot-1", "producer_peer_name": "bot-2", "kind": "video", "codec": "VP8",
                 "bitrate_bps": 550_000.0, "fraction_lost": 0.0, "jitter_ms": 1.0, "rtt_ms": 2.0, "nack_count": 0,
                 "pli_count": 0, "score": 10}
     return {
