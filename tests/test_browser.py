@@ -23,7 +23,7 @@ from sfuctl.bots.runner import run_bots
 from sfuctl.client.signaling import SignalingClient
 from sfuctl.media import MediaSpec, make_media
 from sfuctl.server.app import start_server
-from sfuctl.server.config import ServerConfig
+from sfuctl.server.config import ServerConfig, url_host
 from sfuctl.tokens import claims, mint
 
 from . import whip_client
@@ -113,7 +113,7 @@ def h264_media(tmp_path_factory: pytest.TempPathFactory):
 
 
 def page_url(server, room: str, name: str) -> str:
-    return f"http://127.0.0.1:{server.port}/?{urlencode({'room': room, 'name': name, 'autojoin': '1'})}"
+    return f"http://{url_host(server.host)}:{server.port}/?{urlencode({'room': room, 'name': name, 'autojoin': '1'})}"
 
 
 async def wait_for_streams(page: BrowserPage, ready: Callable[[list[dict]], bool], timeout: float) -> list[dict]:

@@ -1,5 +1,6 @@
-"""Chromium through the page, reaching the server the hard ways: over ICE-TCP alone, and relayed by a real coturn
-(a static user, and credentials minted from coturn's REST secret), each with a bot on the same path."""
+"""Chromium through the page, reaching the server the hard ways: over ICE-TCP alone, relayed by a real coturn
+(a static user, and credentials minted from coturn's REST secret), and over IPv6 loopback, each with a bot on the
+same path."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from sfuctl.server.config import IceServer, ServerConfig
 
 from .browser import BrowserPage, Chromium
 from .coturn_server import coturn
+from .ipv6_route import ipv6_default_route
 from .test_browser import assert_clean, chromium, decoding, page_url, wait_for_streams  # noqa: F401 (chromium is a fixture)
 from .test_forwarding import wait_for
 
@@ -72,5 +74,19 @@ async def test_chromium_relay_1_and_a_bot_relay_through_coturn(chromium, bot_med
             # Every transport's path, the page's and the bot's, is an address coturn relays from.
             assert len(paths) == 4
             assert {f"{host}:{port}" for _, (host, port) in paths} <= turn.relayed_addresses()
+        finally:
+            await server.close()
+
+
+async def test_chromium_and_a_bot_call_over_ipv6_loopback(chromium, bot_media) -> None:
+    """The page comes from http://[::1]:PORT and its peer connections, like the bot's, reach the server on ::1."""
+    with ipv6_default_route():
+        server = await start_server(ServerConfig(host="::1", port=0, rtc_ports=(0, 0)))
+        try:
+            page, bot, paths = await call_with_a_bot(server, chromium, bot_media, "six")
+            await page.close()
+            assert bot["error"] is None
+            assert all(c["packets"] > 50 for c in bot["consumers"]) and len(bot["consumers"]) == 2
+            assert len(paths) == 4 and {(protocol, host) for protocol, (host, _) in paths} == {("udp", "::1")}
         finally:
             await server.close()
