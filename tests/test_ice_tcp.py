@@ -1,5 +1,6 @@
 """ICE over TCP (RFC 6544 passive candidates, RFC 4571 framing) against a real server: bots call over TCP alone,
-bad input on the TCP port is closed or bounded while a call goes on, and bots call over ::1 on UDP and TCP."""
+bad input on the TCP port is closed or bounded while a call goes on, bots call over ::1 on UDP and TCP, and restart
+ICE over TCP."""
 
 from __future__ import annotations
 
@@ -219,3 +220,40 @@ async def test_bots_call_over_ice_tcp_on_a_server_with_two_workers(media) -> Non
     finally:
         process.terminate()
         process.wait(10)
+
+
+async def test_bots_restart_ice_over_tcp_from_new_connections_and_the_old_ones_close(media) -> None:
+    server = await start_server(ServerConfig(host="127.0.0.1", port=0, rtc_ports=(0, 0), consent_timeout=5.0,
+                                             ice_udp=False, ice_tcp=True))
+    streams = server.worker.tcp
+    assert streams is not None
+    addresses: dict[str, set] = {}
+    open_connections: list[int] = []
+
+    async def watch() -> None:
+        while True:
+            for t in list(server.worker.transports):
+                if t.connection.remote_addr is not None:
+                    addresses.setdefault(t.id, set()).add(t.connection.remote_addr)
+            open_connections.append(len(streams.by_address))
+            await asyncio.sleep(0.05)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        report = await run_bots(BotsConfig(url=server.url, count=2, ramp=20, duration=5.0, media=media, seed=11,
+                                           ice_tcp=True, ice_restart_every=1.5))
+    finally:
+        watcher.cancel()
+    try:
+        assert report.failed == 0
+        for bot in report.bots:
+            assert bot["errors"] == [] and bot["ice_restarts"] >= 2  # both transports, at least once each
+        assert_clean_call(report.bots)
+        # Each transport's path moved to a new TCP connection; an old one closed once its transport had moved:
+        # never more than one extra connection per transport (the one being checked).
+        assert len(addresses) == 4 and all(len(a) >= 2 for a in addresses.values()), addresses
+        assert {a.__class__ for paths in addresses.values() for a in paths} == {ice_tcp.TcpAddress}
+        assert max(open_connections) <= 8
+        assert await wait_for(lambda: not streams.by_address, 5)
+    finally:
+        await server.close()
