@@ -6,7 +6,7 @@ import struct
 import pytest
 from aioice import stun
 
-from sfuctl.rtc.ice import ICE_CHARS, PRFLX_PRIORITY, IceController, IceLite, IceParameters, stun_username
+from sfuctl.rtc.ice import ICE_CHARS, PRFLX_PRIORITY, SELECTED_SILENCE, IceController, IceLite, IceParameters, stun_username
 
 SERVER = IceParameters("srvufrag", "serverpasswordserverpass")
 CLIENT = IceParameters("cliufrag", "clientpasswordclientpass")
@@ -217,6 +217,26 @@ def test_lite_moves_to_a_new_address_only_when_it_answers_the_servers_own_check(
     # The signed answer from the new address moves the path.
     assert lite.handle(answer(probe), new, now=2.3) == []
     assert lite.selected == new and lite.probing is None
+
+
+def test_lite_follows_a_nominating_check_not_the_pairs_a_browser_keeps_checking_beside_its_choice() -> None:
+    lite = IceLite(SERVER)
+    lite.remote = CLIENT
+    other = ("::1", 40001, 0, 0)
+    lite.handle(binding_request(), CLIENT_ADDR, now=1.0)
+    # Checks without USE-CANDIDATE from another pair are answered; the path stays while the chosen one checks.
+    for second in range(2, 30, 2):
+        assert len(lite.handle(binding_request(), other, now=float(second))) == 1
+        assert len(lite.handle(binding_request(use_candidate=True), CLIENT_ADDR, now=second + 0.5)) == 1
+    assert lite.selected == CLIENT_ADDR and lite.probing is None
+    # The selected address silent for SELECTED_SILENCE (a dead path): a check that does not nominate may move it.
+    _, probe = lite.handle(binding_request(), other, now=29.0 + SELECTED_SILENCE)
+    lite.handle(answer(probe), other, now=29.1 + SELECTED_SILENCE)
+    assert lite.selected == other
+    # A nominating check moves it at once (once its address answers).
+    _, probe = lite.handle(binding_request(use_candidate=True), CLIENT_ADDR, now=42.0)
+    lite.handle(answer(probe), CLIENT_ADDR, now=42.1)
+    assert lite.selected == CLIENT_ADDR
 
 
 def test_lite_never_moves_to_an_address_that_does_not_answer() -> None:

@@ -29,6 +29,10 @@ CHECK_INTERVAL_MAX = 0.5
 CONSENT_INTERVAL = 5.0
 # An ICE-lite agent checks a new remote address (IceLite) at most this often.
 PROBE_INTERVAL = 0.5
+# A selected path whose peer has sent no check for this long may be left for an address whose checks do not
+# nominate (no USE-CANDIDATE): two consent intervals at their longest (5 s + 20%, RFC 7675), so only a dead path
+# (e.g. a NAT binding that changed under a client that nominates once) is left that way, not one that lost a check.
+SELECTED_SILENCE = 12.0
 
 Address = tuple[Any, ...]
 
@@ -86,7 +90,7 @@ def _parse(data: bytes) -> stun.Message | None:
         return None
 
 
-def _authenticated_request(data: bytes, local: IceParameters) -> stun.Message | None:
+def authenticated_request(data: bytes, local: IceParameters) -> stun.Message | None:
     """The binding request in `data` if it is addressed to `local` and signed with its pwd."""
     message = _parse(data)
     return message if message is not None and _is_authenticated_request(message, local) else None
@@ -128,7 +132,10 @@ def _role_conflict(request: stun.Message, pwd: str) -> bytes:
 class IceLite:
     """Server-side ICE-lite agent (RFC 8445 section 2.5): answers checks, and checks a new path before using it.
 
-    The first address that sends a valid check becomes the selected one. A valid check from another address does
+    The first address that sends a valid check becomes the selected one. Another address may take its place when
+    its check nominates it (USE-CANDIDATE: the controlling agent chose that pair, RFC 8445 section 8.1.1), or when
+    the selected address has sent no check for SELECTED_SILENCE; a browser keeps checking the pairs it did not
+    choose, and following those would take the path away from the one its media comes on. Even then a check does
     not move the path by itself: whoever holds the credentials can forge one with any source address, and would
     make the server send media to a third party. The agent sends its own binding request there (the client's
     credentials, a fresh transaction id) and moves only when the matching signed response comes back from that
@@ -142,6 +149,7 @@ class IceLite:
         self.last_request_at: float | None = None
         self.tie_breaker = secrets.randbits(64)
         self._probe: tuple[bytes, Address, float] | None = None  # (transaction id, address, sent at)
+        self._selected_checked_at = 0.0  # the last valid check from the selected address
 
     @property
     def probing(self) -> Address | None:
@@ -154,7 +162,7 @@ class IceLite:
         if message is None:
             return []
         if message.message_class == stun.Class.RESPONSE:
-            self._probe_answered(message, addr)
+            self._probe_answered(message, addr, now)
             return []
         if not _is_authenticated_request(message, self.local):
             return []
@@ -165,7 +173,9 @@ class IceLite:
         out = [_response(message, addr, self.local.pwd)]
         if self.selected is None:
             self.selected = addr
-        elif addr != self.selected:
+        if addr == self.selected:
+            self._selected_checked_at = now
+        elif "USE-CANDIDATE" in message.attributes or now - self._selected_checked_at >= SELECTED_SILENCE:
             probe = self._probe_request(addr, now)
             if probe is not None:
                 out.append(probe)
@@ -186,7 +196,7 @@ class IceLite:
         self._probe = (request.transaction_id, addr, now)
         return bytes(request)
 
-    def _probe_answered(self, message: stun.Message, addr: Address) -> None:
+    def _probe_answered(self, message: stun.Message, addr: Address, now: float) -> None:
         probe = self._probe
         if (
             probe is None
@@ -199,6 +209,7 @@ class IceLite:
             return
         self._probe = None
         self.selected = addr
+        self._selected_checked_at = now
 
 
 class _Check:
@@ -304,7 +315,7 @@ class IceController:
         """Process an incoming STUN datagram; returns a response to send back to `addr`, if any."""
         if self.state in ("new", "failed"):
             return None
-        request = _authenticated_request(data, self.local)
+        request = authenticated_request(data, self.local)
         if request is not None:
             return _response(request, addr, self.local.pwd)
         message = _parse(data)
