@@ -12,6 +12,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from .auth import Authenticator, origin_allowed
 from .config import ServerConfig, url_host
+from .listening import web_site
 from .metrics import metrics_handler
 from .pipes import add_internal_routes
 from .signaling import SignalingSession
@@ -154,9 +155,8 @@ async def start_server(config: ServerConfig, http_host: str | None = None, index
     await worker.start()
     runner = web.AppRunner(build_app(worker), handle_signals=False, access_log=None, shutdown_timeout=CLOSE_TIMEOUT)
     await runner.setup()
-    site = web.TCPSite(runner, http_host or config.host, config.port)
     try:
-        await site.start()
+        await web_site(runner, http_host or config.host, config.port).start()
     except OSError:
         await worker.close()
         await runner.cleanup()

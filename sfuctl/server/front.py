@@ -37,6 +37,7 @@ from .app import (
 )
 from .auth import Authenticator, Grant, check_metrics_access, hide_addresses
 from .config import ServerConfig, url_host
+from .listening import web_site
 from .errors import SignalingError, bad_request
 from .ice_servers import endpoint_ice_servers
 from .messages import RequestError, parse_request
@@ -528,7 +529,7 @@ async def start_front(
     runner = web.AppRunner(build_front_app(front), handle_signals=False, access_log=None, shutdown_timeout=CLOSE_TIMEOUT)
     await runner.setup()
     try:
-        await web.TCPSite(runner, config.host, config.port).start()
+        await web_site(runner, config.host, config.port).start()
     except OSError:
         await runner.cleanup()
         await front.close()

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..rtc.framing import FramedStream
+from .listening import DUAL_STACK_HOST, dual_stack_socket
 
 # A new connection must send a STUN binding request that checks with a transport's credentials as its first
 # frame; one that has sent no complete frame after this long is closed (a half-open or idle connection).
@@ -93,7 +94,10 @@ class TcpStreams:
     async def listen(self, host: str, port: int) -> int:
         """Listen on `host`:`port` (0: any free port); the port bound. OSError when taken."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: TcpStream(self), host, port, reuse_address=True)
+        if host == DUAL_STACK_HOST:
+            self._server = await loop.create_server(lambda: TcpStream(self), sock=dual_stack_socket(port))
+        else:
+            self._server = await loop.create_server(lambda: TcpStream(self), host, port, reuse_address=True)
         return self._server.sockets[0].getsockname()[1]
 
     def admit(self) -> bool:
