@@ -65,14 +65,16 @@ class LeanSubscriber:
         assert self.answer is not None
         return self.answer.candidates[0]
 
-    def binding_request(self) -> bytes:
-        """A valid nominating connectivity check of this client's, as anyone holding its credentials can forge."""
+    def binding_request(self, nominate: bool = True) -> bytes:
+        """A valid connectivity check of this client's, as anyone holding its credentials can forge; nominating
+        (USE-CANDIDATE) unless `nominate` is False, as a browser checks the pairs it has not chosen."""
         assert self.answer is not None and self.connection is not None
         message = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST)
         message.attributes["USERNAME"] = f"{self.answer.ice.ufrag}:{self.connection.local_ice.ufrag}"
         message.attributes["PRIORITY"] = 1853824767
         message.attributes["ICE-CONTROLLING"] = 1
-        message.attributes["USE-CANDIDATE"] = None
+        if nominate:
+            message.attributes["USE-CANDIDATE"] = None
         message.add_message_integrity(self.answer.ice.pwd.encode())
         return bytes(message)
 

@@ -17,7 +17,9 @@ from ..rtc.framing import FramedStream
 from .listening import DUAL_STACK_HOST, dual_stack_socket
 
 # A new connection must send a STUN binding request that checks with a transport's credentials as its first
-# frame; one that has sent no complete frame after this long is closed (a half-open or idle connection).
+# frame; one that has sent no complete frame after this long is closed (a half-open or idle connection). So is
+# one that has been no transport's path (nor the path it checks) for this long: a pair the client checked but did
+# not choose, or a path left behind (ICE restart, another pair chosen).
 INTRODUCTION_TIMEOUT = 5.0
 # Connections per worker that have not introduced themselves yet; more are closed at once.
 PENDING_MAX = 256
@@ -46,6 +48,7 @@ class TcpStream(FramedStream):
         self.address: TcpAddress | None = None
         self.introduced = False
         self.received_at = time.monotonic()
+        self.used_at = self.received_at  # the last sweep that found it a transport's path
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -80,11 +83,18 @@ class TcpStream(FramedStream):
 class TcpStreams:
     """A worker's ICE-TCP listener and its connections by address."""
 
-    def __init__(self, receive: Callable[[bytes, Any], None], introduce: Callable[[bytes, Any], bool]) -> None:
+    def __init__(
+        self,
+        receive: Callable[[bytes, Any], None],
+        introduce: Callable[[bytes, Any], bool],
+        in_use: Callable[[Any], bool],
+    ) -> None:
         """`receive(packet, address)` takes every frame of an introduced connection; `introduce(packet, address)`
-        takes a connection's first frame and says whether a transport accepted it."""
+        takes a connection's first frame and says whether a transport accepted it; `in_use(address)` says whether
+        a connection is a transport's path or the one it checks."""
         self.receive = receive
         self.introduce = introduce
+        self.in_use = in_use
         self.by_address: dict[TcpAddress, TcpStream] = {}
         self.dropped = 0  # packets dropped on connections since closed
         self.refused = 0  # connections closed before introducing themselves
@@ -134,12 +144,19 @@ class TcpStreams:
             stream.close()
 
     def sweep(self, now: float, idle_timeout: float) -> None:
-        """Close connections that never introduced themselves within INTRODUCTION_TIMEOUT, and introduced ones
-        silent for `idle_timeout` (consent is long gone: their transport has failed)."""
-        for stream in list(self.by_address.values()):
-            if now - stream.received_at >= (idle_timeout if stream.introduced else INTRODUCTION_TIMEOUT):
-                if not stream.introduced:
+        """Close connections that never introduced themselves within INTRODUCTION_TIMEOUT, introduced ones silent
+        for `idle_timeout` (consent is long gone: their transport has failed), and those no transport has used as
+        its path for INTRODUCTION_TIMEOUT."""
+        for address, stream in list(self.by_address.items()):
+            if not stream.introduced:
+                if now - stream.received_at >= INTRODUCTION_TIMEOUT:
                     self.refused += 1
+                    stream.close()
+            elif self.in_use(address):
+                stream.used_at = now
+                if now - stream.received_at >= idle_timeout:
+                    stream.close()
+            elif now - stream.used_at >= INTRODUCTION_TIMEOUT:
                 stream.close()
 
     @property

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from ..rtc.batching import REPORT_INTERVAL, TICK_INTERVAL
 from ..rtc.dtls import DtlsCertificate
-from ..rtc.ice import stun_username
+from ..rtc.ice import authenticated_request, stun_username
 from ..rtc.sdp import HostCandidates
 from ..rtc.send_batch import SendBatch
 from .active_speaker import STEP as SPEECH_STEP
@@ -71,7 +71,7 @@ class Worker(asyncio.DatagramProtocol):
         self._probing: dict[Transport, tuple] = {}  # the address each transport checks before moving there
         self._udp: asyncio.DatagramTransport | None = None
         self.send_batch: SendBatch | None = None
-        self.tcp: TcpStreams | None = TcpStreams(self.datagram_received, self._introduce) if config.ice_tcp else None
+        self.tcp: TcpStreams | None = TcpStreams(self.datagram_received, self._introduce, self._in_use) if config.ice_tcp else None
         self._ticker: asyncio.Task | None = None
 
     async def start(self) -> None:
@@ -209,8 +209,17 @@ class Worker(asyncio.DatagramProtocol):
         return self.send_batch.send if self.send_batch is not None and self.tcp is None else self.send
 
     def _introduce(self, data: bytes, addr: TcpAddress) -> bool:
-        """A new ICE-TCP connection's first frame: True when a transport took its address (a valid check)."""
+        """A new ICE-TCP connection's first frame: True when it is a valid check of one of the transports (which
+        takes it, and may make the connection its path: a check of a pair the client has not chosen does not)."""
+        username = stun_username(data) if data and data[0] < 4 else None
+        transport = self._by_ufrag.get(username.split(":", 1)[0]) if username else None
+        if transport is None or authenticated_request(data, transport.connection.local_ice) is None:
+            return False
         self.datagram_received(data, addr)
+        return True
+
+    def _in_use(self, addr: TcpAddress) -> bool:
+        """Whether an ICE-TCP connection is a transport's path, or the path it checks before moving there."""
         return addr in self._by_addr
 
     # -- asyncio.DatagramProtocol -----------------------------------------------------------------------
