@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -285,3 +286,14 @@ async def test_bots_restart_ice_over_tcp_from_new_connections_and_the_old_ones_c
         assert await wait_for(lambda: not streams.by_address, 5)
     finally:
         await server.close()
+
+
+async def test_a_tcp_connect_that_gets_no_answer_fails_after_connect_timeout(monkeypatch) -> None:
+    monkeypatch.setattr(framing, "CONNECT_TIMEOUT", 0.5)
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)  # never accepted: past the first connection the kernel drops the SYNs
+        first = await framing.connect_framed(listener.getsockname(), lambda packet: None)
+        with pytest.raises(TimeoutError):
+            await framing.connect_framed(listener.getsockname(), lambda packet: None)
+        first.close()

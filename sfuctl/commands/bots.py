@@ -62,6 +62,7 @@ EXIT_ERROR = 2
         "Active speaker (2 bots take 3-s turns talking; the report says how soon the server named each): "
         "sfuctl bots --count 6 --speakers 2 --duration 30\n\n"
         "Over TCP only (sfuctl serve --no-ice-udp --ice-tcp): sfuctl bots --count 4 --ice-tcp\n\n"
+        "Over IPv6 (sfuctl serve --host ::1): sfuctl bots --url ws://[::1]:8080 --count 4\n\n"
         "Through the server's TURN relay (sfuctl serve --ice-server turn:...): sfuctl bots --count 4 --relay\n\n"
         "Impairment is approximate and applies per bot, both directions: --delay is added round-trip time."
     ),

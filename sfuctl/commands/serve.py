@@ -123,7 +123,7 @@ def quota_options(command: Callable) -> Callable:
 @command(
     exit_codes={0: "stopped by Ctrl-C or SIGTERM (a cluster node drains on SIGTERM first)", 1: "cannot start: the signaling port or the media ports are taken, or the cluster's Redis is unreachable"},
 )
-@click.option("--host", envvar="SFUCTL_HOST", default="127.0.0.1", show_default=True, help="Address to listen on (signaling and media).")
+@click.option("--host", envvar="SFUCTL_HOST", default="127.0.0.1", show_default=True, help="Address to listen on (signaling and media); :: takes IPv4 and IPv6.")
 @click.option("--port", envvar="SFUCTL_PORT", default=8080, show_default=True, type=click.IntRange(0, 65535), help="Signaling/HTTP port (0 picks a free one).")
 @click.option("--announced-ip", "announced_ips", envvar="SFUCTL_ANNOUNCED_IP", multiple=True, callback=_announced_ips, help="IP address put in ICE candidates [default: --host]; repeatable (an IPv4 and an IPv6 address); a host name is resolved once at start.")
 @click.option("--ice-tcp", envvar="SFUCTL_ICE_TCP", is_flag=True, help="The media port also takes ICE over TCP (RFC 6544 passive candidates), for clients whose UDP is blocked.")
@@ -132,7 +132,7 @@ def quota_options(command: Callable) -> Callable:
 @click.option("--ice-credential", envvar="SFUCTL_ICE_CREDENTIAL", default=None, help="Password for the --ice-server TURN URLs.")
 @click.option("--turn-secret", envvar="SFUCTL_TURN_SECRET", default=None, help="coturn's static-auth-secret (use-auth-secret): each client gets its own TURN credentials, valid 24 h, instead of --ice-username/--ice-credential.")
 @click.option("--ice-udp/--no-ice-udp", envvar="SFUCTL_ICE_UDP", default=True, show_default=True, help="The media port takes UDP (--no-ice-udp with --ice-tcp: TCP only).")
-@click.option("--rtc-port-range", envvar="SFUCTL_RTC_PORT_RANGE", default="40000-40099", show_default=True, callback=_port_range, help="UDP ports for media, split evenly over the workers; each worker takes the first free port of its slice and every transport shares it.")
+@click.option("--rtc-port-range", envvar="SFUCTL_RTC_PORT_RANGE", default="40000-40099", show_default=True, callback=_port_range, help="Media ports (UDP, and TCP with --ice-tcp), split evenly over the workers; each worker takes the first free port of its slice and every transport shares it.")
 @click.option("--consent-timeout", envvar="SFUCTL_CONSENT_TIMEOUT", default=30.0, show_default=True, type=Duration(1, 300), help="Time without ICE consent before a peer is dropped (30s, 2m).")
 @click.option("--workers", envvar="SFUCTL_WORKERS", default=os.cpu_count() or 1, show_default="number of cores", type=click.IntRange(1, 64), help="Worker processes; each room lives on one worker (one core) until --room-spill-consumers.")
 @click.option("--room-spill-consumers", envvar="SFUCTL_ROOM_SPILL_CONSUMERS", default=1500, show_default=True, type=click.IntRange(0), help="With several workers: a room with this many consumers on its home worker takes new participants on the least loaded other worker, its producers piped there (docs/architecture.md). 0: a room stays on one worker.")
@@ -193,6 +193,8 @@ def serve(
       sfuctl serve --redis redis://10.0.0.2:6379/0 --cluster-secret "$S" --announced-ip 10.0.0.5   # a cluster node
       sfuctl serve --no-transport-cc   # transport-cc not answered: peers' estimates follow receiver reports (to compare)
       sfuctl serve --host 0.0.0.0 --announced-ip 203.0.113.5 --ice-tcp   # behind NAT, TCP too: docs/deploy.md
+      sfuctl serve --ice-tcp --no-ice-udp --rtc-port-range 443-443 --workers 1   # TCP only, on 443
+      sfuctl serve --host :: --announced-ip 203.0.113.5 --announced-ip 2001:db8::5   # IPv4 and IPv6 clients
       sfuctl serve --ice-server turn:turn.example.com:3478 --turn-secret "$COTURN_SECRET"   # clients may relay
     Every option can also be set as SFUCTL_<OPTION>, e.g. SFUCTL_ANNOUNCED_IP=10.0.0.5.
     The --max-* options are quotas (docs/limits.md): a request over one is refused with a structured error.

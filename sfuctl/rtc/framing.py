@@ -13,6 +13,9 @@ MAX_FRAME = 0xFFFF
 # that loses packets (NACK and keyframe requests recover), as a congested UDP path would, instead of the
 # sender's memory growing or its event loop waiting.
 WRITE_BUFFER_MAX = 256 * 1024
+# A TCP connect that has not completed after this long fails (asyncio.TimeoutError), instead of waiting out the
+# kernel's SYN retries (about 2 minutes) towards a candidate that drops them.
+CONNECT_TIMEOUT = 10.0
 
 
 def frame(packet: bytes) -> bytes:
@@ -92,8 +95,9 @@ class FramedStream(asyncio.Protocol):
 
 
 async def connect_framed(addr: tuple, on_packet: Callable[[bytes], None], receive_buffer: int | None = None) -> FramedStream:
-    """An RFC 4571 stream to `addr` (host, port), e.g. an ICE-TCP passive candidate; `receive_buffer` sets the
-    socket's SO_RCVBUF before connecting (a small one makes a slow reader in tests)."""
+    """An RFC 4571 stream to `addr` (host, port), e.g. an ICE-TCP passive candidate, connected within
+    CONNECT_TIMEOUT; `receive_buffer` sets the socket's SO_RCVBUF before connecting (a small one makes a slow
+    reader in tests)."""
     loop = asyncio.get_running_loop()
     family = socket.AF_INET6 if ":" in addr[0] else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -101,7 +105,7 @@ async def connect_framed(addr: tuple, on_packet: Callable[[bytes], None], receiv
         if receive_buffer is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
         sock.setblocking(False)
-        await loop.sock_connect(sock, addr[:2])
+        await asyncio.wait_for(loop.sock_connect(sock, addr[:2]), CONNECT_TIMEOUT)
         _, stream = await loop.create_connection(lambda: FramedStream(on_packet), sock=sock)
     except BaseException:
         sock.close()
