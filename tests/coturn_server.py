@@ -28,21 +28,28 @@ class Coturn:
     credential: str | None
     secret: str | None  # coturn's static-auth-secret (use-auth-secret), or None
     log: Path
+    transport: str = "udp"  # how clients reach coturn (it listens on UDP and TCP alike; relays are UDP)
 
     @property
     def url(self) -> str:
-        return f"turn:127.0.0.1:{self.port}?transport=udp"
+        return f"turn:127.0.0.1:{self.port}?transport={self.transport}"
 
     def relayed_addresses(self) -> set[str]:
         """Every relayed address coturn allocated so far ("127.0.0.1:PORT"), from its log."""
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
         return set(re.findall(r"Local relay addr: (127\.0\.0\.1:\d+)", text))
 
+    def tcp_clients(self) -> int:
+        """TCP connections clients opened to coturn so far, from its log (not the fixture's readiness check)."""
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return text.count("tcp or tls connected to") - 1
+
 
 @contextmanager
-def coturn(secret: str | None = None) -> Iterator[Coturn]:
-    """Start turnserver on 127.0.0.1 with a static user (or, given `secret`, REST credentials only) and yield it;
-    stop it after. Loopback peers must be allowed explicitly, and the relay bound to 127.0.0.1."""
+def coturn(secret: str | None = None, transport: str = "udp") -> Iterator[Coturn]:
+    """Start turnserver on 127.0.0.1 with a static user (or, given `secret`, REST credentials only) and yield it,
+    its URL naming `transport`; stop it after. Loopback peers must be allowed explicitly, and the relay bound to
+    127.0.0.1."""
     binary = shutil.which("turnserver")
     if binary is None:
         pytest.skip("turnserver is not installed (Debian package coturn)")
@@ -50,7 +57,7 @@ def coturn(secret: str | None = None) -> Iterator[Coturn]:
     auth = ["--use-auth-secret", "--static-auth-secret", secret] if secret else ["--lt-cred-mech", "--user", "sfuctl:sfuctl-pass"]
     with tempfile.TemporaryDirectory() as directory:
         log = Path(directory) / "turn.log"
-        server = Coturn(port, None if secret else "sfuctl", None if secret else "sfuctl-pass", secret, log)
+        server = Coturn(port, None if secret else "sfuctl", None if secret else "sfuctl-pass", secret, log, transport)
         process = subprocess.Popen(
             [binary, "-n", "--listening-ip", "127.0.0.1", "--relay-ip", "127.0.0.1", "--allow-loopback-peers",
              "--listening-port", str(port),

@@ -60,9 +60,11 @@ async def test_chromium_and_a_bot_call_over_ice_tcp_alone(chromium, bot_media) -
         await server.close()
 
 
-@pytest.mark.parametrize("secret", [None, "coturn-shared-secret"], ids=["static-user", "turn-secret"])
-async def test_chromium_relay_1_and_a_bot_relay_through_coturn(chromium, bot_media, secret) -> None:
-    with coturn(secret) as turn:
+@pytest.mark.parametrize(("secret", "transport"), [(None, "udp"), ("coturn-shared-secret", "tcp")],
+                         ids=["static-user-over-udp", "turn-secret-over-tcp"])
+async def test_chromium_relay_1_and_a_bot_relay_through_coturn(chromium, bot_media, secret, transport) -> None:
+    """Each reaches coturn over `transport` (turn:...?transport=tcp: a TCP connection to coturn, UDP relays)."""
+    with coturn(secret, transport) as turn:
         server = await start_server(ServerConfig(host="127.0.0.1", port=0, rtc_ports=(0, 0),
                                                  ice_servers=(IceServer(turn.url, turn.username, turn.credential),),
                                                  turn_secret=secret))
@@ -74,6 +76,8 @@ async def test_chromium_relay_1_and_a_bot_relay_through_coturn(chromium, bot_med
             # Every transport's path, the page's and the bot's, is an address coturn relays from.
             assert len(paths) == 4
             assert {f"{host}:{port}" for _, (host, port) in paths} <= turn.relayed_addresses()
+            # Over TCP each of the 4 allocations came on a TCP connection of its own; over UDP none did.
+            assert turn.tcp_clients() >= 4 if transport == "tcp" else turn.tcp_clients() == 0
         finally:
             await server.close()
 
