@@ -127,8 +127,11 @@ async def test_chromium_and_bots_of_each_family_call_a_dual_stack_server(chromiu
     bots = ipv4.bots + ipv6.bots
     assert all(bot["error"] is None and bot["status"] == "left" for bot in bots)
     for bot in bots:
-        from_page = [c for c in bot["consumers"] if c["producer_name"] == "human"]
-        assert len(from_page) == 2 and all(c["packets"] > 50 and c["packets_lost"] == 0 for c in from_page), from_page
+        from_page = [(c["kind"], c["packets"], c["packets_lost"], c["expected"]) for c in bot["consumers"] if c["producer_name"] == "human"]
+        # The page's media crossed the call. A path that moved to the pair the page nominated loses what the page
+        # sent there before the server's own check came back (media is taken from the current path only); a path
+        # following the pairs the page did not choose lost 8-12% (it flapped for a second or more).
+        assert len(from_page) == 2 and all(packets > 50 and lost <= 0.03 * expected for _, packets, lost, expected in from_page), from_page
     # Two transports per participant. Each bot's kept one path, of its family (IPv4 arrives mapped); the page's
     # moved at most once, from the first pair it checked to the one it nominated, and never back.
     hosts = {peer: [[host for host, _ in path] for (owner, _), path in paths.items() if owner == peer]
