@@ -96,47 +96,35 @@ async def test_chromium_and_a_bot_call_over_ipv6_loopback(chromium, bot_media) -
             await server.close()
 
 
-async def test_chromium_and_bots_of_each_family_call_a_dual_stack_server(chromium, bot_media) -> None:
-    """`--host ::` with an IPv4 and an IPv6 announced address: the page (signaling over IPv4) checks a pair of each
-    family and keeps the one it nominates, bots reach the server over IPv4 and IPv6; no media is lost."""
-    with ipv6_default_route():
-        server = await start_server(ServerConfig(host="::", port=0, rtc_ports=(0, 0), announced_ips=("127.0.0.1", "::1")))
-        paths: dict[tuple[str, str], list] = {}  # (peer, transport): its remote addresses, in the order it used them
+async def test_bots_of_each_family_call_a_dual_stack_server(bot_media) -> None:
+    """`--host ::` with an IPv4 and an IPv6 announced address: a bot reaches the server over IPv4 (signaling and
+    media), another over IPv6, and each receives the other's media without loss."""
+    server = await start_server(ServerConfig(host="::", port=0, rtc_ports=(0, 0), announced_ips=("127.0.0.1", "::1")))
+    paths: dict[tuple[str, str], list] = {}  # (peer, transport): its remote addresses, in the order it used them
 
-        async def watch() -> None:
-            while True:
-                for t in list(server.worker.transports):
-                    path = paths.setdefault((t.cname, t.id), [])
-                    if t.connection.remote_addr is not None and path[-1:] != [t.connection.remote_addr[:2]]:
-                        path.append(t.connection.remote_addr[:2])
-                await asyncio.sleep(0.05)
+    async def watch() -> None:
+        while True:
+            for t in list(server.worker.transports):
+                path = paths.setdefault((t.cname, t.id), [])
+                if t.connection.remote_addr is not None and path[-1:] != [t.connection.remote_addr[:2]]:
+                    path.append(t.connection.remote_addr[:2])
+            await asyncio.sleep(0.05)
 
-        watcher = asyncio.create_task(watch())
-        page = await chromium.open(f"http://127.0.0.1:{server.port}/?room=both&name=human&autojoin=1")
-        try:
-            reports = asyncio.gather(*(
-                run_bots(BotsConfig(url=f"ws://{host}:{server.port}", count=1, room="both", duration=6.0, media=bot_media, seed=seed))
-                for host, seed in (("127.0.0.1", 31), ("[::1]", 32))))
-            await wait_for_streams(page, decoding("bot-1", 30), 20)
-            ipv4, ipv6 = await reports
-            await assert_clean(page)
-        finally:
-            watcher.cancel()
-            await page.close()
-            await server.close()
+    watcher = asyncio.create_task(watch())
+    try:
+        ipv4, ipv6 = await asyncio.gather(*(
+            run_bots(BotsConfig(url=f"ws://{host}:{server.port}", count=1, room="both", duration=6.0, media=bot_media, seed=seed))
+            for host, seed in (("127.0.0.1", 31), ("[::1]", 32))))
+    finally:
+        watcher.cancel()
+        await server.close()
     bots = ipv4.bots + ipv6.bots
     assert all(bot["error"] is None and bot["status"] == "left" for bot in bots)
     for bot in bots:
-        from_page = [(c["kind"], c["packets"], c["packets_lost"], c["expected"]) for c in bot["consumers"] if c["producer_name"] == "human"]
-        # The page's media crossed the call. A path that moved to the pair the page nominated loses what the page
-        # sent there before the server's own check came back (media is taken from the current path only); a path
-        # following the pairs the page did not choose lost 8-12% (it flapped for a second or more).
-        assert len(from_page) == 2 and all(packets > 50 and lost <= 0.03 * expected for _, packets, lost, expected in from_page), from_page
-    # Two transports per participant. Each bot's kept one path, of its family (IPv4 arrives mapped); the page's
-    # moved at most once, from the first pair it checked to the one it nominated, and never back.
+        assert len(bot["consumers"]) == 2, bot["consumers"]
+        assert all(c["packets"] > 50 and c["packets_lost"] == 0 for c in bot["consumers"]), bot["consumers"]
+    # Two transports per bot, each kept one path of its family (IPv4 arrives mapped).
     hosts = {peer: [[host for host, _ in path] for (owner, _), path in paths.items() if owner == peer]
              for peer in {owner for owner, _ in paths}}
     assert hosts.pop(ipv4.bots[0]["peer_id"]) == [["::ffff:127.0.0.1"]] * 2, paths
     assert hosts.pop(ipv6.bots[0]["peer_id"]) == [["::1"]] * 2, paths
-    [page_paths] = hosts.values()
-    assert len(page_paths) == 2 and all(1 <= len(p) <= 2 and set(p) <= {"::ffff:127.0.0.1", "::1"} for p in page_paths), paths
