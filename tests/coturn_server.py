@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from .redis_server import free_port
+from .redis_server import free_port, stop_process
 
 START_TIMEOUT = 10.0
 REALM = "sfuctl.test"
@@ -70,14 +70,7 @@ def coturn(secret: str | None = None, transport: str = "udp") -> Iterator[Coturn
             _wait_ready(port, process, log)
             yield server
         finally:
-            process.terminate()
-            try:
-                process.wait(5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-            if process.stderr is not None:
-                process.stderr.close()
+            stop_process(process)
 
 
 def _wait_ready(port: int, process: subprocess.Popen, log: Path) -> None:

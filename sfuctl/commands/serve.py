@@ -92,7 +92,7 @@ def _ice_servers(urls: tuple[str, ...], username: str | None, credential: str | 
     servers = []
     for url in urls:
         if not ICE_SERVER_URL.fullmatch(url):
-            raise click.BadParameter(f"{url!r} is not a STUN/TURN URL: e.g. stun:stun.example.com:3478 or "
+            raise click.BadParameter(f"{url!r} is not a STUN/TURN URL: e.g. stun:203.0.113.5:3478 or "
                                      "turn:turn.example.com:3478?transport=udp", param_hint="--ice-server")
         turn = url.startswith("turn")
         if turn and username is None and secret is None:
