@@ -18,7 +18,7 @@ from .bot import Bot, BotEnv
 from .http_bot import HttpBot
 from .mesh import MeshBot
 from .config import BotPlan, BotsConfig, access_token
-from .observer import Observer, RunObserver
+from .observer import Observer, RunObserver, notify
 from .pacer import Pacer
 from .stats import RoomCounters, StreamSample
 
@@ -141,7 +141,8 @@ class BotGroup:
         try:
             await asyncio.wait([run, joined], return_when=asyncio.FIRST_COMPLETED)
             if bot.join_done.is_set():
-                self.observer.joined(JoinEvent(bot.plan.index, bot.plan.name, bot.plan.room, bot.joined, bot.join_ms, bot.error))
+                event = JoinEvent(bot.plan.index, bot.plan.name, bot.plan.room, bot.joined, bot.join_ms, bot.error)
+                notify(lambda: self.observer.joined(event), "a join")
             await asyncio.shield(run)
         finally:
             joined.cancel()
@@ -163,6 +164,8 @@ class BotGroup:
 
     def _sample(self, final: bool = False) -> None:
         now = self._loop.time()
+        if not final:
+            self._sample_timer = self._loop.call_at(now + self.config.sample_interval, self._sample)
         interval = max(1e-3, now - self._last_sample_at)
         self._last_sample_at = now
         counters: dict[str, RoomCounters] = {}
@@ -173,12 +176,11 @@ class BotGroup:
         cpu = time.process_time()
         share_cpu(counters, cpu - self._last_cpu, interval)
         self._last_cpu = cpu
-        if self.on_counters is not None:
-            self.on_counters(counters)
+        on_counters = self.on_counters
+        if on_counters is not None:
+            notify(lambda: on_counters(counters), "a sample")
         if streams is not None:
-            self.observer.streams(streams)
-        if not final:
-            self._sample_timer = self._loop.call_at(now + self.config.sample_interval, self._sample)
+            notify(lambda: self.observer.streams(streams), "stream rows")
 
 
 def _bot_class(config: BotsConfig, plan: BotPlan) -> type[Bot]:

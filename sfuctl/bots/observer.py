@@ -6,12 +6,16 @@ subclass it and override only what you need; Collector keeps everything.
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from .group import JoinEvent
     from .stats import Sample, StreamSample
+
+log = logging.getLogger(__name__)
 
 
 class RunObserver(Protocol):
@@ -35,6 +39,15 @@ class RunObserver(Protocol):
 
     def warning(self, message: str) -> None:
         """A line for the user about something that does not stop the run (a busy or vanished agent)."""
+
+
+def notify(call: Callable[[], None], what: str) -> None:
+    """Tell a run's observer one thing; an observer that raises is logged and stops neither the run's sampling nor
+    a bot nor the reading of a bot process."""
+    try:
+        call()
+    except Exception:
+        log.exception("the run's observer failed on %s", what)
 
 
 class Observer:

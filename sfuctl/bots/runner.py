@@ -21,7 +21,7 @@ from sfuctl.tokens import scrub
 
 from .config import BotPlan, BotsConfig, load_layers, load_tracks, plan_bots
 from .group import BotGroup, JoinEvent
-from .observer import Observer, RunObserver
+from .observer import Observer, RunObserver, notify
 from .report import BotsReport, build_report, placeholder_bot
 from .stats import BitratePeaks, RoomCounters, Sample, StreamSample, merge_counters
 
@@ -190,7 +190,7 @@ async def _run_processes(
         parts.append(counters)
         if len(parts) >= live:
             del rounds[number]
-            on_counters(merge_counters(parts))
+            notify(lambda: on_counters(merge_counters(parts)), "a sample")
 
     def on_reader_done(task: asyncio.Task) -> None:
         nonlocal live
@@ -304,12 +304,13 @@ async def _read_child(
         elif kind == "join":
             event = JoinEvent(**message["event"])
             child.joins[event.index] = event
-            observer.joined(event)
+            notify(lambda: observer.joined(event), "a join")
         elif kind == "counters":
             rooms = {room: RoomCounters.from_dict(data) for room, data in message["rooms"].items()}
             on_round(message["n"], rooms)
         elif kind == "streams" and observer.wants_streams:
-            observer.streams(StreamSample.from_dict(message))
+            rows = StreamSample.from_dict(message)
+            notify(lambda: observer.streams(rows), "stream rows")
         elif kind == "report":
             child.report = message["bots"]
     await child.process.wait()
