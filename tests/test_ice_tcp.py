@@ -147,7 +147,7 @@ async def test_bad_input_on_ice_tcp_is_closed_or_bounded_and_another_call_keeps_
         connection = slow.connection
         slow.tcp = await framing.connect_framed(server_tcp, lambda packet: connection.datagram_received(packet, server_tcp))
         new = slow.tcp
-        connection._send = lambda data, addr: new.send(data)
+        connection.use_sender(lambda data, addr: new.send(data))
         new.send(slow.binding_request())
         assert await wait_for(lambda: transport.connection.remote_addr not in (None, path), 5)
         assert await wait_for(lambda: old.transport.is_closing() and path not in streams.by_address, 5)

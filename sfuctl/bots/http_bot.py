@@ -11,8 +11,9 @@ import time
 from urllib.parse import urljoin
 
 import aiohttp
+from aiortc import sdp as aiortc_sdp
 
-from sfuctl.client.offer import RECEIVE_CODECS, OfferSection, connection_offer, parse_answer
+from sfuctl.client.offer import RECEIVE_CODECS, OfferSection, connection_offer, parse_answer, sort_candidates
 from sfuctl.rtc.connection import Connection
 from sfuctl.rtc.ice import IceParameters
 from sfuctl.rtc.sdp import parse_ice_fragment
@@ -107,14 +108,7 @@ class HttpBot(Bot):
         answer = parse_ice_fragment(body)
         if answer.ice is None:
             raise ValueError("the ICE restart answer has no a=ice-ufrag/a=ice-pwd")
-        udp, tcp = [], []
-        for value in answer.candidates:
-            fields = value.split()
-            protocol = fields[2].lower()
-            if protocol == "udp":
-                udp.append((fields[4], int(fields[5])))
-            elif protocol == "tcp" and "passive" in fields[8:]:
-                tcp.append((fields[4], int(fields[5])))
+        udp, tcp = sort_candidates(aiortc_sdp.candidate_from_sdp(value) for value in answer.candidates)
         return answer.ice, udp, tcp
 
     def _headers(self) -> dict[str, str]:

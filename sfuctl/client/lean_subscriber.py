@@ -53,7 +53,7 @@ class LeanSubscriber:
             connection, candidates = self.connection, self.answer.tcp_candidates[:1]
             self.tcp = await connect_framed(candidates[0], lambda packet: connection.datagram_received(packet, candidates[0]), receive_buffer)
             stream = self.tcp
-            connection._send = lambda data, addr: stream.send(data)
+            connection.use_sender(lambda data, addr: stream.send(data))
         self.connection.set_remote(self.answer.ice, self.answer.fingerprints, self.answer.dtls_role, candidates)  # type: ignore[arg-type]
 
     def _on_rtp(self, data: bytes) -> None:
@@ -85,12 +85,11 @@ class LeanSubscriber:
         if sock is None:
             self.connection.send_rtcp(packet)
             return self.connection.bytes_sent - sent
-        original = self.connection._send
-        self.connection._send = lambda data, addr: sock.sendto(data, addr)
+        original = self.connection.use_sender(lambda data, addr: sock.sendto(data, addr))
         try:
             self.connection.send_rtcp(packet)
         finally:
-            self.connection._send = original
+            self.connection.use_sender(original)
         return self.connection.bytes_sent - sent
 
     async def close(self) -> None:

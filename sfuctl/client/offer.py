@@ -7,9 +7,10 @@ aiortc's SDP parser into the few facts a client needs per mid.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
+from aiortc import RTCIceCandidate
 from aiortc import sdp as aiortc_sdp
 
 from sfuctl.rtc.connection import Connection
@@ -230,6 +231,19 @@ def connection_offer(connection: Connection, sections: Sequence[OfferSection], *
     )
 
 
+def sort_candidates(candidates: Iterable[RTCIceCandidate]) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+    """The distinct UDP addresses and ICE-TCP passive ones (RFC 6544) among `candidates`, in their order; a client
+    connects to nothing else (an active or simultaneous-open TCP candidate waits for a connection)."""
+    udp: list[tuple[str, int]] = []
+    tcp: list[tuple[str, int]] = []
+    for c in candidates:
+        protocol = c.protocol.lower()
+        found = udp if protocol == "udp" else tcp if protocol == "tcp" and c.tcpType == "passive" else None
+        if found is not None and (c.ip, c.port) not in found:
+            found.append((c.ip, c.port))
+    return udp, tcp
+
+
 def parse_answer(text: str) -> Answer:
     """Read the server's SDP answer; ValueError names what is missing or malformed."""
     session = parse_session(text, "SDP answer")
@@ -244,14 +258,7 @@ def parse_answer(text: str) -> Answer:
     setup = aiortc_sdp.DTLS_ROLE_SETUP[first.dtls.role]
     if setup not in ("active", "passive"):
         raise ValueError(f"SDP answer has a=setup:{setup}; an answer must say active or passive")
-    candidates: list[tuple[str, int]] = []
-    tcp_candidates: list[tuple[str, int]] = []
-    for m in accepted:
-        for c in m.ice_candidates:
-            protocol = c.protocol.lower()
-            found = candidates if protocol == "udp" else tcp_candidates if protocol == "tcp" and c.tcpType == "passive" else None
-            if found is not None and (c.ip, c.port) not in found:
-                found.append((c.ip, c.port))
+    candidates, tcp_candidates = sort_candidates(c for m in accepted for c in m.ice_candidates)
     if not candidates and not tcp_candidates:
         raise ValueError("SDP answer has no UDP candidate nor an ICE-TCP passive one")
     media: dict[str, AnswerMedia] = {}

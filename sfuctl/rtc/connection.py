@@ -156,6 +156,11 @@ class Connection:
         self._send_all(self._controller.start(self._loop.time()))
         self._rearm_ice_timer()
 
+    def use_sender(self, send: Callable[[bytes, Address], None]) -> Callable[[bytes, Address], None]:
+        """Send every later datagram through `send` (a TCP stream, another socket); returns the sender it replaces."""
+        previous, self._send = self._send, send
+        return previous
+
     @property
     def ice_restarting(self) -> bool:
         """True from a controlling ICE restart until its first check succeeds (media keeps the old path)."""
