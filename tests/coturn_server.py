@@ -39,6 +39,11 @@ class Coturn:
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
         return set(re.findall(r"Local relay addr: (127\.0\.0\.1:\d+)", text))
 
+    def deleted_allocations(self) -> int:
+        """Allocations their clients deleted (a Refresh with lifetime 0, RFC 8656 section 7), from its log."""
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return len(re.findall(r"refreshed, realm=<[^>]*>, username=<[^>]*>, lifetime=0\b", text))
+
     def tcp_clients(self) -> int:
         """TCP connections clients opened to coturn so far, from its log (not the fixture's readiness check)."""
         text = self.log.read_text(errors="replace") if self.log.exists() else ""

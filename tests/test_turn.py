@@ -59,11 +59,13 @@ async def test_bots_relay_through_coturn_with_a_static_user(media) -> None:
             await client.close()
             assert joined["iceServers"] == [{"urls": [turn.url], "username": "sfuctl", "credential": "sfuctl-pass"}]
 
-            bots, seen = await relayed_call(server, media)
+            bots, seen = await relayed_call(server, media, processes=2)  # bot processes, as `sfuctl bots` runs them
             assert all(bot["error"] is None for bot in bots)
             assert_clean_call(bots)
             # The server only ever saw coturn's relayed addresses: every packet went through the relay.
             assert len(seen) == 4 and seen <= turn.relayed_addresses()
+            # Each bot deleted its allocations before its process ended, not leaving them to their 600-s lifetime.
+            assert turn.deleted_allocations() == 4
         finally:
             await server.close()
 

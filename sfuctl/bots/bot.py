@@ -310,12 +310,22 @@ class Bot:
         if self.chat is not None:
             self.chat.stop()
         await self._signal_leave()
-        for link in self._live_links():
+        links = self._live_links()
+        for link in links:
             link.close()
         await self._close_signaling()
+        await self._wait_closed(links)
         self.left_at = time.monotonic()
         if self.status == "joined":
             self.status = "left"
+
+    @staticmethod
+    async def _wait_closed(links: list[Link]) -> None:
+        """Until the links' sockets are closed, their TURN allocations released (at most LEAVE_TIMEOUT)."""
+        try:
+            await asyncio.wait_for(asyncio.gather(*(link.wait_closed() for link in links)), LEAVE_TIMEOUT)
+        except asyncio.TimeoutError:
+            pass
 
     def _live_links(self) -> list[Link]:
         return [link for link in self.links if not link.closed]

@@ -62,6 +62,11 @@ class Link:
         if self.socket is not None:
             self.socket.close()
 
+    async def wait_closed(self) -> None:
+        """Until close() has closed its socket (and released a TURN allocation)."""
+        if self.socket is not None:
+            await self.socket.wait_closed()
+
     @property
     def stun_rtt_ms(self) -> float | None:
         """RTT of the ICE consent checks this side sends (None on an ICE-lite side)."""

@@ -42,6 +42,7 @@ class BotSocket(asyncio.DatagramProtocol):
         self._tcp: dict[Address, FramedStream] = {}  # ICE-TCP connections by the server candidate they reach
         self._relayed = False  # a TURN allocation rather than a socket
         self._closed = False
+        self._lost = asyncio.Event()  # the socket is closed (a TURN allocation: its deletion was asked for)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._udp = transport  # type: ignore[assignment]
@@ -97,6 +98,14 @@ class BotSocket(asyncio.DatagramProtocol):
             self.downlink.push(data, addr)
         else:
             self._deliver(data, addr)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost.set()
+
+    async def wait_closed(self) -> None:
+        """Until the socket is closed after close(); on a TURN allocation, until the server was asked to delete it
+        (RFC 8656 section 7), so that a bot which leaves frees its relay instead of leaving it to its lifetime."""
+        await self._lost.wait()
 
     def error_received(self, exc: Exception) -> None:
         """ICMP errors (e.g. the server went away) are not fatal; consent freshness decides."""
