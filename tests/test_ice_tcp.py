@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
-import subprocess
-import sys
 import time
 
 import aiohttp
@@ -25,6 +23,7 @@ from sfuctl.server import ice_tcp
 from sfuctl.server.app import start_server
 from sfuctl.server.config import ServerConfig
 
+from .serve_process import start_serve
 from .test_bots import media  # noqa: F401 (a fixture)
 from .test_forwarding import wait_for
 
@@ -227,13 +226,9 @@ async def test_bots_call_over_ipv6_loopback_on_udp_and_on_tcp(media) -> None:
 
 async def test_bots_call_over_ice_tcp_on_a_server_with_two_workers(media) -> None:
     """Each worker process listens on TCP on its own media port; the ICE servers reach the workers too."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "sfuctl.cli", "serve", "--port", "0", "--rtc-port-range", "0", "--workers", "2", "--ice-tcp",
-         "--no-ice-udp", "--ice-server", "turn:127.0.0.1:3478", "--ice-username", "u", "--ice-credential", "p"],
-        stderr=subprocess.PIPE, text=True,
-    )
+    process, line = await start_serve("--port", "0", "--rtc-port-range", "0", "--workers", "2", "--ice-tcp", "--no-ice-udp",
+                                      "--ice-server", "turn:127.0.0.1:3478", "--ice-username", "u", "--ice-credential", "p")
     try:
-        line = await asyncio.get_running_loop().run_in_executor(None, process.stderr.readline)
         match = re.search(r"signaling (ws://\S+) · media tcp \S+:(\d+),(\d+)", line)
         assert match, line
         client = await SignalingClient.connect(match[1])

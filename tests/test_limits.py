@@ -7,8 +7,6 @@ import json
 import re
 import signal
 import socket
-import subprocess
-import sys
 import time
 
 import aiohttp
@@ -27,6 +25,7 @@ from sfuctl.server.quotas import Quotas
 
 from .peers import AiortcPeer
 from .test_sdp_offers import captured
+from .serve_process import start_serve
 from .test_forwarding import media, wait_for  # noqa: F401 (media is a fixture)
 
 
@@ -123,13 +122,8 @@ SHUTDOWN_GUARD = 8.0
 
 @pytest.mark.parametrize("workers", [1, 2])
 async def test_sigterm_stops_the_server_while_a_client_neither_reads_nor_closes(workers: int, media):
-    process = subprocess.Popen(
-        [sys.executable, "-m", "sfuctl.cli", "serve", "--port", "0", "--rtc-port-range", "0", "--workers", str(workers)],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process, line = await start_serve("--port", "0", "--rtc-port-range", "0", "--workers", str(workers))
     try:
-        line = await asyncio.get_running_loop().run_in_executor(None, process.stderr.readline)
         url = re.search(r"signaling (ws://\S+)", line).group(1)
         client = await SignalingClient.connect(url)
         await client.request("join", room="stop")

@@ -7,7 +7,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 
 import aiohttp
 import pytest
@@ -16,6 +15,7 @@ from sfuctl.client.signaling import SignalingClient
 from sfuctl.media import MediaSpec, make_media
 
 from .peers import AiortcPeer
+from .serve_process import start_serve
 from .test_forwarding import wait_for
 
 
@@ -26,12 +26,7 @@ def media(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture
 async def two_workers():
-    process = subprocess.Popen(
-        [sys.executable, "-m", "sfuctl.cli", "serve", "--port", "0", "--rtc-port-range", "0", "--workers", "2", "--consent-timeout", "5"],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    line = await asyncio.get_running_loop().run_in_executor(None, process.stderr.readline)
+    process, line = await start_serve("--port", "0", "--rtc-port-range", "0", "--workers", "2", "--consent-timeout", "5")
     match = re.search(r"signaling (ws://\S+) · media udp \S+:(\d+),(\d+)", line)
     assert match, line
     yield match.group(1), (int(match.group(2)), int(match.group(3))), process
