@@ -139,6 +139,10 @@ class RoomPipe:
     def _worker_of(self, peer: Peer | RemotePeer) -> int:
         return peer.worker if isinstance(peer, RemotePeer) else self.link.pipes.index
 
+    def _owner(self, peer: Peer | RemotePeer) -> dict:
+        """Who a piped producer belongs to, for the other side's RemotePeer."""
+        return {"id": peer.id, "name": peer.name, "worker": self._worker_of(peer)}
+
     def peer_joined(self, peer: Peer | RemotePeer) -> None:
         self.send({"t": "peer", "peer": {**peer.info(), "worker": self._worker_of(peer)}})
 
@@ -176,11 +180,10 @@ class RoomPipe:
         consumer.on_close.add(self._on_outgoing_closed)
         producer.add_consumer(consumer)
         transport.add_consumer(consumer)  # type: ignore[arg-type]
-        peer = producer.peer
         return {
             "t": "producer",
             "id": producer.id,
-            "peer": {"id": peer.id, "name": peer.name, "worker": self._worker_of(peer)},
+            "peer": self._owner(producer.peer),
             "kind": producer.kind,
             "codec": dataclasses.asdict(producer.codec),
             "mid": producer.mid,
@@ -205,11 +208,10 @@ class RoomPipe:
             return None
         consumer = self.outgoing_data[dp.id] = PipeDataConsumer(self, dp)
         dp.add_consumer(consumer)  # type: ignore[arg-type]
-        peer = dp.peer
         return {
             "t": "dataProducer",
             "id": dp.id,
-            "peer": {"id": peer.id, "name": peer.name, "worker": self._worker_of(peer)},
+            "peer": self._owner(dp.peer),
             "stream_id": dp.stream_id,
             "parameters": dataclasses.asdict(dp.parameters),
         }
