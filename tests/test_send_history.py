@@ -1,14 +1,14 @@
 import pytest
 
-from sfuctl.rtc.send_history import RING_MASK, RING_SIZE, PacketResult, SendHistory
-from sfuctl.rtc.transport_feedback import TransportFeedback
+from sfuctl.rtc.send_history import FIRST_RING_SIZE, MAX_FEEDBACK_AGE, RING_SIZE, ROOM_CHECK, PacketResult, SendHistory
+from sfuctl.rtc.transport_feedback import TICKS_PER_SECOND, TransportFeedback
 
 
 def test_sequences_count_up_and_wrap() -> None:
     history = SendHistory()
     history.sequence = 65534
     assert [history.add(100, 1.0) for _ in range(3)] == [65534, 65535, 0]
-    assert len(history.sent) == RING_SIZE and history.sent[(65534 & RING_MASK)] == 1.0
+    assert len(history.sent) == FIRST_RING_SIZE and history.sent[(65534 & history.mask)] == 1.0
 
 
 def test_feedback_is_matched_to_send_times_and_sizes_once() -> None:
@@ -59,3 +59,41 @@ def test_probe_packets_carry_their_cluster_until_the_slot_is_reused() -> None:
     history.sequence = RING_SIZE
     history.add(1200, 2.0)  # the same slot, a later lap: no longer a probe
     assert history.on_feedback(TransportFeedback(1, 2, RING_SIZE, 0, 1, [300]), 2.1)[0].cluster == -1
+
+
+def test_the_ring_grows_to_hold_the_packets_of_the_feedback_window_and_no_more() -> None:
+    history = SendHistory()
+    for index in range(10 * FIRST_RING_SIZE):  # 10 laps of the first ring at 40 packets a second: no growth
+        history.add(200, index / 40)
+    assert len(history.sent) == FIRST_RING_SIZE
+    start = 10 * FIRST_RING_SIZE / 40
+    for index in range(3000):  # 400 packets a second: 2 s of them (and a run of ROOM_CHECK) fit in 1024 slots
+        history.add(1000, start + index / 400)
+    assert len(history.sent) == len(history.sizes) == 1024 and history.mask == 1023
+    assert history.sent[history.sequence - 1 & history.mask] == start + 2999 / 400
+    for index in range(20000):  # 5000 packets a second: the ring stops at RING_SIZE
+        history.add(1000, start + 10 + index / 5000)
+    assert len(history.sent) == RING_SIZE
+
+
+@pytest.mark.parametrize("first", [0, 65535 - 200, 65535 - FIRST_RING_SIZE, 65535 - 3 * ROOM_CHECK + 5])
+def test_feedback_is_matched_across_growth_and_sequence_wrap(first: int) -> None:
+    history = SendHistory()
+    history.sequence = first
+    sent = [history.add(500 + index, 1.0 + index * 0.001) for index in range(600)]  # grows 128 -> 256 -> 512 -> 1024
+    assert len(history.sent) == 1024
+    for index, sequence in enumerate(sent[:2]):  # the oldest survive the moves with their own time and size
+        results = history.on_feedback(TransportFeedback(1, 2, sequence, 0, index, [100]), 1.7)
+        assert results == [PacketResult(1.0 + index * 0.001, 100 / TICKS_PER_SECOND, 500 + index, -1)]
+    results = history.on_feedback(TransportFeedback(1, 2, sent[0], 0, 2, [100] * 600), 1.7)
+    assert [r.size for r in results] == list(range(502, 1100)) and history.unknown == 0
+
+
+def test_packets_older_than_the_feedback_window_are_overwritten_not_grown_for() -> None:
+    history = SendHistory()
+    for _ in range(FIRST_RING_SIZE):
+        history.add(100, 1.0)
+    for _ in range(FIRST_RING_SIZE):
+        history.add(100, 1.0 + MAX_FEEDBACK_AGE + 0.5)
+    assert len(history.sent) == FIRST_RING_SIZE
+    assert history.on_feedback(TransportFeedback(1, 2, 0, 0, 0, [1]), 3.6) == [] and history.unknown == 1

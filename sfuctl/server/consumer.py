@@ -11,7 +11,7 @@ from ..rtc import rtcp
 from ..rtc.meter import Meter
 from ..rtc.rtp import build_extension_block, find_extension, read_header, seq_distance
 from ..rtc.sdp import AUDIO_LEVEL_URI, MID_URI, Codec
-from ..rtc.send_history import RING_MASK
+from ..rtc.send_history import ROOM_CHECK_MASK
 from ..rtc.send_stream import SendStream
 from ..rtc.transport_feedback import TRANSPORT_CC_URI, extension_value
 from .events import CloseListeners
@@ -126,17 +126,20 @@ class Consumer:
         history = self._history
         if history is None:
             packet = b"".join((header, payload))
+            size = len(packet)
         else:  # SendHistory.add inlined: the next transport-wide sequence, its send time and size in the ring
             transport_seq = history.sequence
             history.sequence = (transport_seq + 1) & 0xFFFF
             _pack_u16(header, self._transport_cc_pos, transport_seq)
             packet = b"".join((header, payload))
-            slot = transport_seq & RING_MASK
+            slot = transport_seq & history.mask
+            if not slot & ROOM_CHECK_MASK:
+                slot = history.make_room(transport_seq, now)
             history.sent[slot] = now
-            history.sizes[slot] = len(packet)
+            history.sizes[slot] = size = len(packet)
         meter = self.meter  # Meter.add inlined: one call less per packet
         meter.packets += 1
-        meter.bytes += len(packet)
+        meter.bytes += size
         self._send_rtp(packet)
 
     def _retransmission(self, out_seq: int) -> bytes | None:
