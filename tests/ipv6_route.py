@@ -11,6 +11,8 @@ namespace a veth pair holding a unique-local address (fd00:5f::1) and routes IPv
 namespace. Chromium then also gathers on fd00:5f::1, and prefers that network (an Ethernet adapter costs less than
 its loopback network) although its candidates rank lower; so a policy rule forbids fd00:5f::1 to reach ::1, which
 leaves ::1 to ::1 the only path to a server on ::1. A host that already has an IPv6 default route is left as it is.
+The pair's name and the rules are the namespace's, which every worker of scripts/test shares: a test that uses this
+runs `alone` (tests/conftest.py; every test with Chromium does).
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ def sent_streams(report_bots: list[dict]) -> dict[tuple[str, str], dict]:
     return {(bot["peer_id"], s["kind"]): s for bot in report_bots for s in bot["sent"]}
 
 
+@pytest.mark.alone  # no freeze, jitter, RTT or time to first frame of a clean call on a busy CPU
 async def test_bots_in_a_room_exchange_media_and_the_counts_add_up(server, media) -> None:
     collector = Collector()
     config = BotsConfig(url=server.url, count=3, ramp=20, duration=4.0, media=media, seed=3)
@@ -62,6 +63,7 @@ async def test_bots_in_a_room_exchange_media_and_the_counts_add_up(server, media
     assert steady.rooms["room-1"].loss == 0.0
 
 
+@pytest.mark.alone  # no freeze, jitter, RTT or time to first frame of a clean call on a busy CPU
 async def test_a_late_bot_gets_a_keyframe_at_once_because_the_publisher_answers_pli(server, media) -> None:
     # bot-2 joins 2 s after bot-1, halfway through the media's 4 s keyframe interval.
     config = BotsConfig(url=server.url, count=2, ramp=0.5, duration=3.5, media=media, audio=False, seed=4)

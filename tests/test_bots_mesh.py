@@ -27,6 +27,7 @@ def mesh_config(server, media, **kwargs) -> BotsConfig:
     return BotsConfig(url=server.url, mesh=True, ramp=20, media=media, **kwargs)
 
 
+@pytest.mark.alone  # no freeze, jitter, RTT or time to first frame of a clean call on a busy CPU
 async def test_mesh_bots_connect_pairwise_and_the_server_forwards_nothing(server, media) -> None:
     seen: list[tuple[int, int]] = []  # (server transports, peers in the room) at each sample
 
@@ -93,6 +94,7 @@ async def test_loss_on_a_mesh_link_is_repaired_by_nack_between_the_peers(server,
     assert sent["nacks_received"] > 0 and sent["retransmitted"] > 0
 
 
+@pytest.mark.alone  # no freeze, jitter, RTT or time to first frame of a clean call on a busy CPU
 async def test_garbage_relayed_to_a_mesh_bot_is_an_error_and_its_call_goes_on(server, media) -> None:
     async def intruder() -> None:
         await asyncio.sleep(1.5)

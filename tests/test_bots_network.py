@@ -44,6 +44,7 @@ async def test_injected_loss_is_measured_before_nack_recovery_and_recovered_afte
     assert retransmitted >= sum(c["lost_before_recovery"] for c in video)
 
 
+@pytest.mark.alone  # no freeze, jitter, RTT or time to first frame of a clean call on a busy CPU
 async def test_injected_delay_shows_up_as_round_trip_time(server, media) -> None:
     # 7 s: past the first consent check (4-6 s after connecting), so each transport has an RTT sample even when a
     # busy machine answers its first connectivity check after the 50 ms retransmission (Karn's rule skips it).

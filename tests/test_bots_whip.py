@@ -25,6 +25,7 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, ...]:
     return (str(files.video), str(files.audio))
 
 
+@pytest.mark.alone  # no freeze, jitter, RTT or time to first frame of a clean call on a busy CPU
 async def test_a_whep_bot_plays_what_a_whip_bot_publishes_and_both_resources_are_deleted(server, media) -> None:
     base = f"http://127.0.0.1:{server.port}"
     publishing = asyncio.create_task(

@@ -42,6 +42,7 @@ def assert_clean_call(bots: list[dict]) -> None:
             assert 0.5 * source["packets"] <= consumer["packets"] <= source["packets"], (consumer, source)
 
 
+@pytest.mark.alone  # no freeze, jitter, RTT or time to first frame of a clean call on a busy CPU
 async def test_bots_call_over_ice_tcp_alone(media) -> None:
     server = await start_server(ServerConfig(host="127.0.0.1", port=0, rtc_ports=(0, 0), consent_timeout=5.0,
                                              ice_udp=False, ice_tcp=True))
@@ -83,6 +84,7 @@ async def read_until_closed(reader: asyncio.StreamReader, timeout: float) -> boo
         return False
 
 
+@pytest.mark.alone  # no freeze, jitter, RTT or time to first frame of a clean call on a busy CPU
 async def test_bad_input_on_ice_tcp_is_closed_or_bounded_and_another_call_keeps_its_media(media, monkeypatch) -> None:
     # Small limits, so that the slow reader reaches them within the test; the mechanism is the same.
     monkeypatch.setattr(ice_tcp, "INTRODUCTION_TIMEOUT", 0.5)
@@ -201,6 +203,7 @@ def test_answer_parsing_keeps_tcp_passive_candidates_apart() -> None:
     assert answer.candidates == [] and answer.tcp_candidates == [("127.0.0.1", 4000)]
 
 
+@pytest.mark.alone  # no freeze, jitter, RTT or time to first frame of a clean call on a busy CPU
 async def test_bots_call_over_ipv6_loopback_on_udp_and_on_tcp(media) -> None:
     server = await start_server(ServerConfig(host="::1", port=0, rtc_ports=(0, 0), consent_timeout=5.0, ice_tcp=True))
     try:
@@ -224,6 +227,7 @@ async def test_bots_call_over_ipv6_loopback_on_udp_and_on_tcp(media) -> None:
         await server.close()
 
 
+@pytest.mark.alone  # no freeze, jitter, RTT or time to first frame of a clean call on a busy CPU
 async def test_bots_call_over_ice_tcp_on_a_server_with_two_workers(media) -> None:
     """Each worker process listens on TCP on its own media port; the ICE servers reach the workers too."""
     process, line = await start_serve("--port", "0", "--rtc-port-range", "0", "--workers", "2", "--ice-tcp", "--no-ice-udp",
