@@ -115,7 +115,7 @@ async def measure(
         sink.bind(("127.0.0.1", 0))
         sinks.append(sink)
         connection = transport.connection
-        connection._srtp_tx = outbound_session()  # keys without a handshake: only the send path is measured
+        connection.start_srtp(outbound_session(), None)  # keys without a handshake: only the send path is measured
         connection._remote_addr = sink.getsockname()
         transport.connected = True
         extensions = {MID_URI: 1, AUDIO_LEVEL_URI: 2} if level else {MID_URI: 1}

@@ -1,9 +1,11 @@
 """The estimator against a simulated bottleneck (tests/link_simulation.py: virtual time, the real units)."""
 
+import random
+
 import pytest
 
 from sfuctl.rtc.bandwidth_estimator import START_BPS, BandwidthEstimator
-from sfuctl.rtc.delay_based import NORMAL, OVERUSING, InterArrival, TrendlineDetector
+from sfuctl.rtc.delay_based import NORMAL, OVERUSING, TRENDLINE_WINDOW, InterArrival, SlidingSlope, TrendlineDetector
 from sfuctl.rtc.send_history import PacketResult
 from tests.link_simulation import LinkSimulation
 
@@ -99,3 +101,33 @@ def test_a_growing_queue_is_detected_as_overuse_and_a_steady_one_is_not() -> Non
                 states[name].append(detector.update(*deltas))
     assert set(states["steady"]) == {NORMAL}
     assert OVERUSING in states["growing"]
+
+
+def _least_squares(points: list[tuple[float, float]]) -> float:
+    mean_x = sum(x for x, _ in points) / len(points)
+    mean_y = sum(y for _, y in points) / len(points)
+    return sum((x - mean_x) * (y - mean_y) for x, y in points) / sum((x - mean_x) ** 2 for x, _ in points)
+
+
+@pytest.mark.parametrize("offset", [0.0, 3.6e7])  # x in ms: from the start, or ten hours on
+def test_the_sliding_slope_is_the_least_squares_slope_of_its_last_points(offset: float) -> None:
+    rng = random.Random(7)
+    slope, points = SlidingSlope(TRENDLINE_WINDOW), []
+    x, y = offset, offset / 10
+    for _ in range(10 * TRENDLINE_WINDOW + 7):  # the anchor moves 10 times
+        x += rng.uniform(0.25, 40.0)
+        y += rng.uniform(-5.0, 6.0)
+        slope.add(x, y)
+        points = (points + [(x, y)])[-TRENDLINE_WINDOW:]
+        if len(points) >= 2:
+            assert slope.slope(99.0) == pytest.approx(_least_squares(points), rel=1e-7, abs=1e-9)
+    assert len(slope) == TRENDLINE_WINDOW
+
+
+def test_the_sliding_slope_of_points_at_one_x_is_the_fallback() -> None:
+    slope = SlidingSlope(TRENDLINE_WINDOW)
+    for index in range(10 + TRENDLINE_WINDOW):  # x stops moving at the 10th point: the last window is all at one x
+        slope.add(100.0 + min(index, 10), float(index))
+    assert slope.slope(0.5) == 0.5
+    slope.add(111.0, 3.0)
+    assert slope.slope(0.5) != 0.5

@@ -7,10 +7,12 @@ import asyncio
 import os
 import socket
 
+import pylibsrtp
 import pytest
 
 from sfuctl.rtc import send_batch
-from sfuctl.rtc.send_batch import SendBatch, sockaddr
+from sfuctl.rtc.rtp import build_packet
+from sfuctl.rtc.send_batch import SendBatch, sockaddr, srtp_context
 
 
 class Sink(asyncio.DatagramProtocol):
@@ -112,3 +114,43 @@ def test_sockaddr_layouts() -> None:
     assert sockaddr(("::1", 80, 0, 3), socket.AF_INET6)[24:] == (3).to_bytes(4, "little")
     with pytest.raises(OSError):
         sockaddr(("localhost", 80), socket.AF_INET)
+
+
+def _outbound_session(key: bytes) -> pylibsrtp.Session:
+    policy = pylibsrtp.Policy(key=key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND,
+                              srtp_profile=pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_128_GCM)
+    return pylibsrtp.Session(policy)
+
+
+async def test_rtp_protected_in_the_batch_is_what_the_session_protects_and_a_refused_packet_sends_nothing() -> None:
+    sender, addrs, sinks = await endpoints(2)
+    batch = SendBatch(sender, asyncio.get_running_loop())
+    key = os.urandom(28)
+    context, reference = srtp_context(_outbound_session(key)), _outbound_session(key)
+    assert context is not None
+    packets = [build_packet(96, seq, seq * 3000, 0x1234, os.urandom(100 + seq), False) for seq in range(6)]
+    sizes = [batch.send_rtp(context, packet, addrs[number % 2]) for number, packet in enumerate(packets)]
+    assert batch.send_rtp(context, b"\x80\x60", addrs[0]) == -1  # no RTP header: libsrtp refuses it
+    batch.flush()
+    await drained(sinks, 6)
+    expected = [reference.protect(packet) for packet in packets]
+    assert sizes == [len(data) for data in expected] and batch.calls == 1
+    assert (sinks[0].received, sinks[1].received) == (expected[0::2], expected[1::2])
+    sender.close()
+
+
+async def test_rtp_that_does_not_fit_in_one_call_sends_what_is_laid_out_first() -> None:
+    sender, addrs, sinks = await endpoints(2)
+    batch = SendBatch(sender, asyncio.get_running_loop())
+    context, reference = srtp_context(_outbound_session(bytes(28))), _outbound_session(bytes(28))
+    assert context is not None
+    count = send_batch.MAX_DATAGRAMS + 10
+    packets = [build_packet(96, seq, 0, 1, bytes(100), False) for seq in range(count)]
+    for number, packet in enumerate(packets):
+        batch.send_rtp(context, packet, addrs[number % 2])
+    assert batch.calls == 1  # the first call's worth left during the callback, the rest waits for its end
+    batch.flush()
+    await drained(sinks, count)
+    expected = [reference.protect(packet) for packet in packets]
+    assert batch.calls == 2 and (sinks[0].received, sinks[1].received) == (expected[0::2], expected[1::2])
+    sender.close()

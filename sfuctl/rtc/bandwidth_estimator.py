@@ -9,6 +9,7 @@ PacketResults), RTTs and REMBs, asks it which probe clusters to send (`probes`),
 from __future__ import annotations
 
 from collections import deque
+from operator import attrgetter
 
 from .delay_based import OVERUSING, AimdRateControl, InterArrival, TrendlineDetector
 from .probe_controller import ProbeCluster, ProbeController
@@ -39,6 +40,7 @@ LOSS_HIGH = 0.10
 LOSS_SUSTAINED = 2
 LOSS_DECREASE_INTERVAL = 0.3
 LOSS_INCREASE = 1.08
+_arrival = attrgetter("arrival")  # the sort key of received PacketResults
 
 
 class BandwidthEstimator:
@@ -118,7 +120,7 @@ class BandwidthEstimator:
                 self._aimd.set_estimate(self.delay_bps, now)
             if self.loss_cap_bps is not None and probe_bps > self.loss_cap_bps:
                 self.loss_cap_bps = probe_bps
-        self._update_delay(sorted(received, key=lambda r: r.arrival or 0.0), now)
+        self._update_delay(sorted(received, key=_arrival), now)
         self._update_loss(len(results) - len(received), len(results), now)
 
     def _update_delay(self, received: list[PacketResult], now: float) -> None:

@@ -14,6 +14,7 @@ import pylibsrtp
 
 from .dtls import SRTP_PROFILES, DtlsCertificate, DtlsEndpoint, DtlsRole, SrtpProfile
 from .ice import IceController, IceLite, IceParameters
+from .send_batch import SrtpContext, srtp_context
 
 Address = tuple[Any, ...]
 IceRole = Literal["lite", "controlling"]
@@ -45,6 +46,7 @@ class Connection:
         consent_timeout: float = 30.0,
         connect_timeout: float = 10.0,
         srtp_profiles: Sequence[SrtpProfile] = SRTP_PROFILES,
+        send_srtp: Callable[[SrtpContext, bytes, Address], int] | None = None,
     ) -> None:
         if role not in ("lite", "controlling"):
             raise ValueError("ICE role must be 'lite' or 'controlling'")
@@ -80,6 +82,10 @@ class Connection:
         self._pending_dtls: list[bytes] = []
         self._srtp_tx: pylibsrtp.Session | None = None
         self._srtp_rx: pylibsrtp.Session | None = None
+        # A lite connection's socket may protect and send RTP in one step (SendBatch.send_rtp), with the libsrtp
+        # context of the send session: no intermediate packet (a controlling one's socket changes on ICE restart).
+        self._send_srtp = send_srtp if role == "lite" else None
+        self._srtp_context: SrtpContext | None = None
         self._remote_addr: Address | None = None
         # asyncio.Handle, not TimerHandle: uvloop's call_at/call_later return a plain Handle (no when()) for a
         # deadline less than a millisecond away, so the ICE timer's deadline is kept beside it.
@@ -241,19 +247,25 @@ class Connection:
         Hot path (once per consumer per packet): _send_to_remote is inlined here.
         """
         srtp = self._srtp_tx
-        if srtp is None:
-            return
-        try:
-            data = srtp.protect(packet)
-        except pylibsrtp.Error:
-            self.srtp_errors += 1
-            return
         addr = self._remote_addr
-        if addr is None:
+        if srtp is None or addr is None:
             return
-        self.bytes_sent += len(data)
+        context = self._srtp_context
+        if context is not None:
+            size = self._send_srtp(context, packet, addr)  # type: ignore[misc]
+            if size < 0:
+                self.srtp_errors += 1
+                return
+        else:
+            try:
+                data = srtp.protect(packet)
+            except pylibsrtp.Error:
+                self.srtp_errors += 1
+                return
+            size = len(data)
+            self._send(data, addr)
+        self.bytes_sent += size
         self.packets_sent += 1
-        self._send(data, addr)
 
     def send_rtcp(self, packet: bytes) -> None:
         """Protect and send one RTCP compound packet; dropped when not connected."""
@@ -276,6 +288,11 @@ class Connection:
         self._stop("closed")
         if self._dtls is not None:
             self._dtls.close()
+
+    def start_srtp(self, tx: pylibsrtp.Session, rx: pylibsrtp.Session | None) -> None:
+        """Protect with `tx` and unprotect with `rx` from now on (the DTLS handshake's keys)."""
+        self._srtp_tx, self._srtp_rx = tx, rx
+        self._srtp_context = srtp_context(tx) if self._send_srtp is not None else None
 
     def _send_to_remote(self, data: bytes) -> None:
         addr = self._remote_addr
@@ -344,8 +361,7 @@ class Connection:
     def _on_dtls_state(self, state: str) -> None:
         if state == "connected":
             assert self._dtls is not None
-            self._srtp_tx = self._dtls.srtp_tx
-            self._srtp_rx = self._dtls.srtp_rx
+            self.start_srtp(self._dtls.srtp_tx, self._dtls.srtp_rx)  # type: ignore[arg-type]
             if self._connect_timer is not None:
                 self._connect_timer.cancel()
                 self._connect_timer = None
@@ -409,7 +425,7 @@ class Connection:
             if timer is not None:
                 timer.cancel()
         self._connect_timer = self._ice_timer = self._consent_timer = None
-        self._srtp_tx = self._srtp_rx = None
+        self._srtp_tx = self._srtp_rx = self._srtp_context = None
         self._pending_dtls.clear()
         if self.state not in ("closed", "failed"):
             self._set_state(state)

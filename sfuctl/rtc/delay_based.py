@@ -20,6 +20,8 @@ BURST_MAX_SPAN = 0.1
 TRENDLINE_WINDOW = 20
 TRENDLINE_SMOOTHING = 0.9
 TRENDLINE_MIN_SAMPLES = 3
+# An x spread under this fraction of the squared x offsets from the anchor is rounding: every x is the same.
+SLOPE_ROUNDING = 1e-12
 # The slope is scaled by min(groups, 60) and this gain before it is compared with the threshold.
 TRENDLINE_GAIN = 4.0
 TRENDLINE_MAX_GROUPS = 60
@@ -124,7 +126,7 @@ class TrendlineDetector:
         "_accumulated",
         "_smoothed",
         "_first_arrival",
-        "_samples",
+        "_points",
         "_groups",
         "_overuse_time",
         "_overuse_count",
@@ -139,7 +141,7 @@ class TrendlineDetector:
         self._accumulated = 0.0
         self._smoothed = 0.0
         self._first_arrival: float | None = None
-        self._samples: deque[tuple[float, float]] = deque(maxlen=TRENDLINE_WINDOW)
+        self._points = SlidingSlope(TRENDLINE_WINDOW)
         self._groups = 0
         self._overuse_time = -1.0
         self._overuse_count = 0
@@ -154,10 +156,10 @@ class TrendlineDetector:
         self._smoothed = TRENDLINE_SMOOTHING * self._smoothed + (1 - TRENDLINE_SMOOTHING) * self._accumulated
         if self._first_arrival is None:
             self._first_arrival = arrival
-        self._samples.append(((arrival - self._first_arrival) * 1000.0, self._smoothed))
+        self._points.add((arrival - self._first_arrival) * 1000.0, self._smoothed)
         # The slope from the first groups on (libwebrtc waits for a full window): a queue that the first
         # probes filled is seen while it fills, not only once it stands still at its limit.
-        slope = _slope(self._samples, self._previous_trend) if len(self._samples) >= TRENDLINE_MIN_SAMPLES else 0.0
+        slope = self._points.slope(self._previous_trend) if len(self._points) >= TRENDLINE_MIN_SAMPLES else 0.0
         self._detect(slope, send_delta * 1000.0, arrival)
         self._previous_trend = slope
         return self.state
@@ -205,14 +207,68 @@ class TrendlineDetector:
         self._last_update = now
 
 
-def _slope(samples: deque[tuple[float, float]], fallback: float) -> float:
-    """Least-squares slope of (x, y) samples."""
-    count = len(samples)
-    mean_x = sum(x for x, _ in samples) / count
-    mean_y = sum(y for _, y in samples) / count
-    numerator = sum((x - mean_x) * (y - mean_y) for x, y in samples)
-    denominator = sum((x - mean_x) ** 2 for x, _ in samples)
-    return numerator / denominator if denominator else fallback
+class SlidingSlope:
+    """The least-squares slope of the last `size` (x, y) points, in constant time per point: running sums of the
+    points taken about an anchor point, which moves to the oldest point every `size` points (the sums are then
+    taken again), so that they stay small and lose no precision however large x and y grow."""
+
+    __slots__ = ("_points", "_anchor", "_since_anchor", "_sx", "_sy", "_sxy", "_sxx")
+
+    def __init__(self, size: int) -> None:
+        self._points: deque[tuple[float, float]] = deque(maxlen=size)
+        self._anchor = (0.0, 0.0)
+        self._since_anchor = 0
+        self._sx = self._sy = self._sxy = self._sxx = 0.0
+
+    def __len__(self) -> int:
+        return len(self._points)
+
+    def add(self, x: float, y: float) -> None:
+        """Add a point, dropping the oldest beyond `size`."""
+        points = self._points
+        if not points:
+            self._anchor = (x, y)
+        ax, ay = self._anchor
+        if len(points) == points.maxlen:
+            ox, oy = points[0]
+            ox -= ax
+            oy -= ay
+            self._sx -= ox
+            self._sy -= oy
+            self._sxy -= ox * oy
+            self._sxx -= ox * ox
+        points.append((x, y))
+        self._since_anchor += 1
+        if self._since_anchor >= points.maxlen:  # type: ignore[operator]
+            self._reanchor()
+            return
+        x -= ax
+        y -= ay
+        self._sx += x
+        self._sy += y
+        self._sxy += x * y
+        self._sxx += x * x
+
+    def slope(self, fallback: float) -> float:
+        """The slope, or `fallback` when every x is the same (their spread is within the sums' rounding)."""
+        count = len(self._points)
+        denominator = self._sxx - self._sx * self._sx / count
+        if denominator <= SLOPE_ROUNDING * self._sxx:
+            return fallback
+        return (self._sxy - self._sx * self._sy / count) / denominator
+
+    def _reanchor(self) -> None:
+        ax, ay = self._anchor = self._points[0]
+        self._since_anchor = 0
+        sx = sy = sxy = sxx = 0.0
+        for x, y in self._points:
+            x -= ax
+            y -= ay
+            sx += x
+            sy += y
+            sxy += x * y
+            sxx += x * x
+        self._sx, self._sy, self._sxy, self._sxx = sx, sy, sxy, sxx
 
 
 class AimdRateControl:

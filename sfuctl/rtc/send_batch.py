@@ -3,11 +3,13 @@
 A worker fans each packet it receives out to every consumer; a sendto per copy interleaves the kernel's UDP send
 path with the forwarding work, while one call for the whole fan-out costs less per datagram
 (bench/forward_path.py, docs/performance.md). Python's socket module has no sendmmsg: on Linux it is called
-through ctypes, on the datagram transport's own socket. `send` copies nothing yet; `flush` (the worker's, after
-each datagram it received; else the loop's next round of callbacks) lays the datagrams out in one preallocated
-buffer and sends them, over several calls when they are more than one takes. Elsewhere than Linux, while the
-transport holds datagrams it could not send yet, or for what the kernel did not take (a full send buffer), the
-datagrams go through the transport's sendto, which queues them in order as before.
+through ctypes, on the datagram transport's own socket. `send` lays each datagram out in one preallocated
+buffer; `send_rtp` copies an RTP packet there and SRTP-protects it in place (through pylibsrtp's own binding to
+libsrtp: its `protect` allocates a length, copies the packet into its buffer and out into a new bytes object,
+which the batch then copied again). `flush` (the worker's, after each datagram it received; else the loop's next
+round of callbacks) sends what is laid out; a datagram that does not fit sends what is there first. Elsewhere
+than Linux, while the transport holds datagrams it could not send yet, or for what the kernel did not take (a
+full send buffer), the datagrams go through the transport's sendto, which queues them in order as before.
 """
 
 from __future__ import annotations
@@ -19,6 +21,14 @@ import logging
 import socket
 import struct
 import sys
+from typing import Any
+
+import pylibsrtp
+
+try:
+    from pylibsrtp._binding import ffi as _ffi, lib as _libsrtp
+except ImportError:  # a pylibsrtp without its cffi binding: packets are protected by its own `protect`
+    _ffi = _libsrtp = None
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +38,9 @@ BUFFER_SIZE = 1500 * 1000
 MAX_DATAGRAMS = 1024
 # Remote addresses whose sockaddr is kept; past this many the cache starts over (peers come and go).
 MAX_ADDRESSES = 4096
+# Bytes SRTP protection may add to a packet: a 16-byte authentication tag and an MKI of up to 128 (libsrtp's
+# SRTP_MAX_TRAILER_LEN, which pylibsrtp reserves too).
+SRTP_TRAILER = 16 + 128
 
 # Linux's struct layouts below; elsewhere every datagram goes through the transport.
 _sendmmsg = getattr(ctypes.CDLL(ctypes.util.find_library("c")), "sendmmsg", None) if sys.platform == "linux" else None
@@ -74,6 +87,24 @@ def sockaddr(addr: tuple, family: int) -> bytes:
             + socket.inet_pton(family, host) + _pack_scope(scope_id))  # fmt: skip
 
 
+class SrtpContext:
+    """The libsrtp context of a pylibsrtp send session, for SendBatch.send_rtp; it holds the session, which owns
+    (and frees) the context."""
+
+    __slots__ = ("session", "pointer")
+
+    def __init__(self, session: pylibsrtp.Session, pointer: Any) -> None:
+        self.session = session
+        self.pointer = pointer
+
+
+def srtp_context(session: pylibsrtp.Session) -> SrtpContext | None:
+    """What `SendBatch.send_rtp` protects with for `session`; None when pylibsrtp does not expose its context
+    (then protect with the session itself)."""
+    handle = getattr(session, "_srtp", None)
+    return SrtpContext(session, handle[0]) if handle is not None and _libsrtp is not None else None
+
+
 class SendBatch:
     """Sends on `transport` (a bound asyncio datagram transport); `send` has sendto's arguments."""
 
@@ -82,7 +113,8 @@ class SendBatch:
         self.loop = loop
         self.calls = 0  # sendmmsg calls made
         self.fallbacks = 0  # datagrams that went through the transport's sendto instead
-        self._pending: list[tuple[bytes, tuple]] = []
+        self._pending: list[tuple[int, int, tuple]] = []  # (offset in the buffer, size, address)
+        self._used = 0  # bytes of the buffer laid out
         self._scheduled = False
         sock = transport.get_extra_info("socket")
         usable = sock is not None and _sendmmsg is not None and sock.family in (socket.AF_INET, socket.AF_INET6)
@@ -90,6 +122,9 @@ class SendBatch:
         self._family = sock.family if usable else socket.AF_INET
         self._buffer = bytearray(BUFFER_SIZE)
         self._base = ctypes.addressof((ctypes.c_char * BUFFER_SIZE).from_buffer(self._buffer))
+        self._view = memoryview(self._buffer)
+        self._srtp_buffer = _ffi.from_buffer(self._buffer) if _ffi is not None else None
+        self._srtp_length = _ffi.new("int *") if _ffi is not None else None
         self._iovecs = (_Iovec * MAX_DATAGRAMS)()
         self._messages = (_Mmsghdr * MAX_DATAGRAMS)()
         for iovec, message in zip(self._iovecs, self._messages):
@@ -101,7 +136,42 @@ class SendBatch:
 
     def send(self, data: bytes, addr: tuple) -> None:
         """Send `data` to `addr` once the current callback is over."""
-        self._pending.append((data, addr))
+        size = len(data)
+        used = self._room(size)
+        self._buffer[used : used + size] = data
+        self._queue(used, size, addr)
+
+    def send_rtp(self, context: SrtpContext, packet: bytes, addr: tuple) -> int:
+        """Protect the RTP `packet` with the libsrtp context `context` (srtp_context) in the batch's buffer and send
+        it to `addr` once the current callback is over: its protected size, or -1 when SRTP refused it (nothing is
+        sent). Hot path (once per consumer per packet): `_room` and `_queue` are inlined."""
+        size = len(packet)
+        used = self._used
+        if len(self._pending) == MAX_DATAGRAMS or used + size + SRTP_TRAILER > BUFFER_SIZE:
+            used = self._room(size + SRTP_TRAILER)
+        self._buffer[used : used + size] = packet
+        length = self._srtp_length
+        length[0] = size
+        if _libsrtp.srtp_protect(context.pointer, self._srtp_buffer + used, length):  # type: ignore[union-attr]
+            return -1
+        size = length[0]
+        self._pending.append((used, size, addr))
+        self._used = used + size
+        if not self._scheduled:
+            self._scheduled = True
+            self.loop.call_soon(self.flush)
+        return size
+
+    def _room(self, size: int) -> int:
+        """Where `size` more bytes go: what is laid out leaves first when they would not fit in the buffer or the
+        call."""
+        if len(self._pending) == MAX_DATAGRAMS or self._used + size > BUFFER_SIZE:
+            self.flush()
+        return self._used
+
+    def _queue(self, offset: int, size: int, addr: tuple) -> None:
+        self._pending.append((offset, size, addr))
+        self._used = offset + size
         if not self._scheduled:
             self._scheduled = True
             self.loop.call_soon(self.flush)
@@ -113,6 +183,7 @@ class SendBatch:
         if not pending:
             return
         self._pending = []
+        self._used = 0
         if self.transport.is_closing():  # as the transport's sendto would, once closed: nothing goes out
             return
         if self._fd < 0 or self.transport.get_write_buffer_size():
@@ -120,46 +191,38 @@ class SendBatch:
             return
         if len(self._names) > MAX_ADDRESSES:
             self._names.clear()
-        names, buffer, base = self._names, self._buffer, self._base
+        names, base = self._names, self._base
         iovecs, messages = self._iovec_bytes, self._message_bytes
-        first = count = used = 0
-        for data, addr in pending:
-            size = len(data)
-            if count == MAX_DATAGRAMS or used + size > BUFFER_SIZE:
-                if not self._send(pending, first, count):
-                    return
-                first += count
-                count = used = 0
+        count = unnamed = 0
+        for offset, size, addr in pending:
             name = names.get(addr)
             if name is None:
                 try:
                     name = names[addr] = self._name(addr, self._family)
                 except (OSError, ValueError, TypeError, IndexError):  # not a numeric address: the transport's turn
-                    self._fall_back([(data, addr)], 0)
+                    self._fall_back([(offset, size, addr)], 0)
+                    unnamed += 1
                     continue
-            buffer[used : used + size] = data
-            _pack_iovec(iovecs, count * _IOVEC_SIZE, base + used, size)
+            _pack_iovec(iovecs, count * _IOVEC_SIZE, base + offset, size)
             _pack_name(messages, count * _MMSGHDR_SIZE, name[1], name[2])
-            used += size
             count += 1
-        self._send(pending, first, count)
+        if count:
+            self._send(pending if not unnamed else [entry for entry in pending if entry[2] in names], count)
 
-    def _send(self, pending: list[tuple[bytes, tuple]], first: int, count: int) -> bool:
-        """sendmmsg the `count` datagrams laid out for pending[first:]; what the kernel did not take (and all
-        after it) goes through the transport. False when that happened."""
+    def _send(self, laid_out: list[tuple[int, int, tuple]], count: int) -> None:
+        """sendmmsg the `count` datagrams laid out; what the kernel did not take (and all after it) goes through
+        the transport."""
         self.calls += 1
         sent = _sendmmsg(self._fd, ctypes.addressof(self._messages), count, socket.MSG_DONTWAIT)  # type: ignore[misc]
-        if sent == count:
-            return True
-        self._fall_back(pending, first + max(0, sent))
-        return False
+        if sent != count:
+            self._fall_back(laid_out, max(0, sent))
 
-    def _fall_back(self, pending: list[tuple[bytes, tuple]], start: int) -> None:
+    def _fall_back(self, pending: list[tuple[int, int, tuple]], start: int) -> None:
         self.fallbacks += len(pending) - start
-        sendto = self.transport.sendto
-        for data, addr in pending[start:]:
+        sendto, view = self.transport.sendto, self._view
+        for offset, size, addr in pending[start:]:
             try:
-                sendto(data, addr)
+                sendto(bytes(view[offset : offset + size]), addr)
             except (OSError, ValueError, TypeError) as exc:  # one unusable address must not hold up the others
                 log.debug("datagram to %s dropped: %s", addr, exc)
 

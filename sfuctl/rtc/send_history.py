@@ -10,6 +10,7 @@ matched against it and comes out as PacketResults for the estimator.
 from __future__ import annotations
 
 from array import array
+from functools import partial
 from typing import NamedTuple
 
 from .transport_feedback import REFERENCE_MODULO, TICKS_PER_REFERENCE, TICKS_PER_SECOND, TransportFeedback
@@ -49,6 +50,10 @@ class PacketResult(NamedTuple):
     arrival: float | None
     size: int
     cluster: int
+
+
+# PacketResult from a tuple of its fields, without the Python-level __new__ (once per reported packet).
+_result = partial(tuple.__new__, PacketResult)
 
 
 class SendHistory:
@@ -131,12 +136,13 @@ class SendHistory:
         arrivals = feedback.arrivals
         # Only the entries about the packets the ring holds are looked at (whatever the packet claims)
         newest = (self.sequence - 1 - base) & 0xFFFF  # the index of the last packet sent, if the report reached it
-        first, stop = max(0, newest - self.mask), min(len(arrivals), newest + 1)
+        mask = self.mask
+        first, stop = max(0, newest - mask), min(len(arrivals), newest + 1)
         self.unknown += len(arrivals) - max(0, stop - first)
         for index in range(first, stop):
             arrival = arrivals[index]
             sequence = (base + index) & 0xFFFF
-            slot = sequence & self.mask
+            slot = sequence & mask
             send_time = sent[slot]
             if send_time < oldest or send_time > now:
                 self.unknown += 1
@@ -147,9 +153,9 @@ class SendHistory:
             cluster = probe[0] if probe is not None and probe[1] == send_time else -1
             if arrival is None:
                 lost[slot] = send_time
-                results.append(PacketResult(send_time, None, sizes[slot], cluster))
+                results.append(_result((send_time, None, sizes[slot], cluster)))
             else:
                 received[slot] = send_time
                 seconds = (arrival + offset) / TICKS_PER_SECOND
-                results.append(PacketResult(send_time, seconds, sizes[slot], cluster))
+                results.append(_result((send_time, seconds, sizes[slot], cluster)))
         return results

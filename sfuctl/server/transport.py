@@ -99,6 +99,7 @@ class Transport:
             role="lite",
             certificate=worker.certificate,
             send=worker.sender(),
+            send_srtp=worker.srtp_sender(),
             on_rtp=self._on_rtp,
             on_rtcp=self.rtcp_router.route,
             on_state=self._on_state,
@@ -220,7 +221,6 @@ class Transport:
             self.history = SendHistory()
             self.estimator = BandwidthEstimator()
             self.rtcp_router.on_transport_feedback = self._on_transport_feedback
-            self.worker.congestion_due(self)
         return self.history
 
     def _on_transport_feedback(self, feedback: TransportFeedback, now: float) -> None:

@@ -15,7 +15,7 @@ from ..rtc.batching import REPORT_INTERVAL, TICK_INTERVAL
 from ..rtc.dtls import DtlsCertificate
 from ..rtc.ice import authenticated_request, stun_username
 from ..rtc.sdp import HostCandidates
-from ..rtc.send_batch import SendBatch
+from ..rtc.send_batch import SendBatch, SrtpContext
 from .active_speaker import STEP as SPEECH_STEP
 from .config import MediaPortsBusy, ServerConfig
 from ..stats_schema import SCHEMA_VERSION
@@ -66,7 +66,7 @@ class Worker(asyncio.DatagramProtocol):
         self._by_ufrag: dict[str, Transport] = {}
         self._by_addr: dict[tuple, Transport] = {}
         self._feedback: set[Producer] = set()  # producers with NACKs or keyframe requests pending
-        self._congestion: set[Transport] = set()  # transports running transport-wide congestion control
+        self._congestion: set[Transport] = set()  # transports that send transport feedback (they record arrivals)
         self._addr_of: dict[Transport, tuple] = {}  # the one address each transport is mapped from
         self._probing: dict[Transport, tuple] = {}  # the address each transport checks before moving there
         self._udp: asyncio.DatagramTransport | None = None
@@ -186,7 +186,8 @@ class Worker(asyncio.DatagramProtocol):
                     self.tcp.close_address(addr)
 
     def congestion_due(self, transport: Transport) -> None:
-        """Tick this transport's congestion control (transport feedback, estimates) until it closes."""
+        """Tick this transport's transport feedback until it closes (a transport that only receives feedback has
+        nothing to do per tick: its estimate moves when feedback comes)."""
         if not transport.closed:
             self._congestion.add(transport)
 
@@ -207,6 +208,11 @@ class Worker(asyncio.DatagramProtocol):
         one callback sends, a packet's whole fan-out, leaves in one system call), else `send`, which tells TCP
         addresses apart."""
         return self.send_batch.send if self.send_batch is not None and self.tcp is None else self.send
+
+    def srtp_sender(self) -> Callable[[SrtpContext, bytes, tuple], int] | None:
+        """What a connection protects and sends RTP with in one step (SendBatch.send_rtp): without ICE-TCP, when
+        the send batch is there."""
+        return self.send_batch.send_rtp if self.send_batch is not None and self.tcp is None else None
 
     def _introduce(self, data: bytes, addr: TcpAddress) -> bool:
         """A new ICE-TCP connection's first frame: True when it is a valid check of one of the transports (which
