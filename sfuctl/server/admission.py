@@ -9,6 +9,7 @@ CPU; refusing peers would not help its calls then.
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 
@@ -22,10 +23,14 @@ BUSY_SHARE = 0.9
 
 
 def demand_seconds() -> float:
-    """Seconds the calling thread has run or waited on a run queue (Linux schedstat); its CPU time elsewhere."""
+    """Seconds the calling thread has run or waited on a run queue (Linux schedstat); its CPU time elsewhere.
+    Read with os.open/os.read (once per tick: a text file object costs ~5x the three system calls)."""
     try:
-        with open("/proc/thread-self/schedstat") as f:
-            run, wait = f.read().split()[:2]
+        fd = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
+        try:
+            run, wait = os.read(fd, 128).split()[:2]
+        finally:
+            os.close(fd)
         return (int(run) + int(wait)) / 1e9
     except (OSError, ValueError):
         return time.thread_time()
