@@ -11,6 +11,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.contrib.media import MediaPlayer
 from aiortc.mediastreams import MediaStreamError
 
+from sfuctl.bots.impairment import ImpairmentConfig, Link, LinkModel
 from sfuctl.client.signaling import SignalingClient
 
 
@@ -125,16 +126,25 @@ class SsrcCounts:
 class UdpRelay(asyncio.DatagramProtocol):
     """Sits between a client and the server's media port on 127.0.0.1; drops or delays server-to-client RTP.
 
-    `delay` holds every datagram in both directions (so it adds 2 x delay to a round trip). `jitter` adds a
+    `delay` holds every datagram in both directions (so it adds 2 x delay to a round trip); `bandwidth_kbps`
+    passes server-to-client datagrams through the bots' shaper (a token bucket with a 0.5 s drop-tail queue). `jitter` adds a
     further uniform 0..jitter delay to each server-to-client RTP packet, which may reorder them. With
     `periodic_loss`, each RTP stream loses exactly one packet in every round(1 / loss), at a seeded random place
     in each block, so the realised loss equals `loss` over any whole number of blocks.
     """
 
     def __init__(
-        self, loss: float = 0.0, delay: float = 0.0, seed: int = 1, jitter: float = 0.0, periodic_loss: bool = False
+        self,
+        loss: float = 0.0,
+        delay: float = 0.0,
+        seed: int = 1,
+        jitter: float = 0.0,
+        periodic_loss: bool = False,
+        bandwidth_kbps: float | None = None,
     ) -> None:
         self.loss = loss
+        self.bandwidth_kbps = bandwidth_kbps
+        self._shaper: Link | None = None
         self.delay = delay
         self.jitter = jitter
         self.periodic_loss = periodic_loss
@@ -154,6 +164,9 @@ class UdpRelay(asyncio.DatagramProtocol):
         self._server = (match.group(1), int(match.group(2)))
         loop = asyncio.get_running_loop()
         self._udp, _ = await loop.create_datagram_endpoint(lambda: self, local_addr=("127.0.0.1", 0))
+        if self.bandwidth_kbps is not None:
+            model = LinkModel(ImpairmentConfig(bandwidth_kbps=self.bandwidth_kbps), seed="relay")
+            self._shaper = Link(model, lambda data, addr: self._send(data, addr), loop)
         port = self._udp.get_extra_info("sockname")[1]
         return sdp.replace(f"{self._server[0]} {self._server[1]} typ host", f"127.0.0.1 {port} typ host")
 
@@ -181,6 +194,9 @@ class UdpRelay(asyncio.DatagramProtocol):
             target = self._server
         if target is None:
             return
+        if self._shaper is not None and target is self._client:  # the bots' shaper, server to client
+            self._shaper.push(data, target)
+            return
         if delay:
             asyncio.get_running_loop().call_later(delay, self._send, data, target)
         else:
@@ -202,5 +218,7 @@ class UdpRelay(asyncio.DatagramProtocol):
         return drop
 
     def close(self) -> None:
+        if self._shaper is not None:
+            self._shaper.close()
         if self._udp is not None:
             self._udp.close()

@@ -1,5 +1,6 @@
 """Transport-wide congestion control end to end: bots' subscribers send transport feedback about what the server
-stamps, and the server's estimate for each receive transport follows that subscriber's link."""
+stamps, the server's estimate for each receive transport follows that subscriber's link, and a simulcast
+subscriber's layer follows the estimate (down on over-use, up only after a probe got through)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,16 @@ import time
 
 import pytest
 
-from sfuctl.bots.config import BotsConfig
-from sfuctl.bots.impairment import ImpairmentConfig
+from sfuctl.bots.config import BotPlan, BotsConfig
+from sfuctl.bots.impairment import ImpairmentConfig, ImpairmentStep
+from sfuctl.bots.observer import Observer
 from sfuctl.bots.runner import run_bots
-from sfuctl.media import MediaSpec, make_media
+from sfuctl.bots.stats import StreamSample
+from sfuctl.media import MediaSpec, make_media, make_simulcast_media
+from sfuctl.server.app import start_server
+from sfuctl.server.config import ServerConfig
+
+from .peers import AiortcPeer
 
 LINK_KBPS = 300  # the impaired subscriber's downlink (and uplink), under the ~600 kb/s the publisher sends
 
@@ -39,14 +46,22 @@ async def test_the_estimate_of_each_subscriber_follows_its_own_link(server, medi
     )
     run = asyncio.create_task(run_bots(config))
     samples: list[tuple[float, dict[str, dict]]] = []
+    probe_types: set[tuple[int, int]] = set()  # (probe payload type, video payload type) of each receive transport
     try:
         while not run.done():
             await asyncio.sleep(0.1)
             transports = receive_transports(server)
             if len(transports) == 2:
                 samples.append((time.monotonic(), transports))
+            probe_types |= {
+                (t.prober.payload_type, c.codec.payload_type)
+                for t in list(server.worker.transports) if t.prober is not None
+                for c in list(t.consumers.values()) if c.kind == "video"
+            }
     finally:
         report = await run
+    # The probes take the payload type of a video codec negotiated on their transport.
+    assert probe_types and all(probe == video for probe, video in probe_types), probe_types
     assert report.failed == 0 and len(samples) > 30
     clean, shaped = "bot-2", "bot-3"
     assert all(sorted(sample) == [clean, shaped] for _, sample in samples)
@@ -62,3 +77,88 @@ async def test_the_estimate_of_each_subscriber_follows_its_own_link(server, medi
     assert 0.7 * LINK_KBPS * 1000 <= min(estimates) and max(estimates) <= 1.25 * LINK_KBPS * 1000, estimates
     assert last[clean]["overuse_events"] == 0, last[clean]
     assert last[clean]["available_outgoing_bitrate_bps"] > 1.5 * last[shaped]["available_outgoing_bitrate_bps"], last
+
+
+@pytest.fixture(scope="module")
+def simulcast_media(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, ...]:
+    """160x90 / 320x180 / 640x360 VP8 at 150 / 500 / 1500 kb/s, a keyframe every second, and Opus."""
+    spec = MediaSpec(width=640, height=360, video_bitrate=1_500_000, duration=4.0, keyframe_interval=1.0)
+    files = make_simulcast_media(spec, tmp_path_factory.mktemp("cc-simulcast"))
+    return (*map(str, files.videos), str(files.audio))
+
+
+# The subscriber's link (both ways): 2 Mb/s, 400 kb/s from DOWN, 2 Mb/s again from UP (seconds after the start).
+FAST, SLOW = ImpairmentConfig(bandwidth_kbps=2000), ImpairmentConfig(bandwidth_kbps=400)
+DOWN, UP = 5.0, 11.0
+# After the top layer is back, the run goes on this long to see the loss (then it stops; at UP + 15 s at most).
+AFTER = 4.0
+
+
+class Watch(Observer):
+    """When the run started, and its per-stream rows with the time they came."""
+
+    wants_streams = True
+
+    def __init__(self) -> None:
+        self.t0: float | None = None
+        self.samples: list[tuple[float, StreamSample]] = []
+
+    def started(self, t0: float) -> None:
+        self.t0 = t0
+
+    def streams(self, sample: StreamSample) -> None:
+        self.samples.append((time.monotonic(), sample))
+
+
+async def test_the_layer_follows_a_link_that_drops_and_recovers(server, simulcast_media) -> None:
+    network = (ImpairmentStep(0.0, FAST), ImpairmentStep(DOWN, SLOW), ImpairmentStep(UP, FAST))
+    plans = [
+        BotPlan(0, "bot-1", "room-1", True, False, 0.0, False),
+        BotPlan(1, "bot-2", "room-1", False, True, 0.3, True, network=network),
+    ]
+    config = BotsConfig(url=server.url, count=2, duration=UP + 15 + AFTER, media=simulcast_media, seed=16, simulcast=True)
+    watch = Watch()
+    stop = asyncio.Event()
+    run = asyncio.create_task(run_bots(config, watch, plans=plans, stop=stop))
+    layers: list[tuple[float, int | None]] = []  # (seconds since the start, the subscriber's current layer)
+    try:
+        while not run.done():
+            await asyncio.sleep(0.2)
+            consumers = [c for t in list(server.worker.transports) for c in t.consumers.values() if c.kind == "video"]
+            if watch.t0 is not None and consumers:
+                layers.append((time.monotonic() - watch.t0, consumers[0].current_layer))
+                back = [t for t, layer in layers if t > UP and layer == 2]
+                if back and layers[-1][0] > back[0] + AFTER:
+                    stop.set()
+    finally:
+        report = await run
+    assert report.failed == 0
+    changes = [(round(t, 1), layer) for (t, layer), (_, before) in zip(layers, [(0.0, None), *layers]) if layer != before]
+    before = [layer for t, layer in layers if t < DOWN]
+    assert 2 in before and before[-1] >= 1, changes  # the top layer fits 2 Mb/s
+    down = next(t for t, layer in layers if t > DOWN and layer == 0)
+    assert down < DOWN + 5, changes
+    assert all(layer == 0 for t, layer in layers if down < t < UP), changes  # no upgrade the link cannot take
+    up = next(t for t, layer in layers if t > UP and layer == 2)
+    assert up < UP + 15, changes
+    # Once back at the top, the video lost (after retransmissions) stays under 1%.
+    rows = [row for at, sample in watch.samples if at - watch.t0 > up + 1 for row in sample.consumers if row.kind == "video"]
+    expected = sum(row.expected for row in rows)
+    assert expected > 100 and sum(row.lost for row in rows) < 0.01 * expected, rows
+
+
+async def test_max_incoming_bitrate_caps_a_publisher_with_remb(media) -> None:
+    # aiortc's VP8 encoder starts at 500 kb/s and takes the REMB the server sends once per report interval.
+    server = await start_server(ServerConfig(host="127.0.0.1", port=0, rtc_ports=(0, 0), max_incoming_bitrate=300_000))
+    publisher = AiortcPeer(server.url, "capped", "alice")
+    try:
+        await publisher.join()
+        await publisher.publish(media[0])
+        sender = publisher.publish_pc.getSenders()[0]
+        deadline = time.monotonic() + 15
+        while getattr(sender, "_RTCRtpSender__encoder", None) is None or sender._RTCRtpSender__encoder.target_bitrate != 300_000:
+            assert time.monotonic() < deadline, "no REMB reached the publisher"
+            await asyncio.sleep(0.1)
+    finally:
+        await publisher.close()
+        await server.close()

@@ -20,9 +20,6 @@ from .test_forwarding import next_notification
 
 TOP = (640, 360)
 LOW = (160, 90)
-# A failed upgrade trial: up at the new layer's keyframe, reverted after a bad receiver report or an RTT rise
-# (one report interval, ~1 s, randomized 0.5-1.5 s) and back at the lower layer's keyframe.
-TRIAL_MAX = 4.0
 
 
 @pytest.fixture(scope="module")
@@ -113,10 +110,12 @@ async def test_a_constrained_subscriber_gets_a_lower_layer_without_loss_and_move
     server, simulcast_media
 ):
     """Publisher P; subscriber A unconstrained; subscriber B limited to 400 kb/s for LIFT_AT seconds."""
-    lift_at, duration = 20.0, 45.0
+    # B's limit goes at lift_at; the layers have settled by `settled` (the initial probes may pass a 400 kb/s
+    # shaper's burst allowance and put B on the top layer until the queue they built shows as over-use).
+    lift_at, settled = 10.0, 6.0
     config = BotsConfig(
         url=server.url, room="fit", count=3, publishers=1, simulcast=True, media=simulcast_media,
-        duration=duration, seed=11, decode=True, ramp=10,
+        duration=lift_at + 15 + 2, seed=11, decode=True, ramp=10,
     )
     limited = ImpairmentConfig(bandwidth_kbps=400)
     plans = [
@@ -128,7 +127,20 @@ async def test_a_constrained_subscriber_gets_a_lower_layer_without_loss_and_move
         ),
     ]
     collector = Collector(wants_streams=True)
-    report = await run_bots(config, collector, plans=plans)
+    stop = asyncio.Event()
+    run = asyncio.create_task(run_bots(config, collector, plans=plans, stop=stop))
+    try:  # the run stops 2 s after B's layer went up without the limit
+        while not run.done():
+            await asyncio.sleep(0.2)
+            layers = [
+                c.current_layer for t in list(server.worker.transports) for c in list(t.consumers.values())
+                if c.kind == "video" and c.peer.name == "b"
+            ]
+            if collector.starts and time.monotonic() - collector.starts[0] > lift_at and layers and layers[0]:
+                await asyncio.sleep(2.0)
+                stop.set()
+    finally:
+        report = await run
     samples, started = collector.rows, collector.starts
     assert report.failed == 0
     by_name = {bot["name"]: bot for bot in report.bots}
@@ -139,35 +151,21 @@ async def test_a_constrained_subscriber_gets_a_lower_layer_without_loss_and_move
         sizes = [(w, h) for since, w, h in consumer["sizes"] if since <= at]
         return sizes[-1] if sizes else None
 
-    # After 10 s A has the top encoding and B a lower one, until B's limit goes.
-    for at in (10.0, 15.0, lift_at - 1):
+    # Once settled A has the top encoding and B a lower one, until B's limit goes; no upgrade trial while limited.
+    for at in (settled, lift_at - 1):
         assert size_at(a_video, at) == TOP, a_video["sizes"]
         assert size_at(b_video, at) not in (None, TOP), b_video["sizes"]
-    # Upgrade trials while limited: B goes up a layer and comes back down; each is over within TRIAL_MAX s.
-    trials = []
-    sizes = b_video["sizes"]
-    for (since, w, _), (until, w_next, _) in zip(sizes, sizes[1:]):
-        if 10.0 <= since <= lift_at and w > LOW[0] and w_next < w:
-            trials.append((since, until))
-    assert all(until - since <= TRIAL_MAX for since, until in trials), sizes
-
-    def in_trial(at: float) -> bool:
-        return any(since - 1.0 <= at <= until + 2.0 for since, until in trials)
-
-    # Outside the trials, B's video and audio after the first 10 s lose under 1% after NACK recovery, and B's
-    # video does not freeze.
-    window = (started[0] + 10.0, started[0] + lift_at)
+    assert not [w for since, w, _ in b_video["sizes"] if settled <= since <= lift_at and w != LOW[0]], b_video["sizes"]
+    # B's video and audio lose under 1% after NACK recovery meanwhile, and B's video does not freeze.
+    window = (started[0] + settled, started[0] + lift_at)
     b_index = by_name["b"]["index"]
     for kind in ("video", "audio"):
-        rows = [
-            r for at, s in samples if window[0] <= at <= window[1] and not in_trial(at - started[0])
-            for r in s.consumers if r.bot == b_index and r.kind == kind
-        ]
+        rows = [r for at, s in samples if window[0] <= at <= window[1] for r in s.consumers if r.bot == b_index and r.kind == kind]
         expected, lost = sum(r.expected for r in rows), sum(r.lost for r in rows)
-        assert expected > 0 and lost / expected < 0.01, (kind, lost, expected, sizes, b_video["freeze_log"])
-    assert not [f for f in b_video["freeze_log"] if 10.0 <= f[0] <= lift_at and not in_trial(f[0])], b_video["freeze_log"]
-    # Without the limit, B moves up within 30 s.
-    assert any(since <= lift_at + 30 and (w, h) != LOW and since > lift_at for since, w, h in b_video["sizes"]), b_video["sizes"]
+        assert expected > 0 and lost / expected < 0.01, (kind, lost, expected, b_video["sizes"], b_video["freeze_log"])
+    assert not [f for f in b_video["freeze_log"] if settled <= f[0] <= lift_at], b_video["freeze_log"]
+    # Without the limit, B moves up within 15 s.
+    assert any(lift_at < since <= lift_at + 15 and (w, h) != LOW for since, w, h in b_video["sizes"]), b_video["sizes"]
     # Decoding across every switch: no decode error.
     for consumer in (a_video, b_video):
         assert consumer["decode"]["decode_errors"] == 0 and consumer["decode"]["decoded_frames"] > 100, consumer["decode"]

@@ -652,6 +652,7 @@ class Bot:
             await self._set_remote(self._recv_link, answer)
         now = time.monotonic()
         assert self.subscriber is not None
+        self.subscriber.probe_ssrc = result.get("probeSsrc")
         for consumer in result.get("consumers", []):
             if consumer["id"] in self._consumer_ids:
                 continue

@@ -233,6 +233,8 @@ class Subscriber:
         self.unknown_packets = 0
         self.invalid_packets = 0
         self.arrivals: ArrivalRecorder | None = None  # transport feedback, once the server stamps transport-cc
+        self.probe_ssrc: int | None = None  # the server's padding-only probes (its subscribe answer says which)
+        self.probe_packets = 0
         self._transport_cc_id = 0
         self._send_rtcp = send_rtcp
         self._cname = cname
@@ -271,9 +273,13 @@ class Subscriber:
             if sequence >= 0:
                 self.arrivals.record(sequence, self._clock())
         try:
-            stream = self.by_ssrc.get(_unpack_ssrc(data, 8)[0])
+            ssrc = _unpack_ssrc(data, 8)[0]
+            stream = self.by_ssrc.get(ssrc)
             if stream is None:
-                self.unknown_packets += 1
+                if ssrc == self.probe_ssrc:
+                    self.probe_packets += 1  # recorded for transport feedback above, nothing else to do
+                else:
+                    self.unknown_packets += 1
                 return
             stream.receive(data, self._clock())
         except (ValueError, struct.error):

@@ -143,6 +143,7 @@ def quota_options(command: Callable) -> Callable:
 @click.option("--data-max-message-size", envvar="SFUCTL_DATA_MAX_MESSAGE_SIZE", default=65536, show_default=True, type=click.IntRange(1024, 1 << 20), help="Largest data channel message in bytes (a=max-message-size); bigger ones are dropped and counted.")
 @click.option("--data-rate-limit", envvar="SFUCTL_DATA_RATE_LIMIT", default=200.0, show_default=True, type=click.FloatRange(0, 1e6), help="Data channel messages per second per peer (one second of burst); more are dropped and counted. 0: no limit.")
 @click.option("--transport-cc/--no-transport-cc", envvar="SFUCTL_TRANSPORT_CC", default=True, show_default=True, help="Transport-wide congestion control with publishers that offer it: the server sends them transport feedback every 100 ms (docs/congestion-control.md); off, they rely on its receiver reports.")
+@click.option("--max-incoming-bitrate", envvar="SFUCTL_MAX_INCOMING_BITRATE", default=None, type=click.IntRange(10_000, 100_000_000), metavar="BPS", help="Cap what each publisher sends (bit/s, all its tracks), announced to it with REMB every second, e.g. 1500000 [default: no cap].")
 @click.option("--whip-token", envvar="SFUCTL_WHIP_TOKEN", default=None, help="A shared secret for WHIP/WHEP only ('Authorization: Bearer TOKEN', any room); the websocket is not covered.")
 @click.option("--redis", "redis_url", envvar="SFUCTL_REDIS", default=None, help="Join the cluster on this Redis (redis://HOST:PORT/DB): rooms are placed on the least loaded node and any node relays to the room's node (docs/cluster.md).")
 @click.option("--node-id", envvar="SFUCTL_NODE_ID", default=None, help="This node's id in the cluster [default: HOSTNAME-RANDOM].")
@@ -173,6 +174,7 @@ def serve(
     data_max_message_size: int,
     data_rate_limit: float,
     transport_cc: bool,
+    max_incoming_bitrate: int | None,
     whip_token: str | None,
     redis_url: str | None,
     node_id: str | None,
@@ -189,6 +191,7 @@ def serve(
     Examples:
       sfuctl serve --port 8080 --rtc-port-range 40000-40099 --workers 2
       sfuctl serve --workers 4 --room-spill-consumers 1000   # big rooms span workers past 1000 consumers
+      sfuctl serve --max-incoming-bitrate 1500000   # no publisher sends more than 1.5 Mb/s
       SFUCTL_AUTH_SECRET=$(openssl rand -hex 32) sfuctl serve   # access tokens required
       sfuctl serve --redis redis://10.0.0.2:6379/0 --cluster-secret "$S" --announced-ip 10.0.0.5   # a cluster node
       sfuctl serve --no-transport-cc   # transport-cc not answered: peers' estimates follow receiver reports (to compare)
@@ -225,6 +228,7 @@ def serve(
         data_max_message_size=data_max_message_size,
         data_rate_limit=data_rate_limit,
         transport_cc=transport_cc,
+        max_incoming_bitrate=max_incoming_bitrate,
         quotas=Quotas(**quotas),
     )
     try:

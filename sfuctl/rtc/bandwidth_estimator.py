@@ -59,6 +59,7 @@ class BandwidthEstimator:
         self.overuse_events = 0  # the detector entering over-use
         self.state = "normal"
         self.probe = ProbeController(start_bps, max_bps)
+        self.last_probe_bps = 0.0  # the last probe result (the estimate may have moved since)
         self._inter_arrival = InterArrival()
         self._detector = TrendlineDetector()
         self._aimd = AimdRateControl(start_bps)
@@ -97,11 +98,12 @@ class BandwidthEstimator:
         """Probe clusters to send now (the initial ones at the first call)."""
         return self.probe.due(self.available_bps, now)
 
-    def request_probe(self, target_bps: float, now: float) -> list[ProbeCluster]:
-        """Clusters that test whether `target_bps` gets through (none while over-using or already probing)."""
+    def request_probe(self, target_bps: float, now: float, padding_bps: float | None = None) -> list[ProbeCluster]:
+        """Clusters that test whether `target_bps` gets through (none while over-using or already probing), of
+        padding at `padding_bps` (default: the target) on top of the media."""
         if self.state == OVERUSING or target_bps <= self.available_bps:
             return []
-        return self.probe.request(target_bps, now)
+        return self.probe.request(target_bps if padding_bps is None else padding_bps, now)
 
     def on_feedback(self, results: list[PacketResult], now: float) -> None:
         """One feedback packet's results (SendHistory.on_feedback), in sequence order, received at `now`."""
@@ -115,6 +117,7 @@ class BandwidthEstimator:
         self.acked_bps = self._acked.bps
         probe_bps = self.probe.on_results(results)
         if probe_bps is not None:
+            self.last_probe_bps = probe_bps
             if probe_bps > self.delay_bps:
                 self.delay_bps = min(probe_bps, self.max_bps)
                 self._aimd.set_estimate(self.delay_bps, now)

@@ -118,6 +118,17 @@ class SendHistory:
         probes[sequence] = (cluster, now)
         return sequence
 
+    def join_cluster(self, first: int, stop: int, cluster: int) -> None:
+        """Count the packets sent with sequences `first` up to `stop` (excluded; media between two probe packets of
+        `cluster`) in that cluster: a probe measures what the path took while it ran, media included."""
+        probes, sent, mask = self._probes, self.sent, self.mask
+        sequence = first & 0xFFFF
+        while sequence != stop & 0xFFFF:
+            if len(probes) >= PROBES_KEPT:
+                del probes[next(iter(probes))]
+            probes[sequence] = (cluster, sent[sequence & mask])
+            sequence = (sequence + 1) & 0xFFFF
+
     def on_feedback(self, feedback: TransportFeedback, now: float) -> list[PacketResult]:
         """The packets `feedback` reports for the first time (a packet reported lost may later be reported
         received), in sequence order. Arrival times share one timeline across feedback packets."""

@@ -47,6 +47,9 @@ class ServerConfig:
     # Transport-wide congestion control with publishers that offer it (docs/congestion-control.md); off, they
     # fall back on the server's receiver reports.
     transport_cc: bool = True
+    # A cap on what each publisher's send transport may send (bit/s), announced to it with REMB once per report
+    # interval (mediasoup's maxIncomingBitrate); None: no cap.
+    max_incoming_bitrate: int | None = None
     ice_servers: tuple[IceServer, ...] = ()  # offered to clients; the server itself never contacts them
     turn_secret: str | None = None  # coturn's static-auth-secret: TURN credentials minted per client (ice_servers.py)
     quotas: Quotas = Quotas()

@@ -85,7 +85,7 @@ class Consumer:
         # template's first byte says "extension" only once patched, so the search reads a copy that says so.
         marked = b"\x90" + self._header[1:]
         self._level_pos = find_extension(marked, level_id) if level_id is not None else 0
-        self._history = transport.send_history() if transport_cc_id is not None else None
+        self._history = transport.send_history(transport_cc_id, codec) if transport_cc_id is not None else None
         self._transport_cc_pos = find_extension(marked, transport_cc_id) if transport_cc_id is not None else 0
         struct.pack_into("!I", self._header, 8, self.ssrc)
         self._first_byte = 0x90 if ext_block else 0x80

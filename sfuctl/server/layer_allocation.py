@@ -2,7 +2,8 @@
 transport from the peer's wishes and the estimate of what the transport can take (allocator.py).
 
 The estimate is the one seam for congestion control: any `BandwidthEstimate` (allocator.py: the bitrate the
-transport can take, in bit/s, and when an upgrade may be tried) given as `estimate`. The default is the
+transport can take, in bit/s, and when an upgrade may be tried) given as `estimate`. With transport-wide
+congestion control it is the transport's FeedbackEstimate (probes before upgrades, REMB a cap). The default is the
 InterimEstimate, which this class feeds with one loss figure per round (the packets the peer's receiver reports
 say were lost since the previous round, over the packets sent meanwhile, across all the transport's consumers,
 audio included: it shares the link), the RTT, and the peer's REMB. Another estimate is fed by its own owner.
@@ -13,6 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .allocator import BandwidthEstimate, Layer, Wish, choose
+from .feedback_estimate import FeedbackEstimate
 from .interim_estimate import InterimEstimate
 from .simulcast_consumer import SimulcastConsumer
 
@@ -29,7 +31,7 @@ class LayerAllocation:
         self._last: dict[str, tuple[int, int, int]] = {}  # consumer id -> (reports, lost, sent) at the last round
 
     def on_remb(self, bitrate_bps: float, now: float) -> None:
-        if isinstance(self.estimate, InterimEstimate):
+        if isinstance(self.estimate, (InterimEstimate, FeedbackEstimate)):
             self.estimate.on_remb(bitrate_bps, now)
 
     def run(self, now: float) -> dict[str, int]:

@@ -219,6 +219,7 @@ class Peer:
             "sdp": self._answer(self.recv_transports, answers, offer.bundle),
             "consumers": [consumer_info(c) for t in self.recv_transports for c in t.consumers_by_mid.values()],
             "rejected": rejected,
+            "probeSsrc": self.recv_transports[0].probe_ssrc if self.recv_transports else None,
         }
 
     def _check_subscriptions(self, offer: Offer, subscriptions: object) -> None:

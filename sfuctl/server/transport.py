@@ -22,13 +22,18 @@ from ..rtc.ice import IceParameters
 from ..rtc.rtcp_router import RtcpRouter, receiver_reports
 from ..rtc.sctp import SctpAssociation
 from ..rtc.rtp import read_extensions
-from ..rtc.sdp import MID_URI, MediaAnswer, MediaOffer, TransportOffer, build_answer, dtls_role_for
+from ..rtc.prober import Prober
+from ..rtc.sdp import MID_URI, Codec, MediaAnswer, MediaOffer, TransportOffer, build_answer, dtls_role_for
 from ..rtc.send_history import SendHistory
 from ..rtc.transport_feedback import TransportFeedback, packet_sequence
 from .errors import bad_request
+from .feedback_estimate import FeedbackEstimate
 from .layer_allocation import LayerAllocation
 from .simulcast_producer import SimulcastProducer
 from .ice_tcp import TcpAddress
+
+# A REMB packet names at most this many SSRCs (its count is one byte).
+MAX_REMB_SSRCS = 255
 
 if TYPE_CHECKING:
     from .consumer import Consumer
@@ -92,6 +97,8 @@ class Transport:
         # Send side: set once a consumer stamps transport-wide sequences (the peer negotiated transport-cc).
         self.history: SendHistory | None = None
         self.estimator: BandwidthEstimator | None = None
+        self.prober: Prober | None = None  # padding-only probe clusters on the transport's own probe SSRC
+        self._probes_as_video = False  # the probes have a video consumer's payload type
         self.transport_feedback_received = 0
         self._session_id = random.randint(1, 2**62)
         self._on_closed = on_closed
@@ -214,20 +221,36 @@ class Transport:
             self.arrivals = ArrivalRecorder(self.rtcp_ssrc)
             self.worker.congestion_due(self)
 
-    def send_history(self) -> SendHistory:
+    def send_history(self, transport_cc_id: int, codec: Codec) -> SendHistory:
         """The transport-wide sequence and send times shared by the consumers that stamp them (the peer
-        negotiated transport-cc on their m-lines); its feedback drives this transport's bandwidth estimate."""
+        negotiated transport-cc, header extension `transport_cc_id`, on their m-lines, with `codec`); its feedback
+        drives this transport's bandwidth estimate. Its probes go with the payload type of the first video codec
+        (of an audio one until a video consumer comes): probes make room for video, and a receiver may drop
+        padding of an audio payload type, or feed it to its audio jitter buffer."""
+        video = codec.mime_type.startswith("video/")
         if self.history is None:
             self.history = SendHistory()
             self.estimator = BandwidthEstimator()
+            self.prober = Prober(codec.payload_type, transport_cc_id, self.history, self.connection.send_rtp)
             self.rtcp_router.on_transport_feedback = self._on_transport_feedback
+            self.worker.congestion_due(self)  # the initial probe clusters, paced from the tick
+        elif video and not self._probes_as_video and self.prober is not None:
+            self.prober.payload_type = codec.payload_type
+        self._probes_as_video = self._probes_as_video or video
         return self.history
+
+    @property
+    def probe_ssrc(self) -> int | None:
+        """The SSRC of the probe packets (None without transport-cc towards the peer)."""
+        return self.prober.ssrc if self.prober is not None else None
 
     def _on_transport_feedback(self, feedback: TransportFeedback, now: float) -> None:
         if self.history is None or self.estimator is None:
             return
         self.transport_feedback_received += 1
         self.estimator.on_feedback(self.history.on_feedback(feedback, now), now)
+        if self.estimator.probe.active:  # a result asks for further probing, paced from the tick
+            self.worker.congestion_due(self)
         path_rtt = self.estimator.feedback_rtt
         for consumer in self.consumers.values():  # no retransmission while the previous copy may be queued
             consumer.rtcp.path_rtt = path_rtt
@@ -251,7 +274,10 @@ class Transport:
         self.rtcp_router.add_sending(consumer.ssrc, consumer.rtcp)
         consumer.on_close.add(self._on_consumer_closed)
         if self.allocation is None and isinstance(consumer.producer, SimulcastProducer):
-            self.allocation = LayerAllocation(self.consumers)
+            estimate = None
+            if self.estimator is not None and self.prober is not None:
+                estimate = FeedbackEstimate(self.estimator, self.prober.send)
+            self.allocation = LayerAllocation(self.consumers, estimate)
             self.rtcp_router.on_remb = self.allocation.on_remb
         if self.connected:
             consumer.on_transport_connected(time.monotonic())
@@ -343,15 +369,22 @@ class Transport:
     def send_rtcp(self, packet: bytes) -> None:
         self.connection.send_rtcp(packet)
 
-    def congestion_tick(self, now: float) -> None:
-        """Every tick while transport-wide congestion control runs: the transport feedback that is due."""
+    def congestion_tick(self, now: float) -> bool:
+        """Every tick while transport-wide congestion control has work per tick: the probe clusters and the
+        transport feedback that are due. False once there is none (no feedback to send, no probing under way)."""
+        if not self.connected:
+            return True
+        estimator = self.estimator
+        if estimator is not None and self.prober is not None:
+            self.prober.send(estimator.probes(now))
         arrivals = self.arrivals
-        if arrivals is None or not self.connected:
-            return
+        if arrivals is None:
+            return estimator is not None and estimator.probe.active
         if not arrivals.media_ssrc and self.producers:
             arrivals.media_ssrc = next(iter(self.producers))
         for packet in arrivals.feedback(now):
             self.send_rtcp(packet)
+        return True
 
     def feedback_due(self, producer: Producer) -> None:
         """A producer of this transport has NACKs or keyframe requests pending: the worker ticks it."""
@@ -362,6 +395,9 @@ class Transport:
         if self.connected:
             streams = [stream for producer in self.producers_by_mid.values() for stream in producer.receive_streams()]
             send_reports(now, self.rtcp_ssrc, self._sdes, streams, self.consumers.values(), self.send_rtcp)
+            cap = self.worker.config.max_incoming_bitrate
+            if cap is not None and self.producers:  # the publisher's cap, with REMB (serve --max-incoming-bitrate)
+                self.send_rtcp(bytes(rtcp.Remb(self.rtcp_ssrc, cap, list(self.producers)[:MAX_REMB_SSRCS])))
             if self.estimator is not None:  # the path's RTT, from the peer's receiver reports
                 rtts = [c.rtcp.rtt_ms for c in self.consumers.values() if c.rtcp.rtt_ms is not None]
                 if rtts:
@@ -378,6 +414,8 @@ class Transport:
         self.worker.unregister(self)
         if self.sctp is not None:
             self.sctp.close()
+        if self.prober is not None:
+            self.prober.close()
         self.connection.close()
 
     def stats(self) -> dict:

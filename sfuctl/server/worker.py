@@ -186,8 +186,9 @@ class Worker(asyncio.DatagramProtocol):
                     self.tcp.close_address(addr)
 
     def congestion_due(self, transport: Transport) -> None:
-        """Tick this transport's transport feedback until it closes (a transport that only receives feedback has
-        nothing to do per tick: its estimate moves when feedback comes)."""
+        """Tick this transport's congestion control while it has work per tick: transport feedback to send (until
+        it closes), probe clusters to pace out (a transport that only receives feedback has nothing else to do per
+        tick: its estimate moves when feedback comes)."""
         if not transport.closed:
             self._congestion.add(transport)
 
@@ -316,7 +317,8 @@ class Worker(asyncio.DatagramProtocol):
                 self._feedback.discard(producer)
         for transport in list(self._congestion):
             try:
-                transport.congestion_tick(now)
+                if not transport.congestion_tick(now):
+                    self._congestion.discard(transport)
             except Exception:
                 log.exception("congestion control of transport %s failed", transport.id)
         if report:
