@@ -266,6 +266,7 @@ class DashboardView:
         table.add_column("bitrate", justify="right", no_wrap=True)
         if wide:  # the server's estimate of what the subscriber's link takes (transport-cc), "–" without it
             table.add_column("estimate", justify="right", no_wrap=True)
+            table.add_column("uplink", justify="right", no_wrap=True)  # what arrives from the publisher, all tracks
         table.add_column("loss", justify="right", no_wrap=True)
         table.add_column("jit ms", justify="right", no_wrap=True)
         table.add_column("rtt ms", justify="right", no_wrap=True)
@@ -277,15 +278,16 @@ class DashboardView:
             table.caption = "no consumers"
         elif rows < len(consumers):
             table.caption = f"+{len(consumers) - rows} more streams"
-        estimates = subscriber_estimates(room)
+        estimates, uplinks = subscriber_estimates(room), publisher_uplinks(room)
         for c in consumers[:rows]:
-            estimate = estimates.get(c["peer"])
+            estimate, uplink = estimates.get(c["peer"]), uplinks.get(c.get("producer_peer", ""))
             cells = [
                 peer_pair(c["peer_name"], c["producer_peer_name"], pair_width),
                 kind_cell(c),
                 *([c["codec"]] if wide else []),
                 format_bitrate(c["bitrate_bps"]),
                 *([format_bitrate(estimate) if estimate is not None else "–"] if wide else []),
+                *([format_bitrate(uplink) if uplink is not None else "–"] if wide else []),
                 f"{c['fraction_lost'] * 100:.1f}%",
                 f"{c['jitter_ms']:.1f}",
                 "–" if c["rtt_ms"] is None else f"{c['rtt_ms']:.0f}",
@@ -321,6 +323,17 @@ def subscriber_estimates(room: dict) -> dict[str, float]:
             if transport.get("available_outgoing_bitrate_bps") is not None:
                 estimates[peer["id"]] = transport["available_outgoing_bitrate_bps"]
     return estimates
+
+
+def publisher_uplinks(room: dict) -> dict[str, float]:
+    """Peer id -> what arrived from it over the server's last report interval on its send transports (its own
+    send estimate at work: media, retransmissions and probes; every transport that carries producers)."""
+    uplinks: dict[str, float] = {}
+    for peer in room["peers"]:
+        for transport in peer.get("transports", []):
+            if transport.get("producers") and transport.get("incoming_bitrate_bps") is not None:
+                uplinks[peer["id"]] = uplinks.get(peer["id"], 0.0) + transport["incoming_bitrate_bps"]
+    return uplinks
 
 
 def _room_badness(room: dict) -> tuple:

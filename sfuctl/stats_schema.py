@@ -82,6 +82,8 @@ FIELDS: dict[str, dict[str, str]] = {
         "transport_cc_packets": "int",
         "transport_feedback_sent": "int",
         "transport_feedback_received": "int",
+        "incoming_bitrate_bps": "number",
+        "max_incoming_bitrate_bps": "number?",
         "available_outgoing_bitrate_bps": "number?",
         "overuse_events": "int",
         "probe_clusters": "int",

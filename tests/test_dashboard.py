@@ -89,16 +89,24 @@ def test_wide_terminals_get_the_codec_and_a_bitrate_sparkline():
     assert "codec" not in narrow and "last 12" not in narrow and "▃▅█" not in narrow
 
 
-def test_wide_terminals_show_the_servers_estimate_of_each_subscribers_link():
-    data = snapshot(room("demo", [consumer("c1", "bob", "alice"), consumer("c2", "carol", "alice")]))
+def test_wide_terminals_show_the_servers_estimate_of_each_subscribers_link_and_each_publishers_uplink():
+    data = snapshot(room("demo", [consumer("c1", "bob", "alice"), consumer("c2", "carol", "alice"), consumer("c3", "alice", "dave")]))
+    send = {"producers": 2, "incoming_bitrate_bps": 700_000, "available_outgoing_bitrate_bps": None}
     data["rooms"][0]["peers"] = [
-        {"id": "peer-bob", "name": "bob", "transports": [{"available_outgoing_bitrate_bps": 1_250_000}]},
-        {"id": "peer-carol", "name": "carol", "transports": [{"available_outgoing_bitrate_bps": None}]},
+        {"id": "peer-alice", "name": "alice", "transports": [send, {**send, "producers": 0, "incoming_bitrate_bps": 9_000}]},
+        {"id": "peer-bob", "name": "bob", "transports": [{"producers": 0, "available_outgoing_bitrate_bps": 1_250_000}]},
+        {"id": "peer-carol", "name": "carol", "transports": [{"producers": 0, "available_outgoing_bitrate_bps": None}]},
     ]
-    wide, narrow = render(Dashboard(), data, 160), render(Dashboard(), data, 80)
-    rows = {row.split()[0]: row for row in table_rows(wide)}
-    assert "estimate" in wide and "1.25 Mb/s" in rows["bob"] and "–" in rows["carol"].split("kb/s")[1]
-    assert "estimate" not in narrow
+    for width in (120, 160):
+        wide = render(Dashboard(), data, width)
+        assert max(len(line) for line in wide.splitlines()) <= width
+        rows = {row.split()[0]: row for row in table_rows(wide)}
+        assert "estimate" in wide and "uplink" in wide
+        assert rows["bob"].split("kb/s")[1].split() == ["1.25", "Mb/s", "700"]  # bob's estimate, alice's uplink
+        assert rows["carol"].split("kb/s")[1].split() == ["–", "700"]
+        assert rows["alice"].split("kb/s")[1].split()[:2] == ["–", "–"]  # dave publishes nothing here
+    narrow = render(Dashboard(), data, 80)
+    assert "estimate" not in narrow and "uplink" not in narrow
 
 
 def test_rows_are_ordered_worst_first_and_other_sorts_work():

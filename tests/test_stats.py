@@ -169,7 +169,7 @@ def sample_snapshot() -> dict:
                  "consumers": 0, "bytes_received": 1, "bytes_sent": 1, "packets_received": 1, "packets_sent": 1,
                  "srtp_errors": 0, "invalid_rtcp": 0, "sctp_state": None, "data_channels": 0, "data_invalid": 0,
                  "transport_cc_packets": 0, "transport_feedback_sent": 0, "transport_feedback_received": 0,
-                 "available_outgoing_bitrate_bps": None, "overuse_events": 0, "probe_clusters": 0, "probe_results": 0}  # fmt: skip
+                 "incoming_bitrate_bps": 8000, "max_incoming_bitrate_bps": None, "available_outgoing_bitrate_bps": None, "overuse_events": 0, "probe_clusters": 0, "probe_results": 0}  # fmt: skip
     server = {"uptime_s": 1.0, "rooms": 1, "peers": 2, "producers": 1, "consumers": 1, "transports": 2,
               "bitrate_in_bps": 8000, "bitrate_out_bps": 8000, "cpu_percent": 3.5, "rtc_port": 40000,
               "unknown_datagrams": 0, "loop_lag_p95_ms": 0.0, "tasks": 12, "tcp_connections": 0, "tcp_dropped": 0,

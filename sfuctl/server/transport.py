@@ -99,6 +99,9 @@ class Transport:
         self.estimator: BandwidthEstimator | None = None
         self.prober: Prober | None = None  # padding-only probe clusters on the transport's own probe SSRC
         self._probes_as_video = False  # the probes have a video consumer's payload type
+        # What arrived from the peer over the last report interval (a publisher's send estimate at work).
+        self.incoming_bitrate_bps = 0.0
+        self._received_mark: tuple[float, int] | None = None  # (time, bytes received) at the last report
         self.transport_feedback_received = 0
         self._session_id = random.randint(1, 2**62)
         self._on_closed = on_closed
@@ -392,6 +395,7 @@ class Transport:
 
     def report(self, now: float) -> None:
         """Once per interval: RR for the producers, SR for each consumer, bitrate samples and producer scores."""
+        self._sample_incoming(now)
         if self.connected:
             streams = [stream for producer in self.producers_by_mid.values() for stream in producer.receive_streams()]
             send_reports(now, self.rtcp_ssrc, self._sdes, streams, self.consumers.values(), self.send_rtcp)
@@ -404,6 +408,12 @@ class Transport:
                     self.estimator.on_rtt(min(rtts) / 1000)
             if self.allocation is not None:
                 self.allocation.run(now)
+
+    def _sample_incoming(self, now: float) -> None:
+        received, mark = self.connection.bytes_received, self._received_mark
+        if mark is not None and now > mark[0]:
+            self.incoming_bitrate_bps = (received - mark[1]) * 8 / (now - mark[0])
+        self._received_mark = (now, received)
 
     def close(self) -> None:
         """Idempotent: stop the connection and forget the routes (producers/consumers are closed by the peer)."""
@@ -443,6 +453,8 @@ class Transport:
             "transport_cc_packets": self.arrivals.packets if self.arrivals is not None else 0,
             "transport_feedback_sent": self.arrivals.feedback_packets if self.arrivals is not None else 0,
             "transport_feedback_received": self.transport_feedback_received,
+            "incoming_bitrate_bps": round(self.incoming_bitrate_bps),
+            "max_incoming_bitrate_bps": self.worker.config.max_incoming_bitrate if self.producers else None,
             **estimator_stats(self.estimator),
         }
 
