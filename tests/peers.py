@@ -127,7 +127,8 @@ class UdpRelay(asyncio.DatagramProtocol):
     """Sits between a client and the server's media port on 127.0.0.1; drops or delays server-to-client RTP.
 
     `delay` holds every datagram in both directions (so it adds 2 x delay to a round trip); `bandwidth_kbps`
-    passes server-to-client datagrams through the bots' shaper (a token bucket with a 0.5 s drop-tail queue). `jitter` adds a
+    passes server-to-client datagrams through the bots' shaper (a token bucket with a 0.5 s drop-tail queue),
+    `uplink_kbps` client-to-server ones through one of their own (`uplink` then counts them). `jitter` adds a
     further uniform 0..jitter delay to each server-to-client RTP packet, which may reorder them. With
     `periodic_loss`, each RTP stream loses exactly one packet in every round(1 / loss), at a seeded random place
     in each block, so the realised loss equals `loss` over any whole number of blocks.
@@ -141,10 +142,13 @@ class UdpRelay(asyncio.DatagramProtocol):
         jitter: float = 0.0,
         periodic_loss: bool = False,
         bandwidth_kbps: float | None = None,
+        uplink_kbps: float | None = None,
     ) -> None:
         self.loss = loss
         self.bandwidth_kbps = bandwidth_kbps
+        self.uplink_kbps = uplink_kbps
         self._shaper: Link | None = None
+        self.uplink: Link | None = None
         self.delay = delay
         self.jitter = jitter
         self.periodic_loss = periodic_loss
@@ -167,8 +171,16 @@ class UdpRelay(asyncio.DatagramProtocol):
         if self.bandwidth_kbps is not None:
             model = LinkModel(ImpairmentConfig(bandwidth_kbps=self.bandwidth_kbps), seed="relay")
             self._shaper = Link(model, lambda data, addr: self._send(data, addr), loop)
+        if self.uplink_kbps is not None:
+            model = LinkModel(ImpairmentConfig(bandwidth_kbps=self.uplink_kbps), seed="relay-up")
+            self.uplink = Link(model, lambda data, addr: self._send(data, addr), loop)
         port = self._udp.get_extra_info("sockname")[1]
         return sdp.replace(f"{self._server[0]} {self._server[1]} typ host", f"127.0.0.1 {port} typ host")
+
+    async def start(self, media_address: str) -> str:
+        """Start the relay towards `media_address` ("HOST PORT", as in a candidate); the relay's own, likewise."""
+        relayed = await self.rewrite_answer(f"a=candidate:1 1 udp 1 {media_address} typ host")
+        return relayed.split(" udp 1 ")[1].removesuffix(" typ host")
 
     def datagram_received(self, data: bytes, addr: tuple) -> None:
         delay = self.delay
@@ -197,6 +209,9 @@ class UdpRelay(asyncio.DatagramProtocol):
         if self._shaper is not None and target is self._client:  # the bots' shaper, server to client
             self._shaper.push(data, target)
             return
+        if self.uplink is not None and target is self._server:
+            self.uplink.push(data, target)
+            return
         if delay:
             asyncio.get_running_loop().call_later(delay, self._send, data, target)
         else:
@@ -218,7 +233,8 @@ class UdpRelay(asyncio.DatagramProtocol):
         return drop
 
     def close(self) -> None:
-        if self._shaper is not None:
-            self._shaper.close()
+        for shaper in (self._shaper, self.uplink):
+            if shaper is not None:
+                shaper.close()
         if self._udp is not None:
             self._udp.close()

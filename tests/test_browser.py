@@ -149,13 +149,14 @@ async def assert_clean(page: BrowserPage) -> None:
     assert page.errors == []
 
 
-def redirect_subscriptions(media_address: str, relay_address: str) -> Callable[[str], str]:
-    """Rewrite the candidate of every subscribe answer the page receives, so its receive path runs through a relay."""
+def redirect_answers(media_address: str, relay_address: str, answers: str = "consumers") -> Callable[[str], str]:
+    """Rewrite the candidate of every subscribe answer the page receives (of every publish answer with
+    `answers="producers"`), so its receive (send) path runs through a relay."""
 
     def rewrite(text: str) -> str:
         message = json.loads(text)
         result = message.get("result") if isinstance(message, dict) else None
-        if isinstance(result, dict) and "consumers" in result:
+        if isinstance(result, dict) and answers in result and "sdp" in result:
             result["sdp"] = result["sdp"].replace(f" {media_address} typ host", f" {relay_address} typ host")
             return json.dumps(message)
         return text
@@ -226,13 +227,12 @@ async def test_browser_and_aiortc_peer_see_each_other_and_loss_stats_agree_with_
     # The browser receives through a relay that drops exactly 1 RTP packet in 20 of each stream and adds jitter.
     relay = UdpRelay(loss=0.05, periodic_loss=True, jitter=0.01, seed=3)
     media_address = f"127.0.0.1 {server.worker.rtc_port}"
-    relayed = await relay.rewrite_answer(f"a=candidate:1 1 udp 1 {media_address} typ host")
-    relay_address = re.search(r"(127\.0\.0\.1 \d+) typ host", relayed).group(1)
+    relay_address = await relay.start(media_address)
     page = None
     try:
         await bot.join()
         await bot.publish(str(media.video), str(media.audio))
-        relayed_page = redirect_subscriptions(media_address, relay_address)
+        relayed_page = redirect_answers(media_address, relay_address)
         page = await chromium.open(page_url(server, "mixed", "human"), relayed_page)
         # The browser decodes the bot's VP8 (NACK repairs the relay's loss) and receives its Opus.
         streams = await wait_for_streams(page, decoding("bot"), 20)

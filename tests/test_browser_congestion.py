@@ -1,10 +1,10 @@
-"""Chromium as a subscriber behind a shaped link: it sends transport feedback about what the server stamps, and the
-server's estimate for its transport follows the link."""
+"""Chromium behind a shaped link. As a subscriber it sends transport feedback about what the server stamps, and the
+server's estimate for its transport follows the link; as a publisher it takes the server's transport feedback, and
+its own estimate follows its uplink."""
 
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 
 import pytest
@@ -12,11 +12,24 @@ import pytest
 from sfuctl.bots.config import BotPlan, BotsConfig
 from sfuctl.bots.runner import run_bots
 from sfuctl.media import MediaSpec, make_media
+from sfuctl.server.app import start_server
+from sfuctl.server.config import ServerConfig
 
 from .peers import UdpRelay
-from .test_browser import chromium, decoding, page_url, redirect_subscriptions, wait_for_streams  # noqa: F401
+from .test_browser import (  # noqa: F401 (fixtures)
+    AVAILABLE_OUTGOING_BITRATE,
+    RECORD_PEER_CONNECTIONS,
+    chromium,
+    decoding,
+    detailed_chromium,
+    page_url,
+    redirect_answers,
+    wait_for_async,
+    wait_for_streams,
+)
 
 LINK_KBPS = 300  # the page's downlink, under the ~600 kb/s the publishing bot sends
+UPLINK_KBPS = 1500  # the publishing page's uplink, under the ~2.5 Mb/s its detailed camera could take
 
 
 @pytest.fixture(scope="module")
@@ -28,14 +41,13 @@ def bot_media(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, ...]:
 async def test_chromium_feedback_gives_an_estimate_near_its_shaped_link(server, chromium, bot_media) -> None:  # noqa: F811
     relay = UdpRelay(bandwidth_kbps=LINK_KBPS)
     media_address = f"127.0.0.1 {server.worker.rtc_port}"
-    relayed = await relay.rewrite_answer(f"a=candidate:1 1 udp 1 {media_address} typ host")
-    relay_address = re.search(r"(127\.0\.0\.1 \d+) typ host", relayed).group(1)
+    relay_address = await relay.start(media_address)
     config = BotsConfig(url=server.url, room="shaped", count=1, duration=25.0, media=bot_media, seed=16)
     stop = asyncio.Event()
     publisher = asyncio.create_task(run_bots(config, plans=[BotPlan(0, "bot", "shaped", True, False, 0.0, False)], stop=stop))
     page = None
     try:
-        page = await chromium.open(page_url(server, "shaped", "human"), redirect_subscriptions(media_address, relay_address))
+        page = await chromium.open(page_url(server, "shaped", "human"), redirect_answers(media_address, relay_address))
         await wait_for_streams(page, decoding("bot", 5), 20)
 
         def estimate() -> dict | None:
@@ -60,3 +72,47 @@ async def test_chromium_feedback_gives_an_estimate_near_its_shaped_link(server, 
         if page is not None:
             await page.close()
         relay.close()
+
+
+async def test_chromium_publishing_on_a_shaped_uplink_follows_the_servers_feedback(detailed_chromium) -> None:  # noqa: F811
+    # On receiver reports alone Chromium's estimate grows ~8% a second from 300 kb/s; on the server's transport
+    # feedback its probes come back and its delay-based estimate finds the link, and the link's queue does not
+    # overflow (what docs/congestion-control.md measures with bench/browser_uplink.py: how soon).
+    server = await start_server(ServerConfig(host="127.0.0.1", port=0, rtc_ports=(0, 0), consent_timeout=5.0))
+    relay = UdpRelay(uplink_kbps=UPLINK_KBPS)
+    media_address = f"127.0.0.1 {server.worker.rtc_port}"
+    relay_address = await relay.start(media_address)
+    page = await detailed_chromium.open(
+        page_url(server, "uplink", "pub"), redirect_answers(media_address, relay_address, "producers"), RECORD_PEER_CONNECTIONS
+    )
+
+    def publishing() -> dict | None:
+        transports = [t for t in list(server.worker.transports) if t.producers_by_mid]
+        return transports[0].stats() if transports else None
+
+    async def recording() -> bool:
+        return (publishing() or {}).get("transport_cc_packets", 0) > 0
+
+    try:
+        assert await wait_for_async(recording, 15), page.console[-10:]
+        await asyncio.sleep(4.0)
+        uplink = relay.uplink
+        assert uplink is not None
+        datagrams, dropped = uplink.model.datagrams, uplink.rtp_dropped
+        estimates = []
+        for _ in range(6):
+            estimates.append(await page.evaluate(AVAILABLE_OUTGOING_BITRATE))
+            await asyncio.sleep(0.5)
+        figures = publishing()
+        assert figures is not None and figures["transport_feedback_sent"] >= 30, figures
+        link = UPLINK_KBPS * 1000
+        assert all(e is not None and 0.5 * link <= e <= 1.3 * link for e in estimates), estimates
+        # What the server saw arrive over its last report interval: the shaper lets no more through (its burst
+        # allowance, 3000 bytes, adds at most 24 kb/s to a second).
+        assert 0.4 * link <= figures["incoming_bitrate_bps"] <= link + 24_000, (figures, estimates)
+        sent = uplink.model.datagrams - datagrams
+        assert uplink.rtp_dropped - dropped <= 0.01 * sent, (uplink.rtp_dropped - dropped, sent, estimates)
+    finally:
+        await page.close()
+        relay.close()
+        await server.close()
