@@ -12,9 +12,15 @@ from sfuctl.rtc.bandwidth_estimator import BandwidthEstimator
 from sfuctl.rtc.probe_controller import FURTHER_PROBE_MAX_BPS, PROBE_PACKET_SIZE, ProbeCluster, ProbeController
 from sfuctl.rtc.prober import PADDING, Prober
 from sfuctl.rtc.rtp import read_header
+from sfuctl.rtc.sdp import Codec
 from sfuctl.rtc.send_history import PacketResult, SendHistory
-from sfuctl.rtc.transport_feedback import TransportFeedback, packet_sequence
+from sfuctl.rtc.transport_feedback import TRANSPORT_CC_URI, TransportFeedback, packet_sequence
+from sfuctl.server.config import ServerConfig
+from sfuctl.server.consumer import Consumer
 from sfuctl.server.feedback_estimate import PROBE_HEADROOM, PROBE_INTERVAL, PROBE_INTERVAL_MAX, FeedbackEstimate
+from sfuctl.server.producer import Producer
+from sfuctl.server.transport import Transport
+from sfuctl.server.worker import Worker
 
 
 async def test_a_cluster_goes_as_padding_only_packets_paced_at_its_rate() -> None:
@@ -146,3 +152,23 @@ def test_a_cluster_is_judged_only_once_most_of_it_was_reported() -> None:
     first = [r for r in results if r.send_time < 10.015]
     assert probe.on_results(first + media) is None
     assert probe.on_results([r for r in results if r.send_time >= 10.015]) is not None
+
+
+async def test_probes_take_a_video_payload_type_when_an_audio_consumer_came_first() -> None:
+    worker = Worker(ServerConfig(host="127.0.0.1", port=0, rtc_ports=(0, 0)))
+    publisher = Transport(id="t-pub", worker=worker, cname="pub", on_closed=lambda t, s: None)
+    subscriber = Transport(id="t-sub", worker=worker, cname="sub", on_closed=lambda t, s: None)
+    opus, vp8 = Codec("opus", 48000, 111, 2), Codec("VP8", 90000, 96)
+    expected = [111, 96, 96]  # Opus until a video consumer comes, then VP8 (another audio one changes nothing)
+    for index, codec in enumerate((opus, vp8, opus)):
+        kind = "video" if codec is vp8 else "audio"
+        producer = Producer(
+            id=f"p-{index}", peer=None, transport=publisher, kind=kind, codec=codec, ssrc=index + 1, mid=str(index)
+        )
+        Consumer(
+            id=f"c-{index}", peer=None, producer=producer, transport=subscriber, codec=codec, mid=str(index),
+            extensions={TRANSPORT_CC_URI: 5},
+        )
+        assert subscriber.prober is not None and subscriber.prober.payload_type == expected[index]
+    for transport in (publisher, subscriber):
+        transport.close()
