@@ -21,6 +21,7 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist: without it, tests run in this one process
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """Workers for `-n auto` (scripts/test): one per CPU and one more, as most tests wait on the network and the clock
     rather than compute; none (this process runs the tests) when every test asked for is in one file."""
@@ -60,7 +61,10 @@ def _turn(directory: Path, alone: bool) -> Iterator[None]:
             fcntl.flock(tests, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
         finally:
             fcntl.flock(queue, fcntl.LOCK_UN)
-        yield  # closing `tests` unlocks it
+        try:
+            yield
+        finally:  # not left to the file's closing: a child process that inherited it would hold the lock
+            fcntl.flock(tests, fcntl.LOCK_UN)
 
 
 @pytest.fixture(autouse=True)

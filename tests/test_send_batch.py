@@ -131,6 +131,8 @@ async def test_rtp_protected_in_the_batch_is_what_the_session_protects_and_a_ref
     packets = [build_packet(96, seq, seq * 3000, 0x1234, os.urandom(100 + seq), False) for seq in range(6)]
     sizes = [batch.send_rtp(context, packet, addrs[number % 2]) for number, packet in enumerate(packets)]
     assert batch.send_rtp(context, b"\x80\x60", addrs[0]) == -1  # no RTP header: libsrtp refuses it
+    # Each packet was protected in place on a 32-bit boundary, as libsrtp requires (their sizes are odd and even).
+    assert [offset % 4 for offset, _, _ in batch._pending] == [0] * 6
     batch.flush()
     await drained(sinks, 6)
     expected = [reference.protect(packet) for packet in packets]

@@ -27,12 +27,14 @@ def media(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture
 async def two_workers():
     process, line = await start_serve("--port", "0", "--rtc-port-range", "0", "--workers", "2", "--consent-timeout", "5")
-    match = re.search(r"signaling (ws://\S+) · media udp \S+:(\d+),(\d+)", line)
-    assert match, line
-    yield match.group(1), (int(match.group(2)), int(match.group(3))), process
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        process.wait(20)
+    try:
+        match = re.search(r"signaling (ws://\S+) · media udp \S+:(\d+),(\d+)", line)
+        assert match, line
+        yield match.group(1), (int(match.group(2)), int(match.group(3))), process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            process.wait(20)
 
 
 async def test_rooms_spread_over_workers_and_media_flows_through_each(two_workers, media):

@@ -163,8 +163,10 @@ class Connection:
         self._rearm_ice_timer()
 
     def use_sender(self, send: Callable[[bytes, Address], None]) -> Callable[[bytes, Address], None]:
-        """Send every later datagram through `send` (a TCP stream, another socket); returns the sender it replaces."""
+        """Send every later datagram through `send` (a TCP stream, another socket), RTP too (not through the UDP send
+        batch); returns the sender it replaces."""
         previous, self._send = self._send, send
+        self._send_srtp = self._srtp_context = None
         return previous
 
     @property

@@ -29,6 +29,11 @@ try:
     from pylibsrtp._binding import ffi as _ffi, lib as _libsrtp
 except ImportError:  # a pylibsrtp without its cffi binding: packets are protected by its own `protect`
     _ffi = _libsrtp = None
+# libsrtp 2's srtp_protect(context, packet, in/out length), which send_rtp calls; another signature (libsrtp 3
+# takes separate input and output buffers) means packets are protected by the session's own `protect`.
+SRTP_PROTECT = "srtp_err_status_t(*)(struct srtp_ctx_t_ *, void *, int *)"
+if _ffi is not None and _ffi.typeof(_libsrtp.srtp_protect).cname != SRTP_PROTECT:
+    _ffi = _libsrtp = None
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +43,9 @@ BUFFER_SIZE = 1500 * 1000
 MAX_DATAGRAMS = 1024
 # Remote addresses whose sockaddr is kept; past this many the cache starts over (peers come and go).
 MAX_ADDRESSES = 4096
+# Packets are laid out on 4-byte boundaries in the buffer: libsrtp protects a packet in place and documents that
+# it must be 32-bit aligned.
+ALIGN_MASK = 3
 # Bytes SRTP protection may add to a packet: a 16-byte authentication tag and an MKI of up to 128 (libsrtp's
 # SRTP_MAX_TRAILER_LEN, which pylibsrtp reserves too).
 SRTP_TRAILER = 16 + 128
@@ -156,7 +164,7 @@ class SendBatch:
             return -1
         size = length[0]
         self._pending.append((used, size, addr))
-        self._used = used + size
+        self._used = (used + size + ALIGN_MASK) & ~ALIGN_MASK
         if not self._scheduled:
             self._scheduled = True
             self.loop.call_soon(self.flush)
@@ -171,7 +179,7 @@ class SendBatch:
 
     def _queue(self, offset: int, size: int, addr: tuple) -> None:
         self._pending.append((offset, size, addr))
-        self._used = offset + size
+        self._used = (offset + size + ALIGN_MASK) & ~ALIGN_MASK
         if not self._scheduled:
             self._scheduled = True
             self.loop.call_soon(self.flush)

@@ -3,7 +3,7 @@
 It hands out the transport-wide sequence of every packet a transport sends and remembers when it went and how
 big it was, in a ring indexed by sequence & mask (no allocation per packet). The ring starts small and doubles
 before it would overwrite a packet younger than MAX_FEEDBACK_AGE, so it holds every packet feedback can still be
-about, up to RING_SIZE: its memory follows the transport's packet rate. Transport feedback from the receiver is
+about, up to RING_SIZE: its memory grows with the transport's packet rate. Transport feedback from the receiver is
 matched against it and comes out as PacketResults for the estimator.
 """
 
