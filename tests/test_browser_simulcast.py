@@ -79,7 +79,9 @@ async def test_chromium_publishes_simulcast_and_a_page_gets_the_layer_its_tile_f
         await watcher.evaluate(f"{REMOTE_TILE}.style.width = '120px'")
         assert await wait_for_async(lambda: _width_is(watcher, lambda w: w == 320), 20), await watcher.evaluate("sfuctl.stats()")
         await watcher.evaluate(f"{REMOTE_TILE}.style.width = '1200px'")
-        assert await wait_for_async(lambda: _width_is(watcher, lambda w: w > 320), 20), await watcher.evaluate("sfuctl.stats()")
+        # Up only once a probe shows the estimate has room (probes back off to 8 s apart when one falls short, as
+        # they do while Chromium's encoding keeps 2 cores busy): a bound of several probes, not a timing goal.
+        assert await wait_for_async(lambda: _width_is(watcher, lambda w: w > 320), 40), await watcher.evaluate("sfuctl.stats()")
         streams = await watcher.evaluate("sfuctl.stats()")
         video = next(s for s in streams if s["kind"] == "video")
         assert video["spatialLayers"] == 3 and video["layer"] in (1, 2), video
