@@ -17,7 +17,10 @@ from sfuctl.rtc.rtp import build_extension_block, build_packet
 from sfuctl.rtc.sdp import AUDIO_LEVEL_URI, MID_URI, VIDEO_FEEDBACK, Codec
 from sfuctl.server.config import ServerConfig
 from sfuctl.server.consumer import Consumer
+from sfuctl.rtc.simulcast import SimulcastOffer
 from sfuctl.server.producer import Producer
+from sfuctl.server.simulcast_consumer import SimulcastConsumer
+from sfuctl.server.simulcast_producer import SimulcastProducer
 from sfuctl.server.transport import Transport
 from sfuctl.server.worker import Worker
 
@@ -39,6 +42,16 @@ class RecordingConnection:
 
     def send_rtp(self, packet: bytes) -> None:
         self.packets.append(packet)
+
+
+class NotifiedPeer:
+    """Stands in for the subscriber's Peer: keeps the notifications a consumer sends it."""
+
+    def __init__(self) -> None:
+        self.notifications: list[tuple[str, dict]] = []
+
+    def notify(self, method: str, params: dict) -> None:
+        self.notifications.append((method, params))
 
 
 def make_pair(kind: str, consumer_codec: Codec, extensions: dict[str, int], mid: str = "v1"):
@@ -206,3 +219,63 @@ async def test_the_audio_level_is_read_and_forwarded_under_the_subscribers_id_on
     assert [p.extensions.audio_level for p in plain] == [None] * 4 and all(p.extensions.mid == "a1" for p in plain)
     # Two of the four packets were speech (-50 dBov or louder); the share resets when taken.
     assert producer.take_speech_share() == 0.5 and producer.take_speech_share() == 0.0
+
+
+# -- padding-only packets: a publisher's bandwidth probes are neither media nor forwarded ------------------------
+async def test_simulcast_padding_only_packets_are_not_forwarded_nor_counted_as_the_encodings_bitrate() -> None:
+    """libwebrtc without RTX probes its uplink with padding-only packets on a video SSRC, also on an encoding it no
+    longer encodes. They count as received (RTCP) but not in the encoding's bitrate, which the allocator reads
+    to know which encodings are sent; the consumer forwarding that encoding leaves them out without a gap."""
+    worker = Worker(ServerConfig(host="127.0.0.1", port=0, rtc_ports=(0, 0)))
+    publisher_transport = Transport(id="t-pub", worker=worker, cname="pub", on_closed=lambda t, s: None)
+    subscriber_transport = Transport(id="t-sub", worker=worker, cname="sub", on_closed=lambda t, s: None)
+    recorder = RecordingConnection()
+    subscriber_transport.connection = recorder  # type: ignore[assignment]
+    subscriber_transport.connected = True
+    low, high = 0x1000, 0x2000
+    producer = SimulcastProducer(
+        id="p-1", peer=None, transport=publisher_transport, codec=PUBLISHER_VP8, mid="0",
+        simulcast=SimulcastOffer(ssrcs=(low, high)), rid_extension_id=None,
+    )
+    consumer = SimulcastConsumer(
+        id="c-1", peer=NotifiedPeer(), producer=producer, transport=subscriber_transport,
+        codec=Codec("VP8", 90000, 100, feedback=VIDEO_FEEDBACK), mid="v1", extensions={},
+    )
+    producer.add_consumer(consumer)
+    subscriber_transport.add_consumer(consumer)
+
+    def packet(ssrc: int, sequence: int, timestamp: int, payload: bytes, padding: int = 0) -> bytes:
+        data = build_packet(PUBLISHER_VP8.payload_type, sequence, timestamp, ssrc, payload, not padding, b"")
+        return bytes([data[0] | 0x20]) + data[1:] + bytes(padding - 1) + bytes([padding]) if padding else data
+
+    frame = bytes([0x10, 0x01]) + bytes(range(30))  # a VP8 interframe start
+    sent = [
+        packet(high, 10, 9000, VP8_KEYFRAME),
+        packet(high, 11, 9000, b"", padding=255),
+        packet(high, 12, 9000, b"", padding=255),
+        packet(high, 13, 12600, frame),
+        packet(high, 14, 12600, b"", padding=200),
+        packet(high, 15, 16200, frame),
+    ]
+    for layer in producer.layers:
+        layer.meter.sample(0.0)
+    for data in sent:
+        producer.layers[1].receive(data, now=0.0)
+    for sequence in range(100, 110):  # the lower encoding is no longer encoded: padding alone
+        producer.layers[0].receive(packet(low, sequence, 3000, b"", padding=255), now=0.0)
+    for layer in producer.layers:
+        layer.meter.sample(1.0)
+
+    media = [parse(p, None) for p in recorder.packets]
+    assert [p.payload for p in media] == [VP8_KEYFRAME, frame, frame]
+    assert all(p.padding_size == 0 for p in media)
+    assert [(p.sequence_number - media[0].sequence_number) & 0xFFFF for p in media] == [0, 1, 2]
+    assert [(p.timestamp - media[0].timestamp) & 0xFFFFFFFF for p in media] == [0, 3600, 7200]
+    # A NACK of the last number maps back to the publisher's packet 15.
+    assert consumer.switch.lookup(media[2].sequence_number).source_seq(media[2].sequence_number) == 15
+    assert producer.layers[1].reception.packets_received == 6
+    assert producer.layers[1].meter.bytes == sum(len(sent[i]) for i in (0, 3, 5))
+    assert producer.layers[0].reception.packets_received == 10
+    assert producer.layers[0].meter.bitrate_bps == 0
+    assert [layer.bitrate_bps > 0 for layer in consumer.wish().layers] == [False, True]
+    assert consumer.peer.notifications == [("consumerLayersChanged", {"consumerId": "c-1", "spatialLayer": 1, "temporalLayer": None})]

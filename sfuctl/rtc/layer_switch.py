@@ -3,7 +3,7 @@
 Per packet of encoding `layer` it says whether to forward it and with which offsets (an `Epoch`):
 - it forwards one encoding at a time and moves to the target encoding only at a keyframe of it;
 - sequence numbers stay contiguous (the new encoding continues right after the last number sent) and drop
-  upper temporal layers by closing the gap they leave;
+  upper temporal layers and padding-only packets by closing the gap they leave;
 - timestamps stay monotonic: the new encoding's timestamp is placed on the old one's time line through each
   encoding's last Sender Report (RTP/NTP pair, as mediasoup does), or by the wall-clock time elapsed when an SR is
   missing or would send the time line backwards;
@@ -91,8 +91,7 @@ class LayerSwitch:
         assert epoch is not None
         max_temporal = self.max_temporal
         if max_temporal is not None and vp8 is not None and vp8.tid is not None and vp8.tid > max_temporal:
-            # Close the gap: the packets after this one move one number down.
-            self.epoch = Epoch(layer, epoch.seq_offset - 1, epoch.ts_offset, epoch.pid_offset, epoch.tl0_offset)
+            self.skip(layer)
             return None
         out_seq = (seq + epoch.seq_offset) & 0xFFFF
         self._history[out_seq & (HISTORY - 1)] = epoch
@@ -103,6 +102,13 @@ class LayerSwitch:
             if vp8 is not None:
                 self.numbering.latest = vp8  # PictureNumbering.note, inlined on the hot path
         return epoch
+
+    def skip(self, layer: int) -> None:
+        """A packet of encoding `layer` left out (an upper temporal layer, padding only): if that encoding is the one
+        forwarded, the packets after it move one number down, so the peer sees no gap."""
+        epoch = self.epoch
+        if layer == self.current and epoch is not None:
+            self.epoch = Epoch(layer, epoch.seq_offset - 1, epoch.ts_offset, epoch.pid_offset, epoch.tl0_offset)
 
     def lookup(self, out_seq: int) -> Epoch | None:
         """The epoch an outgoing sequence number was sent with (None if unknown or too old)."""

@@ -54,6 +54,12 @@ def padding_size(data: bytes) -> int:
     return data[-1] if data[0] & 0x20 else 0
 
 
+def is_padding_only(first_byte: int, payload: bytes) -> bool:
+    """True when an RTP payload (all after the header, padding included) is nothing but padding (RFC 3550 5.1): a
+    sender's bandwidth probe (libwebrtc sends them on a video SSRC when no RTX is negotiated), not media."""
+    return bool(first_byte & 0x20) and payload[-1] == len(payload)
+
+
 def read_extensions(data: bytes) -> dict[int, bytes]:
     """Parse the RFC 8285 header extensions of a packet into {id: value}.
 

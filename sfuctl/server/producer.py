@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from ..rtc.meter import Meter
 from ..rtc.nack import RetransmissionBuffer
 from ..rtc.receive_stream import ReceiveStream
-from ..rtc.rtp import find_extension, is_keyframe, read_header
+from ..rtc.rtp import find_extension, is_keyframe, is_padding_only, read_header
 from ..rtc.sdp import Codec
 from .active_speaker import SPEECH_DBOV
 from .events import CloseListeners
@@ -111,7 +111,9 @@ class Producer(PublishedBy):
             return
         if payload_type != self.codec.payload_type:
             return
-        self.meter.add(len(data))
+        payload = data[offset:]
+        if not is_padding_only(data[0], payload):  # padding probes the publisher's link: not the stream's bitrate
+            self.meter.add(len(data))
         self.rtcp.receive(sequence, timestamp, now)
         if self.audio_level_id is not None:
             self._read_audio_level(data)
@@ -119,7 +121,6 @@ class Producer(PublishedBy):
             self.rtx_buffer.store(sequence, data)
         if self.paused or not self.consumers:
             return
-        payload = data[offset:]
         keyframe = False
         if self.waiting_consumers and is_keyframe(self.codec.name, payload):
             keyframe = True
