@@ -279,3 +279,32 @@ async def test_simulcast_padding_only_packets_are_not_forwarded_nor_counted_as_t
     assert producer.layers[0].meter.bitrate_bps == 0
     assert [layer.bitrate_bps > 0 for layer in consumer.wish().layers] == [False, True]
     assert consumer.peer.notifications == [("consumerLayersChanged", {"consumerId": "c-1", "spatialLayer": 1, "temporalLayer": None})]
+
+
+async def test_padding_only_packets_are_left_out_without_a_gap_and_nacks_map_around_them() -> None:
+    producer, consumer, recorder = make_pair("video", Codec("VP8", 90000, 100, feedback=VIDEO_FEEDBACK), {})
+    frame = bytes([0x10, 0x01]) + bytes(range(30))  # a VP8 interframe start
+    sent = [
+        publisher_packet(500, 9000, VP8_KEYFRAME, marker=True),
+        publisher_packet(501, 9000, b"", padding=255),
+        publisher_packet(502, 12600, frame, marker=True),
+        publisher_packet(503, 12600, b"", padding=255),
+        publisher_packet(504, 12600, b"", padding=100),
+        publisher_packet(505, 16200, frame, marker=True),
+    ]
+    producer.meter.sample(0.0)
+    for data in sent:
+        producer.receive(data, now=0.0)
+    producer.meter.sample(1.0)
+    out = [parse(p, None) for p in recorder.packets]
+    assert [p.payload for p in out] == [VP8_KEYFRAME, frame, frame]
+    first = out[0].sequence_number
+    assert [(p.sequence_number - first) & 0xFFFF for p in out] == [0, 1, 2]
+    assert producer.reception.packets_received == 6
+    assert (producer.meter.packets, producer.meter.bitrate_bps) == (3, 8 * sum(len(sent[i]) for i in (0, 2, 5)))
+    # Each number sent maps back to the publisher's packet it was made from, before and after the gaps closed.
+    for index, packet in enumerate(out):
+        resent = consumer._retransmission(packet.sequence_number)
+        assert resent is not None and parse(resent, None).payload == packet.payload, index
+        assert parse(resent, None).timestamp == packet.timestamp
+    assert consumer._retransmission((first + 3) & 0xFFFF) is None  # never sent

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import struct
 import time
+from collections import deque
 from typing import TYPE_CHECKING
 
 from ..rtc import rtcp
@@ -21,6 +22,10 @@ if TYPE_CHECKING:
     from .peer import Peer
     from .producer import Producer
     from .transport import Transport
+
+# Offset changes remembered for NACK mapping (one per packet left out); a NACK older than the oldest is refused
+# once any was forgotten.
+SKIPS_KEPT = 64
 
 _pack_header = struct.Struct("!BBHI").pack_into
 _pack_u16 = struct.Struct("!H").pack_into
@@ -98,6 +103,9 @@ class Consumer:
         self._ts_offset = 0
         self._sync_seq = 0
         self._synced = False
+        # (first number sent with the offset after it, the offset before it) per packet left out, oldest first
+        self._skips: deque[tuple[int, int]] = deque(maxlen=SKIPS_KEPT)
+        self._skips_forgotten = False
         self._waiting_keyframe = False
         self._sdes: bytes | None = None
         self._start_waiting()
@@ -142,11 +150,29 @@ class Consumer:
         meter.bytes += size
         self._send_rtp(packet)
 
+    def skip(self) -> None:
+        """The producer's next packet is not forwarded (padding only): the packets after it move one number down,
+        so the peer sees no gap; a NACK of an earlier one maps through the offset it was sent with."""
+        if self.paused or not self._synced:
+            return
+        if len(self._skips) == SKIPS_KEPT:
+            self._skips_forgotten = True
+        self._skips.append(((self._seq + 1) & 0xFFFF, self._seq_offset))
+        self._seq_offset = (self._seq_offset - 1) & 0xFFFF
+
     def _retransmission(self, out_seq: int) -> bytes | None:
         """The packet to resend for a NACKed sequence number of ours, from the producer's buffer (None if gone)."""
         if not self._synced or self.paused:
             return None
-        sequence = (out_seq - self._seq_offset) & 0xFFFF
+        offset = self._seq_offset
+        for first, previous in reversed(self._skips):
+            if seq_distance(out_seq, first) >= 0:
+                break
+            offset = previous
+        else:
+            if self._skips_forgotten:
+                return None
+        sequence = (out_seq - offset) & 0xFFFF
         if seq_distance(sequence, self._sync_seq) < 0:
             return None
         data = self.producer.rtx_buffer.get(sequence)  # type: ignore[union-attr]
@@ -290,6 +316,8 @@ class Consumer:
             self._ts_offset = (self._ts + advance - timestamp) & 0xFFFFFFFF
         self._sync_seq = sequence
         self._synced = True
+        self._skips.clear()
+        self._skips_forgotten = False
         if self._waiting_keyframe:
             self._waiting_keyframe = False
             self.producer.consumer_waiting(False)

@@ -111,10 +111,17 @@ class Producer(PublishedBy):
             return
         if payload_type != self.codec.payload_type:
             return
-        payload = data[offset:]
-        if not is_padding_only(data[0], payload):  # padding probes the publisher's link: not the stream's bitrate
-            self.meter.add(len(data))
         self.rtcp.receive(sequence, timestamp, now)
+        payload = data[offset:]
+        if is_padding_only(data[0], payload):
+            # A probe of the publisher's link (libwebrtc sends them on a video SSRC when no RTX is negotiated, also
+            # on an encoding it no longer encodes): received, but neither the stream's bitrate nor forwarded (a
+            # receiver may take a run of them for a frame). Each consumer closes the gap it leaves.
+            if not self.paused:
+                for consumer in self.consumers:
+                    consumer.skip()
+            return
+        self.meter.add(len(data))
         if self.audio_level_id is not None:
             self._read_audio_level(data)
         if self.rtx_buffer is not None:

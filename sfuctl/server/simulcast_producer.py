@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..rtc.rtp import is_keyframe, is_padding_only
+from ..rtc.rtp import is_keyframe
 from ..rtc.sdp import Codec
 from ..rtc.simulcast import LayerBinding, SimulcastOffer
 from ..rtc.vp8 import keyframe_size, parse_descriptor
@@ -55,6 +55,11 @@ class LayerTap:
         if consumer in self.listeners:
             self.listeners = [c for c in self.listeners if c is not consumer]
 
+    def skip(self) -> None:
+        """A packet of this encoding not forwarded (padding only): the consumers forwarding it close the gap."""
+        for consumer in self.listeners:
+            consumer.switch.skip(self.index)
+
     def resync(self) -> None:
         """Nothing to renumber here: the SimulcastProducer resyncs its consumers when it resumes."""
 
@@ -65,12 +70,6 @@ class LayerTap:
         self, first_byte: int, marker: int, sequence: int, timestamp: int, payload: bytes, keyframe: bool, now: float
     ) -> None:
         """Hot path: one packet of this encoding, to every simulcast consumer."""
-        if is_padding_only(first_byte, payload):
-            # Not forwarded (mediasoup drops them too): a receiver that takes padding as a frame of its own stalls
-            # or feeds an empty frame to its decoder. The consumers forwarding this encoding close the gap.
-            for consumer in self.listeners:
-                consumer.switch.skip(self.index)
-            return
         descriptor = None
         counted = keyframe  # the encoding's Producer counted it already
         if self.vp8:
