@@ -116,3 +116,75 @@ async def test_chromium_publishing_on_a_shaped_uplink_follows_the_servers_feedba
         await page.close()
         relay.close()
         await server.close()
+
+
+# The a=ssrc values of each video m-section of the page's remote descriptions (the server's answers), and its
+# inbound video streams (webrtc-stats: ssrc, framesDecoded), over every connection the page opened.
+REMOTE_VIDEO_SSRCS = """async () => {
+  const sections = [];
+  const inbound = [];
+  for (const pc of window.peerConnections) {
+    for (const section of (pc.remoteDescription?.sdp ?? "").split("\\r\\nm=").slice(1)) {
+      if (section.startsWith("video")) sections.push([...section.matchAll(/a=ssrc:(\\d+) /g)].map((m) => Number(m[1])));
+    }
+    for (const s of (await pc.getStats()).values()) {
+      if (s.type === "inbound-rtp" && s.kind === "video") inbound.push({ ssrc: s.ssrc, framesDecoded: s.framesDecoded });
+    }
+  }
+  return { sections, inbound };
+}"""
+# Plays a WHEP endpoint (video only) in window.whep, its answer's candidate address rewritten (to go through a relay).
+WHEP_PLAY_VIA = """async ([url, from, to]) => {
+  const pc = (window.whep = new RTCPeerConnection());
+  pc.addTransceiver("video", { direction: "recvonly" });
+  await pc.setLocalDescription(await pc.createOffer());
+  const response = await fetch(url, { method: "POST", headers: { "Content-Type": "application/sdp" }, body: pc.localDescription.sdp });
+  if (response.status !== 201) throw new Error(`WHEP answered ${response.status}: ${await response.text()}`);
+  await pc.setRemoteDescription({ type: "answer", sdp: (await response.text()).replaceAll(from, to) });
+}"""
+
+
+async def test_chromium_keeps_its_track_on_the_consumer_and_reports_the_announced_probe_ssrc(server, chromium, bot_media) -> None:  # noqa: F811
+    """The page (its subscribe answer) and a WHEP player (its HTTP answer) in Chromium each get their transport's
+    probe SSRC after the consumer's in the video m-section: the probes go on the wire with it, Chromium decodes
+    the consumer's SSRC, and its transport feedback covers the probes (their clusters give results)."""
+    relays = (UdpRelay(), UdpRelay())
+    media_address = f"127.0.0.1 {server.worker.rtc_port}"
+    page_relay, whep_relay = [await relay.start(media_address) for relay in relays]
+    config = BotsConfig(url=server.url, room="probes", count=1, duration=20.0, media=bot_media, seed=16)
+    stop = asyncio.Event()
+    publisher = asyncio.create_task(run_bots(config, plans=[BotPlan(0, "bot", "probes", True, False, 0.0, False)], stop=stop))
+    page = None
+    try:
+        page = await chromium.open(page_url(server, "probes", "human"), redirect_answers(media_address, page_relay), RECORD_PEER_CONNECTIONS)
+        await wait_for_streams(page, decoding("bot", 10), 20)
+        await page.evaluate(WHEP_PLAY_VIA, [f"http://127.0.0.1:{server.port}/whep/probes", media_address, whep_relay])
+
+        def receiving() -> list:
+            return [t for t in list(server.worker.transports) if t.consumers and t.probe_ssrc is not None]
+
+        async def probed_and_decoding() -> bool:
+            seen = await page.evaluate(REMOTE_VIDEO_SSRCS)
+            decoded = [s for s in seen["inbound"] if (s["framesDecoded"] or 0) >= 10]
+            results = [t.stats()["probe_results"] for t in receiving()]
+            return len(decoded) == 2 and len(results) == 2 and min(results) > 0
+
+        assert await wait_for_async(probed_and_decoding, 20), (await page.evaluate(REMOTE_VIDEO_SSRCS), page.console[-10:])
+        seen = await page.evaluate(REMOTE_VIDEO_SSRCS)
+        transports = receiving()
+        announced = sorted(s for s in seen["sections"] if s)  # the receiving ones (the page's camera has none)
+        expected = sorted([next(iter(t.consumers)), t.probe_ssrc] for t in transports)
+        assert announced == expected, (announced, expected)  # the consumer's SSRC, then the probe SSRC
+        # Chromium's video streams are the consumers' SSRCs, decoding; none is the probe SSRC.
+        assert sorted(s["ssrc"] for s in seen["inbound"]) == sorted(consumer for consumer, _ in expected), seen
+        # On the wire: each relay carried padding-only probes on the probe SSRC its connection was told of.
+        wire = sorted(ssrc for relay in relays for ssrc in relay.streams)
+        for _, probe in expected:
+            assert probe in wire and any(relay.streams.get(probe) and relay.streams[probe].forwarded > 0 for relay in relays), wire
+    finally:
+        stop.set()
+        await publisher
+        if page is not None:
+            await page.close()
+        for relay in relays:
+            relay.close()

@@ -4,15 +4,17 @@ upgrades (virtual time where it can be; the Prober paces on a real event loop)."
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 
 from sfuctl.bots.impairment import ImpairmentConfig, LinkModel
+from sfuctl.client.offer import parse_answer
 from sfuctl.rtc.bandwidth_estimator import BandwidthEstimator
 from sfuctl.rtc.probe_controller import FURTHER_PROBE_MAX_BPS, PROBE_PACKET_SIZE, ProbeCluster, ProbeController
 from sfuctl.rtc.prober import PADDING, Prober
 from sfuctl.rtc.rtp import read_header
-from sfuctl.rtc.sdp import Codec
+from sfuctl.rtc.sdp import Codec, parse_offer
 from sfuctl.rtc.send_history import PacketResult, SendHistory
 from sfuctl.rtc.transport_feedback import TRANSPORT_CC_URI, TransportFeedback, packet_sequence
 from sfuctl.server.config import ServerConfig
@@ -21,6 +23,8 @@ from sfuctl.server.feedback_estimate import PROBE_HEADROOM, PROBE_INTERVAL, PROB
 from sfuctl.server.producer import Producer
 from sfuctl.server.transport import Transport
 from sfuctl.server.worker import Worker
+
+from .test_sdp_offers import captured, publishing_peer
 
 
 async def test_a_cluster_goes_as_padding_only_packets_paced_at_its_rate() -> None:
@@ -172,3 +176,59 @@ async def test_probes_take_a_video_payload_type_when_an_audio_consumer_came_firs
         assert subscriber.prober is not None and subscriber.prober.payload_type == expected[index]
     for transport in (publisher, subscriber):
         transport.close()
+
+
+def answered_ssrcs(answer: str) -> dict[str, list[int]]:
+    """The a=ssrc values of each m-line of an answer, in order, by mid."""
+    found = {}
+    for section in answer.split("\r\nm=")[1:]:
+        mid = re.search(r"\r\na=mid:(\S+)", section).group(1)
+        found[mid] = [int(ssrc) for ssrc in re.findall(r"\r\na=ssrc:(\d+) ", section)]
+    return found
+
+
+@pytest.mark.parametrize("subscribed", [("0", "1"), ("1",)])
+async def test_the_receive_answer_announces_the_probe_ssrc_after_a_video_consumers_own(server, subscribed) -> None:
+    """Chromium's receive offer (transport-cc on both m-lines): the video m-line lists its consumer's SSRC, then the
+    probe SSRC the prober stamps; an audio m-line never lists it (probes are announced only beside video)."""
+    publisher = publishing_peer(server, "announce")
+    subscriber = publishing_peer(server, "announce")
+    try:
+        producers = {p["mid"]: p for p in publisher.publish(captured("chromium-send"))["producers"]}
+        by_kind = {p["kind"]: p["id"] for p in producers.values()}
+        offer = captured("chromium-recv")  # mid 0 receives video, mid 1 audio
+        wanted = {mid: by_kind["video" if mid == "0" else "audio"] for mid in subscribed}
+        for _ in range(2):  # a renegotiation announces the same probe SSRC
+            result = subscriber.subscribe(offer, wanted)
+            ssrcs = answered_ssrcs(result["sdp"])
+            consumers = {c["mid"]: c["ssrc"] for c in result["consumers"]}
+            prober = subscriber.recv_transport.prober
+            assert prober is not None and result["probeSsrc"] == prober.ssrc
+            expected = {mid: [consumers[mid]] for mid in subscribed}
+            if "0" in subscribed:
+                expected["0"].append(prober.ssrc)
+            assert {mid: found for mid, found in ssrcs.items() if found} == expected
+            # A client's parser takes the first SSRC of an m-line as its stream, a further one as the probes'.
+            answer = parse_answer(result["sdp"])
+            assert {mid: m.ssrc for mid, m in answer.media.items() if m.ssrc} == consumers
+            assert answer.probe_ssrc == (prober.ssrc if "0" in subscribed else None)
+    finally:
+        subscriber.close()
+        publisher.close()
+
+
+@pytest.mark.parametrize("name", ["gst-max-bundle-recv", "aiortc-recv"])
+async def test_a_receive_offer_without_the_transport_cc_extension_gets_no_probe_ssrc(server, name: str) -> None:
+    """webrtcbin (rtcp-fb transport-cc but no header extension) and aiortc (neither): no probes, none announced."""
+    publisher = publishing_peer(server, "no-probes")
+    subscriber = publishing_peer(server, "no-probes")
+    try:
+        video = next(p["id"] for p in publisher.publish(captured("chromium-send"))["producers"] if p["kind"] == "video")
+        offer = parse_offer(captured(name))
+        mid = next(m.mid for m in offer.media if m.kind == "video")
+        result = subscriber.subscribe(captured(name), {mid: video})
+        assert result["probeSsrc"] is None
+        assert answered_ssrcs(result["sdp"])[mid] == [result["consumers"][0]["ssrc"]]
+    finally:
+        subscriber.close()
+        publisher.close()

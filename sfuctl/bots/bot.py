@@ -652,7 +652,8 @@ class Bot:
             await self._set_remote(self._recv_link, answer)
         now = time.monotonic()
         assert self.subscriber is not None
-        self.subscriber.probe_ssrc = result.get("probeSsrc")
+        # The answer announces it beside a video consumer; the result names it also when all are audio.
+        self.subscriber.probe_ssrc = answer.probe_ssrc if answer.probe_ssrc is not None else result.get("probeSsrc")
         for consumer in result.get("consumers", []):
             if consumer["id"] in self._consumer_ids:
                 continue

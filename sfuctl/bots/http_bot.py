@@ -86,6 +86,7 @@ class HttpBot(Bot):
             )
             self.subscriber.record_arrivals(media.extensions)
             self.subscriber.add(ConsumerStream(info, self.join_started_at or time.monotonic(), self.env.decode))
+        self.subscriber.probe_ssrc = answer.probe_ssrc
         await self._set_remote(self._recv_link, answer)
 
     async def _exchange_ice_restart(

@@ -192,6 +192,8 @@ class AnswerMedia:
     # An accepted application section: the server's SCTP port and a=max-message-size.
     sctp_port: int | None = None
     max_message_size: int | None = None
+    # An SSRC listed after the stream's own outside any ssrc-group: the server's padding-only probes on the transport.
+    probe_ssrc: int | None = None
 
     def encoding_extensions(self, rid: str) -> bytes:
         """The header extension block on every packet of simulcast encoding `rid`: MID and RID, with the ids
@@ -210,6 +212,11 @@ class Answer:
     ice_lite: bool
     media: dict[str, AnswerMedia]
     tcp_candidates: list[tuple[str, int]] = field(default_factory=list)  # ICE-TCP passive candidates (RFC 6544)
+
+    @property
+    def probe_ssrc(self) -> int | None:
+        """The SSRC of the server's probe packets, when an m-line announces it (beside a video stream)."""
+        return next((m.probe_ssrc for m in self.media.values() if m.probe_ssrc is not None), None)
 
     @property
     def dtls_role(self) -> str:
@@ -297,9 +304,11 @@ def _answer_media(m: object, mid: str) -> AnswerMedia:
         parameters=tuple((str(k), str(v)) for k, v in (c.parameters or {}).items()),
         feedback=tuple((f.type, f.parameter) for f in c.rtcpFeedback),
     )
-    ssrc = cname = None
+    ssrc = cname = probe_ssrc = None
     if m.ssrc:
         ssrc, cname = m.ssrc[0].ssrc, m.ssrc[0].cname
+        grouped = {item for group in m.ssrc_group for item in group.items}
+        probe_ssrc = next((s.ssrc for s in m.ssrc[1:] if s.ssrc not in grouped), None)
     msid = None
     if m.msid and len(m.msid.split()) == 2:
         stream, track = m.msid.split()
@@ -313,6 +322,7 @@ def _answer_media(m: object, mid: str) -> AnswerMedia:
         cname=cname,
         msid=msid,
         extensions={e.uri: e.id for e in m.rtp.headerExtensions},
+        probe_ssrc=probe_ssrc,
     )
 
 

@@ -17,7 +17,7 @@ the answer writes each m-line's own transport's ICE credentials. Data channels r
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from aiortc import sdp as aiortc_sdp
 
@@ -124,6 +124,8 @@ class MediaAnswer:
     extensions: dict[str, int] = field(default_factory=dict)
     rids: tuple[str, ...] = ()  # simulcast encodings the server receives on this m-line
     max_message_size: int | None = None
+    # The transport's padding-only probe SSRC, announced after the consumer's (probe_announcement picks the m-line).
+    probe_ssrc: int | None = None
     # The ICE credentials and DTLS setup of the m-line's own transport, when it is not the first (no BUNDLE).
     transport: tuple[IceParameters, str] | None = None
 
@@ -463,7 +465,21 @@ def build_answer(
             if m.msid:
                 lines.append(f"a=msid:{m.msid[0]} {m.msid[1]}")
             lines.append(f"a=ssrc:{m.ssrc} cname:{m.cname or 'sfuctl'}")
+            if m.probe_ssrc is not None:
+                lines.append(f"a=ssrc:{m.probe_ssrc} cname:{m.cname or 'sfuctl'}")
     return "\r\n".join(lines) + "\r\n"
+
+
+def announce_probe(media: list[MediaAnswer], mids: tuple[str, ...], ssrc: int) -> list[MediaAnswer]:
+    """`media` with a transport's probe SSRC announced on the first of its m-lines (`mids`) that sends a video
+    consumer with transport-cc, after the consumer's SSRC. A second SSRC without an ssrc-group leaves the track on
+    the first one (libwebrtc binds a receive stream to the first, ignores the rest); an audio m-line is never used
+    (libwebrtc makes an unsignalled audio stream of an unknown SSRC there). Unchanged without such an m-line."""
+    for index, m in enumerate(media):
+        if (m.offer.mid in mids and m.offer.kind == "video" and m.ssrc is not None and m.direction == "sendonly"
+                and TRANSPORT_CC_URI in m.extensions):
+            return [*media[:index], replace(m, probe_ssrc=ssrc), *media[index + 1:]]
+    return media
 
 
 def accepted_extensions(offer: MediaOffer, transport_cc: bool = False) -> dict[str, int]:

@@ -26,6 +26,7 @@ from ..rtc.sdp import (
     Offer,
     TRANSPORT_CC_URI,
     accepted_extensions,
+    announce_probe,
     answer_direction,
     choose_codec,
     parse_offer,
@@ -298,6 +299,8 @@ class Peer:
         media = [replace(m, transport=own[m.offer.mid]) if m.accepted and m.offer.mid in own else m for m in media]
         for transport in transports:
             transport.answered(media)
+            if transport.probe_ssrc is not None:
+                media = announce_probe(media, transport.mids, transport.probe_ssrc)
         return first.answer(media, bundle)
 
     def _consume(
