@@ -1,10 +1,12 @@
 """GStreamer's webrtcbin as an independent WHIP publisher or WHEP player, run by the system python3.
 
 GStreamer's Python bindings live in the system interpreter (GObject introspection), not in the venv, so tests
-start this file as a process: `python3 tests/gst_peer.py {whip|whep} URL BUNDLE_POLICY SECONDS`. It posts its
-offer, applies the answer, runs until its stdin closes (at most SECONDS), deletes its resource and exits. Every half
-second, and once more at the end, it prints a JSON line: {"video": decoded video frames, "audio": decoded
-audio buffers, "error": null or the first error, "done": true on the last line}. libnice's UPnP is off (it
+start this file as a process: `python3 tests/gst_peer.py {whip|whep} URL BUNDLE_POLICY SECONDS [transport-cc]`. It
+posts its offer, applies the answer, runs until its stdin closes (at most SECONDS), deletes its resource and exits.
+Every half second, and once more at the end, it prints a JSON line: {"video": decoded video frames, "audio": decoded
+audio buffers, "pads": [mid, SSRC] of each stream webrtcbin gave a pad, "answered": {mid: the answer's a=ssrc
+values}, "error": null or the first error, "done": true on the last line}. A player with `transport-cc` offers the
+transport-wide sequence header extension too (webrtcbin then sends transport feedback). libnice's UPnP is off (it
 would multicast) and loopback candidates are gathered (see add_loopback_address).
 """
 
@@ -35,6 +37,8 @@ RECEIVE_CAPS = {
     "video": "application/x-rtp,media=video,encoding-name=VP8,payload=96,clock-rate=90000",
     "audio": "application/x-rtp,media=audio,encoding-name=OPUS,payload=97,clock-rate=48000",
 }
+# The caps field that makes webrtcbin offer the transport-wide sequence header extension (id 3).
+TRANSPORT_CC_CAPS = ",extmap-3=(string)http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
 
 
 def add_loopback_address(webrtc: Gst.Element) -> None:
@@ -65,9 +69,11 @@ def add_loopback_address(webrtc: Gst.Element) -> None:
 
 
 class Peer:
-    def __init__(self, mode: str, url: str, policy: str) -> None:
+    def __init__(self, mode: str, url: str, policy: str, transport_cc: bool = False) -> None:
         self.mode, self.url = mode, url
         self.counts = {"video": 0, "audio": 0}
+        self.pads: list[tuple[str | None, int]] = []
+        self.answered: dict[str, list[int]] = {}
         self.error: str | None = None
         self.location: str | None = None
         self.loop = GLib.MainLoop()
@@ -81,6 +87,7 @@ class Peer:
             self.pipeline.add(self.webrtc)
             for caps in RECEIVE_CAPS.values():
                 direction = GstWebRTC.WebRTCRTPTransceiverDirection.RECVONLY
+                caps += TRANSPORT_CC_CAPS if transport_cc else ""
                 self.webrtc.emit("add-transceiver", direction, Gst.Caps.from_string(caps))
             self.webrtc.connect("pad-added", self.on_pad)
         add_loopback_address(self.webrtc)
@@ -102,7 +109,7 @@ class Peer:
         self.report(done=True)
 
     def report(self, done: bool) -> None:
-        print(json.dumps({**self.counts, "error": self.error, "done": done}), flush=True)
+        print(json.dumps({**self.counts, "pads": self.pads, "answered": self.answered, "error": self.error, "done": done}), flush=True)
 
     def fail(self, message: str) -> None:
         self.error = self.error or message
@@ -137,6 +144,7 @@ class Peer:
         except (urllib.error.URLError, OSError) as exc:
             self.fail(f"POST: {exc}")
             return False
+        self.answered = answered_ssrcs(answer_text)
         _, sdp = GstSdp.SDPMessage.new_from_text(answer_text)
         answer = GstWebRTC.WebRTCSessionDescription.new(GstWebRTC.WebRTCSDPType.ANSWER, sdp)
         promise = Gst.Promise.new()
@@ -150,9 +158,14 @@ class Peer:
     def on_pad(self, _webrtc: Gst.Element, pad: Gst.Pad) -> None:
         if pad.direction != Gst.PadDirection.SRC:
             return
-        kind = pad.get_current_caps().get_structure(0).get_value("media")
+        caps = pad.get_current_caps().get_structure(0)
+        kind = caps.get_value("media")
+        transceiver = pad.get_property("transceiver")
+        self.pads.append((transceiver.get_property("mid") if transceiver else None, caps.get_value("ssrc")))
         decode = "rtpvp8depay ! vp8dec" if kind == "video" else "rtpopusdepay ! opusdec"
-        branch = Gst.parse_bin_from_description(f"queue ! {decode} ! fakesink name=sink signal-handoffs=true", True)
+        # async=false: a pad whose stream never carries a frame (padding-only probes on an SSRC of their own get a
+        # pad too) must not hold the pipeline in PAUSED waiting for its sink to preroll.
+        branch = Gst.parse_bin_from_description(f"queue ! {decode} ! fakesink name=sink signal-handoffs=true async=false", True)
         self.pipeline.add(branch)
         branch.sync_state_with_parent()
         pad.link(branch.get_static_pad("sink"))
@@ -169,10 +182,20 @@ class Peer:
             self.error = self.error or f"DELETE: {exc}"
 
 
+def answered_ssrcs(answer: str) -> dict[str, list[int]]:
+    """The a=ssrc values of each m-line of an SDP answer, in order, by mid."""
+    found: dict[str, list[int]] = {}
+    for section in answer.split("\r\nm=")[1:]:
+        lines = section.split("\r\n")
+        mid = next((line[6:] for line in lines if line.startswith("a=mid:")), "")
+        found[mid] = [int(line[7:].split()[0]) for line in lines if line.startswith("a=ssrc:")]
+    return found
+
+
 def main() -> None:
     mode, url, policy, seconds = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
     Gst.init(None)
-    Peer(mode, url, policy).run(seconds)
+    Peer(mode, url, policy, transport_cc=sys.argv[5:6] == ["transport-cc"]).run(seconds)
 
 
 if __name__ == "__main__":

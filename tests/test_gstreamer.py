@@ -42,9 +42,9 @@ def unavailable_reason() -> str | None:
 pytestmark = pytest.mark.skipif(unavailable_reason() is not None, reason=str(unavailable_reason()))
 
 
-async def run_gst_peer(mode: str, url: str, policy: str, seconds: float) -> asyncio.subprocess.Process:
+async def run_gst_peer(mode: str, url: str, policy: str, seconds: float, *options: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        SYSTEM_PYTHON, str(GST_PEER), mode, url, policy, str(seconds),
+        SYSTEM_PYTHON, str(GST_PEER), mode, url, policy, str(seconds), *options,
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
 
@@ -124,6 +124,34 @@ async def test_webrtcbin_plays_a_room_over_whep_and_decodes_it(server, vp8_media
         assert len(player.recv_transports) == {"max-bundle": 1, "none": 2}[policy]
         assert (await gst_stop(process))["error"] is None
         assert [p.name for p in server.worker.routers[room].peers.values()] == ["alice"]
+    finally:
+        if process is not None and process.returncode is None:
+            process.kill()
+            await process.wait()
+        await publisher.close()
+
+
+async def test_webrtcbin_with_transport_cc_gives_the_announced_probe_ssrc_a_pad_and_its_feedback_covers_it(server, vp8_media) -> None:
+    """A webrtcbin player that offers transport-cc gets probes: the answer lists the probe SSRC after the video
+    consumer's, webrtcbin opens a pad for each answered SSRC and no other (the probes' carries no frame), decodes
+    both streams, and its transport feedback covers the probes (their clusters give results)."""
+    room = "gst-probes"
+    publisher = AiortcPeer(server.url, room, "alice")
+    process = None
+    try:
+        await publisher.join()
+        await publisher.publish(str(vp8_media.video), str(vp8_media.audio))
+        url = f"http://127.0.0.1:{server.port}/whep/{room}"
+        process = await run_gst_peer("whep", url, "max-bundle", 30.0, "transport-cc")
+        report = await gst_report(process, lambda r: r["video"] >= 25 and r["audio"] >= 25 and len(r["pads"]) >= 3, 40)
+        assert report["error"] is None and report["video"] >= 25 and report["audio"] >= 25, report
+        player = next(p for p in server.worker.routers[room].peers.values() if p.name != "alice")
+        (transport,) = player.recv_transports
+        consumers = {c.mid: c.ssrc for c in player.consumers.values()}
+        assert report["answered"] == {"video0": [consumers["video0"], transport.probe_ssrc], "audio1": [consumers["audio1"]]}
+        assert sorted(report["pads"]) == sorted([["video0", transport.probe_ssrc], *([mid, s] for mid, s in consumers.items())])
+        assert await wait_for(lambda: transport.stats()["probe_results"] > 0, 15), transport.stats()
+        assert (await gst_stop(process))["error"] is None
     finally:
         if process is not None and process.returncode is None:
             process.kill()
