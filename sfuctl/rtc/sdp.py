@@ -124,7 +124,7 @@ class MediaAnswer:
     extensions: dict[str, int] = field(default_factory=dict)
     rids: tuple[str, ...] = ()  # simulcast encodings the server receives on this m-line
     max_message_size: int | None = None
-    # The transport's padding-only probe SSRC, announced after the consumer's (probe_announcement picks the m-line).
+    # The transport's padding-only probe SSRC, announced after the consumer's (announce_probe picks the m-line).
     probe_ssrc: int | None = None
     # The ICE credentials and DTLS setup of the m-line's own transport, when it is not the first (no BUNDLE).
     transport: tuple[IceParameters, str] | None = None
@@ -473,8 +473,9 @@ def build_answer(
 def announce_probe(media: list[MediaAnswer], mids: tuple[str, ...], ssrc: int) -> list[MediaAnswer]:
     """`media` with a transport's probe SSRC announced on the first of its m-lines (`mids`) that sends a video
     consumer with transport-cc, after the consumer's SSRC. A second SSRC without an ssrc-group leaves the track on
-    the first one (libwebrtc binds a receive stream to the first, ignores the rest); an audio m-line is never used
-    (libwebrtc makes an unsignalled audio stream of an unknown SSRC there). Unchanged without such an m-line."""
+    the first one (libwebrtc binds the receive stream to the first; the second only routes packets to the m-line);
+    never on an audio m-line (libwebrtc's audio channel makes an unsignalled receive stream of every SSRC it has
+    none for). Unchanged without such an m-line."""
     for index, m in enumerate(media):
         if (m.offer.mid in mids and m.offer.kind == "video" and m.ssrc is not None and m.direction == "sendonly"
                 and TRANSPORT_CC_URI in m.extensions):
