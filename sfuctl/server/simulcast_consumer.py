@@ -143,7 +143,7 @@ class SimulcastConsumer(Consumer):
         """What the allocator weighs for this consumer: the encodings' measured rates and the peer's wishes."""
         sizes = self.producer.layer_sizes()
         layers = tuple(
-            Layer(layer.meter.bitrate_bps, width, height) for layer, (width, height) in zip(self.producer.layers, sizes)
+            Layer(bitrate, width, height) for bitrate, (width, height) in zip(self.producer.layer_bitrates(), sizes)
         )
         return Wish(self.id, "video", layers, self.preferred_spatial, self.max_size, self.priority)
 
@@ -159,6 +159,10 @@ class SimulcastConsumer(Consumer):
             self.switch_started = now
             self.producer.layers[layer].request_keyframe(now)
 
+    def layers_taken(self) -> set[int]:
+        """The encodings this consumer forwards or waits for (its publisher must send them)."""
+        return {layer for layer in (self.switch.current, self.switch.target) if layer is not None}
+
     def set_temporal(self, temporal: int | None) -> None:
         """Forward VP8 temporal layers 0..`temporal` only (None: all)."""
         self.switch.max_temporal = temporal
@@ -170,10 +174,11 @@ class SimulcastConsumer(Consumer):
         self._waiting_on = layer
         if layer is not None:
             self.producer.layers[layer].consumer_waiting(True)
+            self.producer.demand.want(layer, time.monotonic())  # a paused encoding resumes for it
 
     def _listen(self) -> None:
         """Take the packets of the encoding forwarded and of the target (for its keyframe), and no others."""
-        wanted = {layer for layer in (self.switch.current, self.switch.target) if layer is not None and not self.closed}
+        wanted = set() if self.closed else self.layers_taken()
         for layer in self._listening - wanted:
             self.producer.taps[layer].unlisten(self)
         for layer in wanted - self._listening:

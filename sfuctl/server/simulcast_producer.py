@@ -15,6 +15,7 @@ from ..rtc.sdp import Codec
 from ..rtc.simulcast import LayerBinding, SimulcastOffer
 from ..rtc.vp8 import keyframe_size, parse_descriptor
 from .events import CloseListeners
+from .layer_demand import LayerDemand
 from .producer import PRODUCER_CLOSED, Producer, PublishedBy
 from .quality import QualityMonitor
 
@@ -182,6 +183,7 @@ class SimulcastProducer(PublishedBy):
         self.meter = SummedMeter(self.layers)
         self.rtcp = SummedFeedback(self.layers)
         self.rtx_buffer = None  # retransmissions come from each encoding's own buffer
+        self.demand = LayerDemand(len(self.layers), self._tell_publisher)
 
     @property
     def ssrc(self) -> int | None:
@@ -220,6 +222,29 @@ class SimulcastProducer(PublishedBy):
 
     def layer_sizes(self) -> list[tuple[int | None, int | None]]:
         return [(tap.width, tap.height) for tap in self.taps]
+
+    def layer_bitrates(self) -> list[float]:
+        """Each encoding's bitrate as the allocator counts it: a paused one at what it sent before the pause."""
+        return [self.demand.bitrate(index, layer.meter.bitrate_bps) for index, layer in enumerate(self.layers)]
+
+    # -- pausing the encodings nobody takes ----------------------------------------------------------
+    def update_demand(self, now: float) -> None:
+        """Once per report interval: pause the encodings no consumer took for a while, resume the wanted ones."""
+        if self.paused or self.closed:
+            return
+        wanted: set[int] = set()
+        for consumer in self.consumers:
+            if not consumer.paused and not consumer.closed:
+                wanted.update(consumer.layers_taken())
+        self.demand.update(wanted, [layer.meter.bitrate_bps for layer in self.layers], now)
+
+    def _tell_publisher(self, active: tuple[bool, ...]) -> None:
+        rids = self.rids
+        layers = [
+            {"spatialLayer": index, "rid": rids[index] if index < len(rids) else None, "active": on}
+            for index, on in enumerate(active)
+        ]
+        self.peer.notify("producerLayersActive", {"producerId": self.id, "mid": self.mid, "layers": layers})
 
     # -- the producer interface the router, peers and transport use ----------------------------------
     def request_keyframe(self, now: float) -> None:
@@ -284,6 +309,8 @@ class SimulcastProducer(PublishedBy):
                     "keyframes": s["keyframes"],
                     "width": tap.width,
                     "height": tap.height,
+                    "paused": not self.demand.active[index],
+                    "pauses": self.demand.pauses[index],
                 }
                 for index, (s, tap) in enumerate(zip(layers, self.taps))
             ],

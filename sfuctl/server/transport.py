@@ -408,6 +408,9 @@ class Transport:
                     self.estimator.on_rtt(min(rtts) / 1000)
             if self.allocation is not None:
                 self.allocation.run(now)
+            for producer in self.producers_by_mid.values():
+                if isinstance(producer, SimulcastProducer):
+                    producer.update_demand(now)
 
     def _sample_incoming(self, now: float) -> None:
         received, mark = self.connection.bytes_received, self._received_mark
