@@ -594,6 +594,8 @@ class Bot:
                 self.chat.on_consumer_added(params)
             elif method == "activeSpeaker" and self.speaker is not None:
                 self.speaker.on_active_speaker(params.get("peerId"), self.peer_id)
+            elif method == "producerLayersActive" and self.publisher is not None:
+                self.publisher.set_active_layers(params.get("layers"), time.monotonic())
             elif method == "reconnect":
                 self._moved.set()
 
@@ -812,7 +814,7 @@ class Bot:
         """This bot in the JSON report (docs/bots.md)."""
         started = self.env.started_at
         end = self.left_at if self.left_at is not None else now
-        sent = [sender.stats(end - began if began is not None else 0.0) for sender, began in self._sending()]
+        sent = [sender.stats(end - began if began is not None else 0.0, end) for sender, began in self._sending()]
         consumers = []
         for stream, rtt in self._receiving():
             consumer = stream.stats(end, rtt)

@@ -31,7 +31,8 @@ class StreamSender:
     __slots__ = (
         "active", "kind", "codec", "ssrc", "payload_type", "clock_rate", "cursor", "packets", "octets", "frames",
         "keyframes", "rtcp", "rid", "_send", "_header", "_vp8", "_seq", "_picture_id", "_rtx", "_last_ts",
-        "_last_time", "_first_packet", "_level", "_level_pos", "_first_byte", "_descriptor_at",
+        "_last_time", "_first_packet", "_level", "_level_pos", "_first_byte", "_descriptor_at", "paused",
+        "pauses", "_paused_at", "_paused_seconds",
     )
 
     def __init__(
@@ -52,6 +53,10 @@ class StreamSender:
         is a header extension block (rtp.build_extension_block) every packet carries: a simulcast encoding's MID
         and RID (`rid`)."""
         self.active = True
+        self.paused = False  # a simulcast encoding the server said nobody takes: frames go by unsent
+        self.pauses = 0
+        self._paused_at = 0.0
+        self._paused_seconds = 0.0  # in pauses that ended
         self.rid = rid
         self.kind = track.kind
         self.codec = track.codec
@@ -125,8 +130,15 @@ class StreamSender:
         return f"<StreamSender {self.kind} ssrc={self.ssrc}>"
 
     def send_frame(self, now: float) -> float:
-        """Send the next frame (marker on its last packet; audio marks only its first packet, RFC 3551)."""
+        """Send the next frame (marker on its last packet; audio marks only its first packet, RFC 3551).
+
+        A paused stream takes its frames from the cursor without sending them (its clock goes on for its SRs).
+        """
         timestamp, frame, seconds = self.cursor.next()
+        if self.paused:
+            self._last_ts = timestamp
+            self._last_time = now
+            return seconds
         payloads = frame.payloads
         header = self._header
         pt = self.payload_type
@@ -182,6 +194,22 @@ class StreamSender:
     def _on_keyframe_request(self, now: float) -> None:
         self.cursor.request_keyframe()
 
+    def set_paused(self, paused: bool, now: float) -> None:
+        """Stop sending, or send again starting with a keyframe (the server switches consumers at one)."""
+        if paused == self.paused:
+            return
+        self.paused = paused
+        if paused:
+            self.pauses += 1
+            self._paused_at = now
+        else:
+            self._paused_seconds += now - self._paused_at
+            self.cursor.request_keyframe()
+
+    def paused_seconds(self, now: float) -> float:
+        """Seconds this stream spent paused, up to `now`."""
+        return self._paused_seconds + (now - self._paused_at if self.paused else 0.0)
+
     def sender_report(self, now: float, ntp: int) -> rtcp.SenderReport | None:
         """An SR mapping `ntp` (wall clock) to this stream's RTP time at loop time `now`."""
         if self._last_time is None:
@@ -189,8 +217,8 @@ class StreamSender:
         rtp_ts = self._last_ts + int((now - self._last_time) * self.clock_rate)
         return self.rtcp.sender_report(ntp, rtp_ts, self.packets, self.octets)
 
-    def stats(self, elapsed: float) -> dict:
-        """Figures for the report; bytes and bitrate count whole RTP packets (header + payload)."""
+    def stats(self, elapsed: float, now: float) -> dict:
+        """Figures for the report at `now`; bytes and bitrate count whole RTP packets (header + payload)."""
         header_size = self._descriptor_at  # fixed header and extensions (VP8: its descriptor is payload)
         packet_bytes = self.octets + header_size * self.packets
         return {
@@ -212,6 +240,9 @@ class StreamSender:
             "reported_packets_lost": self.packets_lost,
             "reported_jitter_ms": self.jitter_ms,
             "rtt_ms": self.rtt_ms,
+            "paused": self.paused,
+            "pauses": self.pauses,
+            "paused_s": round(self.paused_seconds(now), 3),
         }
 
 
@@ -248,6 +279,19 @@ class Publisher:
         ssrcs = [s.ssrc for s in self.senders]
         if ssrcs:
             self._send_rtcp(bytes(rtcp.ReceiverReport(ssrcs[0])) + bytes(rtcp.Bye(ssrcs)))
+
+    def set_active_layers(self, layers: object, now: float) -> None:
+        """The server's producerLayersActive: pause or resume each simulcast encoding by its RID (a bot publishes
+        one simulcast track); entries that are not {"rid": str, "active": bool} are ignored."""
+        if not isinstance(layers, list):
+            return
+        by_rid = {sender.rid: sender for sender in self.senders if sender.rid is not None}
+        for layer in layers:
+            if not isinstance(layer, dict) or not isinstance(layer.get("active"), bool):
+                continue
+            sender = by_rid.get(layer.get("rid"))  # type: ignore[arg-type]
+            if sender is not None:
+                sender.set_paused(not layer["active"], now)
 
     def stop(self) -> None:
         for sender in self.senders:
