@@ -162,3 +162,61 @@ async def test_max_incoming_bitrate_caps_a_publisher_with_remb(media) -> None:
     finally:
         await publisher.close()
         await server.close()
+
+
+# Pausing: the subscriber's link is 2 Mb/s, 400 kb/s from PAUSE_DOWN (the layers above the lowest pause once it is
+# down there), 2 Mb/s again from PAUSE_UP; the run stops AFTER_UPGRADE after its first upgrade (PAUSE_UP + 20 at most).
+PAUSE_DOWN, PAUSE_UP = 2.0, 10.0
+AFTER_UPGRADE = 1.0
+
+
+async def test_the_layers_nobody_takes_pause_and_one_resumes_for_an_upgrade(server, simulcast_media) -> None:
+    network = (ImpairmentStep(0.0, FAST), ImpairmentStep(PAUSE_DOWN, SLOW), ImpairmentStep(PAUSE_UP, FAST))
+    plans = [
+        BotPlan(0, "bot-1", "room-1", True, False, 0.0, False),
+        BotPlan(1, "bot-2", "room-1", False, True, 0.3, True, network=network),
+    ]
+    config = BotsConfig(url=server.url, count=2, duration=PAUSE_UP + 20, media=simulcast_media, seed=16, simulcast=True)
+    watch = Watch()
+    stop = asyncio.Event()
+    run = asyncio.create_task(run_bots(config, watch, plans=plans, stop=stop))
+    layers: list[tuple[float, int | None]] = []  # (seconds since the start, the subscriber's current layer)
+    # (seconds since the start, which of the publisher's encodings are active, the bitrate arriving from it)
+    publisher: list[tuple[float, tuple[bool, ...], float]] = []
+    try:
+        while not run.done():
+            await asyncio.sleep(0.2)
+            if watch.t0 is None:
+                continue
+            at = time.monotonic() - watch.t0
+            transports = list(server.worker.transports)
+            producers = [(t, p) for t in transports for p in t.producers_by_mid.values() if p.kind == "video"]
+            consumers = [c for t in transports for c in t.consumers.values() if c.kind == "video"]
+            if producers:
+                transport, producer = producers[0]
+                publisher.append((at, tuple(producer.demand.active), transport.incoming_bitrate_bps))
+            if consumers:
+                layers.append((at, consumers[0].current_layer))
+                upgraded = [t for t, layer in layers if t > PAUSE_UP and layer]
+                if upgraded and at > upgraded[0] + AFTER_UPGRADE:
+                    stop.set()
+    finally:
+        report = await run
+    assert report.failed == 0
+    changes = [(round(t, 1), layer) for (t, layer), (_, before) in zip(layers, [(0.0, None), *layers]) if layer != before]
+    down = next(t for t, layer in layers if t > PAUSE_DOWN and layer == 0)
+    up = next((t for t, layer in layers if t > PAUSE_UP and layer), None)
+    assert up is not None, changes  # the paused layer was allocated, resumed, and forwarded from its keyframe
+    # The two upper encodings paused while the subscriber took the lowest, and what the publisher sends dropped
+    # (they are ~90% of it: 150 / 500 / 1500 kb/s).
+    paused = [(t, bps) for t, active, bps in publisher if active == (True, False, False)]
+    assert paused and down < paused[0][0] and paused[-1][0] < up, (changes, publisher)
+    sending = [bps for t, active, bps in publisher if all(active) and bps > 0 and t < paused[0][0]]  # 0: unmeasured
+    quiet = [bps for t, bps in paused if t > paused[0][0] + 2]
+    assert sending and quiet and max(quiet) < 0.3 * min(sending), (sending, quiet)
+    assert publisher[-1][1][1], publisher[-1]  # the layer upgraded to is sent again
+    # The publishing bot's report: the upper encodings were paused, the lowest never; the one upgraded to resumed.
+    sent = {stream["rid"]: stream for bot in report.bots for stream in bot["sent"] if stream["rid"] is not None}
+    assert sent["q"]["pauses"] == 0 and not sent["q"]["paused"], sent["q"]
+    assert sent["h"]["pauses"] >= 1 and sent["h"]["paused_s"] > 0 and not sent["h"]["paused"], sent["h"]
+    assert sent["f"]["pauses"] >= 1 and sent["f"]["paused_s"] > 0, sent["f"]
