@@ -92,7 +92,7 @@ def test_a_talking_sender_carries_the_level_extension_and_a_silent_sender_none(m
     sender.send_frame(0.02)
     assert [packet[0] & 0x10 for packet in packets] == [0x10, 0x10]  # the X bit
     assert [packet[find_extension(packet, 3)] for packet in packets] == [VOICE | SPEECH_LEVEL, SILENCE_LEVEL]
-    assert sender.stats(1.0)["bytes"] == sum(len(packet) for packet in packets)
+    assert sender.stats(1.0, 0.0)["bytes"] == sum(len(packet) for packet in packets)
     plain: list[bytes] = []
     StreamSender(track, ssrc=8, payload_type=111, send_rtp=plain.append, rng=random.Random(1), nack=False,
                  level=None, level_id=3).send_frame(0.0)
