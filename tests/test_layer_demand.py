@@ -73,3 +73,12 @@ def test_a_layer_paused_while_not_sent_is_not_held() -> None:
     run(d, {0}, 0.0, PAUSE_HOLD + 1, [150_000.0, 500_000.0, 0.0])  # the publisher had stopped the top itself
     assert d.active == [True, False, False]
     assert d.bitrate(1, 0.0) == 500_000.0 and d.bitrate(2, 0.0) == 0.0
+
+
+def test_a_paused_layer_is_held_at_its_mean_bitrate_not_its_last_intervals() -> None:
+    d, _ = demand()
+    for t in range(12):  # the top layer swings 1.2 / 1.8 Mb/s with its keyframes; taken until round 8
+        rates = [150_000.0, 500_000.0, 1_800_000.0 if t % 2 else 1_200_000.0]
+        d.update({0, 1, 2} if t < 8 else {0, 1}, rates, float(t))
+    assert d.active == [True, True, False]  # paused at round 11, after an interval at 1.8 Mb/s
+    assert 1_350_000 < d.bitrate(2, 0.0) < 1_650_000, d.bitrate(2, 0.0)

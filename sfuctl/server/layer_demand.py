@@ -6,7 +6,7 @@ paused resumes at once; one nobody wanted for PAUSE_HOLD seconds is paused. The 
 it is the smallest share of what the publisher sends, and it keeps the producer's quality score and the
 publisher's reports going. Each change is handed to `on_change` (the publisher is told: docs/protocol.md).
 
-A paused encoding stays a candidate for upgrades: the allocator reads it at the bitrate it had when it was paused
+A paused encoding stays a candidate for upgrades: the allocator reads it at its mean bitrate before the pause
 (`bitrate`), until its packets arrive again or RESUME_GRACE after it was resumed (a publisher that did not resume
 it is then seen as not sending it, as before). Time is a parameter everywhere.
 """
@@ -21,6 +21,9 @@ PAUSE_HOLD = 3.0
 # After a resume, the bitrate from before the pause stands in for the measured one this long while none of the
 # encoding's packets arrived: the notification's way to the publisher and its first frames back.
 RESUME_GRACE = 5.0
+# The bitrate held for a paused encoding is a moving mean of its measured ones (this weight on each new interval):
+# one interval's figure swings with keyframes, and a high one held would keep the step up to it from fitting.
+MEAN_WEIGHT = 0.25
 
 
 class LayerDemand:
@@ -30,7 +33,9 @@ class LayerDemand:
         self.active = [True] * count
         self.pauses = [0] * count
         self._on_change = on_change
-        self._held_bps = [0.0] * count  # what a paused (or just resumed) encoding sent when it was paused
+        self._held_bps = [0.0] * count  # what a paused (or just resumed) encoding sent before it was paused
+        self._mean_bps = [0.0] * count  # each encoding's moving mean bitrate while it is sent
+        self._last_bps = [0.0] * count  # its measured bitrate at the previous round
         self._unwanted_since: list[float | None] = [None] * count
         self._resumed_at: list[float | None] = [None] * count
 
@@ -53,6 +58,13 @@ class LayerDemand:
         """
         changed = False
         for index in range(1, len(self.active)):
+            measured, mean = measured_bps[index], self._mean_bps[index]
+            if measured <= 0 or self._last_bps[index] <= 0:
+                # Not sent, or sent again from within the interval (a partial figure): a new mean starts after.
+                self._mean_bps[index] = 0.0
+            else:
+                self._mean_bps[index] = measured if mean <= 0 else mean + MEAN_WEIGHT * (measured - mean)
+            self._last_bps[index] = measured
             if index in wanted:
                 self._unwanted_since[index] = None
                 if not self.active[index]:
@@ -66,7 +78,7 @@ class LayerDemand:
                 elif now - since >= PAUSE_HOLD:
                     self.active[index] = False
                     self.pauses[index] += 1
-                    self._held_bps[index] = measured_bps[index]
+                    self._held_bps[index] = self._mean_bps[index] or measured
                     self._resumed_at[index] = None
                     changed = True
             resumed = self._resumed_at[index]
