@@ -18,7 +18,8 @@ from typing import Protocol
 
 @dataclass(frozen=True)
 class Layer:
-    """One spatial layer a producer offers: its measured bitrate (0 while unmeasured) and frame size if known."""
+    """One spatial layer a producer offers: its measured bitrate (0 while unmeasured; a layer paused because nobody
+    took it counts at its bitrate before the pause, layer_demand.py) and frame size if known."""
 
     bitrate_bps: float
     width: int | None = None
