@@ -9,7 +9,7 @@ import struct
 import pytest
 
 from sfuctl.bots.config import BotsConfig, plan_bots
-from sfuctl.bots.decode import FrameDecoder, h264_annex_b, vp8_data
+from sfuctl.bots.decode import FrameDecoder, h264_annex_b, starts_keyframe, vp8_data
 from sfuctl.bots.frames import FrameTracker
 from sfuctl.bots.impairment import ImpairmentConfig
 from sfuctl.bots.pacer import Pacer
@@ -21,7 +21,7 @@ from sfuctl.bots.subscriber import ConsumerInfo, ConsumerStream, Subscriber
 from sfuctl.encoded import EncodedFrame, EncodedTrack, load_track
 from sfuctl.media import MediaSpec, make_media
 from sfuctl.rtc import rtcp
-from sfuctl.rtc.rtp import build_packet, read_header
+from sfuctl.rtc.rtp import build_packet, is_keyframe, read_header
 
 FRAME = 3600  # 40 ms at 90 kHz
 
@@ -421,3 +421,19 @@ def test_frame_decoder_starts_at_a_keyframe_and_decodes_frames_in_sequence_order
     assert decoder.decoded == 1  # frame 5; frames 7-9 are complete but wait behind frame 6
     decoder.on_packet(*late)
     assert (decoder.decoded, decoder.errors, decoder.size) == (5, 0, (160, 96))
+
+
+def test_frame_decoder_starts_an_h264_keyframe_at_its_parameter_sets_even_when_they_come_late(tmp_path) -> None:
+    files = make_media(MediaSpec(width=160, height=96, duration=0.2, video_codec="h264"), tmp_path)
+    track = load_track(files.video, "video")
+    packets, sequence = [], 7
+    for frame in track.frames:
+        packets += [(sequence + i, i == len(frame.payloads) - 1, p) for i, p in enumerate(frame.payloads)]
+        sequence += len(frame.payloads)
+    first, idr = packets[0], packets[1]
+    assert starts_keyframe("H264", first[2]) and not starts_keyframe("H264", idr[2])
+    assert is_keyframe("H264", idr[2])  # an IDR slice, but it cannot decode before the SPS and PPS
+    decoder = FrameDecoder("H264")
+    for packet in packets[1:] + [first]:  # the first packet lost, then retransmitted after the others
+        decoder.on_packet(*packet)
+    assert (decoder.decoded, decoder.errors, decoder.size) == (len(track.frames), 0, (160, 96))

@@ -13,6 +13,7 @@ from sfuctl.rtc.rtp import is_keyframe, seq_distance
 
 MAX_BUFFERED = 256
 _START_CODE = b"\x00\x00\x00\x01"
+_H264_SPS = 7  # NAL unit type of a sequence parameter set
 
 
 def vp8_data(payload: bytes) -> bytes:
@@ -64,10 +65,28 @@ def h264_annex_b(payload: bytes) -> bytes:
     return _START_CODE + payload
 
 
+def starts_keyframe(codec: str, payload: bytes) -> bool:
+    """True when the RTP payload is the first packet of a keyframe: for VP8 the start of its first partition,
+    for H.264 the packet whose first NAL unit is the sequence parameter set (an IDR slice decodes only after
+    its parameter sets, which come first in the access unit)."""
+    if codec == "VP8":
+        return is_keyframe(codec, payload)
+    if len(payload) < 2:
+        return False
+    nal_type = payload[0] & 0x1F
+    if nal_type == 24:  # STAP-A: 16-bit size, then the first NAL unit
+        return len(payload) > 3 and payload[3] & 0x1F == _H264_SPS
+    if nal_type == 28:  # FU-A: the start fragment names the unit's type
+        return bool(payload[1] & 0x80) and payload[1] & 0x1F == _H264_SPS
+    return nal_type == _H264_SPS
+
+
 class FrameDecoder:
     """Decodes a consumer's frames in sequence order: from a keyframe on, each frame runs from the packet after
-    the previous marker to its own marker. When MAX_BUFFERED packets wait behind a gap, the decoder gives up
-    on it and resumes at the next keyframe (the receiver's PLI brings one)."""
+    the previous marker to its own marker. Packets that come before the keyframe's first one are kept, so a
+    retransmitted first packet still starts the frame its later packets belong to. When MAX_BUFFERED packets
+    wait behind a gap, the decoder gives up on it and resumes at the next keyframe (the receiver's PLI brings
+    one)."""
 
     def __init__(self, codec: str) -> None:
         self.codec = codec
@@ -84,18 +103,24 @@ class FrameDecoder:
         if self.codec == "opus":
             self._decode(payload)
             return
-        if self._next is None:
-            if not is_keyframe(self.codec, payload):
-                return  # waiting for the first packet of a keyframe
+        buffer = self._buffer
+        if self._next is None:  # waiting for the first packet of a keyframe
+            if len(buffer) >= MAX_BUFFERED:
+                buffer.clear()
+            buffer[sequence] = (marker, payload)
+            if not starts_keyframe(self.codec, payload):
+                return
             self._next = sequence
+            for earlier in [s for s in buffer if seq_distance(s, sequence) < 0]:
+                del buffer[earlier]
         elif seq_distance(sequence, self._next) < 0:
             return  # a late copy of a packet already decoded or given up
-        self._buffer[sequence] = (marker, payload)
+        buffer[sequence] = (marker, payload)
         while self._decode_next():
             pass
-        if len(self._buffer) > MAX_BUFFERED:
+        if len(buffer) > MAX_BUFFERED:
             self.given_up += 1
-            self._buffer.clear()
+            buffer.clear()
             self._next = None
 
     def _decode_next(self) -> bool:
