@@ -1,3 +1,7 @@
+import json
+from itertools import pairwise
+from pathlib import Path
+
 import pytest
 
 from sfuctl.rtc import rtp
@@ -26,10 +30,14 @@ WRAP_REORDER_PACKET = TransportFeedback(
 # deltas; 38 bytes of body padded to 40 (P bit, last byte = 2).
 RUN_OF_TWENTY = bytes.fromhex("afcd000a" "00000001" "00000002" "0064" "0014" "000000" "00" "2014" + "01" * 20 + "0002")
 RUN_OF_TWENTY_PACKET = TransportFeedback(1, 2, 100, 0, 0, list(range(1, 21)))
-# Received, received, lost, received, then the vector's padding: a one-bit vector 1 0 1101 0000000000 = 0xB400,
-# three 1-byte deltas; 21 bytes padded with 3.
-ONE_BIT_VECTOR = bytes.fromhex("afcd0006" "00000001" "00000002" "0010" "0004" "000001" "ff" "b400" "010102" "000003")
-ONE_BIT_VECTOR_PACKET = TransportFeedback(1, 2, 16, 1, 255, [257, 258, None, 260])
+# Received twice, lost, received six times, each 1 tick after the previous: a one-bit vector 1 0 110111111 00000
+# (0xB7E0, its last five symbols padding), eight 1-byte deltas; 26 bytes padded with 2.
+ONE_BIT_VECTOR = bytes.fromhex("afcd0007" "00000001" "00000002" "0010" "0009" "000001" "ff" "b7e0" "0101020101010101" "0002")
+ONE_BIT_VECTOR_PACKET = TransportFeedback(1, 2, 16, 1, 255, [257, 258, None, 260, 261, 262, 263, 264, 265])
+# Received, received, lost, received: 7 or fewer mixed symbols at the end go in a two-bit vector as libwebrtc
+# writes them, 11 01 01 00 01 00 00 00 = 0xD440, three 1-byte deltas; 21 bytes padded with 3.
+SHORT_LAST_VECTOR = bytes.fromhex("afcd0006" "00000001" "00000002" "0010" "0004" "000001" "ff" "d440" "010102" "000003")
+SHORT_LAST_VECTOR_PACKET = TransportFeedback(1, 2, 16, 1, 255, [257, 258, None, 260])
 # Eight lost (a run: a two-bit vector would hold 7), then one received 300 ticks before the reference time:
 # run-length 0x0008, run-length of symbol 2 0x4001, delta -300 = 0xFED4; 22 bytes padded with 2.
 LOST_THEN_NEGATIVE = bytes.fromhex("afcd0006" "00000001" "00000002" "0000" "0009" "000010" "01" "0008" "4001" "fed4" "0002")
@@ -39,6 +47,7 @@ VECTORS = [
     (WRAP_REORDER, WRAP_REORDER_PACKET),
     (RUN_OF_TWENTY, RUN_OF_TWENTY_PACKET),
     (ONE_BIT_VECTOR, ONE_BIT_VECTOR_PACKET),
+    (SHORT_LAST_VECTOR, SHORT_LAST_VECTOR_PACKET),
     (LOST_THEN_NEGATIVE, LOST_THEN_NEGATIVE_PACKET),
 ]
 
@@ -48,6 +57,21 @@ def test_feedback_builds_and_parses_the_hand_computed_bytes(data: bytes, packet:
     assert bytes(packet) == data
     assert TransportFeedback.parse(data) == packet
     assert parse_compound(data) == [packet]
+
+
+CHROMIUM = json.loads((Path(__file__).parent / "data" / "chromium_feedback.json").read_text())
+
+
+def test_chromium_feedback_parses_and_builds_back_byte_for_byte() -> None:
+    # Captured by tests/data/capture_feedback.py: Chromium 156 behind 3% loss and 0-100 ms of jitter.
+    packets = [bytes.fromhex(h) for h in CHROMIUM["packets"]]
+    assert {"run-length", "one-bit", "two-bit", "lost", "large delta", "negative delta"} <= set(CHROMIUM["kinds"])
+    parsed = [TransportFeedback.parse(data) for data in packets]
+    assert [bytes(packet) for packet in parsed] == packets
+    assert sum(a is None for p in parsed for a in p.arrivals) > 0
+    assert any(b - a < 0 for p in parsed for a, b in pairwise(t for t in p.arrivals if t is not None))
+    first, second = parsed[:2]  # consecutive reports; a report may start before the last one's end, to report
+    assert second.feedback_count == first.feedback_count + 1  # packets that arrived out of order at last
 
 
 def test_received_lists_sequences_with_wrap_in_report_order() -> None:
@@ -86,6 +110,8 @@ def test_encoder_picks_runs_one_bit_and_two_bit_vectors() -> None:
     assert encode_chunks([1, 0] * 7) == [0xAAAA]
     assert encode_chunks([2, 1, 2, 1, 2, 1, 2]) == [0xE666]
     assert encode_chunks([1, 1, 2] + [1] * 14) == [0xD655, 0x2000 | 10]  # 11 01 01 10 01 01 01 01, then a run of 10
+    assert encode_chunks([1, 0] * 5) == [0xAAA0]  # 8 to 14 mixed symbols at the end: a padded one-bit vector
+    assert encode_chunks([1, 0, 1]) == [0xD100]  # 7 or fewer: a two-bit vector, as libwebrtc writes it
     for symbols in ([0, 1, 2] * 30, [1] * 13 + [0] + [2] * 3, [2] * 6 + [1]):
         decoded = [s for chunk in encode_chunks(symbols) for s in decode_chunk(chunk)]
         assert decoded[: len(symbols)] == symbols and not any(decoded[len(symbols) :])

@@ -210,7 +210,9 @@ def decode_chunk(chunk: int) -> list[int]:
 def encode_chunks(symbols: list[int]) -> list[int]:
     """Packet chunks for a list of status symbols, greedily: a run of 14 or more equal symbols (7 when a vector
     would need two bits) becomes a run-length chunk; otherwise the next 14 symbols become a one-bit vector when
-    none needs a large delta, else the next 7 a two-bit vector. A last vector is padded with 'not received'."""
+    none needs a large delta, else the next 7 a two-bit vector. The last 7 or fewer symbols, when not all equal,
+    become a two-bit vector (as libwebrtc encodes them, so feedback for the same arrivals is byte for byte the
+    same as Chromium's). A last vector is padded with 'not received'."""
     chunks: list[int] = []
     index = 0
     count = len(symbols)
@@ -224,7 +226,7 @@ def encode_chunks(symbols: list[int]) -> list[int]:
         if run >= ONE_BIT_SYMBOLS or (not one_bit and run >= TWO_BIT_SYMBOLS) or index + run == count:
             chunks.append((symbol << 13) | run)
             index += run
-        elif one_bit:
+        elif one_bit and count - index > TWO_BIT_SYMBOLS:
             chunk = 0x8000
             for position, value in enumerate(window):
                 chunk |= value << (ONE_BIT_SYMBOLS - 1 - position)
