@@ -63,11 +63,11 @@ async def test_sigterm_makes_every_bot_leave_and_still_writes_the_report(server,
 
 
 async def test_a_wrong_url_is_one_line_and_exit_code_2() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    process = await start("--url", f"ws://127.0.0.1:{port}", "--count", "1")
-    stdout, stderr = await asyncio.wait_for(process.communicate(), 20)
+    with socket.socket() as taken:  # bound, never listening: refused, and no other test's server can take it
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        process = await start("--url", f"ws://127.0.0.1:{port}", "--count", "1")
+        stdout, stderr = await asyncio.wait_for(process.communicate(), 20)
 
     assert process.returncode == 2
     assert stdout == b""
