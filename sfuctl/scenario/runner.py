@@ -247,97 +247,19 @@ async def _run(
     result: RunResult,
     agents: AgentsSettings | None,
 ) -> BotsReport:
-    settings = scenario.bots
-    seed = settings.seed if settings.seed is not None else int.from_bytes(os.urandom(4), "big")
-    try:
-        config = BotsConfig(
-            url=url,
-            count=len(plans),
-            rooms=settings.rooms,
-            publishers=settings.publishers,
-            audio=settings.audio,
-            video=settings.video,
-            subscribe=settings.subscribe,
-            media=media,
-            simulcast=settings.simulcast,
-            ramp=settings.ramp,
-            duration=scenario.duration + END_MARGIN,
-            # at least a process per topology, so that bots.cpu_percent never mixes them
-            processes=max(len(scenario.topologies), min(settings.processes or default_processes(), len(plans))),
-            seed=seed,
-            join_timeout=settings.join_timeout,
-            data_rate=settings.data,
-            speakers=settings.speakers,
-            connect_timeout=min(10.0, settings.join_timeout / 2),
-            auth_secret=scenario.server.auth_secret,
-        )
-    except ValueError as exc:
-        raise RunFailed(str(exc)) from None
-    controller: Controller | None = None
+    config = _bots_config(scenario, len(plans), media, url)
     recording = _Recording(recorder, observer)
-    ended = asyncio.Event()  # the scenario's time is over or the run was stopped: no more samples count
-    aborted: list[Verdict] = []
-
-    def _live(controller: Controller | None) -> dict[Threshold, LogHistogram] | None:
-        """The agents' latest histograms of the abort_on_fail thresholds they measure."""
-        if controller is None:
-            return None
-        live = [t for t in _measured_by_agents(scenario) if t.abort_on_fail]
-        return {threshold: histogram for index, threshold in enumerate(live)
-                if (histogram := controller.live(index)) is not None}
-
-    def on_snapshot(snapshot: dict) -> None:
-        recorder.on_snapshot(time.monotonic(), snapshot)
-        observer.snapshot(snapshot)
-
-    async def mark_end() -> None:
-        """The run's measured part ends with the scenario or when it is stopped, whichever comes first."""
-        if recorder.t0 is None:
-            await recording.running.wait()
-        remaining = scenario.duration - recorder.elapsed(time.monotonic())
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(stop.wait(), max(0.0, remaining))
-        recorder.end = min(scenario.duration, recorder.elapsed(time.monotonic()))
-        ended.set()
-
-    async def check_aborts() -> None:
-        watched = [t for t in scenario.thresholds if t.abort_on_fail]
-        while watched and not ended.is_set():
-            await asyncio.sleep(ABORT_CHECK_INTERVAL)
-            if recorder.t0 is None:
-                continue
-            now = recorder.elapsed(time.monotonic())
-            merged = _live(controller)
-            # through agents, a window metric is judged once they sent its samples
-            due = tuple(t for t in watched if now >= t.after
-                        and (merged is None or t.metric.timing != "window" or t in merged))
-            failed = [v for v in evaluate(due, recorder, now, merged) if not v.passed]
-            if failed and not ended.is_set():
-                aborted.append(failed[0])
-                observer.aborting(failed[0])
-                stop.set()
-                return
-
+    watch = _Watch(scenario, recorder, observer, recording, stop)
     tasks = [
-        asyncio.create_task(mark_end()),
-        asyncio.create_task(check_aborts()),
-        asyncio.create_task(_stats(url, scenario.server.auth_secret, on_snapshot, observer.server_lost)),
+        asyncio.create_task(watch.mark_end()),
+        asyncio.create_task(watch.check_aborts()),
+        asyncio.create_task(_stats(url, scenario.server.auth_secret, watch.on_snapshot, observer.server_lost)),
     ]
     try:
         if agents is None:
             report = await run_bots(config, recording, stop=stop, plans=plans)
         else:
-            client = await connect(agents.url)
-            try:
-                controller = Controller(client, agents.url, agents.secret)
-                measure = Measure(scenario.duration, [
-                    {"metric": t.metric.name, "tags": dict(t.tags), "after": t.after, "live": t.abort_on_fail}
-                    for t in _measured_by_agents(scenario)
-                ], recorder.bots)
-                report, result.agents = await controller.run(config, plans, stop=stop, observer=recording,
-                                                             measure=measure)
-            finally:
-                await client.aclose()
+            report, result.agents = await _run_on_agents(config, plans, agents, watch)
             if result.agents.error is not None:
                 result.status, result.error = "failed", result.agents.error
                 return report
@@ -352,11 +274,117 @@ async def _run(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-    if aborted:
-        result.status, result.aborted_by = "aborted", aborted[0].threshold.label
+    if watch.aborted:
+        result.status, result.aborted_by = "aborted", watch.aborted[0].threshold.label
     elif report.stopped_by != "duration":
         result.status = "interrupted"
     return report
+
+
+def _bots_config(scenario: Scenario, count: int, media: tuple[str, ...], url: str) -> BotsConfig:
+    """The bots' settings for the scenario's `count` planned bots; RunFailed when they are not valid."""
+    settings = scenario.bots
+    seed = settings.seed if settings.seed is not None else int.from_bytes(os.urandom(4), "big")
+    try:
+        return BotsConfig(
+            url=url,
+            count=count,
+            rooms=settings.rooms,
+            publishers=settings.publishers,
+            audio=settings.audio,
+            video=settings.video,
+            subscribe=settings.subscribe,
+            media=media,
+            simulcast=settings.simulcast,
+            ramp=settings.ramp,
+            duration=scenario.duration + END_MARGIN,
+            # at least a process per topology, so that bots.cpu_percent never mixes them
+            processes=max(len(scenario.topologies), min(settings.processes or default_processes(), count)),
+            seed=seed,
+            join_timeout=settings.join_timeout,
+            data_rate=settings.data,
+            speakers=settings.speakers,
+            connect_timeout=min(10.0, settings.join_timeout / 2),
+            auth_secret=scenario.server.auth_secret,
+        )
+    except ValueError as exc:
+        raise RunFailed(str(exc)) from None
+
+
+async def _run_on_agents(
+    config: BotsConfig, plans: list[BotPlan], agents: AgentsSettings, watch: _Watch
+) -> tuple[BotsReport, AgentsResult]:
+    """Run the bots on the load agents registered at `agents.url`; they send the histograms of the thresholds
+    only they can measure (`watch.controller` reads them live while the run goes)."""
+    scenario, recorder = watch.scenario, watch.recorder
+    client = await connect(agents.url)
+    try:
+        watch.controller = Controller(client, agents.url, agents.secret)
+        measure = Measure(scenario.duration, [
+            {"metric": t.metric.name, "tags": dict(t.tags), "after": t.after, "live": t.abort_on_fail}
+            for t in _measured_by_agents(scenario)
+        ], recorder.bots)
+        return await watch.controller.run(config, plans, stop=watch.stop, observer=watch.recording, measure=measure)
+    finally:
+        await client.aclose()
+
+
+class _Watch:
+    """While a run goes: the server's snapshots into the recorder and the view, the end of its measured part, and
+    the abort_on_fail thresholds judged every ABORT_CHECK_INTERVAL (the first that fails stops the run)."""
+
+    def __init__(
+        self, scenario: Scenario, recorder: Recorder, view: ScenarioObserver, recording: _Recording, stop: asyncio.Event
+    ) -> None:
+        self.scenario = scenario
+        self.recorder = recorder
+        self.view = view
+        self.recording = recording
+        self.stop = stop
+        self.controller: Controller | None = None  # set when the bots run on load agents
+        self.ended = asyncio.Event()  # the scenario's time is over or the run was stopped: no more samples count
+        self.aborted: list[Verdict] = []
+
+    def on_snapshot(self, snapshot: dict) -> None:
+        self.recorder.on_snapshot(time.monotonic(), snapshot)
+        self.view.snapshot(snapshot)
+
+    async def mark_end(self) -> None:
+        """The run's measured part ends with the scenario or when it is stopped, whichever comes first."""
+        recorder = self.recorder
+        if recorder.t0 is None:
+            await self.recording.running.wait()
+        remaining = self.scenario.duration - recorder.elapsed(time.monotonic())
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.stop.wait(), max(0.0, remaining))
+        recorder.end = min(self.scenario.duration, recorder.elapsed(time.monotonic()))
+        self.ended.set()
+
+    async def check_aborts(self) -> None:
+        watched = [t for t in self.scenario.thresholds if t.abort_on_fail]
+        while watched and not self.ended.is_set():
+            await asyncio.sleep(ABORT_CHECK_INTERVAL)
+            if self.recorder.t0 is None:
+                continue
+            now = self.recorder.elapsed(time.monotonic())
+            merged = self._live()
+            # through agents, a window metric is judged once they sent its samples
+            due = tuple(t for t in watched if now >= t.after
+                        and (merged is None or t.metric.timing != "window" or t in merged))
+            failed = [v for v in evaluate(due, self.recorder, now, merged) if not v.passed]
+            if failed and not self.ended.is_set():
+                self.aborted.append(failed[0])
+                self.view.aborting(failed[0])
+                self.stop.set()
+                return
+
+    def _live(self) -> dict[Threshold, LogHistogram] | None:
+        """The agents' latest histograms of the abort_on_fail thresholds they measure."""
+        if self.controller is None:
+            return None
+        live = [t for t in _measured_by_agents(self.scenario) if t.abort_on_fail]
+        return {threshold: histogram for index, threshold in enumerate(live)
+                if (histogram := self.controller.live(index)) is not None}
 
 
 async def _stats(url: str, auth_secret: str | None, on_snapshot: Callable[[dict], None], on_lost: Callable[[str], None]) -> None:
