@@ -18,6 +18,7 @@ from sfuctl.agents.link import agent_key, connect, inbox_key, redis_clock, run_k
 from sfuctl.server.app import RunningServer, start_server
 from sfuctl.server.config import ServerConfig
 
+from .child_process import finish
 from .redis_server import free_port
 from .scenario_files import RUN, small_media
 
@@ -101,7 +102,7 @@ async def agents(redis_url: str) -> AsyncIterator[Agents]:
 async def controller(*args: str, timeout: float = 90) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(*RUN, *args, env=ENV, stdout=asyncio.subprocess.PIPE,
                                                    stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(process.communicate(), timeout)
+    out, err = await finish(process, timeout)
     return process.returncode, out.decode(), err.decode()
 
 

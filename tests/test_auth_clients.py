@@ -20,6 +20,7 @@ from sfuctl.server.app import RunningServer, start_server
 from sfuctl.server.config import ServerConfig
 from sfuctl.tokens import url_with_token
 
+from .child_process import finish
 from .scenario_files import RUN, small_media
 
 SECRET = "client-secret-" + "z" * 32
@@ -107,7 +108,7 @@ async def test_stats_needs_an_admin_token(server) -> None:
     process = await asyncio.create_subprocess_exec(
         *SFUCTL, "stats", "--url", server.url, "--once", "--json", "--token", member, stdout=PIPE, stderr=PIPE
     )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
+    stdout, stderr = await finish(process, 30)
     assert process.returncode == EXIT_REFUSED and stdout == b"", stderr
     assert stderr.decode().count("\n") == 1 and "forbidden" in stderr.decode() and "--token" in stderr.decode()
     assert member not in stderr.decode()

@@ -15,6 +15,8 @@ import pytest
 
 from sfuctl.media import MediaSpec, make_media
 
+from .child_process import finish
+
 # The lead registers the command in sfuctl.cli; calling it directly keeps these tests independent of that.
 COMMAND = [sys.executable, "-c", "from sfuctl.commands.bots import bots; bots()"]
 
@@ -50,7 +52,7 @@ async def test_sigterm_makes_every_bot_leave_and_still_writes_the_report(server,
     ), "the bots did not connect"
     await asyncio.sleep(1.0)
     process.send_signal(signal.SIGTERM)
-    stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
+    stdout, stderr = await finish(process, 30)
 
     assert process.returncode == 0, stderr.decode()
     report = json.loads(report_path.read_text())
@@ -67,7 +69,7 @@ async def test_a_wrong_url_is_one_line_and_exit_code_2() -> None:
         taken.bind(("127.0.0.1", 0))
         port = taken.getsockname()[1]
         process = await start("--url", f"ws://127.0.0.1:{port}", "--count", "1")
-        stdout, stderr = await asyncio.wait_for(process.communicate(), 20)
+        stdout, stderr = await finish(process, 20)
 
     assert process.returncode == 2
     assert stdout == b""
@@ -78,7 +80,7 @@ async def test_a_bot_that_fails_to_join_gives_exit_code_1_and_default_media_is_m
     env = {**os.environ, "SFUCTL_CACHE_DIR": str(tmp_path / "cache")}
     process = await start("--url", server.url, "--count", "1", "--loss", "1", "--join-timeout", "2",
                           "--duration", "3", "--processes", "1", env=env)
-    stdout, stderr = await asyncio.wait_for(process.communicate(), 40)
+    stdout, stderr = await finish(process, 40)
 
     assert process.returncode == 1, stderr.decode()
     assert "bot-1 (room-1) failed: send transport failed: ICE/DTLS did not complete" in stderr.decode()

@@ -13,6 +13,8 @@ from sfuctl.media import MediaSpec, make_media
 from sfuctl.server.app import HTTP_SESSIONS_KEY, start_server
 from sfuctl.server.config import ServerConfig
 
+from .child_process import finish
+
 UNAUTHORIZED = (
     "publishing (WHIP): http://127.0.0.1:{port}/whip/room-1 answered 401 Unauthorized: "
     "unauthorized: this server needs 'Authorization: Bearer <token>' (its --whip-token)"
@@ -118,14 +120,14 @@ async def test_the_command_reports_a_401_as_a_failed_bot_and_refuses_both_modes(
             *command, "--whep", url, "--token", "wrong", "--count", "1", "--duration", "0.5", "--processes", "1",
             *media_options, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )
-        _, failed_err = await asyncio.wait_for(failed.communicate(), 20)
+        _, failed_err = await finish(failed, 20)
     finally:
         await running.close()
     both = await asyncio.create_subprocess_exec(
         *command, "--whip", url, "--whep", url, *media_options,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
-    _, both_err = await asyncio.wait_for(both.communicate(), 20)
+    _, both_err = await finish(both, 20)
 
     assert failed.returncode == 1
     assert f"bot-1 (room-1) failed: playing (WHEP): {url} answered 401 Unauthorized" in failed_err.decode()
