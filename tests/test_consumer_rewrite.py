@@ -54,14 +54,20 @@ class NotifiedPeer:
         self.notifications.append((method, params))
 
 
-def make_pair(kind: str, consumer_codec: Codec, extensions: dict[str, int], mid: str = "v1"):
-    """A producer on a publisher transport and one consumer on a recording subscriber transport."""
+def make_transports() -> tuple[Transport, Transport, RecordingConnection]:
+    """A publisher transport, and a connected subscriber transport whose connection records what it sends."""
     worker = Worker(ServerConfig(host="127.0.0.1", port=0, rtc_ports=(0, 0)))
     publisher_transport = Transport(id="t-pub", worker=worker, cname="pub", on_closed=lambda t, s: None)
     subscriber_transport = Transport(id="t-sub", worker=worker, cname="sub", on_closed=lambda t, s: None)
     recorder = RecordingConnection()
     subscriber_transport.connection = recorder  # type: ignore[assignment]
     subscriber_transport.connected = True
+    return publisher_transport, subscriber_transport, recorder
+
+
+def make_pair(kind: str, consumer_codec: Codec, extensions: dict[str, int], mid: str = "v1"):
+    """A producer on a publisher transport and one consumer on a recording subscriber transport."""
+    publisher_transport, subscriber_transport, recorder = make_transports()
     codec = PUBLISHER_VP8 if kind == "video" else PUBLISHER_OPUS
     producer = Producer(
         id="p-1", peer=None, transport=publisher_transport, kind=kind, codec=codec, ssrc=PUBLISHER_SSRC, mid="0"
@@ -226,12 +232,7 @@ async def test_simulcast_padding_only_packets_are_not_forwarded_nor_counted_as_t
     """libwebrtc without RTX probes its uplink with padding-only packets on a video SSRC, also on an encoding it no
     longer encodes. They count as received (RTCP) but not in the encoding's bitrate, which the allocator reads
     to know which encodings are sent; the consumer forwarding that encoding leaves them out without a gap."""
-    worker = Worker(ServerConfig(host="127.0.0.1", port=0, rtc_ports=(0, 0)))
-    publisher_transport = Transport(id="t-pub", worker=worker, cname="pub", on_closed=lambda t, s: None)
-    subscriber_transport = Transport(id="t-sub", worker=worker, cname="sub", on_closed=lambda t, s: None)
-    recorder = RecordingConnection()
-    subscriber_transport.connection = recorder  # type: ignore[assignment]
-    subscriber_transport.connected = True
+    publisher_transport, subscriber_transport, recorder = make_transports()
     low, high = 0x1000, 0x2000
     producer = SimulcastProducer(
         id="p-1", peer=None, transport=publisher_transport, codec=PUBLISHER_VP8, mid="0",
